@@ -1,0 +1,210 @@
+//! Serving HTTP requests with a `wasi:http/incoming-handler` component: a
+//! fresh instance per request from the component pre-instantiated at load.
+
+use std::sync::Arc;
+
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::WasiHttpView;
+
+use crate::command::{new_store, report, until_deadline};
+use crate::engine::{Metering, Runtime};
+use crate::limits::{Budget, RunLimits, RunMeter, StoreLimiter};
+use crate::load::{Code, Guest, LoadError};
+use crate::outcome::{Outcome, Report, TrapKind};
+use crate::sandbox::{P2Host, Sandbox};
+
+/// The body of a response from a guest: streamed as the guest writes it.
+pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Serves requests with one HTTP guest, under one task's budget. Cheap to
+/// clone; every clone shares the budget.
+#[derive(Clone)]
+pub struct HttpHandler {
+    inner: Arc<HandlerInner>,
+}
+
+type ReportHook = Box<dyn Fn(&Report) + Send + Sync>;
+
+struct HandlerInner {
+    rt: Runtime,
+    pre: ProxyPre<P2Host>,
+    budget: Budget,
+    sandbox: Sandbox,
+    limits: RunLimits,
+    on_report: Option<ReportHook>,
+}
+
+impl HttpHandler {
+    /// A handler for `guest`, which must be an HTTP component. `limits`
+    /// bound each request (its fuel and its timeout, which covers
+    /// streaming the response body too).
+    pub fn new(
+        rt: &Runtime,
+        guest: &Guest,
+        budget: Budget,
+        sandbox: Sandbox,
+        limits: RunLimits,
+    ) -> Result<HttpHandler, LoadError> {
+        let Code::Http(pre) = &guest.inner.code else {
+            return Err(LoadError::NotRunnable {
+                what: "command",
+                exports: vec![match guest.kind() {
+                    crate::GuestKind::P1Command => "_start".into(),
+                    _ => "wasi:cli/run".into(),
+                }],
+            });
+        };
+        Ok(HttpHandler {
+            inner: Arc::new(HandlerInner {
+                rt: rt.clone(),
+                pre: pre.clone(),
+                budget,
+                sandbox,
+                limits,
+                on_report: None,
+            }),
+        })
+    }
+
+    /// Calls `hook` with the report of every request once its instance is
+    /// done (after the response body has been streamed).
+    pub fn on_report(mut self, hook: impl Fn(&Report) + Send + Sync + 'static) -> HttpHandler {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.on_report = Some(Box::new(hook));
+        }
+        self
+    }
+
+    /// The task budget the handler's instances share.
+    pub fn budget(&self) -> &Budget {
+        &self.inner.budget
+    }
+
+    /// Handles one request in a fresh instance. `Ok` is the guest's
+    /// response, whose body streams while the instance keeps running; `Err`
+    /// is the report of a request that produced no response (a trap, a
+    /// timeout, a limit), for the caller to answer with 5xx.
+    ///
+    /// Must be called within a tokio runtime: the instance runs in a task
+    /// spawned on it.
+    pub async fn handle<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<ResponseBody>, Report>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let h = &self.inner;
+        let timeout = h
+            .limits
+            .timeout
+            .filter(|_| h.rt.inner.metering != Metering::None);
+        let meter = RunMeter::new(h.budget.clone(), timeout);
+        let host = match h.sandbox.p2_host(StoreLimiter::new(h.budget.clone())) {
+            Ok(host) => host,
+            Err(e) => {
+                return Err(Report::bare(Outcome::LoadError(LoadError::Sandbox(
+                    format!("{e:#}"),
+                ))))
+            }
+        };
+        let mut store = new_store(&h.rt, host, &meter, h.limits);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let prepared: wasmtime::Result<_> = (|| {
+            let mut http = store.data_mut().http();
+            let req = http.new_incoming_request(Scheme::Http, req)?;
+            let out = http.new_response_outparam(tx)?;
+            Ok((req, out))
+        })();
+        let (req, out) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let mut r = report(
+                    &h.rt,
+                    &mut store,
+                    &meter,
+                    &h.budget,
+                    h.limits,
+                    Ok(Outcome::Exit(0)),
+                );
+                r.outcome = Outcome::Trap {
+                    kind: TrapKind::Host(format!("bad request: {e:#}")),
+                    backtrace: String::new(),
+                };
+                return Err(r);
+            }
+        };
+
+        let this = self.clone();
+        let task_meter = meter.clone();
+        let task = tokio::spawn(meter.metered(async move {
+            let h = &this.inner;
+            let result = until_deadline(&task_meter, async {
+                let proxy = h.pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await?;
+                Ok(Outcome::Exit(0))
+            })
+            .await;
+            let r = report(&h.rt, &mut store, &task_meter, &h.budget, h.limits, result);
+            drop(store);
+            if let Some(hook) = &h.on_report {
+                hook(&r);
+            }
+            r
+        }));
+
+        match rx.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(code)) => {
+                // The guest answered with an error code instead of a response.
+                let mut r = match task.await {
+                    Ok(r) => r,
+                    Err(e) => panicked(e),
+                };
+                if r.outcome.is_success() {
+                    r.outcome = Outcome::Trap {
+                        kind: TrapKind::Host(format!("the guest answered with error {code:?}")),
+                        backtrace: String::new(),
+                    };
+                }
+                Err(r)
+            }
+            Err(_) => {
+                // The instance ended without setting a response.
+                let mut r = match task.await {
+                    Ok(r) => r,
+                    Err(e) => panicked(e),
+                };
+                if r.outcome.is_success() {
+                    r.outcome = Outcome::Trap {
+                        kind: TrapKind::Host(
+                            "the guest returned without setting a response".into(),
+                        ),
+                        backtrace: String::new(),
+                    };
+                }
+                Err(r)
+            }
+        }
+    }
+}
+
+fn panicked(e: tokio::task::JoinError) -> Report {
+    Report::bare(Outcome::Trap {
+        kind: TrapKind::Host(format!("the request's task failed: {e}")),
+        backtrace: String::new(),
+    })
+}
+
+/// A complete response body (for answers the host writes itself).
+pub fn full_body(bytes: impl Into<bytes::Bytes>) -> ResponseBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

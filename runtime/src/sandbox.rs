@@ -1,0 +1,330 @@
+//! The sandbox a guest sees: argv, environment, preopened directories, and
+//! stdio (stdin empty, stdout and stderr captured line by line into a log
+//! sink). Everything not granted here is denied: no other host files, no
+//! sockets, no outbound HTTP.
+
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::limits::StoreLimiter;
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// The guest's stdout.
+    Stdout,
+    /// The guest's stderr.
+    Stderr,
+}
+
+/// Receives a guest's output, one line at a time (without the newline).
+/// Lines longer than [`MAX_LINE`] bytes arrive in pieces of that size.
+pub trait LogSink: Send + Sync {
+    /// One line of output, stamped with the time it was completed.
+    fn line(&self, stream: LogStream, at: SystemTime, line: &str);
+}
+
+/// The longest line handed to a [`LogSink`] in one piece.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// A sink that drops everything (the default).
+pub struct DiscardLogs;
+
+impl LogSink for DiscardLogs {
+    fn line(&self, _: LogStream, _: SystemTime, _: &str) {}
+}
+
+/// A host directory made visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it (for example `/data`).
+    pub guest: String,
+    /// Whether the guest may create, write and delete in it. Default: no.
+    pub writable: bool,
+}
+
+/// What a guest may see. The default is the least: argv of just the
+/// program name `guest`, an empty environment, no directories, output
+/// discarded.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// argv, program name first.
+    pub args: Vec<String>,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories.
+    pub mounts: Vec<Mount>,
+    /// Where stdout and stderr go.
+    pub logs: Arc<dyn LogSink>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            args: vec!["guest".to_string()],
+            env: Vec::new(),
+            mounts: Vec::new(),
+            logs: Arc::new(DiscardLogs),
+        }
+    }
+}
+
+impl Sandbox {
+    /// Builds the WASI context for one instance. Fails only when a mount's
+    /// host directory cannot be opened, naming it.
+    fn builder(&self) -> wasmtime::Result<WasiCtxBuilder> {
+        let mut b = WasiCtxBuilder::new();
+        b.args(&self.args)
+            .envs(&self.env)
+            .stdin(tokio::io::empty())
+            .stdout(LogOutput {
+                sink: self.logs.clone(),
+                stream: LogStream::Stdout,
+            })
+            .stderr(LogOutput {
+                sink: self.logs.clone(),
+                stream: LogStream::Stderr,
+            })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for m in &self.mounts {
+            let perms = if m.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            b.preopened_dir(&m.host, &m.guest, perms).map_err(|e| {
+                e.context(format!(
+                    "cannot open directory {} to mount at {}",
+                    m.host.display(),
+                    m.guest
+                ))
+            })?;
+        }
+        Ok(b)
+    }
+
+    pub(crate) fn p1_host(&self, limiter: StoreLimiter) -> wasmtime::Result<P1Host> {
+        Ok(P1Host {
+            wasi: self.builder()?.build_p1(),
+            limiter,
+        })
+    }
+
+    pub(crate) fn p2_host(&self, limiter: StoreLimiter) -> wasmtime::Result<P2Host> {
+        Ok(P2Host {
+            wasi: self.builder()?.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            limiter,
+        })
+    }
+}
+
+/// Store data of a preview-1 guest.
+pub(crate) struct P1Host {
+    pub wasi: WasiP1Ctx,
+    pub limiter: StoreLimiter,
+}
+
+/// Store data of a preview-2 guest (command or HTTP).
+pub(crate) struct P2Host {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub http: WasiHttpCtx,
+    pub hooks: DenyOutbound,
+    pub limiter: StoreLimiter,
+}
+
+impl WasiView for P2Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for P2Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Outbound HTTP is denied: `wasi:http/outgoing-handler` answers
+/// `HTTP-request-denied` to every request.
+pub(crate) struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// stdout or stderr of a guest, split into lines for a [`LogSink`].
+struct LogOutput {
+    sink: Arc<dyn LogSink>,
+    stream: LogStream,
+}
+
+impl IsTerminal for LogOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            sink: self.sink.clone(),
+            stream: self.stream,
+            buf: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    sink: Arc<dyn LogSink>,
+    stream: LogStream,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&self, bytes: &[u8]) {
+        let line = String::from_utf8_lossy(bytes);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        self.sink.line(self.stream, SystemTime::now(), line);
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+            if self.buf.is_empty() {
+                self.emit(&data[..nl]);
+            } else {
+                self.buf.extend_from_slice(&data[..nl]);
+                let line = std::mem::take(&mut self.buf);
+                self.emit(&line);
+            }
+            data = &data[nl + 1..];
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= MAX_LINE {
+            let rest = self.buf.split_off(MAX_LINE);
+            let piece = std::mem::replace(&mut self.buf, rest);
+            self.emit(&piece);
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().push(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().finish();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl LogSink for Collect {
+        fn line(&self, _: LogStream, _: SystemTime, line: &str) {
+            self.0.lock().unwrap().push(line.to_string());
+        }
+    }
+
+    #[test]
+    fn splits_lines_and_flushes_the_rest_on_drop() {
+        let sink = Arc::new(Collect::default());
+        let mut w = LineWriter {
+            sink: sink.clone(),
+            stream: LogStream::Stdout,
+            buf: Vec::new(),
+        };
+        w.push(b"one\ntw");
+        w.push(b"o\r\nthree");
+        drop(w);
+        assert_eq!(*sink.0.lock().unwrap(), vec!["one", "two", "three"]);
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces() {
+        let sink = Arc::new(Collect::default());
+        let mut w = LineWriter {
+            sink: sink.clone(),
+            stream: LogStream::Stdout,
+            buf: Vec::new(),
+        };
+        w.push(&vec![b'x'; MAX_LINE * 2 + 5]);
+        drop(w);
+        let lines = sink.0.lock().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2].len(), 5);
+    }
+}

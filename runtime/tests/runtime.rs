@@ -1,0 +1,637 @@
+//! Loading, outcomes, limits and the sandbox, through the public API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use skiff_runtime::{
+    Allocation, Budget, GuestKind, HttpHandler, Limits, LoadError, Mount, Outcome, RunLimits,
+    Runtime, RuntimeConfig, Sandbox, TrapKind,
+};
+
+// ---------------------------------------------------------------- loading
+
+#[test]
+fn tells_the_three_kinds_apart() {
+    assert_eq!(load("echo.wasm").kind(), GuestKind::P1Command);
+    assert_eq!(load("spin.wasm").kind(), GuestKind::P2Command);
+    assert_eq!(load("hello-http.wasm").kind(), GuestKind::Http);
+}
+
+#[test]
+fn garbage_is_not_wasm() {
+    let e = rt()
+        .load(b"#!/bin/sh\necho hi\n")
+        .err()
+        .expect("garbage must not load");
+    assert!(matches!(e, LoadError::NotWasm { .. }), "{e:?}");
+    assert!(e.to_string().contains("expected the magic bytes"), "{e}");
+    let e = rt().load(b"").err().unwrap();
+    assert!(e.to_string().contains("empty file"), "{e}");
+}
+
+#[test]
+fn truncated_binary_is_invalid() {
+    let bytes = std::fs::read(dist("echo.wasm")).unwrap();
+    let e = rt()
+        .load(&bytes[..bytes.len() / 2])
+        .err()
+        .expect("truncated must not load");
+    assert!(matches!(e, LoadError::Invalid(_)), "{e:?}");
+}
+
+#[test]
+fn a_module_without_start_is_not_runnable() {
+    let e = rt()
+        .load(br#"(module (func (export "main")))"#)
+        .err()
+        .unwrap();
+    assert!(matches!(e, LoadError::NotRunnable { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("main") && msg.contains("_start"), "{msg}");
+}
+
+#[test]
+fn a_component_of_the_wrong_world_is_not_runnable() {
+    let e = rt().load(b"(component)").err().unwrap();
+    assert!(matches!(e, LoadError::NotRunnable { .. }), "{e:?}");
+    assert!(e.to_string().contains("wasi:cli/run"), "{e}");
+}
+
+#[test]
+fn unknown_imports_are_a_link_error() {
+    let wat = r#"(module (import "env" "launch_missiles" (func)) (func (export "_start")))"#;
+    let e = rt().load(wat.as_bytes()).err().unwrap();
+    assert!(matches!(e, LoadError::Link(_)), "{e:?}");
+    assert!(e.to_string().contains("launch_missiles"), "{e}");
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = rt().load_file("/nonexistent/app.wasm").err().unwrap();
+    assert!(e.to_string().contains("/nonexistent/app.wasm"), "{e}");
+}
+
+#[test]
+fn compiled_code_is_cached_on_disk_across_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    let first = Runtime::new(config()).unwrap();
+    let g = first.load_file(dist("hello-http.wasm")).unwrap();
+    assert!(!g.from_cache());
+    drop(first);
+
+    // A second runtime (as after a process restart) loads without compiling.
+    let second = Runtime::new(config()).unwrap();
+    let g2 = second.load_file(dist("hello-http.wasm")).unwrap();
+    assert!(g2.from_cache());
+    assert_eq!(g.digest(), g2.digest());
+
+    // A corrupt artifact is recompiled, not trusted.
+    let artifact = walk(dir.path())
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    std::fs::write(&artifact, b"garbage").unwrap();
+    let third = Runtime::new(config()).unwrap();
+    let g3 = third.load_file(dist("hello-http.wasm")).unwrap();
+    assert!(!g3.from_cache());
+    assert_eq!(g3.kind(), GuestKind::Http);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- outcomes
+
+#[test]
+fn exit_code_args_and_env_pass_through() {
+    let (mut sb, lines) = sandbox(&["echo", "hello", "--exit", "3"]);
+    sb.env = vec![("COLOUR".into(), "teal".into())];
+    let r = run(
+        &load("echo.wasm"),
+        &budget(64, None),
+        &sb,
+        RunLimits::default(),
+    );
+    assert_eq!(r.outcome, Outcome::Exit(3));
+    let out = lines.stdout();
+    assert!(out.contains(&"argv[0]=echo".to_string()), "{out:?}");
+    assert!(out.contains(&"argv[1]=hello".to_string()), "{out:?}");
+    assert!(out.contains(&"env COLOUR=teal".to_string()), "{out:?}");
+    // Only the declared environment: nothing of the host's leaks in.
+    assert_eq!(
+        out.iter().filter(|l| l.starts_with("env ")).count(),
+        1,
+        "{out:?}"
+    );
+    assert!(r.fuel_consumed > 0);
+    assert!(r.peak_memory_bytes > 0);
+}
+
+#[test]
+fn stderr_is_captured_separately() {
+    let (sb, lines) = sandbox(&["echo", "--stderr", "oops"]);
+    let r = run(
+        &load("echo.wasm"),
+        &budget(64, None),
+        &sb,
+        RunLimits::default(),
+    );
+    assert_eq!(r.outcome, Outcome::Exit(0));
+    assert_eq!(lines.stderr(), vec!["oops".to_string()]);
+}
+
+#[test]
+fn preview2_command_runs_to_completion() {
+    let (sb, lines) = sandbox(&["spin", "1000"]);
+    let r = run(
+        &load("spin.wasm"),
+        &budget(64, None),
+        &sb,
+        RunLimits::default(),
+    );
+    assert_eq!(r.outcome, Outcome::Exit(0));
+    assert!(
+        lines.stdout()[0].starts_with("spun 1000 iterations"),
+        "{:?}",
+        lines.stdout()
+    );
+}
+
+#[test]
+fn fuel_budget_stops_a_run() {
+    let (sb, _) = sandbox(&["spin", "1000000000"]);
+    let limits = RunLimits {
+        fuel: Some(5_000_000),
+        timeout: None,
+    };
+    let r = run(&load("spin.wasm"), &budget(64, None), &sb, limits);
+    assert_eq!(r.outcome, Outcome::OutOfFuel { budget: 5_000_000 });
+    assert!(
+        r.fuel_consumed >= 4_900_000 && r.fuel_consumed <= 5_000_000,
+        "{}",
+        r.fuel_consumed
+    );
+}
+
+#[test]
+fn fuel_is_deterministic() {
+    let (sb, _) = sandbox(&["spin", "100000"]);
+    let a = run(
+        &load("spin.wasm"),
+        &budget(64, None),
+        &sb,
+        RunLimits::default(),
+    );
+    let b = run(
+        &load("spin.wasm"),
+        &budget(64, None),
+        &sb,
+        RunLimits::default(),
+    );
+    assert_eq!(a.fuel_consumed, b.fuel_consumed);
+    assert!(a.fuel_consumed > 100_000);
+}
+
+#[test]
+fn timeout_stops_an_infinite_loop() {
+    let wat = r#"(module (func (export "_start") (loop br 0)))"#;
+    let g = rt().load(wat.as_bytes()).unwrap();
+    let limits = RunLimits {
+        fuel: None,
+        timeout: Some(Duration::from_millis(200)),
+    };
+    let r = run(&g, &budget(64, None), &Sandbox::default(), limits);
+    assert_eq!(
+        r.outcome,
+        Outcome::Timeout {
+            limit: Duration::from_millis(200)
+        }
+    );
+    assert!(
+        r.wall >= Duration::from_millis(200) && r.wall < Duration::from_secs(5),
+        "{:?}",
+        r.wall
+    );
+}
+
+#[test]
+fn each_trap_kind_is_typed_with_a_backtrace() {
+    let cases = [
+        ("unreachable", TrapKind::Unreachable),
+        ("oob", TrapKind::MemoryOutOfBounds),
+        ("stack-overflow", TrapKind::StackOverflow),
+        ("panic", TrapKind::Unreachable),
+    ];
+    for (how, want) in cases {
+        let (sb, lines) = sandbox(&["crash", how]);
+        let r = run(
+            &load("crash.wasm"),
+            &budget(64, None),
+            &sb,
+            RunLimits::default(),
+        );
+        match &r.outcome {
+            Outcome::Trap { kind, backtrace } => {
+                assert_eq!(kind, &want, "crash {how}");
+                assert!(!backtrace.is_empty(), "crash {how}: no backtrace");
+            }
+            other => panic!("crash {how}: expected a trap, got {other:?}"),
+        }
+        if how == "panic" {
+            let err = lines.stderr().join("\n");
+            assert!(err.contains("crash guest asked to panic"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn integer_division_by_zero_is_typed() {
+    let wat = r#"(module (func (export "_start") (drop (i32.div_s (i32.const 1) (i32.const 0)))))"#;
+    let g = rt().load(wat.as_bytes()).unwrap();
+    let r = run(
+        &g,
+        &budget(64, None),
+        &Sandbox::default(),
+        RunLimits::default(),
+    );
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::Trap {
+                kind: TrapKind::IntegerDivisionByZero,
+                ..
+            }
+        ),
+        "{:?}",
+        r.outcome
+    );
+}
+
+// ---------------------------------------------------------------- memory
+
+#[test]
+fn memory_hog_hits_its_limit() {
+    let (sb, _) = sandbox(&["hog"]);
+    let r = run(
+        &load("hog.wasm"),
+        &budget(32, None),
+        &sb,
+        RunLimits::default(),
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::MemoryLimit {
+            limit_bytes: 32 << 20
+        }
+    );
+    assert!(r.peak_memory_bytes <= 32 << 20, "{}", r.peak_memory_bytes);
+    assert!(r.peak_memory_bytes >= 16 << 20, "{}", r.peak_memory_bytes);
+}
+
+#[test]
+fn memory_grow_past_the_limit_fails_and_the_guest_can_cope() {
+    let (sb, lines) = sandbox(&["hog", "--graceful"]);
+    let r = run(
+        &load("hog.wasm"),
+        &budget(32, None),
+        &sb,
+        RunLimits::default(),
+    );
+    assert_eq!(r.outcome, Outcome::Exit(0));
+    let out = lines.stdout().join("\n");
+    let mib: u64 = out
+        .trim_start_matches("refused after ")
+        .trim_end_matches(" MiB")
+        .parse()
+        .expect(&out);
+    assert!((16..32).contains(&mib), "{out}");
+}
+
+#[test]
+fn initial_memory_above_the_limit_does_not_start() {
+    // 100 pages = 6.25 MiB of initial memory, under a 4 MiB limit.
+    let wat = r#"(module (memory 100) (func (export "_start")))"#;
+    let g = rt().load(wat.as_bytes()).unwrap();
+    let r = run(
+        &g,
+        &budget(4, None),
+        &Sandbox::default(),
+        RunLimits::default(),
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::MemoryLimit {
+            limit_bytes: 4 << 20
+        }
+    );
+}
+
+#[test]
+fn the_memory_limit_is_shared_by_a_tasks_live_instances() {
+    // Holds 320 pages (20 MiB) while it loops until its timeout.
+    let holder = rt()
+        .load(br#"(module (memory 320) (func (export "_start") (loop br 0)))"#)
+        .unwrap();
+    let task = budget(32, None);
+    let sb = Sandbox::default();
+    block_on(async {
+        let long = RunLimits {
+            fuel: None,
+            timeout: Some(Duration::from_secs(10)),
+        };
+        let first = rt().run(&holder, &task, &sb, long);
+        let second = async {
+            // Wait (bounded) until the first instance holds its memory.
+            let t0 = std::time::Instant::now();
+            while task.memory_used() < 20 << 20 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "first instance never started"
+                );
+                tokio::task::yield_now().await;
+            }
+            let short = RunLimits {
+                fuel: None,
+                timeout: Some(Duration::from_millis(100)),
+            };
+            rt().run(&holder, &task, &sb, short).await
+        };
+        tokio::pin!(first);
+        let second = tokio::select! {
+            r = second => r,
+            _ = &mut first => panic!("the first run ended before the second was tried"),
+        };
+        assert_eq!(
+            second.outcome,
+            Outcome::MemoryLimit {
+                limit_bytes: 32 << 20
+            }
+        );
+    });
+    // Everything is released when the instances are gone.
+    assert_eq!(task.memory_used(), 0);
+    assert!(task.memory_peak() >= 20 << 20);
+}
+
+#[test]
+fn a_thousand_traps_leave_the_host_healthy() {
+    let g = load("crash.wasm");
+    let task = budget(64, None);
+    let (sb, _) = sandbox(&["crash", "unreachable"]);
+    block_on(async {
+        let mut rss_after_warmup = 0;
+        for i in 0..1000 {
+            let r = rt().run(&g, &task, &sb, RunLimits::default()).await;
+            assert!(
+                matches!(
+                    r.outcome,
+                    Outcome::Trap {
+                        kind: TrapKind::Unreachable,
+                        ..
+                    }
+                ),
+                "run {i}: {:?}",
+                r.outcome
+            );
+            if i == 99 {
+                rss_after_warmup = rss_bytes();
+            }
+        }
+        let growth = rss_bytes().saturating_sub(rss_after_warmup);
+        assert!(
+            growth < 64 << 20,
+            "RSS grew by {} MiB over 900 trapping runs",
+            growth >> 20
+        );
+    });
+    assert_eq!(task.memory_used(), 0);
+    // And the host still runs guests normally.
+    let (sb, _) = sandbox(&["echo", "--exit", "0"]);
+    assert_eq!(
+        run(&load("echo.wasm"), &task, &sb, RunLimits::default()).outcome,
+        Outcome::Exit(0)
+    );
+}
+
+// ---------------------------------------------------------------- sandbox
+
+#[test]
+fn mounts_are_read_only_unless_writable_and_nothing_else_is_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("greeting.txt"), "hi from the host").unwrap();
+    let mount = |writable| Mount {
+        host: dir.path().to_path_buf(),
+        guest: "/data".into(),
+        writable,
+    };
+    let echo = load("echo.wasm");
+    let task = budget(64, None);
+
+    let (mut sb, lines) = sandbox(&["echo", "--cat", "/data/greeting.txt"]);
+    sb.mounts = vec![mount(false)];
+    assert_eq!(
+        run(&echo, &task, &sb, RunLimits::default()).outcome,
+        Outcome::Exit(0)
+    );
+    assert!(
+        lines.stdout().iter().any(|l| l == "hi from the host"),
+        "{:?}",
+        lines.stdout()
+    );
+
+    let (mut sb, _) = sandbox(&["echo", "--write", "/data/new.txt"]);
+    sb.mounts = vec![mount(false)];
+    assert_eq!(
+        run(&echo, &task, &sb, RunLimits::default()).outcome,
+        Outcome::Exit(4)
+    );
+    assert!(!dir.path().join("new.txt").exists());
+
+    let (mut sb, _) = sandbox(&["echo", "--write", "/data/new.txt"]);
+    sb.mounts = vec![mount(true)];
+    assert_eq!(
+        run(&echo, &task, &sb, RunLimits::default()).outcome,
+        Outcome::Exit(0)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+        "written"
+    );
+
+    for escape in [
+        "/etc/passwd",
+        "/data/../../../../etc/passwd",
+        "../etc/passwd",
+    ] {
+        let (mut sb, _) = sandbox(&["echo", "--cat", escape]);
+        sb.mounts = vec![mount(true)];
+        assert_eq!(
+            run(&echo, &task, &sb, RunLimits::default()).outcome,
+            Outcome::Exit(3),
+            "{escape} was readable"
+        );
+    }
+}
+
+#[test]
+fn a_missing_mount_is_a_load_error_naming_the_directory() {
+    let (mut sb, _) = sandbox(&["echo"]);
+    sb.mounts = vec![Mount {
+        host: "/nonexistent/dir".into(),
+        guest: "/data".into(),
+        writable: false,
+    }];
+    let r = run(
+        &load("echo.wasm"),
+        &budget(64, None),
+        &sb,
+        RunLimits::default(),
+    );
+    match r.outcome {
+        Outcome::LoadError(e) => assert!(e.to_string().contains("/nonexistent/dir"), "{e}"),
+        other => panic!("expected a load error, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- http
+
+fn get(path: &str) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::builder()
+        .uri(format!("http://localhost{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+async fn body_text(resp: hyper::Response<skiff_runtime::ResponseBody>) -> String {
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn handler(rt: &Runtime, limits: RunLimits) -> HttpHandler {
+    let guest = rt.load_file(dist("hello-http.wasm")).unwrap();
+    let sandbox = Sandbox {
+        env: vec![("GREETING".into(), "ahoy".into())],
+        ..Sandbox::default()
+    };
+    HttpHandler::new(rt, &guest, budget(64, None), sandbox, limits).unwrap()
+}
+
+#[test]
+fn http_guest_answers_with_its_env() {
+    let h = handler(rt(), RunLimits::default());
+    block_on(async {
+        for _ in 0..3 {
+            let resp = h.handle(get("/")).await.expect("response");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(body_text(resp).await, "hello from skiff (ahoy)\n");
+        }
+    });
+    assert_eq!(
+        h.budget().memory_used(),
+        0,
+        "instances must release their memory"
+    );
+}
+
+#[test]
+fn http_works_with_on_demand_allocation_too() {
+    let rt = Runtime::new(RuntimeConfig {
+        allocation: Allocation::OnDemand,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    assert!(!rt.is_pooling());
+    let h = handler(&rt, RunLimits::default());
+    block_on(async {
+        let resp = h.handle(get("/healthz")).await.expect("response");
+        assert_eq!(body_text(resp).await, "ok\n");
+    });
+}
+
+#[test]
+fn http_request_limits_fail_the_request_not_the_handler() {
+    let limits = RunLimits {
+        fuel: Some(50_000_000),
+        timeout: Some(Duration::from_millis(300)),
+    };
+    let h = handler(rt(), limits);
+    block_on(async {
+        // Too much work for the fuel budget.
+        let r = h
+            .handle(get("/spin?n=100000000000"))
+            .await
+            .expect_err("must fail");
+        assert_eq!(r.outcome, Outcome::OutOfFuel { budget: 50_000_000 });
+        // The handler still serves.
+        let resp = h.handle(get("/")).await.expect("response after a failure");
+        assert_eq!(resp.status(), 200);
+    });
+    let h = handler(
+        rt(),
+        RunLimits {
+            fuel: None,
+            timeout: Some(Duration::from_millis(200)),
+        },
+    );
+    block_on(async {
+        let r = h
+            .handle(get("/spin?n=100000000000"))
+            .await
+            .expect_err("must time out");
+        assert_eq!(
+            r.outcome,
+            Outcome::Timeout {
+                limit: Duration::from_millis(200)
+            }
+        );
+        let resp = h.handle(get("/")).await.expect("response after a timeout");
+        assert_eq!(resp.status(), 200);
+    });
+}
+
+#[test]
+fn a_command_is_not_an_http_handler() {
+    let g = load("echo.wasm");
+    let e = HttpHandler::new(
+        rt(),
+        &g,
+        Budget::new(Limits::default()),
+        Sandbox::default(),
+        RunLimits::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, LoadError::NotRunnable { .. }));
+}
+
+#[test]
+fn an_http_component_is_not_a_command() {
+    let r = run(
+        &load("hello-http.wasm"),
+        &budget(64, None),
+        &Sandbox::default(),
+        RunLimits::default(),
+    );
+    assert!(
+        matches!(r.outcome, Outcome::LoadError(LoadError::NotRunnable { .. })),
+        "{:?}",
+        r.outcome
+    );
+}

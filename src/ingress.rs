@@ -1,0 +1,82 @@
+//! The HTTP front: accepts HTTP/1.1 (keep-alive) and HTTP/2 (h2c)
+//! connections and hands each request to a guest's handler. A request
+//! that ends without a response is answered here: 504 for a timeout, 500
+//! for anything else, with the reason in the body.
+//!
+//! Routing by Host and hostPort, balancing over tasks and load shedding
+//! arrive with the services and HTTP issues; today one handler serves all.
+
+use std::future::Future;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use skiff_runtime::{full_body, HttpHandler, Outcome, Report, ResponseBody};
+use tokio::net::TcpListener;
+
+/// How long open connections get to finish after shutdown is asked for.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `handler` on `listener` until `shutdown` resolves, then stops
+/// accepting, lets open connections finish (up to a few seconds), and
+/// returns. The caller binds the listener, so a test can bind port 0.
+pub async fn serve(
+    listener: TcpListener,
+    handler: HttpHandler,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: back off briefly
+                // rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            async move { Ok::<_, std::convert::Infallible>(answer(&handler, req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            // A client that goes away mid-request is not an error of ours.
+            let _ = conn.await;
+        });
+    }
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+async fn answer(handler: &HttpHandler, req: Request<Incoming>) -> Response<ResponseBody> {
+    match handler.handle(req).await {
+        Ok(resp) => resp,
+        Err(report) => failure_response(&report),
+    }
+}
+
+/// The response for a request whose guest gave none.
+pub fn failure_response(report: &Report) -> Response<ResponseBody> {
+    let status = match report.outcome {
+        Outcome::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut resp = Response::new(full_body(format!("{}\n", report.outcome.reason())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
