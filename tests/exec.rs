@@ -265,3 +265,45 @@ fn serves_an_http_guest() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     drop(served);
 }
+
+#[test]
+fn exit_codes_that_do_not_fit_a_status_stay_failures() {
+    let dir = std::env::temp_dir().join(format!("skiff-exec-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wat = dir.join("exit256.wat");
+    std::fs::write(
+        &wat,
+        r#"(module
+             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+             (memory (export "memory") 1)
+             (func (export "_start") (call $exit (i32.const 256))))"#,
+    )
+    .unwrap();
+    // WASI allows exit codes below 126; anything else is the guest's error.
+    let out = exec(&["--json", wat.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(134), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["outcome"], "trap");
+    assert_eq!(
+        v["reason"],
+        "trapped: host error: exit with invalid exit status outside of [0..126)"
+    );
+}
+
+#[test]
+fn falls_back_to_on_demand_memory_when_the_pool_cannot_be_reserved() {
+    // A 64 GiB address-space limit leaves no room for the pool's
+    // reservation (a slot of several GiB per instance), but plenty for
+    // one instance allocated on demand.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 67108864 && exec '{}' exec --no-cache '{}' -- --exit 5",
+            env!("CARGO_BIN_EXE_skiff"),
+            dist("echo.wasm")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "stderr: {}", text(&out.stderr));
+}

@@ -231,7 +231,9 @@ pub(crate) fn classify(err: &wasmtime::Error, hit: Hit) -> Outcome {
         .unwrap_or_default();
     let kind = match trap {
         Some(t) => trap_kind(t),
-        None => TrapKind::Host(format!("{err:#}")),
+        // The root cause is the host's own words; the backtrace is kept
+        // apart above.
+        None => TrapKind::Host(err.root_cause().to_string()),
     };
     Outcome::Trap { kind, backtrace }
 }

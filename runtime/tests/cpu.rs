@@ -59,19 +59,36 @@ async fn spin_async(n: &str, cpu: Option<u32>) -> Report {
 fn quarter_cpu_takes_about_four_times_as_long() {
     let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let n = work();
-    let full = block_on(spin_async(&n, Some(1024)));
-    let quarter = block_on(spin_async(&n, Some(256)));
-    let ratio = quarter.wall.as_secs_f64() / full.wall.as_secs_f64();
-    eprintln!(
-        "cpu=1024 {:?}, cpu=256 {:?}: ratio {ratio:.2}",
-        full.wall, quarter.wall
+    // A quota is a cap, not a guarantee: when something else on the
+    // machine takes the cores, the unthrottled run slows down and the
+    // ratio shrinks. So look for a quiet moment, a few tries at most; a
+    // broken throttle fails every try.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let full = block_on(spin_async(&n, Some(1024)));
+        let quarter = block_on(spin_async(&n, Some(256)));
+        let ratio = quarter.wall.as_secs_f64() / full.wall.as_secs_f64();
+        // The throttled run ran a quarter of the time it took, load or not.
+        let share = quarter.cpu.as_secs_f64() / quarter.wall.as_secs_f64();
+        eprintln!(
+            "cpu=1024 {:?}, cpu=256 {:?}: ratio {ratio:.2}, cpu=256 share {share:.2}",
+            full.wall, quarter.wall
+        );
+        assert!(
+            (0.18..=0.30).contains(&share),
+            "a cpu=256 guest ran {share:.2} of the time (want 0.25)"
+        );
+        assert!(quarter.throttled > Duration::ZERO);
+        assert_eq!(full.throttled, Duration::ZERO);
+        if (3.0..=5.0).contains(&ratio) {
+            return;
+        }
+        tries.push(format!("{ratio:.2}"));
+    }
+    panic!(
+        "cpu=256 took {} times as long as cpu=1024 (want 3 to 5)",
+        tries.join(", ")
     );
-    assert!(
-        (3.0..=5.0).contains(&ratio),
-        "cpu=256 took {ratio:.2}x as long as cpu=1024 (want 3 to 5)"
-    );
-    assert!(quarter.throttled > Duration::ZERO);
-    assert_eq!(full.throttled, Duration::ZERO);
 }
 
 #[test]

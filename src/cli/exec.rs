@@ -126,10 +126,13 @@ impl LogSink for PassThrough {
     }
 }
 
-/// The exit code skiff uses for an outcome.
+/// The exit code skiff uses for an outcome. A guest's own code passes
+/// through when it fits a process status (0-255); any other code is 255,
+/// so that a failure never turns into success by truncation (256 & 0xff).
 pub fn exit_code(outcome: &Outcome) -> i32 {
     match outcome {
-        Outcome::Exit(c) => *c,
+        Outcome::Exit(c) if (0..=255).contains(c) => *c,
+        Outcome::Exit(_) => 255,
         Outcome::Timeout { .. } => 124,
         Outcome::LoadError(_) => 125,
         Outcome::Trap { .. } => 134,
