@@ -80,3 +80,45 @@ pub fn failure_response(report: &Report) -> Response<ResponseBody> {
     );
     resp
 }
+
+/// Until services exist nothing is routed: every request is answered 404
+/// naming the host that was asked for.
+pub async fn serve_unrouted(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let mut resp = Response::new(full_body(format!(
+                "no service is routed for host {host:?}\n"
+            )));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}

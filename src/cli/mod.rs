@@ -1,12 +1,15 @@
 //! The command line: one module per subcommand.
 
 pub mod exec;
+pub mod server;
 
 /// skiff's subcommands.
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Run one container here and now, like `docker run`.
     Exec(exec::Exec),
+    /// Run the engine: the ECS API, the store and the ingress.
+    Server(server::Server),
 }
 
 impl Command {
@@ -14,6 +17,7 @@ impl Command {
     pub fn execute(self) -> i32 {
         match self {
             Command::Exec(c) => c.execute(),
+            Command::Server(c) => c.execute(),
         }
     }
 }

@@ -1,0 +1,108 @@
+//! API errors as ECS words them: HTTP 400 with
+//! `{"__type": "...Exception", "message": "..."}`, ServerException 500.
+
+use std::fmt;
+
+use crate::model::FieldError;
+use crate::store::StoreError;
+
+/// ECS's exception names that skiff answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Kind {
+    Client,
+    InvalidParameter,
+    ClusterNotFound,
+    ClusterContainsTasks,
+    ResourceNotFound,
+    UnsupportedFeature,
+    Server,
+}
+
+impl Kind {
+    /// The `__type` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Client => "ClientException",
+            Kind::InvalidParameter => "InvalidParameterException",
+            Kind::ClusterNotFound => "ClusterNotFoundException",
+            Kind::ClusterContainsTasks => "ClusterContainsTasksException",
+            Kind::ResourceNotFound => "ResourceNotFoundException",
+            Kind::UnsupportedFeature => "UnsupportedFeatureException",
+            Kind::Server => "ServerException",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Kind::Server => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Which exception.
+    pub kind: Kind,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind`.
+    pub fn new(kind: Kind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// `ClientException`: the request is wrong.
+    pub fn client(message: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::Client, message)
+    }
+
+    /// `InvalidParameterException`: a parameter is wrong.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::InvalidParameter, message)
+    }
+
+    /// `ClusterNotFoundException` naming the cluster.
+    pub fn cluster_not_found(name: &str) -> ApiError {
+        ApiError::new(
+            Kind::ClusterNotFound,
+            format!(
+                "Cluster not found: {name:?}; create it with CreateCluster or name another cluster"
+            ),
+        )
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "__type": self.kind.name(), "message": self.message })
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.message)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
+        ApiError::client(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::new(Kind::Server, e.to_string())
+    }
+}
+
+/// The result of an action.
+pub type ApiResult<T = serde_json::Value> = Result<T, ApiError>;

@@ -1,0 +1,195 @@
+//! Tags on clusters, task definitions and tasks: TagResource,
+//! UntagResource, ListTagsForResource. Stored at `tags/KIND/RESOURCE`.
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult, Kind};
+use super::{get_json, required_str, str_list, to_bytes, with_retries, Api};
+use crate::model::arn::{self, Scope};
+use crate::store::{Condition, Store, Write};
+
+/// The most tags a resource may have (as ECS).
+pub const MAX_TAGS: usize = 50;
+
+/// The store key of a resource's tags.
+pub fn key(kind: &str, resource: &str) -> String {
+    format!("tags/{kind}/{resource}")
+}
+
+/// Validates a `tags` list: `[{key, value}]`, keys 1-128 characters,
+/// values up to 256, no `aws:` prefix, at most 50.
+pub fn parse(v: Option<&Value>) -> ApiResult<Vec<(String, String)>> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let items = v
+        .as_array()
+        .ok_or_else(|| ApiError::invalid("tags must be a list of {key, value}"))?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, t) in items.iter().enumerate() {
+        let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+        let val = t.get("value").and_then(Value::as_str).unwrap_or("");
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(ApiError::invalid(format!(
+                "tags[{i}].key must be 1 to 128 characters"
+            )));
+        }
+        if val.chars().count() > 256 {
+            return Err(ApiError::invalid(format!(
+                "tags[{i}].value must be at most 256 characters"
+            )));
+        }
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(ApiError::invalid(format!(
+                "tags[{i}].key: the aws: prefix is reserved"
+            )));
+        }
+        match out.iter_mut().find(|(ok, _)| ok == k) {
+            Some(slot) => slot.1 = val.to_string(),
+            None => out.push((k.to_string(), val.to_string())),
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ApiError::invalid(format!(
+            "a resource can have at most {MAX_TAGS} tags, got {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Tags as the API returns them.
+pub fn to_json(tags: &[(String, String)]) -> Value {
+    Value::Array(
+        tags.iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect(),
+    )
+}
+
+fn from_json(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some((
+                        t.get("key")?.as_str()?.to_string(),
+                        t.get("value")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The tags stored for a resource.
+pub fn read(store: &dyn Store, kind: &str, resource: &str) -> ApiResult<Vec<(String, String)>> {
+    Ok(get_json(store, &key(kind, resource))?
+        .map(|(v, _)| from_json(&v))
+        .unwrap_or_default())
+}
+
+/// The write that stores a resource's tags (none: deletes the record).
+pub fn write(kind: &str, resource: &str, tags: &[(String, String)]) -> Write {
+    if tags.is_empty() {
+        Write::Delete(key(kind, resource))
+    } else {
+        Write::Put(key(kind, resource), to_bytes(&to_json(tags)))
+    }
+}
+
+/// The kind and resource of an ARN that names something that exists.
+fn resolve(api: &Api, arn_str: &str) -> ApiResult<(String, String)> {
+    let not_found = || {
+        ApiError::new(
+            Kind::ResourceNotFound,
+            format!("The specified resource could not be found: {arn_str}"),
+        )
+    };
+    let a = arn::parse(arn_str).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "resourceArn {arn_str:?} is not an ECS ARN (arn:aws:ecs:REGION:ACCOUNT:KIND/NAME)"
+        ))
+    })?;
+    let record_key = match a.kind.as_str() {
+        "cluster" => format!("clusters/{}", a.resource),
+        "task-definition" => {
+            let (family, rev) = a.resource.rsplit_once(':').ok_or_else(not_found)?;
+            let rev: u32 = rev.parse().map_err(|_| not_found())?;
+            super::task_definitions::key(family, rev)
+        }
+        "task" => format!("tasks/{}", a.resource),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "resourceArn: tagging {other} resources is not supported; tag clusters, task definitions or tasks"
+            )))
+        }
+    };
+    let (record, _) = get_json(api.store.as_ref(), &record_key)?.ok_or_else(not_found)?;
+    if a.kind == "cluster" && record.get("status").and_then(Value::as_str) == Some("INACTIVE") {
+        return Err(not_found());
+    }
+    Ok((a.kind, a.resource))
+}
+
+/// TagResource.
+pub fn tag(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
+    let arn_str = required_str(req, "resourceArn")?;
+    let new = parse(req.get("tags"))?;
+    let (kind, resource) = resolve(api, arn_str)?;
+    update(api, &kind, &resource, |tags| {
+        for (k, v) in &new {
+            match tags.iter_mut().find(|(ok, _)| ok == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => tags.push((k.clone(), v.clone())),
+            }
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(ApiError::invalid(format!(
+                "a resource can have at most {MAX_TAGS} tags"
+            )));
+        }
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+/// UntagResource.
+pub fn untag(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
+    let arn_str = required_str(req, "resourceArn")?;
+    let keys = str_list(req, "tagKeys")?.ok_or_else(|| ApiError::client("tagKeys is required"))?;
+    let (kind, resource) = resolve(api, arn_str)?;
+    update(api, &kind, &resource, |tags| {
+        tags.retain(|(k, _)| !keys.contains(k));
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+fn update(
+    api: &Api,
+    kind: &str,
+    resource: &str,
+    change: impl Fn(&mut Vec<(String, String)>) -> ApiResult<()>,
+) -> ApiResult<()> {
+    let k = key(kind, resource);
+    with_retries(|| {
+        let current = get_json(api.store.as_ref(), &k)?;
+        let (mut tags, cond) = match &current {
+            Some((v, rev)) => (from_json(v), Condition::At(k.clone(), *rev)),
+            None => (Vec::new(), Condition::Absent(k.clone())),
+        };
+        change(&mut tags)?;
+        Ok(api
+            .store
+            .commit(&[cond], &[write(kind, resource, &tags)])
+            .map(|_| ()))
+    })
+}
+
+/// ListTagsForResource.
+pub fn list(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
+    let arn_str = required_str(req, "resourceArn")?;
+    let (kind, resource) = resolve(api, arn_str)?;
+    Ok(json!({ "tags": to_json(&read(api.store.as_ref(), &kind, &resource)?) }))
+}

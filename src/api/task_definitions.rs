@@ -1,0 +1,321 @@
+//! Task definitions: RegisterTaskDefinition, DescribeTaskDefinition,
+//! ListTaskDefinitions, ListTaskDefinitionFamilies, DeregisterTaskDefinition.
+//!
+//! Each revision is stored at `taskdefs/FAMILY/REVISION` with the document
+//! exactly as submitted; `families/FAMILY` holds the latest revision
+//! number and how many revisions are ACTIVE. Registering writes both in
+//! one transaction guarded by the family's revision, so concurrent
+//! registrations get consecutive numbers.
+
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::{
+    get_json, now, page, parse_record, required_str, str_field, str_list, tags, to_bytes,
+    with_retries, Api,
+};
+use crate::model::arn::{self, Scope};
+use crate::model::taskdef::TaskDefinition;
+use crate::store::{Condition, Write};
+
+/// The store key of one revision.
+pub fn key(family: &str, revision: u32) -> String {
+    format!("taskdefs/{family}/{revision:010}")
+}
+
+fn family_key(family: &str) -> String {
+    format!("families/{family}")
+}
+
+/// Fields the server adds; a client may not set them.
+const SERVER_FIELDS: [&str; 7] = [
+    "taskDefinitionArn",
+    "revision",
+    "status",
+    "registeredAt",
+    "deregisteredAt",
+    "compatibilities",
+    "requiresAttributes",
+];
+
+/// The document as returned: what was submitted, plus the server's fields.
+pub fn view(scope: &Scope, record: &Value) -> Value {
+    let mut out: Map<String, Value> = record
+        .get("document")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let family = record
+        .get("family")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let revision = record.get("revision").and_then(Value::as_u64).unwrap_or(0) as u32;
+    out.insert(
+        "taskDefinitionArn".into(),
+        json!(scope.task_definition(family, revision)),
+    );
+    out.insert("revision".into(), json!(revision));
+    out.insert(
+        "status".into(),
+        record.get("status").cloned().unwrap_or(json!("ACTIVE")),
+    );
+    out.insert("compatibilities".into(), json!(["EC2", "FARGATE"]));
+    out.insert("requiresAttributes".into(), json!([]));
+    for f in ["registeredAt", "deregisteredAt"] {
+        if let Some(v) = record.get(f) {
+            out.insert(f.into(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// RegisterTaskDefinition.
+pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let mut document = req.as_object().cloned().unwrap_or_default();
+    let new_tags = tags::parse(document.remove("tags").as_ref())?;
+    for f in SERVER_FIELDS {
+        if document.contains_key(f) {
+            return Err(ApiError::client(format!(
+                "{f} is set by the server; remove it from the task definition"
+            )));
+        }
+    }
+    let document = Value::Object(document);
+    let td = TaskDefinition::parse(&document)?;
+    let family = td.family.clone();
+    let fk = family_key(&family);
+    let record = with_retries(|| {
+        let current = get_json(api.store.as_ref(), &fk)?;
+        let (latest, active, cond) = match &current {
+            Some((f, rev)) => (
+                f.get("latest").and_then(Value::as_u64).unwrap_or(0) as u32,
+                f.get("active").and_then(Value::as_u64).unwrap_or(0),
+                Condition::At(fk.clone(), *rev),
+            ),
+            None => (0, 0, Condition::Absent(fk.clone())),
+        };
+        let revision = latest + 1;
+        let record = json!({
+            "family": family,
+            "revision": revision,
+            "status": "ACTIVE",
+            "registeredAt": now(),
+            "document": document,
+        });
+        let writes = vec![
+            Write::Put(
+                fk.clone(),
+                to_bytes(&json!({"latest": revision, "active": active + 1})),
+            ),
+            Write::Put(key(&family, revision), to_bytes(&record)),
+            tags::write(
+                "task-definition",
+                &format!("{family}:{revision}"),
+                &new_tags,
+            ),
+        ];
+        Ok(api.store.commit(&[cond], &writes).map(|_| record))
+    })?;
+    Ok(json!({ "taskDefinition": view(scope, &record), "tags": tags::to_json(&new_tags) }))
+}
+
+/// Finds the revision a reference names: `family` (its latest ACTIVE
+/// revision), `family:revision`, or an ARN.
+pub fn resolve(api: &Api, reference: &str) -> ApiResult<Option<(Value, u64)>> {
+    let reference = match arn::parse(reference) {
+        Some(a) if a.kind == "task-definition" => a.resource,
+        _ => reference.to_string(),
+    };
+    if let Some((family, rev)) = reference.rsplit_once(':') {
+        let Ok(rev) = rev.parse::<u32>() else {
+            return Ok(None);
+        };
+        return get_json(api.store.as_ref(), &key(family, rev))
+            .map(|r| r.map(|(v, m)| (v, m as u64)));
+    }
+    let revisions = api
+        .store
+        .list(&format!("taskdefs/{reference}/"), None, usize::MAX)?;
+    for r in revisions.iter().rev() {
+        let v = parse_record(r)?;
+        if v.get("status").and_then(Value::as_str) == Some("ACTIVE") {
+            return Ok(Some((v, r.mod_revision as u64)));
+        }
+    }
+    Ok(None)
+}
+
+fn unable(action: &str, reference: &str) -> ApiError {
+    ApiError::client(format!(
+        "Unable to {action} task definition {reference:?}: no such family or revision (name it as family, family:revision or its ARN)"
+    ))
+}
+
+/// DescribeTaskDefinition.
+pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let reference = required_str(req, "taskDefinition")?;
+    let (record, _) = resolve(api, reference)?.ok_or_else(|| unable("describe", reference))?;
+    let mut out = json!({ "taskDefinition": view(scope, &record) });
+    if str_list(req, "include")?
+        .unwrap_or_default()
+        .iter()
+        .any(|i| i == "TAGS")
+    {
+        let family = record["family"].as_str().unwrap_or_default();
+        let rev = record["revision"].as_u64().unwrap_or(0);
+        out["tags"] = tags::to_json(&tags::read(
+            api.store.as_ref(),
+            "task-definition",
+            &format!("{family}:{rev}"),
+        )?);
+    }
+    Ok(out)
+}
+
+fn status_filter(req: &Value, allowed: &[&str]) -> ApiResult<String> {
+    let s = str_field(req, "status")?.unwrap_or("ACTIVE").to_string();
+    if !allowed.contains(&s.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "status must be one of {}, got {s:?}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(s)
+}
+
+/// ListTaskDefinitions: ARNs by family then revision, ASC or DESC.
+pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let max = page::max_results(req, 100)?;
+    let after = page::after(req)?;
+    let status = status_filter(req, &["ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"])?;
+    let prefix = str_field(req, "familyPrefix")?.unwrap_or("");
+    let desc = match str_field(req, "sort")? {
+        None | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "sort must be ASC or DESC, got {other:?}"
+            )))
+        }
+    };
+    let mut items: Vec<(String, u32)> = Vec::new();
+    for r in api
+        .store
+        .list(&format!("taskdefs/{prefix}"), None, usize::MAX)?
+    {
+        let v = parse_record(&r)?;
+        if v.get("status").and_then(Value::as_str) == Some(status.as_str()) {
+            let family = v["family"].as_str().unwrap_or_default().to_string();
+            if family.starts_with(prefix) {
+                items.push((family, v["revision"].as_u64().unwrap_or(0) as u32));
+            }
+        }
+    }
+    items.sort();
+    if desc {
+        items.reverse();
+    }
+    // Position keys sort the same way as the list, so a token resumes it.
+    let position = |(f, r): &(String, u32)| {
+        if desc {
+            format!("{}:{:010}", invert(f), u32::MAX - r)
+        } else {
+            format!("{f}:{r:010}")
+        }
+    };
+    let (items, next) = page::page(items, position, after.as_deref(), max);
+    let arns: Vec<String> = items
+        .iter()
+        .map(|(f, r)| scope.task_definition(f, *r))
+        .collect();
+    let mut out = json!({ "taskDefinitionArns": arns });
+    if let Some(t) = next {
+        out["nextToken"] = json!(t);
+    }
+    Ok(out)
+}
+
+/// A string that sorts in the reverse order of `s` among family names.
+fn invert(s: &str) -> String {
+    let mut out: String = s.bytes().map(|b| (b'~' - (b - b'-')) as char).collect();
+    // Shorter names come after their extensions in descending order.
+    out.push('~');
+    out
+}
+
+/// ListTaskDefinitionFamilies.
+pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
+    let max = page::max_results(req, 100)?;
+    let after = page::after(req)?;
+    let status = status_filter(req, &["ACTIVE", "INACTIVE", "ALL"])?;
+    let prefix = str_field(req, "familyPrefix")?.unwrap_or("");
+    let mut families = Vec::new();
+    for r in api
+        .store
+        .list(&format!("families/{prefix}"), None, usize::MAX)?
+    {
+        let v = parse_record(&r)?;
+        let active = v.get("active").and_then(Value::as_u64).unwrap_or(0) > 0;
+        let keep = match status.as_str() {
+            "ACTIVE" => active,
+            "INACTIVE" => !active,
+            _ => true,
+        };
+        if keep {
+            families.push(r.key.trim_start_matches("families/").to_string());
+        }
+    }
+    let (families, next) = page::page(families, |f| f.clone(), after.as_deref(), max);
+    let mut out = json!({ "families": families });
+    if let Some(t) = next {
+        out["nextToken"] = json!(t);
+    }
+    Ok(out)
+}
+
+/// DeregisterTaskDefinition: needs a revision; the revision becomes
+/// INACTIVE (still describable, not usable for new tasks).
+pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let reference = required_str(req, "taskDefinition")?;
+    let plain = match arn::parse(reference) {
+        Some(a) if a.kind == "task-definition" => a.resource,
+        _ => reference.to_string(),
+    };
+    let Some((family, rev)) = plain.rsplit_once(':') else {
+        return Err(ApiError::client(format!(
+            "taskDefinition {reference:?} names no revision: write family:revision or the ARN"
+        )));
+    };
+    let rev: u32 = rev.parse().map_err(|_| unable("deregister", reference))?;
+    let k = key(family, rev);
+    let fk = family_key(family);
+    let record = with_retries(|| {
+        let Some((mut record, td_rev)) = get_json(api.store.as_ref(), &k)? else {
+            return Err(unable("deregister", reference));
+        };
+        if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
+            return Ok(Ok(record));
+        }
+        let Some((mut fam, fam_rev)) = get_json(api.store.as_ref(), &fk)? else {
+            return Err(unable("deregister", reference));
+        };
+        record["status"] = json!("INACTIVE");
+        record["deregisteredAt"] = json!(now());
+        let active = fam.get("active").and_then(Value::as_u64).unwrap_or(1);
+        fam["active"] = json!(active.saturating_sub(1));
+        Ok(api
+            .store
+            .commit(
+                &[
+                    Condition::At(k.clone(), td_rev),
+                    Condition::At(fk.clone(), fam_rev),
+                ],
+                &[
+                    Write::Put(k.clone(), to_bytes(&record)),
+                    Write::Put(fk.clone(), to_bytes(&fam)),
+                ],
+            )
+            .map(|_| record))
+    })?;
+    Ok(json!({ "taskDefinition": view(scope, &record) }))
+}

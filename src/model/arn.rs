@@ -1,0 +1,95 @@
+//! ARNs in ECS's long format. Resources are stored by name and id; ARNs
+//! are made for each response from the region the request was signed for
+//! and the configured account.
+
+/// Region and account that ARNs are made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// For example `us-east-1`.
+    pub region: String,
+    /// Twelve digits.
+    pub account: String,
+}
+
+impl Scope {
+    fn prefix(&self) -> String {
+        format!("arn:aws:ecs:{}:{}", self.region, self.account)
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:cluster/NAME`
+    pub fn cluster(&self, name: &str) -> String {
+        format!("{}:cluster/{name}", self.prefix())
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:task-definition/FAMILY:REVISION`
+    pub fn task_definition(&self, family: &str, revision: u32) -> String {
+        format!("{}:task-definition/{family}:{revision}", self.prefix())
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`
+    pub fn task(&self, cluster: &str, id: &str) -> String {
+        format!("{}:task/{cluster}/{id}", self.prefix())
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:container/CLUSTER/TASK/ID`
+    pub fn container(&self, cluster: &str, task: &str, id: &str) -> String {
+        format!("{}:container/{cluster}/{task}/{id}", self.prefix())
+    }
+}
+
+/// A parsed ECS ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arn {
+    /// `cluster`, `task-definition`, `task`, `container`, `service`, ...
+    pub kind: String,
+    /// What follows `kind/`.
+    pub resource: String,
+}
+
+/// Parses `arn:PARTITION:ecs:REGION:ACCOUNT:KIND/RESOURCE`.
+pub fn parse(arn: &str) -> Option<Arn> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_lit, _partition, service, _region, _account, rest) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if arn_lit != "arn" || service != "ecs" {
+        return None;
+    }
+    let (kind, resource) = rest.split_once('/')?;
+    if kind.is_empty() || resource.is_empty() {
+        return None;
+    }
+    Some(Arn {
+        kind: kind.to_string(),
+        resource: resource.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_format_round_trips() {
+        let s = Scope {
+            region: "eu-west-1".into(),
+            account: "000000000000".into(),
+        };
+        let t = s.task("default", "abc123");
+        assert_eq!(t, "arn:aws:ecs:eu-west-1:000000000000:task/default/abc123");
+        let a = parse(&t).unwrap();
+        assert_eq!(
+            (a.kind.as_str(), a.resource.as_str()),
+            ("task", "default/abc123")
+        );
+        let td = parse(&s.task_definition("web", 3)).unwrap();
+        assert_eq!(td.resource, "web:3");
+        assert!(parse("arn:aws:s3:::bucket").is_none());
+        assert!(parse("default").is_none());
+    }
+}

@@ -1,0 +1,75 @@
+//! ECS's documents as validated types: names, ARNs, task definitions.
+//!
+//! Raw JSON comes in; a validated type comes out, or a [`FieldError`] that
+//! names the field (`containerDefinitions[1].memory`) and says what would be
+//! right. The raw document is kept verbatim beside the validated type, so
+//! that what a client registered is what it reads back.
+
+pub mod arn;
+pub mod taskdef;
+
+use std::fmt;
+
+/// A bad value in a request: which field, and what would be right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path, as the client wrote it (`containerDefinitions[0].image`).
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Checks a name of a cluster, family or container: 1-255 letters,
+/// numbers, hyphens and underscores.
+pub fn check_name(field: &str, what: &str, name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "{name:?} is not a valid {what} name: use 1 to 255 letters, numbers, hyphens and underscores"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("family", "family", "web-app_2").is_ok());
+        let e = check_name("family", "family", "my app").unwrap_err();
+        assert_eq!(e.field, "family");
+        assert!(e
+            .message
+            .contains("letters, numbers, hyphens and underscores"));
+        assert!(check_name("f", "family", "").is_err());
+        assert!(check_name("f", "family", &"a".repeat(256)).is_err());
+    }
+}

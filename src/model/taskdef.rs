@@ -1,0 +1,856 @@
+//! Task definitions: ECS's JSON document → a validated [`TaskDefinition`].
+//!
+//! [`raw`] mirrors the fields skiff reads, with ECS's names and types; the
+//! fields it does not read are kept verbatim in the stored document and
+//! ignored. [`TaskDefinition::parse`] checks every rule ECS checks that
+//! matters here, and names the field of the first one broken.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{check_name, FieldError};
+
+/// The raw document, as ECS names and types its fields.
+pub mod raw {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct TaskDefinition {
+        pub family: Option<String>,
+        #[serde(default)]
+        pub container_definitions: Option<Vec<ContainerDefinition>>,
+        pub cpu: Option<String>,
+        pub memory: Option<String>,
+        pub network_mode: Option<String>,
+        #[serde(default)]
+        pub requires_compatibilities: Vec<String>,
+        #[serde(default)]
+        pub volumes: Vec<Volume>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct ContainerDefinition {
+        pub name: Option<String>,
+        pub image: Option<String>,
+        pub cpu: Option<i64>,
+        pub memory: Option<i64>,
+        pub memory_reservation: Option<i64>,
+        pub essential: Option<bool>,
+        #[serde(default)]
+        pub command: Vec<String>,
+        #[serde(default)]
+        pub entry_point: Vec<String>,
+        #[serde(default)]
+        pub environment: Vec<KeyValue>,
+        #[serde(default)]
+        pub depends_on: Vec<Dependency>,
+        #[serde(default)]
+        pub port_mappings: Vec<PortMapping>,
+        #[serde(default)]
+        pub docker_labels: BTreeMap<String, String>,
+        pub stop_timeout: Option<i64>,
+        pub health_check: Option<HealthCheck>,
+        #[serde(default)]
+        pub mount_points: Vec<MountPoint>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(missing_docs)]
+    pub struct KeyValue {
+        pub name: Option<String>,
+        pub value: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct Dependency {
+        pub container_name: Option<String>,
+        pub condition: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct PortMapping {
+        pub container_port: Option<i64>,
+        pub host_port: Option<i64>,
+        pub protocol: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct HealthCheck {
+        #[serde(default)]
+        pub command: Vec<String>,
+        pub interval: Option<i64>,
+        pub timeout: Option<i64>,
+        pub retries: Option<i64>,
+        pub start_period: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct MountPoint {
+        pub source_volume: Option<String>,
+        pub container_path: Option<String>,
+        pub read_only: Option<bool>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct Volume {
+        pub name: Option<String>,
+        pub host: Option<HostVolume>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct HostVolume {
+        pub source_path: Option<String>,
+    }
+}
+
+/// A validated task definition (one revision of a family).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskDefinition {
+    /// The family name.
+    pub family: String,
+    /// Task-level CPU units, when set.
+    pub cpu: Option<u32>,
+    /// Task-level memory in MiB, when set.
+    pub memory: Option<u64>,
+    /// The containers, in document order.
+    pub containers: Vec<ContainerDefinition>,
+    /// Host directories the containers may mount, by volume name.
+    pub volumes: BTreeMap<String, Option<String>>,
+}
+
+/// A validated container definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerDefinition {
+    /// Unique within the task definition.
+    pub name: String,
+    /// The wasm image: a path or `file://` URL.
+    pub image: String,
+    /// CPU units (0: no quota of its own).
+    pub cpu: u32,
+    /// Hard memory limit in MiB.
+    pub memory: Option<u64>,
+    /// Soft limit in MiB: what placement reserves when set.
+    pub memory_reservation: Option<u64>,
+    /// Whether the task stops when this container stops.
+    pub essential: bool,
+    /// argv after the program name: `entryPoint` then `command`.
+    pub entry_point: Vec<String>,
+    /// See `entry_point`.
+    pub command: Vec<String>,
+    /// Environment, in order.
+    pub environment: Vec<(String, String)>,
+    /// Start-up ordering.
+    pub depends_on: Vec<Dependency>,
+    /// Ports the container serves HTTP on.
+    pub port_mappings: Vec<PortMapping>,
+    /// Seconds to wait for the container to stop before it is stopped hard.
+    pub stop_timeout: Option<u32>,
+    /// The health check, when set.
+    pub health_check: Option<HealthCheck>,
+    /// Volumes mounted into the container.
+    pub mount_points: Vec<MountPoint>,
+    /// skiff's extensions, from `dockerLabels` `skiff.*`.
+    pub extensions: Extensions,
+}
+
+/// A `dependsOn` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The container depended on.
+    pub container: String,
+    /// What it must reach first.
+    pub condition: DependencyCondition,
+}
+
+/// ECS's `dependsOn` conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyCondition {
+    /// The dependency has started.
+    Start,
+    /// The dependency has run to completion (any exit code).
+    Complete,
+    /// The dependency has exited 0.
+    Success,
+    /// The dependency's health check passed.
+    Healthy,
+}
+
+/// A `portMappings` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMapping {
+    /// The port the container listens on (informational for wasm guests).
+    pub container_port: u16,
+    /// A port of its own on the host, when non-zero.
+    pub host_port: Option<u16>,
+}
+
+/// A container health check, with ECS's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `["CMD", ...]` or `["CMD-SHELL", ...]` as ECS writes it.
+    pub command: Vec<String>,
+    /// Seconds between checks (5-300, default 30).
+    pub interval: u32,
+    /// Seconds a check may take (2-60, default 5).
+    pub timeout: u32,
+    /// Consecutive failures before unhealthy (1-10, default 3).
+    pub retries: u32,
+    /// Seconds of grace after start (0-300, default 0).
+    pub start_period: u32,
+}
+
+/// A volume mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPoint {
+    /// The task definition volume.
+    pub source_volume: String,
+    /// Where the guest sees it.
+    pub container_path: String,
+    /// Read-only unless `readOnly: false`.
+    pub read_only: bool,
+}
+
+/// skiff's extensions, from a container's `dockerLabels` under `skiff.`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `skiff.timeout`: wall-clock limit per run or request.
+    pub timeout: Option<Duration>,
+    /// `skiff.max-fuel`: fuel budget per run or request.
+    pub max_fuel: Option<u64>,
+}
+
+/// The `skiff.` labels skiff knows.
+pub const LABELS: [&str; 2] = ["skiff.timeout", "skiff.max-fuel"];
+
+/// The smallest hard memory limit of a container, in MiB (as ECS).
+pub const MIN_CONTAINER_MEMORY: u64 = 6;
+
+/// Fargate's valid task sizes: CPU units → (smallest MiB, largest MiB, step).
+const FARGATE: [(u32, &[u64]); 7] = [
+    (256, &[512, 1024, 2048]),
+    (512, &[1024, 2048, 3072, 4096]),
+    (1024, &[2048, 3072, 4096, 5120, 6144, 7168, 8192]),
+    (2048, &[4096, 16384, 1024]),
+    (4096, &[8192, 30720, 1024]),
+    (8192, &[16384, 61440, 4096]),
+    (16384, &[32768, 122880, 8192]),
+];
+
+/// Whether `memory` MiB is a valid Fargate size with `cpu` units, and if
+/// not, the sizes that are (in words).
+fn fargate_sizes(cpu: u32) -> Option<(Vec<u64>, String)> {
+    let (_, spec) = FARGATE.iter().find(|(c, _)| *c == cpu)?;
+    if cpu >= 2048 {
+        let (lo, hi, step) = (spec[0], spec[1], spec[2]);
+        let all = (lo..=hi).step_by(step as usize).collect();
+        Some((all, format!("{lo} to {hi} MiB in steps of {step}")))
+    } else {
+        let words = spec
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some((spec.to_vec(), format!("{words} MiB")))
+    }
+}
+
+/// Parses a task-level `cpu`: units (`"256"`) or vCPUs (`"1 vCPU"`, `"0.5vcpu"`).
+pub fn parse_cpu(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let units = if let Some(n) = lower.strip_suffix("vcpu") {
+        n.trim().parse::<f64>().ok().map(|v| v * 1024.0)
+    } else {
+        t.parse::<f64>().ok()
+    };
+    match units {
+        Some(u) if u.is_finite() && (1.0..=192.0 * 1024.0).contains(&u) && u.fract() == 0.0 => {
+            Ok(u as u32)
+        }
+        _ => Err(format!(
+            "{s:?} is not a CPU amount: write CPU units (\"256\", \"1024\") or vCPUs (\"1 vCPU\")"
+        )),
+    }
+}
+
+/// Parses a task-level `memory`: MiB (`"512"`) or GB (`"1GB"`, `"0.5 GB"`).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let mib = if let Some(n) = lower.strip_suffix("gb") {
+        n.trim().parse::<f64>().ok().map(|v| v * 1024.0)
+    } else {
+        t.parse::<f64>().ok()
+    };
+    match mib {
+        Some(m) if m.is_finite() && (1.0..=1024.0 * 1024.0).contains(&m) && m.fract() == 0.0 => {
+            Ok(m as u64)
+        }
+        _ => Err(format!(
+            "{s:?} is not a memory size: write MiB (\"512\") or GB (\"1 GB\")"
+        )),
+    }
+}
+
+fn non_negative(field: &str, v: Option<i64>, max: i64) -> Result<Option<i64>, FieldError> {
+    match v {
+        Some(n) if n < 0 || n > max => Err(FieldError::new(
+            field,
+            format!("must be between 0 and {max}, got {n}"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn in_range(
+    field: &str,
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+    default: i64,
+) -> Result<u32, FieldError> {
+    let n = v.unwrap_or(default);
+    if n < lo || n > hi {
+        return Err(FieldError::new(
+            field,
+            format!("must be between {lo} and {hi}, got {n}"),
+        ));
+    }
+    Ok(n as u32)
+}
+
+impl TaskDefinition {
+    /// Validates a RegisterTaskDefinition document.
+    pub fn parse(doc: &Value) -> Result<TaskDefinition, FieldError> {
+        let raw: raw::TaskDefinition = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "request".to_string()
+            } else {
+                path
+            };
+            FieldError::new(field, e.into_inner().to_string())
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: raw::TaskDefinition) -> Result<TaskDefinition, FieldError> {
+        let family = raw.family.ok_or_else(|| {
+            FieldError::new(
+                "family",
+                "required: name the family, 1 to 255 letters, numbers, hyphens and underscores",
+            )
+        })?;
+        check_name("family", "family", &family)?;
+
+        let cpu = raw
+            .cpu
+            .as_deref()
+            .map(|c| parse_cpu(c).map_err(|m| FieldError::new("cpu", m)))
+            .transpose()?;
+        let memory = raw
+            .memory
+            .as_deref()
+            .map(|m| parse_memory(m).map_err(|msg| FieldError::new("memory", msg)))
+            .transpose()?;
+
+        let fargate = raw.requires_compatibilities.iter().any(|c| c == "FARGATE");
+        for (i, c) in raw.requires_compatibilities.iter().enumerate() {
+            if !["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"].contains(&c.as_str()) {
+                return Err(FieldError::new(
+                    format!("requiresCompatibilities[{i}]"),
+                    format!("{c:?} is not a launch type: use EC2, FARGATE, EXTERNAL or MANAGED_INSTANCES"),
+                ));
+            }
+        }
+        if let Some(mode) = &raw.network_mode {
+            if !["bridge", "host", "awsvpc", "none"].contains(&mode.as_str()) {
+                return Err(FieldError::new(
+                    "networkMode",
+                    format!("{mode:?} is not a network mode: use awsvpc, bridge, host or none"),
+                ));
+            }
+        }
+        if fargate {
+            let Some(cpu) = cpu else {
+                return Err(FieldError::new(
+                    "cpu",
+                    "required when requiresCompatibilities includes FARGATE",
+                ));
+            };
+            let Some(memory) = memory else {
+                return Err(FieldError::new(
+                    "memory",
+                    "required when requiresCompatibilities includes FARGATE",
+                ));
+            };
+            match fargate_sizes(cpu) {
+                None => {
+                    return Err(FieldError::new(
+                        "cpu",
+                        format!("{cpu} is not a Fargate CPU size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"),
+                    ))
+                }
+                Some((sizes, words)) if !sizes.contains(&memory) => {
+                    return Err(FieldError::new(
+                        "memory",
+                        format!("{memory} MiB is not a Fargate size for {cpu} CPU units: use {words}"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if raw.network_mode.as_deref().is_some_and(|m| m != "awsvpc") {
+                return Err(FieldError::new(
+                    "networkMode",
+                    "Fargate requires \"awsvpc\"",
+                ));
+            }
+        }
+
+        let mut volumes = BTreeMap::new();
+        for (i, v) in raw.volumes.into_iter().enumerate() {
+            let field = format!("volumes[{i}].name");
+            let name = v.name.ok_or_else(|| FieldError::new(&field, "required"))?;
+            check_name(&field, "volume", &name)?;
+            if volumes
+                .insert(name.clone(), v.host.and_then(|h| h.source_path))
+                .is_some()
+            {
+                return Err(FieldError::new(
+                    field,
+                    format!("{name:?} is declared twice; volume names must be unique"),
+                ));
+            }
+        }
+
+        let raw_containers = raw.container_definitions.unwrap_or_default();
+        if raw_containers.is_empty() {
+            return Err(FieldError::new(
+                "containerDefinitions",
+                "at least one container definition is required",
+            ));
+        }
+        let mut containers = Vec::with_capacity(raw_containers.len());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, rc) in raw_containers.into_iter().enumerate() {
+            let c = container(i, rc, memory.is_some(), &volumes)?;
+            if let Some(first) = seen.insert(c.name.clone(), i) {
+                return Err(FieldError::new(
+                    format!("containerDefinitions[{i}].name"),
+                    format!(
+                        "{:?} is used by containerDefinitions[{first}] too; container names must be unique",
+                        c.name
+                    ),
+                ));
+            }
+            containers.push(c);
+        }
+        if !containers.iter().any(|c| c.essential) {
+            return Err(FieldError::new(
+                "containerDefinitions",
+                "at least one container must be essential (essential defaults to true)",
+            ));
+        }
+        check_dependencies(&containers)?;
+
+        if let Some(task_mem) = memory {
+            let sum: u64 = containers
+                .iter()
+                .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0))
+                .sum();
+            if sum > task_mem {
+                return Err(FieldError::new(
+                    "containerDefinitions",
+                    format!(
+                        "the containers' memory adds up to {sum} MiB, more than the task's memory of {task_mem} MiB; lower the containers' memory or raise the task's"
+                    ),
+                ));
+            }
+        }
+        if let Some(task_cpu) = cpu {
+            let sum: u32 = containers.iter().map(|c| c.cpu).sum();
+            if sum > task_cpu {
+                return Err(FieldError::new(
+                    "containerDefinitions",
+                    format!(
+                        "the containers' cpu adds up to {sum} units, more than the task's cpu of {task_cpu}; lower the containers' cpu or raise the task's"
+                    ),
+                ));
+            }
+        }
+
+        Ok(TaskDefinition {
+            family,
+            cpu,
+            memory,
+            containers,
+            volumes,
+        })
+    }
+
+    /// The memory (MiB) placement reserves for a task of this definition.
+    pub fn reserved_memory(&self) -> u64 {
+        self.memory.unwrap_or_else(|| {
+            self.containers
+                .iter()
+                .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0))
+                .sum()
+        })
+    }
+
+    /// The CPU units placement reserves for a task of this definition.
+    pub fn reserved_cpu(&self) -> u32 {
+        self.cpu
+            .unwrap_or_else(|| self.containers.iter().map(|c| c.cpu).sum())
+    }
+}
+
+fn container(
+    i: usize,
+    rc: raw::ContainerDefinition,
+    task_has_memory: bool,
+    volumes: &BTreeMap<String, Option<String>>,
+) -> Result<ContainerDefinition, FieldError> {
+    let at = |f: &str| format!("containerDefinitions[{i}].{f}");
+    let name = rc
+        .name
+        .ok_or_else(|| FieldError::new(at("name"), "required"))?;
+    check_name(&at("name"), "container", &name)?;
+    let image = rc.image.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        FieldError::new(
+            at("image"),
+            "required: the path of a .wasm file, or a file:// URL",
+        )
+    })?;
+
+    let cpu = non_negative(&at("cpu"), rc.cpu, 10 * 1024 * 192)?.unwrap_or(0) as u32;
+    let memory = rc.memory;
+    let reservation = rc.memory_reservation;
+    for (field, v) in [("memory", memory), ("memoryReservation", reservation)] {
+        if let Some(m) = v {
+            if m < MIN_CONTAINER_MEMORY as i64 {
+                return Err(FieldError::new(
+                    at(field),
+                    format!("must be at least {MIN_CONTAINER_MEMORY} MiB, got {m}"),
+                ));
+            }
+        }
+    }
+    if let (Some(m), Some(r)) = (memory, reservation) {
+        if r > m {
+            return Err(FieldError::new(
+                at("memoryReservation"),
+                format!("must not exceed memory ({m} MiB), got {r}"),
+            ));
+        }
+    }
+    if memory.is_none() && reservation.is_none() && !task_has_memory {
+        return Err(FieldError::new(
+            format!("containerDefinitions[{i}]"),
+            "set memory or memoryReservation for the container, or memory for the task",
+        ));
+    }
+
+    let mut environment = Vec::with_capacity(rc.environment.len());
+    for (j, kv) in rc.environment.into_iter().enumerate() {
+        let name = kv
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| FieldError::new(at(&format!("environment[{j}].name")), "required"))?;
+        environment.push((name, kv.value.unwrap_or_default()));
+    }
+
+    let mut depends_on = Vec::new();
+    for (j, d) in rc.depends_on.into_iter().enumerate() {
+        let container = d.container_name.ok_or_else(|| {
+            FieldError::new(at(&format!("dependsOn[{j}].containerName")), "required")
+        })?;
+        let condition = match d.condition.as_deref() {
+            Some("START") => DependencyCondition::Start,
+            Some("COMPLETE") => DependencyCondition::Complete,
+            Some("SUCCESS") => DependencyCondition::Success,
+            Some("HEALTHY") => DependencyCondition::Healthy,
+            other => {
+                return Err(FieldError::new(
+                    at(&format!("dependsOn[{j}].condition")),
+                    format!("must be START, COMPLETE, SUCCESS or HEALTHY, got {other:?}"),
+                ))
+            }
+        };
+        depends_on.push(Dependency {
+            container,
+            condition,
+        });
+    }
+
+    let mut port_mappings = Vec::new();
+    for (j, p) in rc.port_mappings.into_iter().enumerate() {
+        let field = at(&format!("portMappings[{j}]"));
+        let container_port = match p.container_port {
+            Some(n) if (1..=65535).contains(&n) => n as u16,
+            other => {
+                return Err(FieldError::new(
+                    format!("{field}.containerPort"),
+                    format!(
+                        "must be between 1 and 65535, got {}",
+                        other.map_or("nothing".into(), |n| n.to_string())
+                    ),
+                ))
+            }
+        };
+        let host_port = match p.host_port {
+            None | Some(0) => None,
+            Some(n) if (1..=65535).contains(&n) => Some(n as u16),
+            Some(n) => {
+                return Err(FieldError::new(
+                    format!("{field}.hostPort"),
+                    format!("must be between 0 and 65535, got {n}"),
+                ))
+            }
+        };
+        if p.protocol.as_deref().is_some_and(|proto| proto != "tcp") {
+            return Err(FieldError::new(
+                format!("{field}.protocol"),
+                "skiff serves HTTP over tcp only: use \"tcp\"",
+            ));
+        }
+        port_mappings.push(PortMapping {
+            container_port,
+            host_port,
+        });
+    }
+
+    let stop_timeout = non_negative(&at("stopTimeout"), rc.stop_timeout, 120)?.map(|n| n as u32);
+
+    let health_check = match rc.health_check {
+        None => None,
+        Some(h) => {
+            let field = at("healthCheck");
+            if h.command.is_empty() {
+                return Err(FieldError::new(
+                    format!("{field}.command"),
+                    "required: [\"CMD\", \"GET /healthz\"] for an HTTP container, [\"CMD\", args...] for a command",
+                ));
+            }
+            Some(HealthCheck {
+                command: h.command,
+                interval: in_range(&format!("{field}.interval"), h.interval, 5, 300, 30)?,
+                timeout: in_range(&format!("{field}.timeout"), h.timeout, 2, 60, 5)?,
+                retries: in_range(&format!("{field}.retries"), h.retries, 1, 10, 3)?,
+                start_period: in_range(&format!("{field}.startPeriod"), h.start_period, 0, 300, 0)?,
+            })
+        }
+    };
+
+    let mut mount_points = Vec::new();
+    for (j, m) in rc.mount_points.into_iter().enumerate() {
+        let field = at(&format!("mountPoints[{j}]"));
+        let source_volume = m
+            .source_volume
+            .ok_or_else(|| FieldError::new(format!("{field}.sourceVolume"), "required"))?;
+        if !volumes.contains_key(&source_volume) {
+            return Err(FieldError::new(
+                format!("{field}.sourceVolume"),
+                format!("{source_volume:?} is not a volume of this task definition; declare it in volumes"),
+            ));
+        }
+        let container_path = m
+            .container_path
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("{field}.containerPath"),
+                    "required: an absolute path such as /data",
+                )
+            })?;
+        mount_points.push(MountPoint {
+            source_volume,
+            container_path,
+            read_only: m.read_only.unwrap_or(true),
+        });
+    }
+
+    let extensions = extensions(&at("dockerLabels"), &rc.docker_labels)?;
+
+    Ok(ContainerDefinition {
+        name,
+        image,
+        cpu,
+        memory: memory.map(|m| m as u64),
+        memory_reservation: reservation.map(|m| m as u64),
+        essential: rc.essential.unwrap_or(true),
+        entry_point: rc.entry_point,
+        command: rc.command,
+        environment,
+        depends_on,
+        port_mappings,
+        stop_timeout,
+        health_check,
+        mount_points,
+        extensions,
+    })
+}
+
+fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensions, FieldError> {
+    let mut ext = Extensions::default();
+    for (k, v) in labels {
+        if !k.starts_with("skiff.") {
+            continue;
+        }
+        let at = format!("{field}.{k:?}");
+        match k.as_str() {
+            "skiff.timeout" => {
+                ext.timeout =
+                    Some(crate::units::parse_duration(v).map_err(|m| FieldError::new(&at, m))?)
+            }
+            "skiff.max-fuel" => {
+                ext.max_fuel = Some(v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    FieldError::new(
+                        &at,
+                        format!("{v:?} is not a fuel budget: write a positive whole number"),
+                    )
+                })?)
+            }
+            _ => {
+                return Err(FieldError::new(
+                    at,
+                    format!(
+                        "unknown skiff label; the labels skiff reads are {}",
+                        LABELS.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(ext)
+}
+
+fn check_dependencies(containers: &[ContainerDefinition]) -> Result<(), FieldError> {
+    let index: HashMap<&str, usize> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    for (i, c) in containers.iter().enumerate() {
+        for (j, d) in c.depends_on.iter().enumerate() {
+            let field = format!("containerDefinitions[{i}].dependsOn[{j}].containerName");
+            let Some(&target) = index.get(d.container.as_str()) else {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "{:?} is not a container of this task definition",
+                        d.container
+                    ),
+                ));
+            };
+            if target == i {
+                return Err(FieldError::new(
+                    field,
+                    "a container cannot depend on itself",
+                ));
+            }
+            if d.condition == DependencyCondition::Healthy
+                && containers[target].health_check.is_none()
+            {
+                return Err(FieldError::new(
+                    format!("containerDefinitions[{i}].dependsOn[{j}].condition"),
+                    format!("HEALTHY needs a healthCheck on {:?}", d.container),
+                ));
+            }
+        }
+    }
+    // Cycles: depth-first search over dependsOn edges.
+    fn visit(
+        i: usize,
+        containers: &[ContainerDefinition],
+        index: &HashMap<&str, usize>,
+        path: &mut Vec<usize>,
+        done: &mut HashSet<usize>,
+    ) -> Option<Vec<usize>> {
+        if let Some(pos) = path.iter().position(|&p| p == i) {
+            let mut cycle = path[pos..].to_vec();
+            cycle.push(i);
+            return Some(cycle);
+        }
+        if done.contains(&i) {
+            return None;
+        }
+        path.push(i);
+        for d in &containers[i].depends_on {
+            if let Some(c) = visit(index[d.container.as_str()], containers, index, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(i);
+        None
+    }
+    let mut done = HashSet::new();
+    for i in 0..containers.len() {
+        if let Some(cycle) = visit(i, containers, &index, &mut Vec::new(), &mut done) {
+            let names: Vec<&str> = cycle.iter().map(|&c| containers[c].name.as_str()).collect();
+            return Err(FieldError::new(
+                format!("containerDefinitions[{}].dependsOn", cycle[0]),
+                format!("dependsOn forms a cycle: {}", names.join(" -> ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_minimal_definition_validates() {
+        let td = TaskDefinition::parse(&json!({
+            "family": "web",
+            "containerDefinitions": [{"name": "app", "image": "hello.wasm", "memory": 64}]
+        }))
+        .unwrap();
+        assert_eq!(td.family, "web");
+        assert!(td.containers[0].essential);
+        assert_eq!(td.reserved_memory(), 64);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_cpu("256"), Ok(256));
+        assert_eq!(parse_cpu("1 vCPU"), Ok(1024));
+        assert_eq!(parse_cpu(".5 vcpu"), Ok(512));
+        assert!(parse_cpu("lots").is_err());
+        assert_eq!(parse_memory("512"), Ok(512));
+        assert_eq!(parse_memory("1 GB"), Ok(1024));
+        assert_eq!(parse_memory("2GB"), Ok(2048));
+        assert!(parse_memory("-1").is_err());
+    }
+
+    #[test]
+    fn fargate_table() {
+        assert!(fargate_sizes(256).unwrap().0.contains(&512));
+        assert!(!fargate_sizes(256).unwrap().0.contains(&4096));
+        assert!(fargate_sizes(2048).unwrap().0.contains(&5120));
+        assert!(fargate_sizes(300).is_none());
+    }
+}

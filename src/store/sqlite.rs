@@ -1,0 +1,334 @@
+//! The SQLite store: one file in the data directory, WAL journal,
+//! `synchronous=FULL` so that a committed transaction survives `kill -9`
+//! and power loss.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::broadcast;
+
+use super::{Change, Condition, Record, Revision, Store, StoreError, Write};
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    // One connection, one writer: SQLite serialises writers anyway, and a
+    // mutex keeps revision assignment and publication in commit order.
+    conn: Mutex<Connection>,
+    changes: broadcast::Sender<Change>,
+    path: PathBuf,
+}
+
+fn io(e: rusqlite::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path`. Errors say what is wrong
+    /// and what to do.
+    pub fn open(path: &Path) -> Result<SqliteStore, String> {
+        let conn = Connection::open(path)
+            .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+        let corrupt = |e: rusqlite::Error| {
+            format!(
+                "the store {} cannot be used ({e}); if it is corrupt, move it (and its -wal and -shm files) aside to start empty, or restore a backup",
+                path.display()
+            )
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(corrupt)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!(
+                "the store {} could not switch to WAL mode (got {mode})",
+                path.display()
+            ));
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL;
+             PRAGMA foreign_keys=OFF;
+             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+             INSERT OR IGNORE INTO meta (k, v) VALUES ('revision', 0);
+             CREATE TABLE IF NOT EXISTS kv (
+                 key TEXT PRIMARY KEY,
+                 value BLOB NOT NULL,
+                 create_rev INTEGER NOT NULL,
+                 mod_rev INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        )
+        .map_err(corrupt)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            return Err(format!(
+                "the store {} is corrupt ({check}); move it (and its -wal and -shm files) aside to start empty, or restore a backup",
+                path.display()
+            ));
+        }
+        let (changes, _) = broadcast::channel(1024);
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            changes,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        key: row.get(0)?,
+        value: row.get(1)?,
+        create_revision: row.get(2)?,
+        mod_revision: row.get(3)?,
+    })
+}
+
+/// The smallest string greater than every string starting with `prefix`
+/// (for a range scan), or `None` when there is none.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).ok();
+        }
+    }
+    None
+}
+
+impl Store for SqliteStore {
+    fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT key, value, create_rev, mod_rev FROM kv WHERE key = ?1",
+                params![key],
+                record,
+            )
+            .optional()
+            .map_err(io)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let conn = self.lock();
+        let start = match after {
+            Some(a) if a >= prefix => a.to_string(),
+            _ => String::new(),
+        };
+        let end = prefix_end(prefix);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, value, create_rev, mod_rev FROM kv
+                 WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3)
+                 ORDER BY key LIMIT ?4",
+            )
+            .map_err(io)?;
+        let rows = stmt
+            .query_map(params![prefix, start, end, limit as i64], record)
+            .map_err(io)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(io)
+    }
+
+    fn commit(&self, conditions: &[Condition], writes: &[Write]) -> Result<Revision, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(io)?;
+        for c in conditions {
+            let (key, want) = match c {
+                Condition::Absent(k) => (k, None),
+                Condition::At(k, rev) => (k, Some(*rev)),
+            };
+            let have: Option<i64> = tx
+                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(io)?;
+            if have != want {
+                return Err(StoreError::Conflict);
+            }
+        }
+        let revision: i64 = tx
+            .query_row(
+                "UPDATE meta SET v = v + 1 WHERE k = 'revision' RETURNING v",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(io)?;
+        for w in writes {
+            match w {
+                Write::Put(k, v) => {
+                    tx.execute(
+                        "INSERT INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?3)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev",
+                        params![k, v, revision],
+                    )
+                    .map_err(io)?;
+                }
+                Write::Delete(k) => {
+                    tx.execute("DELETE FROM kv WHERE key = ?1", params![k])
+                        .map_err(io)?;
+                }
+            }
+        }
+        tx.commit().map_err(io)?;
+        drop(conn);
+        for w in writes {
+            let (key, deleted) = match w {
+                Write::Put(k, _) => (k.clone(), false),
+                Write::Delete(k) => (k.clone(), true),
+            };
+            // No subscriber is fine.
+            let _ = self.changes.send(Change {
+                revision,
+                key,
+                deleted,
+            });
+        }
+        Ok(revision)
+    }
+
+    fn revision(&self) -> Result<Revision, StoreError> {
+        self.lock()
+            .query_row("SELECT v FROM meta WHERE k = 'revision'", [], |r| r.get(0))
+            .map_err(io)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn put_get_list_delete() {
+        let (_d, s) = open();
+        let r1 = s
+            .commit(&[], &[Write::Put("a/1".into(), b"x".to_vec())])
+            .unwrap();
+        let r2 = s
+            .commit(
+                &[],
+                &[
+                    Write::Put("a/2".into(), b"y".to_vec()),
+                    Write::Put("b/1".into(), b"z".to_vec()),
+                ],
+            )
+            .unwrap();
+        assert!(r2 > r1);
+        let a1 = s.get("a/1").unwrap().unwrap();
+        assert_eq!(
+            (a1.value.as_slice(), a1.create_revision, a1.mod_revision),
+            (&b"x"[..], r1, r1)
+        );
+        let keys: Vec<_> = s
+            .list("a/", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, ["a/1", "a/2"]);
+        let keys: Vec<_> = s
+            .list("a/", Some("a/1"), 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, ["a/2"]);
+        assert_eq!(s.list("", None, 2).unwrap().len(), 2);
+        s.commit(&[], &[Write::Delete("a/1".into())]).unwrap();
+        assert!(s.get("a/1").unwrap().is_none());
+        assert_eq!(s.revision().unwrap(), 3);
+    }
+
+    #[test]
+    fn conditions_guard_writes() {
+        let (_d, s) = open();
+        let r = s
+            .commit(
+                &[Condition::Absent("k".into())],
+                &[Write::Put("k".into(), b"1".to_vec())],
+            )
+            .unwrap();
+        assert_eq!(
+            s.commit(
+                &[Condition::Absent("k".into())],
+                &[Write::Put("k".into(), b"2".to_vec())]
+            ),
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(
+            s.commit(
+                &[Condition::At("k".into(), r + 5)],
+                &[Write::Put("k".into(), b"2".to_vec())]
+            ),
+            Err(StoreError::Conflict)
+        );
+        s.commit(
+            &[Condition::At("k".into(), r)],
+            &[Write::Put("k".into(), b"3".to_vec())],
+        )
+        .unwrap();
+        assert_eq!(s.get("k").unwrap().unwrap().value, b"3");
+        assert_eq!(s.get("k").unwrap().unwrap().create_revision, r);
+    }
+
+    #[test]
+    fn survives_reopen_and_publishes_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let mut rx = s.subscribe();
+            let rev = s
+                .commit(&[], &[Write::Put("x".into(), b"1".to_vec())])
+                .unwrap();
+            let c = rx.try_recv().unwrap();
+            assert_eq!((c.revision, c.key.as_str(), c.deleted), (rev, "x", false));
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.get("x").unwrap().unwrap().value, b"1");
+        assert_eq!(s.revision().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let e = SqliteStore::open(&path).err().unwrap();
+        assert!(e.contains("move it") && e.contains("store.db"), "{e}");
+    }
+
+    #[test]
+    fn prefix_end_bounds_a_scan() {
+        assert_eq!(prefix_end("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_end(""), None);
+    }
+}

@@ -1,0 +1,97 @@
+"""Starts a real `skiff server` for the compat tests and points boto3 at it."""
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import boto3
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SKIFF = os.environ.get("SKIFF_BIN", os.path.join(ROOT, "target", "release", "skiff"))
+REGION = "us-west-2"
+
+
+class Server:
+    """A skiff server on free ports, in its own data directory."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.proc = None
+        self.endpoint = None
+
+    def start(self, timeout=60):
+        self.proc = subprocess.Popen(
+            [SKIFF, "server", "--data-dir", self.data_dir, "--api", "127.0.0.1:0", "--ingress", "127.0.0.1:0"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+        )
+        lines = queue.Queue()
+
+        def pump():
+            for line in self.proc.stderr:
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            m = re.search(r"API on (http://[0-9.:]+)/", line)
+            if m:
+                self.endpoint = m.group(1)
+                return self
+        raise RuntimeError(f"skiff server did not start (exit {self.proc.poll()})")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self, service="ecs"):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="AKIDSKIFFTEST",
+            aws_secret_access_key="not-checked-yet",
+        )
+
+
+@pytest.fixture(scope="session")
+def server():
+    data = tempfile.mkdtemp(prefix="skiff-compat-")
+    s = Server(data).start()
+    yield s
+    s.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture()
+def ecs(server):
+    return server.client()
+
+
+@pytest.fixture()
+def fresh_dir():
+    d = tempfile.mkdtemp(prefix="skiff-crash-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,239 @@
+"""Clusters, task definitions and tags through the real boto3 and aws-cli."""
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import REGION, ROOT
+
+
+def uniq(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def error_code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+def error_message(excinfo):
+    return excinfo.value.response["Error"]["Message"]
+
+
+HELLO = os.path.join(ROOT, "guests", "dist", "hello-http.wasm")
+
+
+def taskdef(family, **extra):
+    doc = {
+        "family": family,
+        "containerDefinitions": [
+            {
+                "name": "web",
+                "image": HELLO,
+                "memory": 64,
+                "cpu": 256,
+                "essential": True,
+                "environment": [{"name": "GREETING", "value": "ahoy"}],
+                "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+                "dockerLabels": {"skiff.timeout": "2s", "team": "edge"},
+                "healthCheck": {"command": ["CMD", "GET /healthz"], "interval": 10, "retries": 2},
+            }
+        ],
+    }
+    doc.update(extra)
+    return doc
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def test_default_cluster_exists_with_long_arn(ecs):
+    out = ecs.describe_clusters()
+    assert out["failures"] == []
+    (c,) = out["clusters"]
+    assert c["clusterName"] == "default"
+    assert c["status"] == "ACTIVE"
+    assert c["clusterArn"] == f"arn:aws:ecs:{REGION}:000000000000:cluster/default"
+
+
+def test_cluster_lifecycle(ecs):
+    name = uniq("c")
+    created = ecs.create_cluster(clusterName=name, tags=[{"key": "env", "value": "test"}])["cluster"]
+    assert created["status"] == "ACTIVE"
+    # Idempotent, as ECS.
+    again = ecs.create_cluster(clusterName=name)["cluster"]
+    assert again["clusterArn"] == created["clusterArn"]
+    # By name and by ARN; unknown names are MISSING failures.
+    out = ecs.describe_clusters(clusters=[name, created["clusterArn"], "nope"], include=["TAGS"])
+    assert [c["clusterName"] for c in out["clusters"]] == [name, name]
+    assert out["clusters"][0]["tags"] == [{"key": "env", "value": "test"}]
+    assert out["failures"] == [{"arn": f"arn:aws:ecs:{REGION}:000000000000:cluster/nope", "reason": "MISSING"}]
+    assert created["clusterArn"] in ecs.list_clusters()["clusterArns"]
+    deleted = ecs.delete_cluster(cluster=name)["cluster"]
+    assert deleted["status"] == "INACTIVE"
+    assert created["clusterArn"] not in ecs.list_clusters()["clusterArns"]
+    assert ecs.describe_clusters(clusters=[name])["clusters"][0]["status"] == "INACTIVE"
+    with pytest.raises(ClientError) as e:
+        ecs.delete_cluster(cluster=name)
+    assert error_code(e) == "ClusterNotFoundException"
+
+
+def test_bad_cluster_name_is_invalid_parameter(ecs):
+    with pytest.raises(ClientError) as e:
+        ecs.create_cluster(clusterName="has spaces")
+    assert error_code(e) == "InvalidParameterException"
+    assert "clusterName" in error_message(e)
+
+
+def test_list_clusters_paginates(ecs):
+    names = [uniq("page") for _ in range(7)]
+    for n in names:
+        ecs.create_cluster(clusterName=n)
+    first = ecs.list_clusters(maxResults=2)
+    assert len(first["clusterArns"]) == 2 and "nextToken" in first
+    pages = ecs.get_paginator("list_clusters").paginate(PaginationConfig={"PageSize": 2})
+    arns = [a for p in pages for a in p["clusterArns"]]
+    assert len(arns) == len(set(arns))
+    for n in names:
+        assert f"arn:aws:ecs:{REGION}:000000000000:cluster/{n}" in arns
+    with pytest.raises(ClientError) as e:
+        ecs.list_clusters(maxResults=101)
+    assert error_code(e) == "InvalidParameterException"
+
+
+# ---------------------------------------------------------------- task definitions
+
+
+def test_register_round_trips_every_field(ecs):
+    family = uniq("rt")
+    doc = taskdef(family, requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512")
+    out = ecs.register_task_definition(**doc, tags=[{"key": "k", "value": "v"}])
+    td = out["taskDefinition"]
+    assert td["revision"] == 1
+    assert td["status"] == "ACTIVE"
+    assert td["taskDefinitionArn"] == f"arn:aws:ecs:{REGION}:000000000000:task-definition/{family}:1"
+    assert out["tags"] == [{"key": "k", "value": "v"}]
+    for ref in (family, f"{family}:1", td["taskDefinitionArn"]):
+        got = ecs.describe_task_definition(taskDefinition=ref, include=["TAGS"])
+        assert got["taskDefinition"]["containerDefinitions"] == doc["containerDefinitions"]
+        for field in ("family", "requiresCompatibilities", "networkMode", "cpu", "memory"):
+            assert got["taskDefinition"][field] == doc[field]
+        assert got["tags"] == [{"key": "k", "value": "v"}]
+        assert "registeredAt" in got["taskDefinition"]
+
+
+def test_revisions_list_and_deregister(ecs):
+    family = uniq("rev")
+    for _ in range(3):
+        ecs.register_task_definition(**taskdef(family))
+    arns = ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
+    assert [a.rsplit(":", 1)[1] for a in arns] == ["1", "2", "3"]
+    desc = ecs.list_task_definitions(familyPrefix=family, sort="DESC")["taskDefinitionArns"]
+    assert desc == list(reversed(arns))
+    pages = ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, PaginationConfig={"PageSize": 1})
+    assert [a for p in pages for a in p["taskDefinitionArns"]] == arns
+    pages = ecs.get_paginator("list_task_definitions").paginate(
+        familyPrefix=family, sort="DESC", PaginationConfig={"PageSize": 2}
+    )
+    assert [a for p in pages for a in p["taskDefinitionArns"]] == desc
+    assert family in ecs.list_task_definition_families(familyPrefix=family)["families"]
+
+    out = ecs.deregister_task_definition(taskDefinition=f"{family}:3")["taskDefinition"]
+    assert out["status"] == "INACTIVE" and "deregisteredAt" in out
+    # The family now resolves to its latest ACTIVE revision.
+    assert ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]["revision"] == 2
+    inactive = ecs.list_task_definitions(familyPrefix=family, status="INACTIVE")["taskDefinitionArns"]
+    assert inactive == [arns[2]]
+    with pytest.raises(ClientError) as e:
+        ecs.deregister_task_definition(taskDefinition=family)
+    assert error_code(e) == "ClientException" and "revision" in error_message(e)
+
+    for rev in (1, 2):
+        ecs.deregister_task_definition(taskDefinition=f"{family}:{rev}")
+    assert family not in ecs.list_task_definition_families(familyPrefix=family)["families"]
+    assert family in ecs.list_task_definition_families(familyPrefix=family, status="INACTIVE")["families"]
+
+
+def test_validation_names_the_field(ecs):
+    doc = taskdef(uniq("bad"))
+    doc["containerDefinitions"][0]["memory"] = 0
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(**doc)
+    assert error_code(e) == "ClientException"
+    assert error_message(e) == "containerDefinitions[0].memory: must be at least 6 MiB, got 0"
+
+
+def test_describe_unknown_task_definition(ecs):
+    with pytest.raises(ClientError) as e:
+        ecs.describe_task_definition(taskDefinition="no-such-family")
+    assert error_code(e) == "ClientException"
+    assert "no-such-family" in error_message(e)
+
+
+# ---------------------------------------------------------------- tags
+
+
+def test_tags_on_task_definitions_and_clusters(ecs):
+    td = ecs.register_task_definition(**taskdef(uniq("tag")))["taskDefinition"]["taskDefinitionArn"]
+    ecs.tag_resource(resourceArn=td, tags=[{"key": "a", "value": "1"}, {"key": "b", "value": "2"}])
+    ecs.tag_resource(resourceArn=td, tags=[{"key": "a", "value": "3"}])
+    assert ecs.list_tags_for_resource(resourceArn=td)["tags"] == [
+        {"key": "a", "value": "3"},
+        {"key": "b", "value": "2"},
+    ]
+    ecs.untag_resource(resourceArn=td, tagKeys=["a"])
+    assert ecs.list_tags_for_resource(resourceArn=td)["tags"] == [{"key": "b", "value": "2"}]
+
+    cluster = ecs.create_cluster(clusterName=uniq("tagc"))["cluster"]["clusterArn"]
+    ecs.tag_resource(resourceArn=cluster, tags=[{"key": "team", "value": "edge"}])
+    assert ecs.list_tags_for_resource(resourceArn=cluster)["tags"] == [{"key": "team", "value": "edge"}]
+
+    with pytest.raises(ClientError) as e:
+        ecs.list_tags_for_resource(resourceArn=f"arn:aws:ecs:{REGION}:000000000000:cluster/absent")
+    assert error_code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.tag_resource(resourceArn=td, tags=[{"key": "aws:reserved", "value": "x"}])
+    assert error_code(e) == "InvalidParameterException"
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def test_unsupported_action_names_it(ecs):
+    with pytest.raises(ClientError) as e:
+        ecs.list_container_instances()
+    assert error_code(e) == "UnsupportedFeatureException"
+    assert "ListContainerInstances" in error_message(e)
+
+
+def test_aws_cli_works_unchanged(server):
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="AKIDSKIFFTEST",
+        AWS_SECRET_ACCESS_KEY="x",
+        AWS_DEFAULT_REGION="eu-central-1",
+    )
+    aws = os.path.join(os.path.dirname(os.path.realpath(__import__("sys").executable)), "aws")
+    family = uniq("cli")
+    path = os.path.join(server.data_dir, f"{family}.json")
+    with open(path, "w") as f:
+        json.dump(taskdef(family), f)
+    out = subprocess.run(
+        [aws, "ecs", "register-task-definition", "--cli-input-json", f"file://{path}", "--endpoint-url", server.endpoint],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    arn = json.loads(out.stdout)["taskDefinition"]["taskDefinitionArn"]
+    assert arn == f"arn:aws:ecs:eu-central-1:000000000000:task-definition/{family}:1"
+    out = subprocess.run(
+        [aws, "ecs", "list-clusters", "--endpoint-url", server.endpoint],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    assert "arn:aws:ecs:eu-central-1:000000000000:cluster/default" in json.loads(out.stdout)["clusterArns"]
+    bad = subprocess.run(
+        [aws, "ecs", "describe-task-definition", "--task-definition", "absent", "--endpoint-url", server.endpoint],
+        env=env, capture_output=True, text=True,
+    )
+    assert bad.returncode != 0 and "ClientException" in bad.stderr
