@@ -11,6 +11,9 @@ use std::time::Duration;
 use crate::load::{Digest, Guest};
 use crate::sandbox::{P1Host, P2Host};
 
+/// The result of loading one binary, shared by everyone who loads it.
+pub(crate) type LoadCell = Arc<std::sync::OnceLock<Result<Guest, crate::load::LoadError>>>;
+
 /// What the engine meters. The default, [`Metering::Full`], is what a
 /// multi-tenant engine needs; the others exist to measure what metering
 /// costs and for trusted, single-tenant use.
@@ -88,7 +91,8 @@ pub(crate) struct Inner {
     pub compat: String,
     pub metering: Metering,
     pub pooling: bool,
-    pub loaded: Mutex<std::collections::HashMap<Digest, Guest>>,
+    /// Loaded guests by digest; a cell is filled once, by the first load.
+    pub loaded: Mutex<std::collections::HashMap<Digest, LoadCell>>,
     _ticker: EpochTicker,
 }
 

@@ -206,24 +206,32 @@ impl Runtime {
         };
         let is_component = binary_kind(bytes)?;
         let digest = Digest::of(bytes);
-        if let Some(g) = self.lock_loaded().get(&digest) {
-            return Ok(g.clone());
-        }
-        let (compiled, from_cache) = self.compile_cached(bytes, digest, is_component)?;
-        let (kind, code) = self.link(compiled)?;
-        let guest = Guest {
-            inner: Arc::new(GuestInner {
-                kind,
-                digest,
-                from_cache,
-                code,
-            }),
-        };
-        self.lock_loaded().insert(digest, guest.clone());
-        Ok(guest)
+        // Single flight: concurrent loads of the same binary (a burst of
+        // tasks of one image) wait for one compilation instead of each
+        // running their own.
+        let cell = self
+            .lock_loaded()
+            .entry(digest)
+            .or_insert_with(|| Arc::new(std::sync::OnceLock::new()))
+            .clone();
+        cell.get_or_init(|| {
+            let (compiled, from_cache) = self.compile_cached(bytes, digest, is_component)?;
+            let (kind, code) = self.link(compiled)?;
+            Ok(Guest {
+                inner: Arc::new(GuestInner {
+                    kind,
+                    digest,
+                    from_cache,
+                    code,
+                }),
+            })
+        })
+        .clone()
     }
 
-    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, Guest>> {
+    fn lock_loaded(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, crate::engine::LoadCell>> {
         self.inner.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 

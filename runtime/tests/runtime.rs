@@ -635,3 +635,28 @@ fn an_http_component_is_not_a_command() {
         r.outcome
     );
 }
+
+#[test]
+fn concurrent_loads_of_one_binary_compile_it_once() {
+    // A fresh runtime with a disk cache: exactly one of the loads compiles;
+    // the rest wait for it and share its result.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let bytes = std::fs::read(dist("spin.wasm")).unwrap();
+    let guests: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| rt.load(&bytes).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        guests.iter().all(|g| !g.from_cache()),
+        "every load shares the one compilation"
+    );
+    let artifacts = walk(dir.path()).len();
+    assert_eq!(artifacts, 1);
+}
