@@ -8,17 +8,21 @@
 //! - [`api`]: the ECS API (AWS JSON 1.1), one module per resource.
 //! - [`model`]: ECS documents as validated types; ARNs and names.
 //! - [`store`]: the durable store (a trait shaped for etcd; SQLite).
+//! - [`scheduler`]: placement of tasks on workers.
+//! - [`agent`]: worker threads running tasks; the ledger that writes what
+//!   they report to the store; container logs.
 //! - [`ingress`]: the HTTP front: HTTP/1.1 and h2c connections, each
 //!   request handed to a guest's handler, failures answered 5xx.
 //! - [`units`]: parsing of the units users type (`500ms`, `2s`, `64` MiB).
 //!
 //! Running guests under limits is the `skiff-runtime` crate's job; this
-//! crate only uses its public API. The scheduler and agent of
-//! `../shared/DESIGN.md` arrive with their issues.
+//! crate only uses its public API.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod ingress;
 pub mod model;
+pub mod scheduler;
 pub mod store;
 pub mod units;

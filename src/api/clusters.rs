@@ -220,3 +220,33 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))
 }
+
+/// UpdateCluster and UpdateClusterSettings: replace the given fields of an
+/// ACTIVE cluster (what Terraform calls when `setting` or `configuration`
+/// change).
+pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let reference = super::required_str(req, "cluster")?;
+    let name = name_of(reference);
+    let k = key(&name);
+    let record = with_retries(|| {
+        let Some((mut c, rev)) = get_json(api.store.as_ref(), &k)? else {
+            return Err(ApiError::cluster_not_found(&name));
+        };
+        if c.get("status").and_then(Value::as_str) != Some("ACTIVE") {
+            return Err(ApiError::cluster_not_found(&name));
+        }
+        for f in ["settings", "configuration", "serviceConnectDefaults"] {
+            if let Some(v) = req.get(f).filter(|v| !v.is_null()) {
+                c[f] = v.clone();
+            }
+        }
+        Ok(api
+            .store
+            .commit(
+                &[Condition::At(k.clone(), rev)],
+                &[Write::Put(k.clone(), to_bytes(&c))],
+            )
+            .map(|_| c))
+    })?;
+    Ok(json!({ "cluster": view(api, scope, &record, false)? }))
+}

@@ -12,10 +12,11 @@ pub mod error;
 pub mod page;
 pub mod tags;
 pub mod task_definitions;
+pub mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -42,6 +43,10 @@ pub struct Api {
     pub account: String,
     /// The region when a request carries no credential scope.
     pub default_region: String,
+    /// This node's workers.
+    pub agent: Arc<crate::agent::Agent>,
+    /// Where container logs are kept.
+    pub logs_dir: std::path::PathBuf,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -53,11 +58,16 @@ fn action(name: &str) -> Option<Action> {
         "DescribeClusters" => clusters::describe,
         "ListClusters" => clusters::list,
         "DeleteCluster" => clusters::delete,
+        "UpdateCluster" | "UpdateClusterSettings" => clusters::update,
         "RegisterTaskDefinition" => task_definitions::register,
         "DescribeTaskDefinition" => task_definitions::describe,
         "ListTaskDefinitions" => task_definitions::list,
         "ListTaskDefinitionFamilies" => task_definitions::list_families,
         "DeregisterTaskDefinition" => task_definitions::deregister,
+        "RunTask" => tasks::run,
+        "StopTask" => tasks::stop,
+        "DescribeTasks" => tasks::describe,
+        "ListTasks" => tasks::list,
         "TagResource" => tags::tag,
         "UntagResource" => tags::untag,
         "ListTagsForResource" => tags::list,
@@ -132,8 +142,43 @@ fn signed_region(req: &Request<Incoming>) -> Option<String> {
     (!region.is_empty()).then(|| region.to_string())
 }
 
+/// `GET /logs/CLUSTER/TASK`: a task's container logs as text, one line
+/// each: `CONTAINER STREAM LINE`.
+fn logs(api: &Api, path: &str) -> Response<Full<Bytes>> {
+    let mut parts = path.trim_start_matches("/logs/").splitn(2, '/');
+    let (cluster, task) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let (status, body) = match (valid(cluster) && valid(task))
+        .then(|| crate::agent::logs::read(&api.logs_dir, cluster, task))
+        .flatten()
+    {
+        Some(text) => (StatusCode::OK, text),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no logs for task {task:?} in cluster {cluster:?}\n"),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
 async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let request_id = new_id();
+    if req.method() == hyper::Method::GET && req.uri().path().starts_with("/logs/") {
+        let path = req.uri().path().to_string();
+        return tokio::task::spawn_blocking(move || logs(&api, &path))
+            .await
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    }
     if req.method() != hyper::Method::POST || req.uri().path() != "/" {
         let e = ApiError::new(
             Kind::UnsupportedFeature,
@@ -221,13 +266,7 @@ pub fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Seconds since the epoch, as JSON 1.1 timestamps are written.
-pub fn now() -> f64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
-}
+pub use crate::model::now;
 
 /// A string field of the request, when present.
 pub fn str_field<'a>(req: &'a Value, name: &str) -> ApiResult<Option<&'a str>> {

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use skiff_runtime::{Runtime, RuntimeConfig};
+
+use crate::agent::{ledger, Agent};
 use crate::api::{self, Api};
 use crate::store::{SqliteStore, Store};
 
@@ -28,6 +31,30 @@ pub struct Server {
     /// The region in ARNs when a request is not signed for one.
     #[arg(long, value_name = "REGION", default_value = "us-east-1")]
     pub region: String,
+    /// Worker threads (each runs its tasks' guests). Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+    /// Memory (MiB) the workers may reserve for tasks, shared equally.
+    /// Default: the machine's memory.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..))]
+    pub memory: Option<u64>,
+    /// How long stopped tasks stay describable: 30m, 1h, ...
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
+    pub stopped_task_ttl: std::time::Duration,
+}
+
+/// The machine's memory in MiB, from /proc/meminfo.
+fn machine_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024)
 }
 
 /// The data directory, held exclusively while the server runs.
@@ -112,15 +139,39 @@ impl Server {
         let data = DataDir::open(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path.join("store.db"))?);
         crate::api::clusters::ensure_default(store.as_ref())?;
+        let recovered = ledger::recover(store.as_ref()).map_err(|e| e.to_string())?;
+        let logs_dir = data.path.join("logs");
+        let ttl = self.stopped_task_ttl.as_secs_f64();
+        ledger::reap(store.as_ref(), &logs_dir, ttl).map_err(|e| e.to_string())?;
         let api_listener = bind(self.api, "API", "--api").await?;
         let ingress_listener = bind(self.ingress, "ingress", "--ingress").await?;
         let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
         let ingress_addr = ingress_listener.local_addr().map_err(|e| e.to_string())?;
 
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(data.path.join("cache")),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
+        let workers = self
+            .workers
+            .map(|w| w as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let memory = self.memory.unwrap_or_else(machine_memory_mib);
+        let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let ledger_thread = ledger::spawn(store.clone(), events_rx)
+            .map_err(|e| format!("cannot start the ledger: {e}"))?;
+        let agent = Arc::new(
+            Agent::start(runtime, workers, memory, logs_dir.clone(), events_tx)
+                .map_err(|e| format!("cannot start the workers: {e}"))?,
+        );
+
         let api = Arc::new(Api {
-            store,
+            store: store.clone(),
             account: self.account,
             default_region: self.region,
+            agent: agent.clone(),
+            logs_dir: logs_dir.clone(),
         });
         let shutdown = tokio_util::sync::CancellationToken::new();
         let tracker = tokio_util::task::TaskTracker::new();
@@ -133,15 +184,39 @@ impl Server {
             ingress_listener,
             shutdown.clone().cancelled_owned(),
         ));
+        let reaper_store = store.clone();
+        let reaper_stop = shutdown.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = reaper_stop.cancelled() => break,
+                }
+                let (s, dir) = (reaper_store.clone(), logs_dir.clone());
+                let _ =
+                    tokio::task::spawn_blocking(move || ledger::reap(s.as_ref(), &dir, ttl)).await;
+            }
+        });
         tracker.close();
         eprintln!("skiff: API on http://{api_addr}/ (AWS JSON 1.1, like ECS)");
         eprintln!("skiff: ingress on http://{ingress_addr}/");
-        eprintln!("skiff: data in {}", data.path.display());
+        eprintln!(
+            "skiff: {workers} workers sharing {memory} MiB; data in {}",
+            data.path.display()
+        );
+        if recovered > 0 {
+            eprintln!("skiff: {recovered} tasks were running when the server last stopped; they are reported STOPPED");
+        }
 
         wait_for_signal().await;
         eprintln!("skiff: shutting down");
         shutdown.cancel();
         tracker.wait().await;
+        // Stop every task, then let the ledger write their last reports.
+        let stopping = agent.clone();
+        let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+        drop(agent);
+        let _ = tokio::task::spawn_blocking(move || ledger_thread.join()).await;
         drop(data);
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! that what a client registered is what it reads back.
 
 pub mod arn;
+pub mod task;
 pub mod taskdef;
 
 use std::fmt;
@@ -36,6 +37,14 @@ impl fmt::Display for FieldError {
 }
 
 impl std::error::Error for FieldError {}
+
+/// Seconds since the epoch, as ECS's JSON 1.1 timestamps are written.
+pub fn now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
 
 /// Checks a name of a cluster, family or container: 1-255 letters,
 /// numbers, hyphens and underscores.

@@ -81,6 +81,16 @@ def test_cluster_lifecycle(ecs):
     assert error_code(e) == "ClusterNotFoundException"
 
 
+def test_update_cluster_settings_as_terraform_does(ecs):
+    name = uniq("upd")
+    arn = ecs.create_cluster(clusterName=name, settings=[{"name": "containerInsights", "value": "disabled"}])["cluster"]["clusterArn"]
+    ecs.update_cluster(cluster=arn, settings=[{"name": "containerInsights", "value": "enabled"}])
+    out = ecs.describe_clusters(clusters=[arn], include=["TAGS", "CONFIGURATIONS", "SETTINGS"])["clusters"][0]
+    assert out["settings"] == [{"name": "containerInsights", "value": "enabled"}]
+    ecs.update_cluster_settings(cluster=name, settings=[{"name": "containerInsights", "value": "disabled"}])
+    assert ecs.describe_clusters(clusters=[name])["clusters"][0]["settings"][0]["value"] == "disabled"
+
+
 def test_bad_cluster_name_is_invalid_parameter(ecs):
     with pytest.raises(ClientError) as e:
         ecs.create_cluster(clusterName="has spaces")

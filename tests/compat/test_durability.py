@@ -77,3 +77,23 @@ def test_start_up_errors_say_what_to_do(fresh_dir):
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode != 0 and "move it" in out.stderr
+
+
+def test_running_tasks_are_reported_stopped_after_kill_9(fresh_dir):
+    s = Server(fresh_dir).start()
+    ecs = s.client()
+    ecs.register_task_definition(
+        family="web", containerDefinitions=[{"name": "web", "image": os.path.join(ROOT, "guests", "dist", "hello-http.wasm"), "memory": 16}]
+    )
+    arns = [t["taskArn"] for t in ecs.run_task(taskDefinition="web", count=2)["tasks"]]
+    ecs.get_waiter("tasks_running").wait(tasks=arns, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    s.kill9()
+    s2 = Server(fresh_dir).start()
+    try:
+        ecs = s2.client()
+        tasks = ecs.describe_tasks(tasks=arns)["tasks"]
+        assert [t["lastStatus"] for t in tasks] == ["STOPPED", "STOPPED"]
+        assert all(t["stoppedReason"] == "the skiff server stopped while the task was running" for t in tasks)
+        assert ecs.list_tasks()["taskArns"] == []
+    finally:
+        s2.stop()

@@ -1,0 +1,332 @@
+//! The ledger: writes what workers report about their tasks (observed
+//! state) to the store.
+//!
+//! One thread applies events in order. Events that arrive together are
+//! applied in one transaction (group commit): one fsync for a burst of
+//! task starts instead of one per event. A transaction whose task records
+//! changed meanwhile (StopTask writes them too) is re-read and retried.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{Event, TaskEvent};
+use crate::model::task::{ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::store::{Condition, Record, Store, StoreError, Write};
+
+/// The store key of a task.
+pub fn key(cluster: &str, id: &str) -> String {
+    format!("tasks/{cluster}/{id}")
+}
+
+/// Reads a stored task.
+pub fn parse(r: &Record) -> Option<TaskRecord> {
+    serde_json::from_slice(&r.value).ok()
+}
+
+/// Serialises a task for the store.
+pub fn to_bytes(t: &TaskRecord) -> Vec<u8> {
+    serde_json::to_vec(t).unwrap_or_default()
+}
+
+/// The most events applied in one transaction.
+const BATCH: usize = 512;
+
+/// Starts the ledger thread; it ends when every sender is gone and the
+/// last events are written.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    events: Receiver<TaskEvent>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("skiff-ledger".into())
+        .spawn(move || {
+            while let Ok(first) = events.recv() {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match events.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                for attempt in 0.. {
+                    match apply(store.as_ref(), &batch) {
+                        Ok(()) => break,
+                        Err(StoreError::Conflict) if attempt < 16 => continue,
+                        Err(e) => {
+                            eprintln!("skiff: could not record {} task events: {e}", batch.len());
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+}
+
+fn apply(store: &dyn Store, batch: &[TaskEvent]) -> Result<(), StoreError> {
+    let mut tasks: BTreeMap<String, (TaskRecord, i64)> = BTreeMap::new();
+    for e in batch {
+        let k = key(&e.cluster, &e.id);
+        if !tasks.contains_key(&k) {
+            let Some(r) = store.get(&k)? else { continue };
+            let Some(t) = parse(&r) else { continue };
+            tasks.insert(k.clone(), (t, r.mod_revision));
+        }
+        if let Some((t, _)) = tasks.get_mut(&k) {
+            record(t, &e.event, e.at);
+        }
+    }
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let conditions: Vec<Condition> = tasks
+        .iter()
+        .map(|(k, (_, rev))| Condition::At(k.clone(), *rev))
+        .collect();
+    let writes: Vec<Write> = tasks
+        .iter()
+        .map(|(k, (t, _))| Write::Put(k.clone(), to_bytes(t)))
+        .collect();
+    store.commit(&conditions, &writes).map(|_| ())
+}
+
+/// Applies one event to a task record.
+pub fn record(t: &mut TaskRecord, event: &Event, at: f64) {
+    t.version += 1;
+    match event {
+        Event::Pending => {
+            t.advance(TaskStatus::Pending);
+        }
+        Event::Running => {
+            if t.advance(TaskStatus::Running) {
+                t.started_at.get_or_insert(at);
+            }
+        }
+        Event::ContainerRunning(i) => {
+            if let Some(c) = t.containers.get_mut(*i) {
+                if c.last_status == ContainerStatus::Pending {
+                    c.last_status = ContainerStatus::Running;
+                }
+            }
+        }
+        Event::ContainerStopped {
+            index,
+            exit_code,
+            reason,
+        } => {
+            if let Some(c) = t.containers.get_mut(*index) {
+                if c.last_status != ContainerStatus::Stopped {
+                    c.last_status = ContainerStatus::Stopped;
+                    c.exit_code = *exit_code;
+                    c.reason = reason.clone();
+                }
+            }
+        }
+        Event::Stopping { code, reason } => {
+            t.advance(TaskStatus::Stopping);
+            stopping(t, *code, reason, at);
+        }
+        Event::Stopped { code, reason } => {
+            stopping(t, *code, reason, at);
+            if t.advance(TaskStatus::Stopped) {
+                t.stopped_at = Some(at);
+            }
+        }
+    }
+}
+
+fn stopping(t: &mut TaskRecord, code: StopCode, reason: &str, at: f64) {
+    t.desired_status = DesiredStatus::Stopped;
+    t.stopping_at.get_or_insert(at);
+    // The first reason stands: StopTask writes its own before the worker
+    // reports back.
+    if t.stop_code.is_none() {
+        t.stop_code = Some(code);
+        t.stopped_reason = Some(reason.to_string());
+    }
+}
+
+/// At start-up: tasks the store says were running died with the previous
+/// server process. Reports them STOPPED, saying so. Returns how many.
+pub fn recover(store: &dyn Store) -> Result<usize, StoreError> {
+    let now = crate::model::now();
+    let mut n = 0;
+    for r in store.list("tasks/", None, usize::MAX)? {
+        let Some(mut t) = parse(&r) else { continue };
+        if t.last_status == TaskStatus::Stopped {
+            continue;
+        }
+        record(
+            &mut t,
+            &Event::Stopped {
+                code: StopCode::TerminationNotice,
+                reason: "the skiff server stopped while the task was running".into(),
+            },
+            now,
+        );
+        for c in &mut t.containers {
+            if c.last_status != ContainerStatus::Stopped {
+                c.last_status = ContainerStatus::Stopped;
+                c.reason = Some("the skiff server stopped".into());
+            }
+        }
+        match store.commit(
+            &[Condition::At(r.key.clone(), r.mod_revision)],
+            &[Write::Put(r.key.clone(), to_bytes(&t))],
+        ) {
+            Ok(_) => n += 1,
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Forgets tasks stopped more than `ttl_secs` ago: their records, tags
+/// and logs. Returns how many.
+pub fn reap(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usize, StoreError> {
+    let cutoff = crate::model::now() - ttl_secs;
+    let mut n = 0;
+    for r in store.list("tasks/", None, usize::MAX)? {
+        let Some(t) = parse(&r) else { continue };
+        if t.last_status != TaskStatus::Stopped || t.stopped_at.is_none_or(|s| s > cutoff) {
+            continue;
+        }
+        let writes = [
+            Write::Delete(r.key.clone()),
+            Write::Delete(format!("tags/task/{}/{}", t.cluster, t.id)),
+        ];
+        match store.commit(&[Condition::At(r.key.clone(), r.mod_revision)], &writes) {
+            Ok(_) => {
+                super::logs::remove(logs_dir, &t.cluster, &t.id);
+                n += 1;
+            }
+            Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::task::ContainerRecord;
+
+    fn task() -> TaskRecord {
+        TaskRecord {
+            id: "t1".into(),
+            cluster: "default".into(),
+            family: "f".into(),
+            revision: 1,
+            group: "family:f".into(),
+            started_by: None,
+            launch_type: "FARGATE".into(),
+            last_status: TaskStatus::Provisioning,
+            desired_status: DesiredStatus::Running,
+            worker: 0,
+            cpu: 0,
+            memory: 16,
+            created_at: 1.0,
+            started_at: None,
+            stopping_at: None,
+            stopped_at: None,
+            stop_code: None,
+            stopped_reason: None,
+            containers: vec![ContainerRecord {
+                id: "c1".into(),
+                name: "main".into(),
+                image: "x.wasm".into(),
+                last_status: ContainerStatus::Pending,
+                exit_code: None,
+                reason: None,
+                cpu: 0,
+                memory: Some(16),
+                memory_reservation: None,
+            }],
+            overrides: serde_json::json!({}),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_command_task_runs_its_whole_lifecycle() {
+        let mut t = task();
+        record(&mut t, &Event::Pending, 2.0);
+        assert_eq!(t.last_status, TaskStatus::Pending);
+        record(&mut t, &Event::ContainerRunning(0), 3.0);
+        record(&mut t, &Event::Running, 3.0);
+        assert_eq!(
+            (t.last_status, t.started_at),
+            (TaskStatus::Running, Some(3.0))
+        );
+        assert_eq!(t.containers[0].last_status, ContainerStatus::Running);
+        let exited = Event::ContainerStopped {
+            index: 0,
+            exit_code: Some(3),
+            reason: None,
+        };
+        record(&mut t, &exited, 4.0);
+        let stopping = Event::Stopping {
+            code: StopCode::EssentialContainerExited,
+            reason: "Essential container in task exited".into(),
+        };
+        record(&mut t, &stopping, 4.0);
+        record(
+            &mut t,
+            &Event::Stopped {
+                code: StopCode::EssentialContainerExited,
+                reason: "Essential container in task exited".into(),
+            },
+            5.0,
+        );
+        assert_eq!(t.last_status, TaskStatus::Stopped);
+        assert_eq!(t.desired_status, DesiredStatus::Stopped);
+        assert_eq!((t.stopping_at, t.stopped_at), (Some(4.0), Some(5.0)));
+        assert_eq!(t.containers[0].exit_code, Some(3));
+        assert_eq!(t.stop_code, Some(StopCode::EssentialContainerExited));
+    }
+
+    #[test]
+    fn the_first_stop_reason_stands_and_status_never_goes_back() {
+        let mut t = task();
+        t.stop_code = Some(StopCode::UserInitiated);
+        t.stopped_reason = Some("bye".into());
+        record(
+            &mut t,
+            &Event::Stopped {
+                code: StopCode::EssentialContainerExited,
+                reason: "other".into(),
+            },
+            5.0,
+        );
+        assert_eq!(t.stop_code, Some(StopCode::UserInitiated));
+        assert_eq!(t.stopped_reason.as_deref(), Some("bye"));
+        // A late report cannot bring a stopped task back.
+        record(&mut t, &Event::Running, 6.0);
+        assert_eq!(t.last_status, TaskStatus::Stopped);
+        assert_eq!(t.started_at, None);
+    }
+
+    #[test]
+    fn recovery_stops_what_was_running_and_reaping_forgets_old_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let mut running = task();
+        running.last_status = TaskStatus::Running;
+        store
+            .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&running))])
+            .unwrap();
+        assert_eq!(recover(&store).unwrap(), 1);
+        let t = parse(&store.get(&key("default", "t1")).unwrap().unwrap()).unwrap();
+        assert_eq!(t.last_status, TaskStatus::Stopped);
+        assert_eq!(t.stop_code, Some(StopCode::TerminationNotice));
+        assert_eq!(t.containers[0].last_status, ContainerStatus::Stopped);
+        // Not yet old enough.
+        assert_eq!(reap(&store, dir.path(), 3600.0).unwrap(), 0);
+        assert_eq!(reap(&store, dir.path(), -1.0).unwrap(), 1);
+        assert!(store.get(&key("default", "t1")).unwrap().is_none());
+    }
+}

@@ -1,0 +1,105 @@
+//! Container logs: every line of a container's stdout and stderr, with
+//! its time, appended to `logs/CLUSTER/TASK/CONTAINER.log` in the data
+//! directory, readable while the task runs and after it stops.
+//!
+//! Each file is bounded ([`MAX_LOG_BYTES`]); past that, one line says the
+//! rest was dropped.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use skiff_runtime::{LogSink, LogStream};
+
+/// The most a container's log file may hold.
+pub const MAX_LOG_BYTES: u64 = 8 << 20;
+
+/// A task's log directory.
+pub fn task_dir(logs_dir: &Path, cluster: &str, task: &str) -> PathBuf {
+    logs_dir.join(cluster).join(task)
+}
+
+struct FileSink {
+    file: Mutex<(File, u64)>,
+}
+
+impl LogSink for FileSink {
+    fn line(&self, stream: LogStream, at: SystemTime, line: &str) {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let s = match stream {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        };
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, written) = &mut *f;
+        if *written >= MAX_LOG_BYTES {
+            return;
+        }
+        let entry = if *written + line.len() as u64 + 32 > MAX_LOG_BYTES {
+            format!(
+                "{ms} stderr [skiff: log limit of {} MiB reached; later lines dropped]\n",
+                MAX_LOG_BYTES >> 20
+            )
+        } else {
+            format!("{ms} {s} {line}\n")
+        };
+        // A full disk loses log lines, never the task.
+        if file.write_all(entry.as_bytes()).is_ok() {
+            *written += entry.len() as u64;
+        }
+        if *written + 32 > MAX_LOG_BYTES {
+            *written = MAX_LOG_BYTES;
+        }
+    }
+}
+
+/// The sink for one container's output.
+pub fn sink(
+    logs_dir: &Path,
+    cluster: &str,
+    task: &str,
+    container: &str,
+) -> std::io::Result<Arc<dyn LogSink>> {
+    let dir = task_dir(logs_dir, cluster, task);
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{container}.log")))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok(Arc::new(FileSink {
+        file: Mutex::new((file, len)),
+    }))
+}
+
+/// A task's logs as text: each line `CONTAINER STREAM LINE`, in time order
+/// across containers. `None` when the task has no logs.
+pub fn read(logs_dir: &Path, cluster: &str, task: &str) -> Option<String> {
+    let dir = task_dir(logs_dir, cluster, task);
+    let mut lines: Vec<(u128, String)> = Vec::new();
+    for entry in std::fs::read_dir(&dir).ok()? {
+        let path = entry.ok()?.path();
+        let container = path.file_stem()?.to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for l in text.lines() {
+            let mut parts = l.splitn(3, ' ');
+            let (Some(ms), Some(stream), rest) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let ms: u128 = ms.parse().unwrap_or(0);
+            lines.push((ms, format!("{container} {stream} {}", rest.unwrap_or(""))));
+        }
+    }
+    lines.sort_by_key(|(ms, _)| *ms);
+    Some(lines.into_iter().map(|(_, l)| l + "\n").collect())
+}
+
+/// Removes a task's logs (when the task itself is forgotten).
+pub fn remove(logs_dir: &Path, cluster: &str, task: &str) {
+    let _ = std::fs::remove_dir_all(task_dir(logs_dir, cluster, task));
+}

@@ -1,0 +1,287 @@
+//! The agent: this node's worker threads and the tasks they run.
+//!
+//! Each worker is an OS thread with its own single-threaded tokio runtime;
+//! every task placed on a worker runs all its guest code there. The agent
+//! reserves a task's cpu and memory on a worker when it is placed and
+//! releases them when it stops. Workers report what happens to their tasks
+//! as [`Event`]s; the [`ledger`] writes them to the store (observed state).
+
+pub mod ledger;
+pub mod logs;
+mod task;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use skiff_runtime::Runtime;
+use tokio::sync::mpsc;
+
+use crate::model::task::StopCode;
+use crate::model::taskdef::TaskDefinition;
+use crate::scheduler::placement::{self, NoFit, WorkerLoad};
+
+/// What a worker needs to run a task.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    /// The task id.
+    pub id: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// The task definition it runs.
+    pub definition: TaskDefinition,
+    /// Per container (by name): `command` and extra `environment` from
+    /// RunTask's `containerOverrides`.
+    pub overrides: Vec<ContainerOverride>,
+    /// The worker it was placed on.
+    pub worker: usize,
+    /// CPU units and MiB reserved for it.
+    pub reserved: (u32, u64),
+}
+
+/// RunTask's `containerOverrides` entry, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerOverride {
+    /// The container it applies to.
+    pub name: String,
+    /// Replaces the container's `command` when set.
+    pub command: Option<Vec<String>>,
+    /// Added to (and overriding) the container's `environment`.
+    pub environment: Vec<(String, String)>,
+}
+
+/// What happened to a task, reported by its worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The worker has the task and is loading its images.
+    Pending,
+    /// Its first container started.
+    Running,
+    /// Container `index` started.
+    ContainerRunning(usize),
+    /// Container `index` stopped.
+    ContainerStopped {
+        /// Which container.
+        index: usize,
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Why, in words, when it did not simply exit.
+        reason: Option<String>,
+    },
+    /// The task is stopping.
+    Stopping {
+        /// Why.
+        code: StopCode,
+        /// In words.
+        reason: String,
+    },
+    /// The task has stopped; its resources are released.
+    Stopped {
+        /// Why.
+        code: StopCode,
+        /// In words.
+        reason: String,
+    },
+}
+
+/// An event of one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    /// The task's cluster.
+    pub cluster: String,
+    /// The task's id.
+    pub id: String,
+    /// What happened.
+    pub event: Event,
+    /// When (seconds since the epoch).
+    pub at: f64,
+}
+
+enum Command {
+    Start(Box<TaskSpec>),
+    Stop {
+        id: String,
+        code: StopCode,
+        reason: String,
+    },
+}
+
+struct Worker {
+    commands: mpsc::UnboundedSender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// This node's workers.
+pub struct Agent {
+    workers: Mutex<Vec<Worker>>,
+    loads: Arc<Mutex<Vec<WorkerLoad>>>,
+}
+
+/// Where a worker's tasks get what they need.
+#[derive(Clone)]
+pub(crate) struct WorkerContext {
+    pub runtime: Runtime,
+    pub events: std::sync::mpsc::Sender<TaskEvent>,
+    pub loads: Arc<Mutex<Vec<WorkerLoad>>>,
+    pub logs_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts `workers` worker threads sharing `memory_mib` of memory.
+    pub fn start(
+        runtime: Runtime,
+        workers: usize,
+        memory_mib: u64,
+        logs_dir: PathBuf,
+        events: std::sync::mpsc::Sender<TaskEvent>,
+    ) -> std::io::Result<Agent> {
+        let workers = workers.max(1);
+        let per_worker = memory_mib / workers as u64;
+        let loads = Arc::new(Mutex::new(vec![WorkerLoad::new(1024, per_worker); workers]));
+        let ctx = WorkerContext {
+            runtime,
+            events,
+            loads: loads.clone(),
+            logs_dir,
+        };
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let ctx = ctx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("skiff-worker-{i}"))
+                .spawn(move || worker_main(ctx, rx))?;
+            handles.push(Worker {
+                commands: tx,
+                thread: Some(thread),
+            });
+        }
+        Ok(Agent {
+            workers: Mutex::new(handles),
+            loads,
+        })
+    }
+
+    /// How many workers there are.
+    pub fn worker_count(&self) -> usize {
+        self.lock_loads().len()
+    }
+
+    fn lock_loads(&self) -> std::sync::MutexGuard<'_, Vec<WorkerLoad>> {
+        self.loads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves `cpu` units and `memory` MiB on a worker (spread), or says
+    /// which resource is short.
+    pub fn reserve(&self, cpu: u32, memory: u64) -> Result<usize, NoFit> {
+        let mut loads = self.lock_loads();
+        let i = placement::spread(&loads, cpu, memory)?;
+        loads[i].cpu_reserved += cpu;
+        loads[i].memory_reserved += memory;
+        loads[i].tasks += 1;
+        Ok(i)
+    }
+
+    /// Gives back a reservation that was not used.
+    pub fn release(&self, worker: usize, cpu: u32, memory: u64) {
+        release(&self.loads, worker, cpu, memory);
+    }
+
+    /// Hands a placed task to its worker.
+    pub fn start_task(&self, spec: TaskSpec) {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = workers.get(spec.worker) {
+            let _ = w.commands.send(Command::Start(Box::new(spec)));
+        }
+    }
+
+    /// Asks a task's worker to stop it.
+    pub fn stop_task(&self, worker: usize, id: &str, code: StopCode, reason: &str) {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = workers.get(worker) {
+            let _ = w.commands.send(Command::Stop {
+                id: id.to_string(),
+                code,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Stops every task (with `reason`) and joins the worker threads.
+    pub fn shutdown(&self) {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        // Closing the command channels tells each worker to stop its tasks
+        // and return.
+        let threads: Vec<JoinHandle<()>> =
+            workers.iter_mut().filter_map(|w| w.thread.take()).collect();
+        workers.clear();
+        drop(workers);
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+pub(crate) fn release(loads: &Mutex<Vec<WorkerLoad>>, worker: usize, cpu: u32, memory: u64) {
+    let mut loads = loads.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = loads.get_mut(worker) {
+        l.cpu_reserved = l.cpu_reserved.saturating_sub(cpu);
+        l.memory_reserved = l.memory_reserved.saturating_sub(memory);
+        l.tasks = l.tasks.saturating_sub(1);
+    }
+}
+
+fn worker_main(ctx: WorkerContext, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff: a worker could not start its runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut running: std::collections::HashMap<
+            String,
+            tokio::sync::oneshot::Sender<(StopCode, String)>,
+        > = Default::default();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Start(spec)) => {
+                        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+                        running.insert(spec.id.clone(), stop_tx);
+                        let ctx = ctx.clone();
+                        let done = done_tx.clone();
+                        tracker.spawn(async move {
+                            let id = spec.id.clone();
+                            task::supervise(ctx, *spec, stop_rx).await;
+                            let _ = done.send(id);
+                        });
+                    }
+                    Some(Command::Stop { id, code, reason }) => {
+                        if let Some(stop) = running.remove(&id) {
+                            let _ = stop.send((code, reason));
+                        }
+                    }
+                    None => break,
+                },
+                Some(id) = done_rx.recv() => {
+                    running.remove(&id);
+                }
+            }
+        }
+        for (_, stop) in running.drain() {
+            let _ = stop.send((
+                StopCode::TerminationNotice,
+                "the skiff server shut down".to_string(),
+            ));
+        }
+        tracker.close();
+        tracker.wait().await;
+    });
+}

@@ -1,0 +1,531 @@
+//! One task on its worker: load the images, start the containers in
+//! `dependsOn` order, watch them, stop the task when an essential
+//! container stops or a stop is asked for, and report every step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_runtime::{
+    human_bytes, human_duration, Budget, Guest, HttpHandler, Limits, Mount, Outcome, Report,
+    RunLimits, Sandbox,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::{release, Event, TaskEvent, TaskSpec, WorkerContext};
+use crate::model::task::StopCode;
+use crate::model::taskdef::{ContainerDefinition, DependencyCondition, HealthCheck};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Exited(Option<i32>),
+    NeverStarted,
+}
+
+enum Done {
+    Exited(usize, Report),
+    Healthy(usize),
+}
+
+/// Where an image path points: a path relative to the server's working
+/// directory, an absolute path, or a `file://` URL.
+pub fn image_path(image: &str) -> PathBuf {
+    PathBuf::from(image.strip_prefix("file://").unwrap_or(image))
+}
+
+/// A container's outcome as ECS shows it: an exit code, or a reason in
+/// words a user can act on.
+pub fn describe_outcome(
+    c: &ContainerDefinition,
+    outcome: &Outcome,
+) -> (Option<i32>, Option<String>) {
+    let name = &c.name;
+    match outcome {
+        Outcome::Exit(code) => (Some(*code), None),
+        Outcome::MemoryLimit { limit_bytes } => (
+            None,
+            Some(format!(
+                "OutOfMemoryError: container {name} exceeded its {} limit; raise its memory",
+                human_bytes(*limit_bytes)
+            )),
+        ),
+        Outcome::OutOfFuel { budget } => (
+            None,
+            Some(format!(
+                "OutOfFuel: container {name} used its whole fuel budget of {budget} (skiff.max-fuel); raise it or do less work per run"
+            )),
+        ),
+        Outcome::Timeout { limit } => (
+            None,
+            Some(format!(
+                "Timeout: container {name} ran longer than its timeout of {} (skiff.timeout)",
+                human_duration(*limit)
+            )),
+        ),
+        Outcome::Trap { kind, .. } => (None, Some(format!("Trap: container {name} trapped: {kind}"))),
+        Outcome::LoadError(e) => (
+            None,
+            Some(format!("CannotPullContainerError: container {name}, image {}: {e}", c.image)),
+        ),
+    }
+}
+
+/// The per-container limits: a container's own `memory` and `cpu` when it
+/// sets them; otherwise an equal share of what the task-level amounts
+/// leave after the containers that do; otherwise the worker's memory and
+/// no CPU quota.
+fn budgets(spec: &TaskSpec, worker_memory: u64) -> Vec<Budget> {
+    let cs = &spec.definition.containers;
+    let unset_mem = cs.iter().filter(|c| c.memory.is_none()).count().max(1) as u64;
+    let set_mem: u64 = cs.iter().filter_map(|c| c.memory).sum();
+    let unset_cpu = cs.iter().filter(|c| c.cpu == 0).count().max(1) as u32;
+    let set_cpu: u32 = cs.iter().map(|c| c.cpu).sum();
+    cs.iter()
+        .map(|c| {
+            let memory = c.memory.unwrap_or_else(|| match spec.definition.memory {
+                Some(t) => t.saturating_sub(set_mem) / unset_mem,
+                None => worker_memory,
+            });
+            let cpu = if c.cpu > 0 {
+                Some(c.cpu)
+            } else {
+                spec.definition
+                    .cpu
+                    .map(|t| (t.saturating_sub(set_cpu) / unset_cpu).max(1))
+            };
+            Budget::new(Limits {
+                memory_bytes: memory.max(1) << 20,
+                cpu_units: cpu,
+            })
+        })
+        .collect()
+}
+
+struct Task {
+    ctx: WorkerContext,
+    spec: TaskSpec,
+}
+
+impl Task {
+    fn report(&self, event: Event) {
+        // The ledger outlives the workers; a send fails only at shutdown.
+        let _ = self.ctx.events.send(TaskEvent {
+            cluster: self.spec.cluster.clone(),
+            id: self.spec.id.clone(),
+            event,
+            at: crate::model::now(),
+        });
+    }
+
+    fn sandbox(&self, i: usize) -> std::io::Result<Sandbox> {
+        let c = &self.spec.definition.containers[i];
+        let ov = self.spec.overrides.iter().find(|o| o.name == c.name);
+        let mut args = vec![c.name.clone()];
+        args.extend(c.entry_point.iter().cloned());
+        match ov.and_then(|o| o.command.as_ref()) {
+            Some(cmd) => args.extend(cmd.iter().cloned()),
+            None => args.extend(c.command.iter().cloned()),
+        }
+        let mut env = c.environment.clone();
+        for (k, v) in ov.map(|o| o.environment.as_slice()).unwrap_or_default() {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let mut mounts = Vec::new();
+        for m in &c.mount_points {
+            let host = match self
+                .spec
+                .definition
+                .volumes
+                .get(&m.source_volume)
+                .cloned()
+                .flatten()
+            {
+                Some(p) => PathBuf::from(p),
+                // A volume without a host path is scratch space of the task.
+                None => {
+                    let dir = self
+                        .ctx
+                        .logs_dir
+                        .join("..")
+                        .join("volumes")
+                        .join(&self.spec.id)
+                        .join(&m.source_volume);
+                    std::fs::create_dir_all(&dir)?;
+                    dir
+                }
+            };
+            mounts.push(Mount {
+                host,
+                guest: m.container_path.clone(),
+                writable: !m.read_only,
+            });
+        }
+        let logs = super::logs::sink(
+            &self.ctx.logs_dir,
+            &self.spec.cluster,
+            &self.spec.id,
+            &c.name,
+        )?;
+        Ok(Sandbox {
+            args,
+            env,
+            mounts,
+            logs,
+        })
+    }
+}
+
+/// Runs a task until it stops; reports every step; releases its
+/// reservation at the end.
+pub(crate) async fn supervise(
+    ctx: WorkerContext,
+    spec: TaskSpec,
+    mut stop: oneshot::Receiver<(StopCode, String)>,
+) {
+    let task = Task { ctx, spec };
+    task.report(Event::Pending);
+    let (code, reason) = run(&task, &mut stop).await;
+    let (cpu, mem) = task.spec.reserved;
+    release(&task.ctx.loads, task.spec.worker, cpu, mem);
+    task.report(Event::Stopped { code, reason });
+}
+
+async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (StopCode, String) {
+    let containers = &task.spec.definition.containers;
+    let n = containers.len();
+
+    // Load every image first: a task whose images do not load does not start.
+    let mut guests: Vec<Guest> = Vec::with_capacity(n);
+    for (i, c) in containers.iter().enumerate() {
+        let rt = task.ctx.runtime.clone();
+        let path = image_path(&c.image);
+        let loaded = tokio::select! {
+            r = tokio::task::spawn_blocking(move || rt.load_file(&path)) => r,
+            s = &mut *stop => {
+                let (code, reason) = s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
+                never_started(task, None, &reason);
+                return (code, reason);
+            }
+        };
+        let err = match loaded {
+            Ok(Ok(g)) => {
+                guests.push(g);
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("loading failed: {e}"),
+        };
+        let reason = format!(
+            "CannotPullContainerError: container {}, image {}: {err}",
+            c.name, c.image
+        );
+        task.report(Event::ContainerStopped {
+            index: i,
+            exit_code: None,
+            reason: Some(reason.clone()),
+        });
+        never_started(
+            task,
+            Some(i),
+            "another container's image could not be loaded",
+        );
+        return (StopCode::TaskFailedToStart, reason);
+    }
+
+    let worker_memory = {
+        let loads = task.ctx.loads.lock().unwrap_or_else(|p| p.into_inner());
+        loads
+            .get(task.spec.worker)
+            .map_or(1024, |l| l.memory_capacity)
+    };
+    let budgets = budgets(&task.spec, worker_memory);
+    let needs_health: Vec<bool> = (0..n)
+        .map(|i| {
+            containers.iter().any(|c| {
+                c.depends_on.iter().any(|d| {
+                    d.condition == DependencyCondition::Healthy && d.container == containers[i].name
+                })
+            })
+        })
+        .collect();
+    let index_of = |name: &str| containers.iter().position(|c| c.name == name);
+
+    let mut states = vec![State::Waiting; n];
+    let mut healthy = vec![false; n];
+    let mut handlers: Vec<Option<HttpHandler>> = vec![None; n];
+    let mut set: JoinSet<Done> = JoinSet::new();
+    let mut any_started = false;
+    let mut stopped: Option<(StopCode, String)> = None;
+
+    while stopped.is_none() {
+        // Start every container whose dependencies are met; give up on
+        // those whose dependencies can no longer be met.
+        let mut progressed = true;
+        while progressed && stopped.is_none() {
+            progressed = false;
+            for i in 0..n {
+                if states[i] != State::Waiting {
+                    continue;
+                }
+                match readiness(&containers[i], &states, &healthy, index_of) {
+                    Readiness::Blocked => continue,
+                    Readiness::Impossible(why) => {
+                        states[i] = State::NeverStarted;
+                        progressed = true;
+                        task.report(Event::ContainerStopped {
+                            index: i,
+                            exit_code: None,
+                            reason: Some(format!("never started: {why}")),
+                        });
+                        if containers[i].essential {
+                            stopped = Some((
+                                StopCode::TaskFailedToStart,
+                                format!(
+                                    "Essential container {} could not start: {why}",
+                                    containers[i].name
+                                ),
+                            ));
+                        }
+                    }
+                    Readiness::Ready => {
+                        progressed = true;
+                        let sandbox = match task.sandbox(i) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                states[i] = State::NeverStarted;
+                                let why =
+                                    format!("cannot set up container {}: {e}", containers[i].name);
+                                task.report(Event::ContainerStopped {
+                                    index: i,
+                                    exit_code: None,
+                                    reason: Some(why.clone()),
+                                });
+                                if containers[i].essential {
+                                    stopped = Some((StopCode::TaskFailedToStart, why));
+                                }
+                                continue;
+                            }
+                        };
+                        let limits = RunLimits {
+                            fuel: containers[i].extensions.max_fuel,
+                            timeout: containers[i].extensions.timeout,
+                        };
+                        let guest = guests[i].clone();
+                        let budget = budgets[i].clone();
+                        let rt = task.ctx.runtime.clone();
+                        if guest.kind().is_command() {
+                            let (g, b, s) = (guest.clone(), budget.clone(), sandbox.clone());
+                            let rt2 = rt.clone();
+                            set.spawn(
+                                async move { Done::Exited(i, rt2.run(&g, &b, &s, limits).await) },
+                            );
+                        } else {
+                            match HttpHandler::new(
+                                &rt,
+                                &guest,
+                                budget.clone(),
+                                sandbox.clone(),
+                                limits,
+                            ) {
+                                Ok(h) => handlers[i] = Some(h),
+                                Err(e) => {
+                                    let r = Report {
+                                        outcome: Outcome::LoadError(e),
+                                        fuel_consumed: 0,
+                                        peak_memory_bytes: 0,
+                                        wall: Duration::ZERO,
+                                        cpu: Duration::ZERO,
+                                        throttled: Duration::ZERO,
+                                    };
+                                    set.spawn(async move { Done::Exited(i, r) });
+                                }
+                            }
+                        }
+                        states[i] = State::Running;
+                        task.report(Event::ContainerRunning(i));
+                        if !any_started {
+                            any_started = true;
+                            task.report(Event::Running);
+                        }
+                        if let (true, Some(check)) =
+                            (needs_health[i], containers[i].health_check.clone())
+                        {
+                            let handler = handlers[i].clone();
+                            let (g, b, mut s) = (guest, budget, sandbox);
+                            s.args = vec![containers[i].name.clone()];
+                            set.spawn(async move {
+                                wait_healthy(&rt, &g, &b, s, handler, &check).await;
+                                Done::Healthy(i)
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if stopped.is_some() {
+            break;
+        }
+        if !states.iter().any(|s| matches!(s, State::Running)) {
+            // Nothing runs and nothing can start (no essential container
+            // is left waiting, or it would have been started or refused).
+            stopped = Some((
+                StopCode::EssentialContainerExited,
+                "Essential container in task exited".into(),
+            ));
+            break;
+        }
+        tokio::select! {
+            s = &mut *stop => {
+                stopped = Some(s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into())));
+            }
+            Some(done) = set.join_next() => match done {
+                Ok(Done::Exited(i, report)) => {
+                    let (exit_code, reason) = describe_outcome(&containers[i], &report.outcome);
+                    states[i] = State::Exited(exit_code);
+                    task.report(Event::ContainerStopped { index: i, exit_code, reason });
+                    if containers[i].essential {
+                        stopped = Some((StopCode::EssentialContainerExited, "Essential container in task exited".into()));
+                    }
+                }
+                Ok(Done::Healthy(i)) => healthy[i] = true,
+                // Aborted or panicked: the container is reported stopped below.
+                Err(_) => {}
+            },
+        }
+    }
+    let (code, reason) = stopped.unwrap_or((
+        StopCode::EssentialContainerExited,
+        "Essential container in task exited".into(),
+    ));
+    task.report(Event::Stopping {
+        code,
+        reason: reason.clone(),
+    });
+    // Stop what still runs. A guest cannot catch a signal, so there is
+    // nothing to wait for: its instance is dropped.
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    drop(handlers);
+    for (i, s) in states.iter().enumerate() {
+        match s {
+            State::Running => task.report(Event::ContainerStopped {
+                index: i,
+                exit_code: None,
+                reason: Some(format!("stopped: {reason}")),
+            }),
+            State::Waiting => task.report(Event::ContainerStopped {
+                index: i,
+                exit_code: None,
+                reason: Some(format!("never started: {reason}")),
+            }),
+            _ => {}
+        }
+    }
+    (code, reason)
+}
+
+/// Reports every container (but `except`) as never started.
+fn never_started(task: &Task, except: Option<usize>, why: &str) {
+    for i in (0..task.spec.definition.containers.len()).filter(|&i| Some(i) != except) {
+        task.report(Event::ContainerStopped {
+            index: i,
+            exit_code: None,
+            reason: Some(format!("never started: {why}")),
+        });
+    }
+}
+
+enum Readiness {
+    Ready,
+    Blocked,
+    Impossible(String),
+}
+
+fn readiness(
+    c: &ContainerDefinition,
+    states: &[State],
+    healthy: &[bool],
+    index_of: impl Fn(&str) -> Option<usize>,
+) -> Readiness {
+    for d in &c.depends_on {
+        let Some(j) = index_of(&d.container) else {
+            return Readiness::Impossible(format!("unknown dependency {}", d.container));
+        };
+        let name = &d.container;
+        let r = match (d.condition, states[j]) {
+            (_, State::NeverStarted) => {
+                Readiness::Impossible(format!("dependency {name} never started"))
+            }
+            (DependencyCondition::Start, State::Running | State::Exited(_)) => Readiness::Ready,
+            (DependencyCondition::Complete, State::Exited(_)) => Readiness::Ready,
+            (DependencyCondition::Success, State::Exited(Some(0))) => Readiness::Ready,
+            (DependencyCondition::Success, State::Exited(code)) => {
+                Readiness::Impossible(match code {
+                    Some(c) => format!("dependency {name} exited with code {c}; SUCCESS needs 0"),
+                    None => format!(
+                        "dependency {name} stopped without exiting; SUCCESS needs exit code 0"
+                    ),
+                })
+            }
+            (DependencyCondition::Healthy, _) if healthy[j] => Readiness::Ready,
+            (DependencyCondition::Healthy, State::Exited(_)) => {
+                Readiness::Impossible(format!("dependency {name} stopped before it was HEALTHY"))
+            }
+            _ => Readiness::Blocked,
+        };
+        if !matches!(r, Readiness::Ready) {
+            return r;
+        }
+    }
+    Readiness::Ready
+}
+
+/// Runs a container's health check every `interval` until it passes.
+/// `["CMD", "GET /path"]` asks an HTTP container for the path (2xx passes);
+/// `["CMD", args...]` runs a fresh instance of a command container's image
+/// with those arguments (exit 0 passes).
+async fn wait_healthy(
+    rt: &skiff_runtime::Runtime,
+    guest: &Guest,
+    budget: &Budget,
+    mut sandbox: Sandbox,
+    handler: Option<HttpHandler>,
+    check: &HealthCheck,
+) {
+    let args: Vec<String> = check.command.iter().skip(1).cloned().collect();
+    let joined = args.join(" ");
+    loop {
+        let timeout = Duration::from_secs(check.timeout as u64);
+        let passed = match (&handler, joined.strip_prefix("GET ")) {
+            (Some(h), Some(path)) => {
+                let req = hyper::Request::builder()
+                    .uri(format!("http://localhost{}", path.trim()))
+                    .body(http_body_util::Empty::<bytes::Bytes>::new());
+                match req {
+                    Ok(req) => matches!(
+                        tokio::time::timeout(timeout, h.handle(req)).await,
+                        Ok(Ok(resp)) if resp.status().is_success()
+                    ),
+                    Err(_) => false,
+                }
+            }
+            (None, _) => {
+                sandbox.args.truncate(1);
+                sandbox.args.extend(args.iter().cloned());
+                let limits = RunLimits {
+                    fuel: None,
+                    timeout: Some(timeout),
+                };
+                rt.run(guest, budget, &sandbox, limits).await.outcome == Outcome::Exit(0)
+            }
+            _ => false,
+        };
+        if passed {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(check.interval as u64)).await;
+    }
+}
