@@ -19,14 +19,21 @@ use tokio::net::TcpListener;
 /// How long open connections get to finish after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves `handler` on `listener` until `shutdown` resolves, then stops
-/// accepting, lets open connections finish (up to a few seconds), and
-/// returns. The caller binds the listener, so a test can bind port 0.
-pub async fn serve(
+/// Accepts HTTP/1.1 and h2c connections on `listener` and answers each
+/// request with `answer`, until `shutdown` resolves; then stops accepting
+/// and lets open connections finish (up to a few seconds). The caller binds
+/// the listener, so a test can bind port 0.
+pub async fn accept_loop<A, Fut, B>(
     listener: TcpListener,
-    handler: HttpHandler,
     shutdown: impl Future<Output = ()>,
-) {
+    answer: A,
+) where
+    A: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -44,19 +51,35 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
+        let answer = answer.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let handler = handler.clone();
-            async move { Ok::<_, std::convert::Infallible>(answer(&handler, req).await) }
+            let answer = answer.clone();
+            async move { Ok::<_, std::convert::Infallible>(answer(req).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned(),
+        );
         tokio::spawn(async move {
             // A client that goes away mid-request is not an error of ours.
             let _ = conn.await;
         });
     }
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+/// Serves one guest's `handler` for every request (as `skiff exec` does).
+pub async fn serve(
+    listener: TcpListener,
+    handler: HttpHandler,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept_loop(listener, shutdown, move |req| {
+        let handler = handler.clone();
+        async move { answer(&handler, req).await }
+    })
+    .await;
 }
 
 async fn answer(handler: &HttpHandler, req: Request<Incoming>) -> Response<ResponseBody> {
@@ -84,41 +107,18 @@ pub fn failure_response(report: &Report) -> Response<ResponseBody> {
 /// Until services exist nothing is routed: every request is answered 404
 /// naming the host that was asked for.
 pub async fn serve_unrouted(listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-            let host = req
-                .headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let mut resp = Response::new(full_body(format!(
-                "no service is routed for host {host:?}\n"
-            )));
-            *resp.status_mut() = StatusCode::NOT_FOUND;
-            Ok::<_, std::convert::Infallible>(resp)
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    accept_loop(listener, shutdown, |req: Request<Incoming>| async move {
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut resp = Response::new(full_body(format!(
+            "no service is routed for host {host:?}\n"
+        )));
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        resp
+    })
+    .await;
 }

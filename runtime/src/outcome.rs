@@ -173,8 +173,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// A report of a run that never got to run guest code.
-    pub(crate) fn bare(outcome: Outcome) -> Report {
+    /// A report of a run that never got to run guest code (nothing
+    /// consumed, no time taken).
+    pub fn bare(outcome: Outcome) -> Report {
         Report {
             outcome,
             fuel_consumed: 0,

@@ -332,14 +332,7 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
                             ) {
                                 Ok(h) => handlers[i] = Some(h),
                                 Err(e) => {
-                                    let r = Report {
-                                        outcome: Outcome::LoadError(e),
-                                        fuel_consumed: 0,
-                                        peak_memory_bytes: 0,
-                                        wall: Duration::ZERO,
-                                        cpu: Duration::ZERO,
-                                        throttled: Duration::ZERO,
-                                    };
+                                    let r = Report::bare(Outcome::LoadError(e));
                                     set.spawn(async move { Done::Exited(i, r) });
                                 }
                             }

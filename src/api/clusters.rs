@@ -57,9 +57,14 @@ pub fn ensure_default(store: &dyn Store) -> Result<(), String> {
 /// The cluster a request names (or the default), which must be ACTIVE.
 pub fn active(api: &Api, req: &Value) -> ApiResult<String> {
     let name = name_of(str_field(req, "cluster")?.unwrap_or(DEFAULT));
-    match get_json(api.store.as_ref(), &key(&name))? {
-        Some((c, _)) if c.get("status").and_then(Value::as_str) == Some("ACTIVE") => Ok(name),
-        _ => Err(ApiError::cluster_not_found(&name)),
+    load_active(api, &name).map(|_| name)
+}
+
+/// A cluster record that is ACTIVE, with its revision, or ClusterNotFound.
+fn load_active(api: &Api, name: &str) -> ApiResult<(Value, i64)> {
+    match get_json(api.store.as_ref(), &key(name))? {
+        Some((c, rev)) if c.get("status").and_then(Value::as_str) == Some("ACTIVE") => Ok((c, rev)),
+        _ => Err(ApiError::cluster_not_found(name)),
     }
 }
 
@@ -193,12 +198,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let name = name_of(reference);
     let k = key(&name);
     let record = with_retries(|| {
-        let Some((mut c, rev)) = get_json(api.store.as_ref(), &k)? else {
-            return Err(ApiError::cluster_not_found(&name));
-        };
-        if c.get("status").and_then(Value::as_str) != Some("ACTIVE") {
-            return Err(ApiError::cluster_not_found(&name));
-        }
+        let (mut c, rev) = load_active(api, &name)?;
         let (running, pending) = task_counts(api, &name)?;
         if running + pending > 0 {
             return Err(ApiError::new(
@@ -229,12 +229,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let name = name_of(reference);
     let k = key(&name);
     let record = with_retries(|| {
-        let Some((mut c, rev)) = get_json(api.store.as_ref(), &k)? else {
-            return Err(ApiError::cluster_not_found(&name));
-        };
-        if c.get("status").and_then(Value::as_str) != Some("ACTIVE") {
-            return Err(ApiError::cluster_not_found(&name));
-        }
+        let (mut c, rev) = load_active(api, &name)?;
         for f in ["settings", "configuration", "serviceConnectDefaults"] {
             if let Some(v) = req.get(f).filter(|v| !v.is_null()) {
                 c[f] = v.clone();

@@ -16,12 +16,10 @@ pub mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -78,36 +76,7 @@ fn action(name: &str) -> Option<Action> {
 /// Serves the API on `listener` until `shutdown` resolves, then lets open
 /// connections finish their requests (a few seconds at most).
 pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let api = api.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let api = api.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(api, req).await) }
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    crate::ingress::accept_loop(listener, shutdown, move |req| handle(api.clone(), req)).await;
 }
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Full<Bytes>> {

@@ -258,14 +258,7 @@ fn load_failed(image: &std::path::Path, e: skiff_runtime::LoadError) -> Report {
         }
         other => other,
     };
-    Report {
-        outcome: Outcome::LoadError(e),
-        fuel_consumed: 0,
-        peak_memory_bytes: 0,
-        wall: Duration::ZERO,
-        cpu: Duration::ZERO,
-        throttled: Duration::ZERO,
-    }
+    Report::bare(Outcome::LoadError(e))
 }
 
 /// Serves an HTTP guest until Ctrl-C.
