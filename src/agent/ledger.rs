@@ -99,6 +99,15 @@ pub fn record(t: &mut TaskRecord, event: &Event, at: f64) {
         Event::Pending => {
             t.advance(TaskStatus::Pending);
         }
+        Event::Activating => {
+            t.advance(TaskStatus::Activating);
+        }
+        Event::Deactivating => {
+            t.advance(TaskStatus::Deactivating);
+        }
+        Event::Deprovisioning => {
+            t.advance(TaskStatus::Deprovisioning);
+        }
         Event::Running => {
             if t.advance(TaskStatus::Running) {
                 t.started_at.get_or_insert(at);
@@ -256,6 +265,8 @@ mod tests {
         let mut t = task();
         record(&mut t, &Event::Pending, 2.0);
         assert_eq!(t.last_status, TaskStatus::Pending);
+        record(&mut t, &Event::Activating, 2.5);
+        assert_eq!(t.last_status, TaskStatus::Activating);
         record(&mut t, &Event::ContainerRunning(0), 3.0);
         record(&mut t, &Event::Running, 3.0);
         assert_eq!(
@@ -269,11 +280,15 @@ mod tests {
             reason: None,
         };
         record(&mut t, &exited, 4.0);
+        record(&mut t, &Event::Deactivating, 4.0);
+        assert_eq!(t.last_status, TaskStatus::Deactivating);
         let stopping = Event::Stopping {
             code: StopCode::EssentialContainerExited,
             reason: "Essential container in task exited".into(),
         };
         record(&mut t, &stopping, 4.0);
+        record(&mut t, &Event::Deprovisioning, 4.5);
+        assert_eq!(t.last_status, TaskStatus::Deprovisioning);
         record(
             &mut t,
             &Event::Stopped {

@@ -55,6 +55,8 @@ pub struct ContainerOverride {
 pub enum Event {
     /// The worker has the task and is loading its images.
     Pending,
+    /// Its images are loaded; containers are about to start.
+    Activating,
     /// Its first container started.
     Running,
     /// Container `index` started.
@@ -68,6 +70,8 @@ pub enum Event {
         /// Why, in words, when it did not simply exit.
         reason: Option<String>,
     },
+    /// The task is about to stop its containers (takes no new work).
+    Deactivating,
     /// The task is stopping.
     Stopping {
         /// Why.
@@ -75,6 +79,8 @@ pub enum Event {
         /// In words.
         reason: String,
     },
+    /// Its containers have stopped; its resources are being released.
+    Deprovisioning,
     /// The task has stopped; its resources are released.
     Stopped {
         /// Why.

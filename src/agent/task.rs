@@ -188,6 +188,7 @@ pub(crate) async fn supervise(
     let task = Task { ctx, spec };
     task.report(Event::Pending);
     let (code, reason) = run(&task, &mut stop).await;
+    task.report(Event::Deprovisioning);
     let (cpu, mem) = task.spec.reserved;
     release(&task.ctx.loads, task.spec.worker, cpu, mem);
     task.report(Event::Stopped { code, reason });
@@ -235,6 +236,7 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
         return (StopCode::TaskFailedToStart, reason);
     }
 
+    task.report(Event::Activating);
     let worker_memory = {
         let loads = task.ctx.loads.lock().unwrap_or_else(|p| p.into_inner());
         loads
@@ -393,6 +395,7 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
         StopCode::EssentialContainerExited,
         "Essential container in task exited".into(),
     ));
+    task.report(Event::Deactivating);
     task.report(Event::Stopping {
         code,
         reason: reason.clone(),
