@@ -213,7 +213,8 @@ impl Agent {
         }
     }
 
-    /// Stops every task (with `reason`) and joins the worker threads.
+    /// Stops every task (reported as "the skiff server shut down") and
+    /// joins the worker threads.
     pub fn shutdown(&self) {
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         // Closing the command channels tells each worker to stop its tasks

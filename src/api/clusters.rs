@@ -192,13 +192,31 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     Ok(out)
 }
 
+/// Applies `change` to an ACTIVE cluster's record and writes it back if
+/// nothing changed it meanwhile (retrying otherwise); returns the record.
+fn modify_active(
+    api: &Api,
+    name: &str,
+    change: impl Fn(&mut Value) -> ApiResult<()>,
+) -> ApiResult<Value> {
+    let k = key(name);
+    with_retries(|| {
+        let (mut c, rev) = load_active(api, name)?;
+        change(&mut c)?;
+        Ok(api
+            .store
+            .commit(
+                &[Condition::At(k.clone(), rev)],
+                &[Write::Put(k.clone(), to_bytes(&c))],
+            )
+            .map(|_| c))
+    })
+}
+
 /// DeleteCluster: refused while the cluster has tasks that are not stopped.
 pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let reference = super::required_str(req, "cluster")?;
-    let name = name_of(reference);
-    let k = key(&name);
-    let record = with_retries(|| {
-        let (mut c, rev) = load_active(api, &name)?;
+    let name = name_of(super::required_str(req, "cluster")?);
+    let record = modify_active(api, &name, |c| {
         let (running, pending) = task_counts(api, &name)?;
         if running + pending > 0 {
             return Err(ApiError::new(
@@ -210,13 +228,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ));
         }
         c["status"] = json!("INACTIVE");
-        Ok(api
-            .store
-            .commit(
-                &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k.clone(), to_bytes(&c))],
-            )
-            .map(|_| c))
+        Ok(())
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))
 }
@@ -225,23 +237,14 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// ACTIVE cluster (what Terraform calls when `setting` or `configuration`
 /// change).
 pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let reference = super::required_str(req, "cluster")?;
-    let name = name_of(reference);
-    let k = key(&name);
-    let record = with_retries(|| {
-        let (mut c, rev) = load_active(api, &name)?;
+    let name = name_of(super::required_str(req, "cluster")?);
+    let record = modify_active(api, &name, |c| {
         for f in ["settings", "configuration", "serviceConnectDefaults"] {
             if let Some(v) = req.get(f).filter(|v| !v.is_null()) {
                 c[f] = v.clone();
             }
         }
-        Ok(api
-            .store
-            .commit(
-                &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k.clone(), to_bytes(&c))],
-            )
-            .map(|_| c))
+        Ok(())
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))
 }
