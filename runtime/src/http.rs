@@ -1,6 +1,7 @@
 //! Serving HTTP requests with a `wasi:http/incoming-handler` component: a
 //! fresh instance per request from the component pre-instantiated at load.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -33,6 +34,23 @@ struct HandlerInner {
     sandbox: Sandbox,
     limits: RunLimits,
     on_report: Option<ReportHook>,
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight until dropped (when its instance is done).
+struct InFlight(Arc<HandlerInner>);
+
+impl InFlight {
+    fn enter(inner: &Arc<HandlerInner>) -> InFlight {
+        inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HttpHandler {
@@ -63,6 +81,7 @@ impl HttpHandler {
                 sandbox,
                 limits,
                 on_report: None,
+                in_flight: AtomicUsize::new(0),
             }),
         })
     }
@@ -74,6 +93,12 @@ impl HttpHandler {
             inner.on_report = Some(Box::new(hook));
         }
         self
+    }
+
+    /// Requests being handled now: from the call of [`HttpHandler::handle`]
+    /// until the instance is done (its response body streamed).
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     /// The task budget the handler's instances share.
@@ -97,6 +122,7 @@ impl HttpHandler {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let h = &self.inner;
+        let in_flight = InFlight::enter(h);
         let timeout = h
             .limits
             .timeout
@@ -140,6 +166,7 @@ impl HttpHandler {
         let this = self.clone();
         let task_meter = meter.clone();
         let task = tokio::spawn(meter.metered(async move {
+            let _in_flight = in_flight;
             let h = &this.inner;
             let result = until_deadline(&task_meter, async {
                 let proxy = h.pre.instantiate_async(&mut store).await?;

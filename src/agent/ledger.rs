@@ -133,6 +133,11 @@ pub fn record(t: &mut TaskRecord, event: &Event, at: f64) {
                 }
             }
         }
+        Event::ContainerHealth { index, status } => {
+            if t.last_status < TaskStatus::Stopped {
+                t.set_health(*index, *status);
+            }
+        }
         Event::Stopping { code, reason } => {
             t.advance(TaskStatus::Stopping);
             stopping(t, *code, reason, at);
@@ -203,10 +208,15 @@ pub fn reap(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usize, 
         if t.last_status != TaskStatus::Stopped || t.stopped_at.is_none_or(|s| s > cutoff) {
             continue;
         }
-        let writes = [
+        let mut writes = vec![
             Write::Delete(r.key.clone()),
             Write::Delete(format!("tags/task/{}/{}", t.cluster, t.id)),
         ];
+        if let Some(service) = t.group.strip_prefix("service:") {
+            writes.push(Write::Delete(crate::model::service::task_index_key(
+                &t.cluster, service, &t.id,
+            )));
+        }
         match store.commit(&[Condition::At(r.key.clone(), r.mod_revision)], &writes) {
             Ok(_) => {
                 super::logs::remove(logs_dir, &t.cluster, &t.id);
@@ -254,8 +264,11 @@ mod tests {
                 cpu: 0,
                 memory: Some(16),
                 memory_reservation: None,
+                essential: true,
+                health_status: None,
             }],
             overrides: serde_json::json!({}),
+            health_status: Default::default(),
             version: 1,
         }
     }

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use skiff_runtime::Runtime;
 use tokio::sync::mpsc;
 
-use crate::model::task::StopCode;
+use crate::model::task::{HealthStatus, StopCode};
 use crate::model::taskdef::TaskDefinition;
 use crate::scheduler::placement::{self, NoFit, WorkerLoad};
 
@@ -69,6 +69,13 @@ pub enum Event {
         exit_code: Option<i32>,
         /// Why, in words, when it did not simply exit.
         reason: Option<String>,
+    },
+    /// Container `index`'s health changed.
+    ContainerHealth {
+        /// Which container.
+        index: usize,
+        /// Its health now.
+        status: HealthStatus,
     },
     /// The task is about to stop its containers (takes no new work).
     Deactivating,
@@ -182,6 +189,22 @@ impl Agent {
     pub fn reserve(&self, cpu: u32, memory: u64) -> Result<usize, NoFit> {
         let mut loads = self.lock_loads();
         let i = placement::spread(&loads, cpu, memory)?;
+        loads[i].cpu_reserved += cpu;
+        loads[i].memory_reserved += memory;
+        loads[i].tasks += 1;
+        Ok(i)
+    }
+
+    /// Reserves a task's `cpu` and `memory` on the worker `choose` picks
+    /// from the workers' loads (it sees them as they are, under the lock).
+    pub fn reserve_with<E>(
+        &self,
+        cpu: u32,
+        memory: u64,
+        choose: impl FnOnce(&[WorkerLoad]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let mut loads = self.lock_loads();
+        let i = choose(&loads)?;
         loads[i].cpu_reserved += cpu;
         loads[i].memory_reserved += memory;
         loads[i].tasks += 1;

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::{release, Event, TaskEvent, TaskSpec, WorkerContext};
-use crate::model::task::StopCode;
+use crate::model::task::{HealthStatus, StopCode};
 use crate::model::taskdef::{ContainerDefinition, DependencyCondition, HealthCheck};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,6 @@ enum State {
 
 enum Done {
     Exited(usize, Report),
-    Healthy(usize),
 }
 
 /// Where an image path points: a path relative to the server's working
@@ -244,21 +243,16 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
             .map_or(1024, |l| l.memory_capacity)
     };
     let budgets = budgets(&task.spec, worker_memory);
-    let needs_health: Vec<bool> = (0..n)
-        .map(|i| {
-            containers.iter().any(|c| {
-                c.depends_on.iter().any(|d| {
-                    d.condition == DependencyCondition::Healthy && d.container == containers[i].name
-                })
-            })
-        })
-        .collect();
     let index_of = |name: &str| containers.iter().position(|c| c.name == name);
 
     let mut states = vec![State::Waiting; n];
     let mut healthy = vec![false; n];
     let mut handlers: Vec<Option<HttpHandler>> = vec![None; n];
     let mut set: JoinSet<Done> = JoinSet::new();
+    // Health monitors run until the task stops; they report changes here.
+    let mut monitors: JoinSet<()> = JoinSet::new();
+    let (health_tx, mut health_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, HealthStatus)>();
     let mut any_started = false;
     let mut stopped: Option<(StopCode, String)> = None;
 
@@ -345,15 +339,16 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
                             any_started = true;
                             task.report(Event::Running);
                         }
-                        if let (true, Some(check)) =
-                            (needs_health[i], containers[i].health_check.clone())
-                        {
+                        if let Some(check) = containers[i].health_check.clone() {
                             let handler = handlers[i].clone();
                             let (g, b, mut s) = (guest, budget, sandbox);
                             s.args = vec![containers[i].name.clone()];
-                            set.spawn(async move {
-                                wait_healthy(&rt, &g, &b, s, handler, &check).await;
-                                Done::Healthy(i)
+                            let tx = health_tx.clone();
+                            monitors.spawn(async move {
+                                monitor(&rt, &g, &b, s, handler, &check, |status| {
+                                    let _ = tx.send((i, status));
+                                })
+                                .await
                             });
                         }
                     }
@@ -385,10 +380,14 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
                         stopped = Some((StopCode::EssentialContainerExited, "Essential container in task exited".into()));
                     }
                 }
-                Ok(Done::Healthy(i)) => healthy[i] = true,
                 // Aborted or panicked: the container is reported stopped below.
                 Err(_) => {}
             },
+            Some((i, status)) = health_rx.recv() => {
+                // HEALTHY once is enough for a dependency to start.
+                healthy[i] |= status == HealthStatus::Healthy;
+                task.report(Event::ContainerHealth { index: i, status });
+            }
         }
     }
     let (code, reason) = stopped.unwrap_or((
@@ -400,6 +399,11 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
         code,
         reason: reason.clone(),
     });
+    monitors.abort_all();
+    while monitors.join_next().await.is_some() {}
+    // Drain: an HTTP container takes no new requests now (the task is not
+    // RUNNING); let the ones in flight finish, up to its stopTimeout.
+    drain(containers, &handlers).await;
     // Stop what still runs. A guest cannot catch a signal, so there is
     // nothing to wait for: its instance is dropped.
     set.abort_all();
@@ -479,49 +483,166 @@ fn readiness(
     Readiness::Ready
 }
 
-/// Runs a container's health check every `interval` until it passes.
-/// `["CMD", "GET /path"]` asks an HTTP container for the path (2xx passes);
-/// `["CMD", args...]` runs a fresh instance of a command container's image
-/// with those arguments (exit 0 passes).
-async fn wait_healthy(
+/// The default `stopTimeout`: how long a stopping HTTP container may
+/// finish the requests it has.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until no HTTP container has a request in flight, each for at most
+/// its `stopTimeout`.
+async fn drain(containers: &[ContainerDefinition], handlers: &[Option<HttpHandler>]) {
+    let start = tokio::time::Instant::now();
+    for (c, h) in containers.iter().zip(handlers) {
+        let Some(h) = h else { continue };
+        let limit = c
+            .stop_timeout
+            .map_or(STOP_TIMEOUT, |s| Duration::from_secs(s as u64));
+        let mut poll = Duration::from_millis(1);
+        while h.in_flight() > 0 && start.elapsed() < limit {
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs one health check. `["CMD", "GET /path"]` asks an HTTP container
+/// for the path (2xx passes); `["CMD", args...]` runs a fresh instance of
+/// a command container's image with those arguments (exit 0 passes).
+async fn check_once(
+    rt: &skiff_runtime::Runtime,
+    guest: &Guest,
+    budget: &Budget,
+    sandbox: &mut Sandbox,
+    handler: Option<&HttpHandler>,
+    args: &[String],
+    timeout: Duration,
+) -> bool {
+    let joined = args.join(" ");
+    match (handler, joined.strip_prefix("GET ")) {
+        (Some(h), Some(path)) => {
+            let req = hyper::Request::builder()
+                .uri(format!("http://localhost{}", path.trim()))
+                .body(http_body_util::Empty::<bytes::Bytes>::new());
+            match req {
+                Ok(req) => matches!(
+                    tokio::time::timeout(timeout, h.handle(req)).await,
+                    Ok(Ok(resp)) if resp.status().is_success()
+                ),
+                Err(_) => false,
+            }
+        }
+        (None, _) => {
+            sandbox.args.truncate(1);
+            sandbox.args.extend(args.iter().cloned());
+            let limits = RunLimits {
+                fuel: None,
+                timeout: Some(timeout),
+            };
+            rt.run(guest, budget, sandbox, limits).await.outcome == Outcome::Exit(0)
+        }
+        _ => false,
+    }
+}
+
+/// A container's health as ECS derives it from its checks: HEALTHY after a
+/// pass; UNHEALTHY after `retries` failures in a row, where failures in the
+/// start period do not count. The first check runs at once, then one every
+/// `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HealthTracker {
+    status: HealthStatus,
+    failures: u32,
+    retries: u32,
+}
+
+impl HealthTracker {
+    pub(crate) fn new(retries: u32) -> Self {
+        HealthTracker {
+            status: HealthStatus::Unknown,
+            failures: 0,
+            retries: retries.max(1),
+        }
+    }
+
+    /// Records a check; returns the new status when it changed.
+    pub(crate) fn record(&mut self, passed: bool, in_start_period: bool) -> Option<HealthStatus> {
+        let next = if passed {
+            self.failures = 0;
+            HealthStatus::Healthy
+        } else if in_start_period {
+            self.status
+        } else {
+            self.failures += 1;
+            if self.failures >= self.retries {
+                HealthStatus::Unhealthy
+            } else {
+                self.status
+            }
+        };
+        (next != self.status).then(|| {
+            self.status = next;
+            next
+        })
+    }
+}
+
+/// Checks a container's health for as long as it runs, calling `report`
+/// whenever its health changes.
+async fn monitor(
     rt: &skiff_runtime::Runtime,
     guest: &Guest,
     budget: &Budget,
     mut sandbox: Sandbox,
     handler: Option<HttpHandler>,
     check: &HealthCheck,
+    report: impl Fn(HealthStatus),
 ) {
     let args: Vec<String> = check.command.iter().skip(1).cloned().collect();
-    let joined = args.join(" ");
+    let timeout = Duration::from_secs(check.timeout as u64);
+    let interval = Duration::from_secs(check.interval as u64);
+    let start_period = Duration::from_secs(check.start_period as u64);
+    let started = tokio::time::Instant::now();
+    let mut tracker = HealthTracker::new(check.retries);
     loop {
-        let timeout = Duration::from_secs(check.timeout as u64);
-        let passed = match (&handler, joined.strip_prefix("GET ")) {
-            (Some(h), Some(path)) => {
-                let req = hyper::Request::builder()
-                    .uri(format!("http://localhost{}", path.trim()))
-                    .body(http_body_util::Empty::<bytes::Bytes>::new());
-                match req {
-                    Ok(req) => matches!(
-                        tokio::time::timeout(timeout, h.handle(req)).await,
-                        Ok(Ok(resp)) if resp.status().is_success()
-                    ),
-                    Err(_) => false,
-                }
-            }
-            (None, _) => {
-                sandbox.args.truncate(1);
-                sandbox.args.extend(args.iter().cloned());
-                let limits = RunLimits {
-                    fuel: None,
-                    timeout: Some(timeout),
-                };
-                rt.run(guest, budget, &sandbox, limits).await.outcome == Outcome::Exit(0)
-            }
-            _ => false,
-        };
-        if passed {
-            return;
+        let at = tokio::time::Instant::now();
+        let passed = check_once(
+            rt,
+            guest,
+            budget,
+            &mut sandbox,
+            handler.as_ref(),
+            &args,
+            timeout,
+        )
+        .await;
+        if let Some(status) = tracker.record(passed, started.elapsed() < start_period) {
+            report(status);
         }
-        tokio::time::sleep(Duration::from_secs(check.interval as u64)).await;
+        tokio::time::sleep_until(at + interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_ecs_rules() {
+        let mut h = HealthTracker::new(2);
+        // Failures in the start period do not count.
+        assert_eq!(h.record(false, true), None);
+        assert_eq!(h.record(false, true), None);
+        // A pass, even in the start period, is HEALTHY.
+        assert_eq!(h.record(true, true), Some(HealthStatus::Healthy));
+        // One failure is not enough with retries = 2.
+        assert_eq!(h.record(false, false), None);
+        assert_eq!(h.record(false, false), Some(HealthStatus::Unhealthy));
+        assert_eq!(h.record(false, false), None);
+        assert_eq!(h.record(true, false), Some(HealthStatus::Healthy));
+        // A pass resets the count.
+        assert_eq!(h.record(false, false), None);
+        assert_eq!(h.record(true, false), None);
+        assert_eq!(h.record(false, false), None);
+        let mut fresh = HealthTracker::new(1);
+        assert_eq!(fresh.record(false, false), Some(HealthStatus::Unhealthy));
     }
 }

@@ -15,6 +15,9 @@ pub enum Kind {
     ClusterNotFound,
     ClusterContainsTasks,
     ResourceNotFound,
+    ServiceNotFound,
+    ServiceNotActive,
+    ClusterContainsServices,
     UnsupportedFeature,
     Server,
 }
@@ -28,6 +31,9 @@ impl Kind {
             Kind::ClusterNotFound => "ClusterNotFoundException",
             Kind::ClusterContainsTasks => "ClusterContainsTasksException",
             Kind::ResourceNotFound => "ResourceNotFoundException",
+            Kind::ServiceNotFound => "ServiceNotFoundException",
+            Kind::ServiceNotActive => "ServiceNotActiveException",
+            Kind::ClusterContainsServices => "ClusterContainsServicesException",
             Kind::UnsupportedFeature => "UnsupportedFeatureException",
             Kind::Server => "ServerException",
         }

@@ -10,6 +10,7 @@
 pub mod clusters;
 pub mod error;
 pub mod page;
+pub mod services;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
@@ -66,6 +67,13 @@ fn action(name: &str) -> Option<Action> {
         "StopTask" => tasks::stop,
         "DescribeTasks" => tasks::describe,
         "ListTasks" => tasks::list,
+        "CreateService" => services::create,
+        "UpdateService" => services::update,
+        "DeleteService" => services::delete,
+        "DescribeServices" => services::describe,
+        "ListServices" => services::list,
+        "ListServiceDeployments" => services::list_deployments,
+        "DescribeServiceDeployments" => services::describe_deployments,
         "TagResource" => tags::tag,
         "UntagResource" => tags::untag,
         "ListTagsForResource" => tags::list,

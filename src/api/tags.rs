@@ -119,14 +119,17 @@ fn resolve(api: &Api, arn_str: &str) -> ApiResult<(String, String)> {
             super::task_definitions::key(family, rev)
         }
         "task" => format!("tasks/{}", a.resource),
+        "service" => format!("services/{}", a.resource),
         other => {
             return Err(ApiError::invalid(format!(
-                "resourceArn: tagging {other} resources is not supported; tag clusters, task definitions or tasks"
+                "resourceArn: tagging {other} resources is not supported; tag clusters, task definitions, tasks or services"
             )))
         }
     };
     let (record, _) = get_json(api.store.as_ref(), &record_key)?.ok_or_else(not_found)?;
-    if a.kind == "cluster" && record.get("status").and_then(Value::as_str) == Some("INACTIVE") {
+    if matches!(a.kind.as_str(), "cluster" | "service")
+        && record.get("status").and_then(Value::as_str) == Some("INACTIVE")
+    {
         return Err(not_found());
     }
     Ok((a.kind, a.resource))

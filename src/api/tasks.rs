@@ -12,9 +12,7 @@ use super::{
 };
 use crate::agent::{ledger, ContainerOverride, TaskSpec};
 use crate::model::arn::{self, Scope};
-use crate::model::task::{
-    ContainerRecord, ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus,
-};
+use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Write};
 
@@ -129,45 +127,13 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     for _ in 0..count {
         match api.agent.reserve(cpu, memory) {
             Ok(worker) => {
-                let id = super::new_id();
-                let containers = td
-                    .containers
-                    .iter()
-                    .map(|c| ContainerRecord {
-                        id: super::new_id(),
-                        name: c.name.clone(),
-                        image: c.image.clone(),
-                        last_status: ContainerStatus::Pending,
-                        exit_code: None,
-                        reason: None,
-                        cpu: c.cpu,
-                        memory: c.memory,
-                        memory_reservation: c.memory_reservation,
-                    })
-                    .collect();
-                placed.push(TaskRecord {
-                    id,
-                    cluster: cluster.clone(),
-                    family: td.family.clone(),
-                    revision,
-                    group: group.clone(),
-                    started_by: started_by.clone(),
-                    launch_type: launch_type.clone(),
-                    last_status: TaskStatus::Provisioning,
-                    desired_status: DesiredStatus::Running,
-                    worker,
-                    cpu,
-                    memory,
-                    created_at: now,
-                    started_at: None,
-                    stopping_at: None,
-                    stopped_at: None,
-                    stop_code: None,
-                    stopped_reason: None,
-                    containers,
-                    overrides: raw_overrides.clone(),
-                    version: 1,
-                });
+                let mut t =
+                    TaskRecord::placed(&td, revision, &cluster, worker, now, &mut super::new_id);
+                t.group = group.clone();
+                t.started_by = started_by.clone();
+                t.launch_type = launch_type.clone();
+                t.overrides = raw_overrides.clone();
+                placed.push(t);
             }
             Err(no_fit) => failures.push(json!({
                 "arn": scope.task_definition(&td.family, revision),

@@ -174,6 +174,9 @@ impl Server {
             logs_dir: logs_dir.clone(),
         });
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let scheduler_thread =
+            crate::scheduler::controller::spawn(store.clone(), agent.clone(), shutdown.clone())
+                .map_err(|e| format!("cannot start the scheduler: {e}"))?;
         let tracker = tokio_util::task::TaskTracker::new();
         tracker.spawn(api::serve(
             api_listener,
@@ -212,6 +215,9 @@ impl Server {
         eprintln!("skiff: shutting down");
         shutdown.cancel();
         tracker.wait().await;
+        // The scheduler stops first, so that the tasks the shutdown stops
+        // are not replaced.
+        let _ = tokio::task::spawn_blocking(move || scheduler_thread.join()).await;
         // Stop every task, then let the ledger write their last reports.
         let stopping = agent.clone();
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;

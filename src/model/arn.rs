@@ -31,6 +31,36 @@ impl Scope {
         format!("{}:task/{cluster}/{id}", self.prefix())
     }
 
+    /// `arn:aws:ecs:REGION:ACCOUNT:container-instance/CLUSTER/worker-N`:
+    /// a worker thread of this node.
+    pub fn container_instance(&self, cluster: &str, worker: usize) -> String {
+        format!(
+            "{}:container-instance/{cluster}/worker-{worker}",
+            self.prefix()
+        )
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/NAME`
+    pub fn service(&self, cluster: &str, name: &str) -> String {
+        format!("{}:service/{cluster}/{name}", self.prefix())
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:service-deployment/CLUSTER/SERVICE/ID`
+    pub fn service_deployment(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!(
+            "{}:service-deployment/{cluster}/{service}/{id}",
+            self.prefix()
+        )
+    }
+
+    /// `arn:aws:ecs:REGION:ACCOUNT:service-revision/CLUSTER/SERVICE/ID`
+    pub fn service_revision(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!(
+            "{}:service-revision/{cluster}/{service}/{id}",
+            self.prefix()
+        )
+    }
+
     /// `arn:aws:ecs:REGION:ACCOUNT:container/CLUSTER/TASK/ID`
     pub fn container(&self, cluster: &str, task: &str, id: &str) -> String {
         format!("{}:container/{cluster}/{task}/{id}", self.prefix())

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::arn::Scope;
+use super::taskdef::TaskDefinition;
 
 /// ECS's task lifecycle, in order. A task only moves forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,6 +64,32 @@ pub enum StopCode {
     TerminationNotice,
 }
 
+/// A container's or a task's health, as ECS reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    #[default]
+    Unknown,
+}
+
+impl HealthStatus {
+    /// The API's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Unhealthy => "UNHEALTHY",
+            HealthStatus::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A container's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -91,6 +118,12 @@ pub struct ContainerRecord {
     pub memory: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_reservation: Option<u64>,
+    /// Whether the task stops when it stops.
+    #[serde(default = "yes")]
+    pub essential: bool,
+    /// Its health, when it has a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<HealthStatus>,
 }
 
 /// A task, as stored at `tasks/CLUSTER/ID`. ARNs are made when it is shown.
@@ -126,11 +159,68 @@ pub struct TaskRecord {
     pub containers: Vec<ContainerRecord>,
     /// The `overrides` of RunTask, as given.
     pub overrides: Value,
+    /// Follows its essential containers' health checks.
+    #[serde(default)]
+    pub health_status: HealthStatus,
     /// Bumped at every change, as ECS's `version`.
     pub version: u64,
 }
 
 impl TaskRecord {
+    /// A task of `td` placed on `worker`, about to be provisioned: group
+    /// `family:FAMILY`, launch type FARGATE and no overrides until the
+    /// caller says otherwise. Ids come from `new_id`.
+    pub fn placed(
+        td: &TaskDefinition,
+        revision: u32,
+        cluster: &str,
+        worker: usize,
+        now: f64,
+        new_id: &mut dyn FnMut() -> String,
+    ) -> TaskRecord {
+        let containers = td
+            .containers
+            .iter()
+            .map(|c| ContainerRecord {
+                id: new_id(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                last_status: ContainerStatus::Pending,
+                exit_code: None,
+                reason: None,
+                cpu: c.cpu,
+                memory: c.memory,
+                memory_reservation: c.memory_reservation,
+                essential: c.essential,
+                health_status: c.health_check.as_ref().map(|_| HealthStatus::Unknown),
+            })
+            .collect();
+        TaskRecord {
+            id: new_id(),
+            cluster: cluster.to_string(),
+            family: td.family.clone(),
+            revision,
+            group: format!("family:{}", td.family),
+            started_by: None,
+            launch_type: "FARGATE".into(),
+            last_status: TaskStatus::Provisioning,
+            desired_status: DesiredStatus::Running,
+            worker,
+            cpu: td.reserved_cpu(),
+            memory: td.reserved_memory(),
+            created_at: now,
+            started_at: None,
+            stopping_at: None,
+            stopped_at: None,
+            stop_code: None,
+            stopped_reason: None,
+            containers,
+            overrides: json!({}),
+            health_status: HealthStatus::Unknown,
+            version: 1,
+        }
+    }
+
     /// Moves the task forward to `next` (never back); returns whether it moved.
     pub fn advance(&mut self, next: TaskStatus) -> bool {
         if self.last_status.can_become(next) {
@@ -140,6 +230,36 @@ impl TaskRecord {
         } else {
             false
         }
+    }
+
+    /// Whether any essential container has a health check (so the task's
+    /// health can become HEALTHY).
+    pub fn health_checked(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|c| c.essential && c.health_status.is_some())
+    }
+
+    /// Sets container `index`'s health and derives the task's, as ECS
+    /// does: UNHEALTHY if any essential container is; HEALTHY if every
+    /// essential container with a health check is; UNKNOWN otherwise.
+    pub fn set_health(&mut self, index: usize, status: HealthStatus) {
+        if let Some(c) = self.containers.get_mut(index) {
+            c.health_status = Some(status);
+        }
+        let checked: Vec<HealthStatus> = self
+            .containers
+            .iter()
+            .filter(|c| c.essential)
+            .filter_map(|c| c.health_status)
+            .collect();
+        self.health_status = if checked.contains(&HealthStatus::Unhealthy) {
+            HealthStatus::Unhealthy
+        } else if !checked.is_empty() && checked.iter().all(|h| *h == HealthStatus::Healthy) {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        };
     }
 
     /// The task as DescribeTasks shows it.
@@ -165,7 +285,11 @@ impl TaskRecord {
                         o.insert("memoryReservation".into(), json!(m.to_string()));
                     }
                     o.insert("networkBindings".into(), json!([]));
-                    o.insert("healthStatus".into(), json!("UNKNOWN"));
+                    o.remove("essential");
+                    o.insert(
+                        "healthStatus".into(),
+                        json!(c.health_status.unwrap_or_default().as_str()),
+                    );
                 }
                 v
             })
@@ -173,6 +297,7 @@ impl TaskRecord {
         let mut v = json!({
             "taskArn": task_arn,
             "clusterArn": scope.cluster(&self.cluster),
+            "containerInstanceArn": scope.container_instance(&self.cluster, self.worker),
             "taskDefinitionArn": scope.task_definition(&self.family, self.revision),
             "group": self.group,
             "launchType": self.launch_type,
@@ -184,7 +309,7 @@ impl TaskRecord {
             "containers": containers,
             "overrides": self.overrides,
             "version": self.version,
-            "healthStatus": "UNKNOWN",
+            "healthStatus": self.health_status.as_str(),
             "attachments": [],
             "availabilityZone": format!("{}a", scope.region),
             "platformVersion": "1.4.0",

@@ -1,5 +1,8 @@
-//! The scheduler: where tasks go. Today: placement of one task on a
-//! worker of this node. Services (keeping a desired count) arrive with
-//! their issue, as a reconcile step beside this.
+//! The scheduler: where tasks go and how many. `placement` answers which
+//! worker a task goes to; `reconcile` compares a service with its tasks
+//! and says what to start and stop; `controller` runs reconcile on every
+//! change and carries out its plans.
 
+pub mod controller;
 pub mod placement;
+pub mod reconcile;

@@ -21,14 +21,16 @@ REGION = "us-west-2"
 class Server:
     """A skiff server on free ports, in its own data directory."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, *args):
         self.data_dir = data_dir
+        self.args = list(args)
         self.proc = None
         self.endpoint = None
 
     def start(self, timeout=60):
         self.proc = subprocess.Popen(
-            [SKIFF, "server", "--data-dir", self.data_dir, "--api", "127.0.0.1:0", "--ingress", "127.0.0.1:0"],
+            [SKIFF, "server", "--data-dir", self.data_dir, "--api", "127.0.0.1:0", "--ingress", "127.0.0.1:0"]
+            + self.args,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

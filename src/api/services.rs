@@ -1,0 +1,676 @@
+//! Services: CreateService, UpdateService, DeleteService, DescribeServices,
+//! ListServices, ListServiceDeployments, DescribeServiceDeployments.
+//!
+//! Each action writes the service's desired state; the scheduler's
+//! controller sees the change and starts or stops tasks. Counts of running
+//! and pending tasks are observed from the service's tasks when shown.
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult, Kind};
+use super::{
+    clusters, page, required_str, str_field, str_list, tags, task_definitions, with_retries, Api,
+};
+use crate::agent::ledger;
+use crate::model::arn::{self, Scope};
+use crate::model::service::{
+    self, CircuitBreaker, Deployment, DeploymentConfig, DeploymentStatus, ServiceDeploymentStatus,
+    ServiceRecord, ServiceStatus, Strategy,
+};
+use crate::model::task::TaskRecord;
+use crate::scheduler::controller::RandomIds;
+use crate::scheduler::reconcile::Ids;
+use crate::store::{Condition, Revision, Write};
+
+fn not_found(name: &str, cluster: &str) -> ApiError {
+    ApiError::new(
+        Kind::ServiceNotFound,
+        format!("Service not found: {name:?} in cluster {cluster:?}"),
+    )
+}
+
+/// The cluster and name a service reference names: a name (in the
+/// request's cluster) or an ARN (in its own).
+fn service_ref(reference: &str, cluster: &str) -> (String, String) {
+    match arn::parse(reference) {
+        Some(a) if a.kind == "service" => match a.resource.split_once('/') {
+            Some((c, n)) => (c.to_string(), n.to_string()),
+            None => (cluster.to_string(), a.resource),
+        },
+        _ => (cluster.to_string(), reference.to_string()),
+    }
+}
+
+fn load(api: &Api, cluster: &str, name: &str) -> ApiResult<Option<(ServiceRecord, Revision)>> {
+    let Some(r) = api.store.get(&service::key(cluster, name))? else {
+        return Ok(None);
+    };
+    let s = serde_json::from_slice(&r.value)
+        .map_err(|e| ApiError::new(Kind::Server, format!("service record {name}: {e}")))?;
+    Ok(Some((s, r.mod_revision)))
+}
+
+/// The tasks of a service, from its index.
+pub fn tasks_of(api: &Api, cluster: &str, name: &str) -> ApiResult<Vec<TaskRecord>> {
+    let mut out = Vec::new();
+    for r in api
+        .store
+        .list(&service::tasks_prefix(cluster, name), None, usize::MAX)?
+    {
+        let Some(id) = r.key.rsplit('/').next() else {
+            continue;
+        };
+        if let Some(t) = api.store.get(&ledger::key(cluster, id))? {
+            if let Some(t) = ledger::parse(&t) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn int(req: &Value, field: &str, lo: i64, hi: i64) -> ApiResult<Option<u32>> {
+    match req.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(ApiError::invalid(format!(
+                "{field} must be an integer from {lo} to {hi}, got {v}"
+            ))),
+        },
+    }
+}
+
+/// `deploymentConfiguration` over `base`.
+fn deployment_config(req: &Value, base: DeploymentConfig) -> ApiResult<DeploymentConfig> {
+    let Some(dc) = req.get("deploymentConfiguration").filter(|v| !v.is_null()) else {
+        return Ok(base);
+    };
+    let f = "deploymentConfiguration";
+    let mut c = base;
+    if let Some(n) = int(dc, "minimumHealthyPercent", 0, 100)
+        .map_err(|e| ApiError::invalid(format!("{f}.{}", e.message)))?
+    {
+        c.minimum_healthy_percent = n;
+    }
+    if let Some(n) = int(dc, "maximumPercent", 100, 1000)
+        .map_err(|e| ApiError::invalid(format!("{f}.{}", e.message)))?
+    {
+        c.maximum_percent = n;
+    }
+    if let Some(cb) = dc.get("deploymentCircuitBreaker").filter(|v| !v.is_null()) {
+        let flag = |k: &str| {
+            cb.get(k).and_then(Value::as_bool).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "{f}.deploymentCircuitBreaker.{k} is required: true or false"
+                ))
+            })
+        };
+        c.circuit_breaker = Some(CircuitBreaker {
+            enable: flag("enable")?,
+            rollback: flag("rollback")?,
+        });
+    }
+    if let Some(s) = dc.get("strategy").and_then(Value::as_str) {
+        if s != "ROLLING" {
+            return Err(ApiError::new(
+                Kind::UnsupportedFeature,
+                format!("{f}.strategy {s:?} is not supported: skiff rolls deployments (ROLLING)"),
+            ));
+        }
+    }
+    if dc
+        .pointer("/alarms/enable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(ApiError::new(
+            Kind::UnsupportedFeature,
+            format!("{f}.alarms: skiff has no CloudWatch alarms; use deploymentCircuitBreaker"),
+        ));
+    }
+    Ok(c)
+}
+
+/// `placementStrategy` and `placementConstraints`, validated.
+fn placement(req: &Value) -> ApiResult<Option<(Vec<Strategy>, Value)>> {
+    let Some(list) = req.get("placementStrategy").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| ApiError::invalid("placementStrategy must be a list"))?;
+    if items.len() > 5 {
+        return Err(ApiError::invalid(
+            "placementStrategy can have at most 5 strategies",
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, s) in items.iter().enumerate() {
+        let at = format!("placementStrategy[{i}]");
+        let kind = s.get("type").and_then(Value::as_str).unwrap_or("");
+        let field = s.get("field").and_then(Value::as_str);
+        out.push(
+            match (kind, field.map(str::to_ascii_lowercase).as_deref()) {
+                ("spread", _) => Strategy::Spread,
+                ("binpack", Some("cpu")) => Strategy::BinpackCpu,
+                ("binpack", Some("memory")) => Strategy::BinpackMemory,
+                ("binpack", _) => {
+                    return Err(ApiError::invalid(format!(
+                        "{at}.field must be cpu or memory for binpack"
+                    )))
+                }
+                ("random", _) => Strategy::Random,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "{at}.type must be spread, binpack or random, got {kind:?}"
+                    )))
+                }
+            },
+        );
+    }
+    Ok(Some((out, list.clone())))
+}
+
+fn constraints(req: &Value) -> ApiResult<Option<(bool, Value)>> {
+    let Some(list) = req.get("placementConstraints").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| ApiError::invalid("placementConstraints must be a list"))?;
+    if items.len() > 10 {
+        return Err(ApiError::invalid(
+            "placementConstraints can have at most 10 constraints",
+        ));
+    }
+    let mut distinct = false;
+    for (i, c) in items.iter().enumerate() {
+        match c.get("type").and_then(Value::as_str) {
+            Some("distinctInstance") => distinct = true,
+            Some("memberOf") => {
+                return Err(ApiError::new(
+                    Kind::UnsupportedFeature,
+                    format!("placementConstraints[{i}]: memberOf is not supported (workers have no attributes); use distinctInstance"),
+                ))
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "placementConstraints[{i}].type must be distinctInstance or memberOf, got {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(Some((distinct, list.clone())))
+}
+
+/// What skiff does not have an equivalent for, refused with what to do.
+fn refuse_unsupported(req: &Value) -> ApiResult<()> {
+    let non_empty = |k: &str| {
+        req.get(k)
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
+    if non_empty("loadBalancers") {
+        return Err(ApiError::new(
+            Kind::UnsupportedFeature,
+            "loadBalancers: skiff's ingress routes to services itself (Host SERVICE.CLUSTER.DOMAIN, or a container's hostPort); remove loadBalancers",
+        ));
+    }
+    if non_empty("serviceRegistries") {
+        return Err(ApiError::new(
+            Kind::UnsupportedFeature,
+            "serviceRegistries: service discovery is not supported; reach services through the ingress",
+        ));
+    }
+    if let Some(t) = req
+        .pointer("/deploymentController/type")
+        .and_then(Value::as_str)
+    {
+        if t != "ECS" {
+            return Err(ApiError::new(
+                Kind::UnsupportedFeature,
+                format!("deploymentController.type {t:?} is not supported: skiff deploys with ECS rolling updates (ECS)"),
+            ));
+        }
+    }
+    if let Some(s) = req.get("schedulingStrategy").and_then(Value::as_str) {
+        if s != "REPLICA" {
+            return Err(ApiError::new(
+                Kind::UnsupportedFeature,
+                format!("schedulingStrategy {s:?} is not supported: use REPLICA (with a distinctInstance constraint to keep one task per worker)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Settings kept as given and shown back.
+const KEPT: [&str; 6] = [
+    "networkConfiguration",
+    "capacityProviderStrategy",
+    "propagateTags",
+    "enableECSManagedTags",
+    "enableExecuteCommand",
+    "availabilityZoneRebalancing",
+];
+
+fn keep_extra(req: &Value, extra: &mut Value) {
+    if !extra.is_object() {
+        *extra = json!({});
+    }
+    for k in KEPT {
+        if let Some(v) = req.get(k).filter(|v| !v.is_null()) {
+            extra[k] = v.clone();
+        }
+    }
+}
+
+/// Resolves an ACTIVE task definition: (family, revision).
+fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32)> {
+    let (record, _) = task_definitions::resolve(api, reference)?
+        .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
+    if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
+        return Err(ApiError::client(format!(
+            "TaskDefinition is inactive: {reference:?} was deregistered; register a new revision"
+        )));
+    }
+    // Validated when registered; parse again so a service never refers to
+    // a document that cannot run.
+    crate::model::taskdef::TaskDefinition::parse(&record["document"])?;
+    let family = record["family"].as_str().unwrap_or_default().to_string();
+    let revision = record["revision"].as_u64().unwrap_or(0) as u32;
+    Ok((family, revision))
+}
+
+/// CreateService.
+pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let cluster = clusters::active(api, req)?;
+    let name = required_str(req, "serviceName")?.to_string();
+    crate::model::check_name("serviceName", "service", &name)?;
+    refuse_unsupported(req)?;
+    let reference = str_field(req, "taskDefinition")?.ok_or_else(|| {
+        ApiError::invalid("taskDefinition is required (family, family:revision or ARN)")
+    })?;
+    let (family, revision) = definition(api, reference)?;
+    let desired = int(req, "desiredCount", 0, 10_000)?.ok_or_else(|| {
+        ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
+    })?;
+    let launch_type = str_field(req, "launchType")?
+        .unwrap_or("FARGATE")
+        .to_string();
+    if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
+        )));
+    }
+    let config = deployment_config(req, DeploymentConfig::default())?;
+    let (strategy, placement_strategy) =
+        placement(req)?.unwrap_or((vec![Strategy::Spread], json!([])));
+    let (distinct_instance, placement_constraints) =
+        constraints(req)?.unwrap_or((false, json!([])));
+    let grace = int(req, "healthCheckGracePeriodSeconds", 0, i32::MAX as i64)?.unwrap_or(0);
+    let new_tags = tags::parse(req.get("tags"))?;
+    let mut extra = json!({});
+    keep_extra(req, &mut extra);
+    let now = crate::model::now();
+    let mut ids = RandomIds;
+    let deployment = Deployment::new(ids.deployment_id(), &family, revision, config, now);
+    let svc = ServiceRecord {
+        name: name.clone(),
+        cluster: cluster.clone(),
+        status: ServiceStatus::Active,
+        desired_count: desired,
+        family,
+        revision,
+        launch_type,
+        config,
+        strategy,
+        placement_strategy,
+        placement_constraints,
+        distinct_instance,
+        health_check_grace_period_seconds: grace,
+        created_at: now,
+        extra,
+        deployments: vec![deployment],
+        events: Vec::new(),
+        steady: false,
+        deleted_at: None,
+    };
+    let k = service::key(&cluster, &name);
+    let condition = match load(api, &cluster, &name)? {
+        None => Condition::Absent(k.clone()),
+        Some((old, rev)) if old.status == ServiceStatus::Inactive => Condition::At(k.clone(), rev),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "Creation of service was not idempotent: service {name:?} already exists in cluster {cluster:?}; update it with UpdateService or delete it first"
+            )))
+        }
+    };
+    let writes = [
+        Write::Put(k, serde_json::to_vec(&svc).unwrap_or_default()),
+        tags::write("service", &format!("{cluster}/{name}"), &new_tags),
+    ];
+    api.store
+        .commit(&[condition], &writes)
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict => ApiError::invalid(format!(
+                "Creation of service was not idempotent: service {name:?} was created concurrently"
+            )),
+            e => e.into(),
+        })?;
+    let mut v = svc.view(scope, &[]);
+    if !new_tags.is_empty() {
+        v["tags"] = tags::to_json(&new_tags);
+    }
+    Ok(json!({ "service": v }))
+}
+
+/// UpdateService.
+pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let cluster = clusters::active(api, req)?;
+    let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
+    refuse_unsupported(req)?;
+    let desired = int(req, "desiredCount", 0, 10_000)?;
+    let target = match str_field(req, "taskDefinition")? {
+        Some(r) => Some(definition(api, r)?),
+        None => None,
+    };
+    let force = req
+        .get("forceNewDeployment")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let placement = placement(req)?;
+    let constraints = constraints(req)?;
+    let grace = int(req, "healthCheckGracePeriodSeconds", 0, i32::MAX as i64)?;
+    let svc = with_retries(|| {
+        let Some((mut s, rev)) = load(api, &cluster, &name)? else {
+            return Err(not_found(&name, &cluster));
+        };
+        if s.status != ServiceStatus::Active {
+            return Err(ApiError::new(
+                Kind::ServiceNotActive,
+                format!("Service was not ACTIVE: {name:?} is {}", s.status.as_str()),
+            ));
+        }
+        let now = crate::model::now();
+        s.config = deployment_config(req, s.config)?;
+        if let Some(d) = desired {
+            s.desired_count = d;
+        }
+        if let Some((strategy, raw)) = placement.clone() {
+            s.strategy = if strategy.is_empty() {
+                vec![Strategy::Spread]
+            } else {
+                strategy
+            };
+            s.placement_strategy = raw;
+        }
+        if let Some((distinct, raw)) = constraints.clone() {
+            s.distinct_instance = distinct;
+            s.placement_constraints = raw;
+        }
+        if let Some(g) = grace {
+            s.health_check_grace_period_seconds = g;
+        }
+        keep_extra(req, &mut s.extra);
+        let changes_definition = target
+            .as_ref()
+            .is_some_and(|(f, r)| (f.as_str(), *r) != (s.family.as_str(), s.revision));
+        if changes_definition || force {
+            let (family, revision) = target.clone().unwrap_or((s.family.clone(), s.revision));
+            let mut d =
+                Deployment::new(RandomIds.deployment_id(), &family, revision, s.config, now);
+            d.sources = s
+                .deployments
+                .iter()
+                .filter(|d| d.status != DeploymentStatus::Inactive)
+                .map(|d| d.id.clone())
+                .collect();
+            for old in &mut s.deployments {
+                if old.status == DeploymentStatus::Primary {
+                    old.status = DeploymentStatus::Active;
+                    old.updated_at = now;
+                }
+                if old.status != DeploymentStatus::Inactive
+                    && old.outcome == ServiceDeploymentStatus::InProgress
+                {
+                    old.outcome = ServiceDeploymentStatus::Stopped;
+                    old.outcome_reason = Some("a newer deployment replaced it".into());
+                    old.finished_at = Some(now);
+                }
+            }
+            s.deployments.insert(0, d);
+            s.family = family;
+            s.revision = revision;
+            s.steady = false;
+        } else if desired.is_some() {
+            if let Some(p) = s
+                .deployments
+                .iter_mut()
+                .find(|d| d.status == DeploymentStatus::Primary)
+            {
+                p.updated_at = now;
+            }
+            s.steady = false;
+        }
+        let k = service::key(&cluster, &name);
+        Ok(api
+            .store
+            .commit(
+                &[Condition::At(k.clone(), rev)],
+                &[Write::Put(k, serde_json::to_vec(&s).unwrap_or_default())],
+            )
+            .map(|_| s))
+    })?;
+    let tasks = tasks_of(api, &cluster, &name)?;
+    Ok(json!({ "service": svc.view(scope, &tasks) }))
+}
+
+/// DeleteService: refused while the service is scaled above 0 unless
+/// `force`; the service is DRAINING while its tasks stop, then INACTIVE.
+pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let cluster = clusters::active(api, req)?;
+    let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
+    let force = req.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let svc = with_retries(|| {
+        let Some((mut s, rev)) = load(api, &cluster, &name)? else {
+            return Err(not_found(&name, &cluster));
+        };
+        match s.status {
+            ServiceStatus::Inactive => {
+                return Err(ApiError::new(
+                    Kind::ServiceNotActive,
+                    format!("Service was not ACTIVE: {name:?} was already deleted"),
+                ))
+            }
+            ServiceStatus::Draining => return Ok(Ok(s)),
+            ServiceStatus::Active => {}
+        }
+        if s.desired_count > 0 && !force {
+            return Err(ApiError::invalid(format!(
+                "The service cannot be stopped while it is scaled above 0: set desiredCount of {name:?} to 0 with UpdateService first, or delete with force"
+            )));
+        }
+        s.status = ServiceStatus::Draining;
+        s.desired_count = 0;
+        s.deleted_at = Some(crate::model::now());
+        let k = service::key(&cluster, &name);
+        Ok(api
+            .store
+            .commit(
+                &[Condition::At(k.clone(), rev)],
+                &[Write::Put(k, serde_json::to_vec(&s).unwrap_or_default())],
+            )
+            .map(|_| s))
+    })?;
+    let tasks = tasks_of(api, &cluster, &name)?;
+    Ok(json!({ "service": svc.view(scope, &tasks) }))
+}
+
+/// DescribeServices: unknown services are `failures` with reason MISSING.
+pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let cluster = clusters::active(api, req)?;
+    let refs =
+        str_list(req, "services")?.ok_or_else(|| ApiError::client("services is required"))?;
+    if refs.is_empty() || refs.len() > 10 {
+        return Err(ApiError::invalid("services must name 1 to 10 services"));
+    }
+    let with_tags = str_list(req, "include")?
+        .unwrap_or_default()
+        .iter()
+        .any(|i| i == "TAGS");
+    let (mut services, mut failures) = (Vec::new(), Vec::new());
+    for r in refs {
+        let (c, n) = service_ref(&r, &cluster);
+        match load(api, &c, &n)? {
+            Some((s, _)) => {
+                let tasks = tasks_of(api, &c, &n)?;
+                let mut v = s.view(scope, &tasks);
+                if with_tags {
+                    v["tags"] = tags::to_json(&tags::read(
+                        api.store.as_ref(),
+                        "service",
+                        &format!("{c}/{n}"),
+                    )?);
+                }
+                services.push(v);
+            }
+            None => failures.push(json!({"arn": scope.service(&c, &n), "reason": "MISSING"})),
+        }
+    }
+    Ok(json!({ "services": services, "failures": failures }))
+}
+
+/// ListServices: the cluster's services that are not INACTIVE.
+pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let cluster = clusters::active(api, req)?;
+    let max = page::max_results(req, 10)?;
+    let after = page::after(req)?;
+    let launch_type = str_field(req, "launchType")?;
+    let strategy = str_field(req, "schedulingStrategy")?;
+    let mut names = Vec::new();
+    for r in api
+        .store
+        .list(&format!("services/{cluster}/"), None, usize::MAX)?
+    {
+        let Ok(s) = serde_json::from_slice::<ServiceRecord>(&r.value) else {
+            continue;
+        };
+        if s.status != ServiceStatus::Inactive
+            && launch_type.is_none_or(|l| l == s.launch_type)
+            && strategy.is_none_or(|st| st == "REPLICA")
+        {
+            names.push(s.name);
+        }
+    }
+    let (names, next) = page::page(names, |n| n.clone(), after.as_deref(), max);
+    let arns: Vec<String> = names.iter().map(|n| scope.service(&cluster, n)).collect();
+    let mut out = json!({ "serviceArns": arns });
+    if let Some(t) = next {
+        out["nextToken"] = json!(t);
+    }
+    Ok(out)
+}
+
+fn status_word(s: &str) -> Option<ServiceDeploymentStatus> {
+    Some(match s {
+        "IN_PROGRESS" => ServiceDeploymentStatus::InProgress,
+        "SUCCESSFUL" => ServiceDeploymentStatus::Successful,
+        "STOPPED" => ServiceDeploymentStatus::Stopped,
+        "ROLLBACK_IN_PROGRESS" => ServiceDeploymentStatus::RollbackInProgress,
+        "ROLLBACK_SUCCESSFUL" => ServiceDeploymentStatus::RollbackSuccessful,
+        "ROLLBACK_FAILED" => ServiceDeploymentStatus::RollbackFailed,
+        "PENDING" | "STOP_REQUESTED" | "ROLLBACK_REQUESTED" => return None,
+        _ => return None,
+    })
+}
+
+/// ListServiceDeployments: newest first, filtered by status and creation time.
+pub fn list_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let cluster = clusters::active(api, req)?;
+    let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
+    let max = page::max_results(req, 20)?;
+    let after = page::after(req)?;
+    let Some((s, _)) = load(api, &cluster, &name)? else {
+        return Err(not_found(&name, &cluster));
+    };
+    let statuses = str_list(req, "status")?;
+    if let Some(bad) = statuses.iter().flatten().find(|w| {
+        !matches!(
+            w.as_str(),
+            "PENDING"
+                | "SUCCESSFUL"
+                | "STOPPED"
+                | "STOP_REQUESTED"
+                | "IN_PROGRESS"
+                | "ROLLBACK_REQUESTED"
+                | "ROLLBACK_IN_PROGRESS"
+                | "ROLLBACK_SUCCESSFUL"
+                | "ROLLBACK_FAILED"
+        )
+    }) {
+        return Err(ApiError::invalid(format!(
+            "status {bad:?} is not a service deployment status"
+        )));
+    }
+    let wanted: Option<Vec<ServiceDeploymentStatus>> =
+        statuses.map(|l| l.iter().filter_map(|w| status_word(w)).collect());
+    let created_after = req.pointer("/createdAt/after").and_then(Value::as_f64);
+    let created_before = req.pointer("/createdAt/before").and_then(Value::as_f64);
+    let mut ds: Vec<&Deployment> = s
+        .deployments
+        .iter()
+        .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.outcome)))
+        .filter(|d| created_after.is_none_or(|a| d.created_at >= a))
+        .filter(|d| created_before.is_none_or(|b| d.created_at <= b))
+        .collect();
+    ds.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+    let (ds, next) = page::page(
+        ds,
+        |d| format!("{:020.6}-{}", 1e12 - d.created_at, d.id),
+        after.as_deref(),
+        max,
+    );
+    let briefs: Vec<Value> = ds.iter().map(|d| s.deployment_brief(scope, d)).collect();
+    let mut out = json!({ "serviceDeployments": briefs });
+    if let Some(t) = next {
+        out["nextToken"] = json!(t);
+    }
+    Ok(out)
+}
+
+/// DescribeServiceDeployments: by ARN; unknown ones are `failures`.
+pub fn describe_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let arns = str_list(req, "serviceDeploymentArns")?
+        .ok_or_else(|| ApiError::invalid("serviceDeploymentArns is required"))?;
+    if arns.is_empty() || arns.len() > 20 {
+        return Err(ApiError::invalid(
+            "serviceDeploymentArns must name 1 to 20 service deployments",
+        ));
+    }
+    let (mut found, mut failures) = (Vec::new(), Vec::new());
+    for a in arns {
+        let parsed = arn::parse(&a).filter(|p| p.kind == "service-deployment");
+        let parts: Vec<&str> = parsed
+            .as_ref()
+            .map(|p| p.resource.split('/').collect())
+            .unwrap_or_default();
+        let [cluster, name, number] = parts[..] else {
+            failures.push(json!({"arn": a, "reason": "MISSING", "detail": "not a service deployment ARN (arn:aws:ecs:REGION:ACCOUNT:service-deployment/CLUSTER/SERVICE/ID)"}));
+            continue;
+        };
+        let Some((s, _)) = load(api, cluster, name)? else {
+            failures.push(json!({"arn": a, "reason": "MISSING"}));
+            continue;
+        };
+        match s.deployments.iter().find(|d| d.number() == number) {
+            Some(d) => {
+                let tasks = tasks_of(api, cluster, name)?;
+                found.push(s.deployment_view(scope, d, &tasks));
+            }
+            None => failures.push(json!({"arn": a, "reason": "MISSING"})),
+        }
+    }
+    Ok(json!({ "serviceDeployments": found, "failures": failures }))
+}

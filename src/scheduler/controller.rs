@@ -1,0 +1,403 @@
+//! The controller: runs [`reconcile`] for a service whenever it or one of
+//! its tasks changes (the store's change feed), when a plan asks to be run
+//! again later, and for every service every [`RESYNC`] as a safety net;
+//! then carries out the plan.
+//!
+//! A plan is carried out in one transaction: the service record (guarded
+//! by its revision), the new tasks (placed on workers first) with their
+//! index keys, and the stopped tasks (each guarded by its revision). Only
+//! after it commits are the workers told. A conflict (the API or the ledger
+//! wrote meanwhile) gives back the reservations and reconciles again from
+//! what is stored.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::placement::{self, Request};
+use super::reconcile::{reconcile, Ids};
+use crate::agent::{ledger, Agent, TaskSpec};
+use crate::model::service::{self, ServiceRecord, ServiceStatus};
+use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::model::taskdef::TaskDefinition;
+use crate::store::{Condition, Revision, Store, StoreError, Write};
+
+/// How often every service is reconciled even without a change.
+pub const RESYNC: Duration = Duration::from_secs(10);
+
+/// How long a service whose task could not be placed waits before trying
+/// again (a stopping task frees resources sooner, and is a change too).
+const PLACE_RETRY: f64 = 5.0;
+
+/// Random ids for reconcile.
+pub struct RandomIds;
+
+impl Ids for RandomIds {
+    fn event_id(&mut self) -> String {
+        let h = crate::api::new_id();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    fn deployment_id(&mut self) -> String {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        format!(
+            "ecs-svc/{:019}",
+            u64::from_le_bytes(b) % 10_000_000_000_000_000_000
+        )
+    }
+}
+
+/// Starts the controller thread; it returns when `shutdown` is cancelled.
+/// Join it before stopping the workers, so that tasks stopped by a
+/// shutdown are not replaced.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    agent: Arc<Agent>,
+    shutdown: CancellationToken,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("skiff-scheduler".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("skiff: the scheduler could not start its runtime: {e}");
+                    return;
+                }
+            };
+            let mut c = Controller::new(store, agent);
+            rt.block_on(c.run(shutdown));
+        })
+}
+
+/// The controller's state: caches only; everything it decides on is read
+/// from the store.
+pub struct Controller {
+    store: Arc<dyn Store>,
+    agent: Arc<Agent>,
+    /// Which service each known task belongs to (task key → service key).
+    owners: HashMap<String, String>,
+    /// Parsed task definitions (they never change once registered).
+    definitions: HashMap<(String, u32), TaskDefinition>,
+    /// Revisions of the controller's own commits, whose changes it skips.
+    own: VecDeque<Revision>,
+}
+
+impl Controller {
+    /// A controller over `store` placing tasks on `agent`'s workers.
+    pub fn new(store: Arc<dyn Store>, agent: Arc<Agent>) -> Controller {
+        Controller {
+            store,
+            agent,
+            owners: HashMap::new(),
+            definitions: HashMap::new(),
+            own: VecDeque::new(),
+        }
+    }
+
+    fn all_services(&self) -> BTreeSet<String> {
+        match self.store.list("services/", None, usize::MAX) {
+            Ok(rs) => rs.into_iter().map(|r| r.key).collect(),
+            Err(e) => {
+                eprintln!("skiff: the scheduler cannot list services: {e}");
+                BTreeSet::new()
+            }
+        }
+    }
+
+    fn on_change(&self, key: &str, revision: Revision, dirty: &mut BTreeSet<String>) {
+        if self.own.contains(&revision) {
+            return;
+        }
+        if key.starts_with("services/") {
+            dirty.insert(key.to_string());
+        } else if let Some(owner) = self.owners.get(key) {
+            dirty.insert(owner.clone());
+        }
+    }
+
+    /// Reconciles on every change until `shutdown`.
+    pub async fn run(&mut self, shutdown: CancellationToken) {
+        // Subscribe before the first listing, so no change falls between.
+        let mut changes = self.store.subscribe();
+        let mut dirty = self.all_services();
+        let mut timers: HashMap<String, Instant> = HashMap::new();
+        let mut resync = Instant::now() + RESYNC;
+        loop {
+            while let Some(key) = dirty.pop_first() {
+                timers.remove(&key);
+                if let Some(after) = self.sync(&key) {
+                    let after = Duration::from_secs_f64(after.clamp(0.0, 3600.0));
+                    timers.insert(key, Instant::now() + after);
+                }
+            }
+            let next = timers.values().copied().min().unwrap_or(resync).min(resync);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                change = changes.recv() => {
+                    let mut next_change = Some(change);
+                    while let Some(change) = next_change.take() {
+                        match change {
+                            Ok(c) => self.on_change(&c.key, c.revision, &mut dirty),
+                            Err(RecvError::Lagged(_)) => dirty.extend(self.all_services()),
+                            Err(RecvError::Closed) => return,
+                        }
+                        next_change = changes.try_recv().ok().map(Ok);
+                    }
+                }
+                _ = tokio::time::sleep_until(next) => {
+                    let now = Instant::now();
+                    if now >= resync {
+                        dirty.extend(self.all_services());
+                        resync = now + RESYNC;
+                    }
+                    timers.retain(|k, at| {
+                        if *at <= now {
+                            dirty.insert(k.clone());
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn definition(&mut self, family: &str, revision: u32) -> Result<TaskDefinition, String> {
+        let k = (family.to_string(), revision);
+        if let Some(td) = self.definitions.get(&k) {
+            return Ok(td.clone());
+        }
+        let r = self
+            .store
+            .get(&crate::api::task_definitions::key(family, revision))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("task definition {family}:{revision} does not exist"))?;
+        let v: serde_json::Value = serde_json::from_slice(&r.value).map_err(|e| e.to_string())?;
+        let td = TaskDefinition::parse(&v["document"]).map_err(|e| e.to_string())?;
+        self.definitions.insert(k, td.clone());
+        Ok(td)
+    }
+
+    /// Reconciles one service and carries out the plan. Returns when to
+    /// run again, if the plan asks.
+    pub fn sync(&mut self, key: &str) -> Option<f64> {
+        for _ in 0..16 {
+            match self.attempt(key) {
+                Ok(requeue) => return requeue,
+                Err(StoreError::Conflict) => continue,
+                Err(e) => {
+                    eprintln!("skiff: the scheduler could not reconcile {key}: {e}");
+                    return Some(1.0);
+                }
+            }
+        }
+        Some(0.05)
+    }
+
+    fn attempt(&mut self, key: &str) -> Result<Option<f64>, StoreError> {
+        let Some(rec) = self.store.get(key)? else {
+            return Ok(None);
+        };
+        let Ok(svc) = serde_json::from_slice::<ServiceRecord>(&rec.value) else {
+            eprintln!("skiff: the service record {key} cannot be read; skipping it");
+            return Ok(None);
+        };
+        if svc.status == ServiceStatus::Inactive {
+            return Ok(None);
+        }
+        let mut tasks: Vec<(TaskRecord, Revision)> = Vec::new();
+        for r in self.store.list(
+            &service::tasks_prefix(&svc.cluster, &svc.name),
+            None,
+            usize::MAX,
+        )? {
+            let Some(id) = r.key.rsplit('/').next() else {
+                continue;
+            };
+            let tk = ledger::key(&svc.cluster, id);
+            if let Some(tr) = self.store.get(&tk)? {
+                if let Some(t) = ledger::parse(&tr) {
+                    self.owners.insert(tk, key.to_string());
+                    tasks.push((t, tr.mod_revision));
+                }
+            }
+        }
+        let observed: Vec<TaskRecord> = tasks.iter().map(|(t, _)| t.clone()).collect();
+        let now = crate::model::now();
+        let plan = reconcile(&svc, &observed, now, &mut RandomIds);
+        if !plan.acts(&svc) {
+            return Ok(plan.requeue);
+        }
+        let mut s = plan.service.clone();
+        let mut requeue = plan.requeue;
+
+        // Place the new tasks.
+        let mut group_tasks = vec![0usize; self.agent.worker_count()];
+        for (t, _) in &tasks {
+            if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
+                if let Some(n) = group_tasks.get_mut(t.worker) {
+                    *n += 1;
+                }
+            }
+        }
+        let mut placed: Vec<(TaskRecord, TaskDefinition)> = Vec::new();
+        for st in &plan.start {
+            let td = match self.definition(&st.family, st.revision) {
+                Ok(td) => td,
+                Err(e) => {
+                    let msg = format!("(service {}) was unable to start a task: {e}.", s.name);
+                    if !s.said_recently(&msg, now, 60.0) {
+                        s.event(RandomIds.event_id(), now, msg);
+                    }
+                    requeue = Some(PLACE_RETRY);
+                    break;
+                }
+            };
+            let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            let chosen = self.agent.reserve_with(cpu, memory, |loads| {
+                placement::place(
+                    loads,
+                    &Request {
+                        strategies: &s.strategy,
+                        distinct_instance: s.distinct_instance,
+                        group_tasks: &group_tasks,
+                        cpu,
+                        memory,
+                        seed: u64::from_le_bytes(seed),
+                    },
+                )
+            });
+            match chosen {
+                Ok(worker) => {
+                    if let Some(n) = group_tasks.get_mut(worker) {
+                        *n += 1;
+                    }
+                    let mut t = TaskRecord::placed(
+                        &td,
+                        st.revision,
+                        &s.cluster,
+                        worker,
+                        now,
+                        &mut crate::api::new_id,
+                    );
+                    t.group = service::group(&s.name);
+                    t.started_by = Some(st.deployment.clone());
+                    t.launch_type = s.launch_type.clone();
+                    placed.push((t, td));
+                }
+                Err(why) => {
+                    let msg = format!(
+                        "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (task needs {cpu} CPU units and {memory} MiB; workers: {}).",
+                        s.name,
+                        self.agent.worker_count()
+                    );
+                    if !s.said_recently(&msg, now, 60.0) {
+                        s.event(RandomIds.event_id(), now, msg);
+                    }
+                    requeue = Some(requeue.map_or(PLACE_RETRY, |r| r.min(PLACE_RETRY)));
+                    break;
+                }
+            }
+        }
+        if !placed.is_empty() {
+            let n = placed.len();
+            let list: Vec<String> = placed
+                .iter()
+                .map(|(t, _)| format!("(task {})", t.id))
+                .collect();
+            s.event(
+                RandomIds.event_id(),
+                now,
+                format!(
+                    "(service {}) has started {n} task{}: {}.",
+                    s.name,
+                    if n == 1 { "" } else { "s" },
+                    list.join(" ")
+                ),
+            );
+        }
+
+        let mut conditions = vec![Condition::At(key.to_string(), rec.mod_revision)];
+        let mut writes = vec![Write::Put(
+            key.to_string(),
+            serde_json::to_vec(&s).unwrap_or_default(),
+        )];
+        for (t, _) in &placed {
+            let tk = ledger::key(&t.cluster, &t.id);
+            conditions.push(Condition::Absent(tk.clone()));
+            writes.push(Write::Put(tk, ledger::to_bytes(t)));
+            writes.push(Write::Put(
+                service::task_index_key(&s.cluster, &s.name, &t.id),
+                Vec::new(),
+            ));
+        }
+        let mut stopping: Vec<(usize, String, String)> = Vec::new();
+        for st in &plan.stop {
+            let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
+                continue;
+            };
+            let mut t = t.clone();
+            t.desired_status = DesiredStatus::Stopped;
+            if t.stop_code.is_none() {
+                t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
+                t.stopped_reason = Some(st.reason.clone());
+            }
+            t.version += 1;
+            let tk = ledger::key(&t.cluster, &t.id);
+            conditions.push(Condition::At(tk.clone(), *rev));
+            writes.push(Write::Put(tk, ledger::to_bytes(&t)));
+            stopping.push((t.worker, t.id.clone(), st.reason.clone()));
+        }
+        match self.store.commit(&conditions, &writes) {
+            Ok(revision) => {
+                self.own.push_back(revision);
+                if self.own.len() > 64 {
+                    self.own.pop_front();
+                }
+                for (t, td) in placed {
+                    self.owners
+                        .insert(ledger::key(&t.cluster, &t.id), key.to_string());
+                    self.agent.start_task(TaskSpec {
+                        id: t.id.clone(),
+                        cluster: t.cluster.clone(),
+                        definition: td,
+                        overrides: Vec::new(),
+                        worker: t.worker,
+                        reserved: (t.cpu, t.memory),
+                    });
+                }
+                for (worker, id, reason) in stopping {
+                    self.agent
+                        .stop_task(worker, &id, StopCode::ServiceSchedulerInitiated, &reason);
+                }
+                Ok(requeue)
+            }
+            Err(e) => {
+                for (t, _) in &placed {
+                    self.agent.release(t.worker, t.cpu, t.memory);
+                }
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The service scheduler's reconcile step: a service (desired state) and
+//! its tasks (observed state) in, what to do out.
+//!
+//! A pure function: no store, no clock, no randomness of its own, so it is
+//! tested without sockets or threads, and it is safe to rerun. Whatever it
+//! decides is visible in the store before it runs again (the controller
+//! commits the plan's service and task writes in one transaction), so a
+//! rerun does not start a task twice.
+
+use crate::model::service::{
+    circuit_breaker_threshold, group, Deployment, DeploymentStatus, Rollback, RolloutState,
+    ServiceDeploymentStatus, ServiceRecord, ServiceStatus,
+};
+use crate::model::task::{DesiredStatus, HealthStatus, StopCode, TaskRecord, TaskStatus};
+
+/// Failures in a row (within [`THROTTLE_WINDOW`]) before starts are delayed.
+pub const THROTTLE_AFTER: usize = 3;
+
+/// Seconds over which failed starts count toward the throttle.
+pub const THROTTLE_WINDOW: f64 = 300.0;
+
+/// The longest delay between starts of a throttled service, in seconds.
+pub const THROTTLE_MAX: f64 = 60.0;
+
+/// A task to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The deployment it belongs to (its `startedBy`).
+    pub deployment: String,
+    /// Its task definition family.
+    pub family: String,
+    /// And revision.
+    pub revision: u32,
+}
+
+/// A task to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    /// The task id.
+    pub task: String,
+    /// Its `stoppedReason`.
+    pub reason: String,
+}
+
+/// What a reconcile decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The service as it should be stored now (events, deployments, status).
+    pub service: ServiceRecord,
+    /// Tasks to start.
+    pub start: Vec<Start>,
+    /// Tasks to stop.
+    pub stop: Vec<Stop>,
+    /// Run again after this many seconds even if nothing changes.
+    pub requeue: Option<f64>,
+}
+
+impl Plan {
+    /// Whether there is anything to write or do.
+    pub fn acts(&self, before: &ServiceRecord) -> bool {
+        !self.start.is_empty() || !self.stop.is_empty() || self.service != *before
+    }
+}
+
+/// Ids and randomness, from the caller.
+pub trait Ids {
+    /// A unique id for an event.
+    fn event_id(&mut self) -> String;
+    /// A new deployment id (`ecs-svc/` and digits).
+    fn deployment_id(&mut self) -> String;
+}
+
+fn live(t: &TaskRecord) -> bool {
+    t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped
+}
+
+fn healthy(t: &TaskRecord) -> bool {
+    live(t)
+        && t.last_status == TaskStatus::Running
+        && (!t.health_checked() || t.health_status == HealthStatus::Healthy)
+}
+
+/// Whether a stopped task counts as a failure of its deployment: it could
+/// not start, its essential container exited, or it was stopped for
+/// failing its health checks.
+pub fn failed(t: &TaskRecord) -> bool {
+    t.desired_status == DesiredStatus::Stopped
+        && match t.stop_code {
+            Some(StopCode::TaskFailedToStart | StopCode::EssentialContainerExited) => true,
+            Some(StopCode::ServiceSchedulerInitiated) => t.health_status == HealthStatus::Unhealthy,
+            _ => false,
+        }
+}
+
+/// The stops a reconcile collects, each task once.
+#[derive(Default)]
+struct Stops(Vec<Stop>);
+
+impl Stops {
+    fn add(&mut self, t: &TaskRecord, reason: String) {
+        if !self.has(&t.id) {
+            self.0.push(Stop {
+                task: t.id.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.0.iter().any(|s| s.task == id)
+    }
+}
+
+/// Decides what to do for `svc` given its `tasks` at time `now` (seconds).
+pub fn reconcile(svc: &ServiceRecord, tasks: &[TaskRecord], now: f64, ids: &mut dyn Ids) -> Plan {
+    let mut plan = Plan {
+        service: svc.clone(),
+        start: Vec::new(),
+        stop: Vec::new(),
+        requeue: None,
+    };
+    let mine: Vec<&TaskRecord> = tasks
+        .iter()
+        .filter(|t| t.cluster == svc.cluster && t.group == group(&svc.name))
+        .collect();
+    match svc.status {
+        ServiceStatus::Inactive => plan,
+        ServiceStatus::Draining => {
+            drain(&mut plan, &mine, now);
+            plan
+        }
+        ServiceStatus::Active => {
+            active(&mut plan, &mine, now, ids);
+            plan
+        }
+    }
+}
+
+fn stop_event(s: &mut ServiceRecord, stops: &[Stop], now: f64, ids: &mut dyn Ids) {
+    if stops.is_empty() {
+        return;
+    }
+    let list: Vec<String> = stops
+        .iter()
+        .map(|st| format!("(task {})", st.task))
+        .collect();
+    let n = stops.len();
+    s.event(
+        ids.event_id(),
+        now,
+        format!(
+            "(service {}) has stopped {n} running task{}: {}.",
+            s.name,
+            if n == 1 { "" } else { "s" },
+            list.join(" ")
+        ),
+    );
+}
+
+fn drain(plan: &mut Plan, mine: &[&TaskRecord], now: f64) {
+    let s = &mut plan.service;
+    for t in mine.iter().filter(|t| live(t)) {
+        plan.stop.push(Stop {
+            task: t.id.clone(),
+            reason: format!("Service {} was deleted", s.name),
+        });
+    }
+    let stopping = mine.iter().any(|t| t.last_status < TaskStatus::Stopped);
+    if !stopping {
+        s.status = ServiceStatus::Inactive;
+        for d in &mut s.deployments {
+            if d.status != DeploymentStatus::Inactive {
+                d.status = DeploymentStatus::Inactive;
+                d.updated_at = now;
+            }
+            if !d.finished() {
+                d.outcome = ServiceDeploymentStatus::Stopped;
+                d.outcome_reason = Some("the service was deleted".into());
+                d.finished_at = Some(now);
+            }
+        }
+    }
+}
+
+fn active(plan: &mut Plan, mine: &[&TaskRecord], now: f64, ids: &mut dyn Ids) {
+    let name = plan.service.name.clone();
+    let desired = plan.service.desired_count;
+    let cfg = plan.service.config;
+    let grace = plan.service.health_check_grace_period_seconds as f64;
+    let Some(pi) = plan
+        .service
+        .deployments
+        .iter()
+        .position(|d| d.status == DeploymentStatus::Primary)
+    else {
+        return;
+    };
+    let pid = plan.service.deployments[pi].id.clone();
+
+    // Failures of the primary: the circuit breaker, then the throttle.
+    let p_failed: Vec<&TaskRecord> = mine
+        .iter()
+        .copied()
+        .filter(|t| t.started_by.as_deref() == Some(pid.as_str()) && failed(t))
+        .collect();
+    {
+        let p = &mut plan.service.deployments[pi];
+        let n = p_failed.len() as u32;
+        if n > p.failed_tasks {
+            p.failed_tasks = n;
+            p.updated_at = now;
+        }
+    }
+    let p = &plan.service.deployments[pi];
+    if let Some(cb) = cfg.circuit_breaker.filter(|cb| cb.enable) {
+        if p.rollout_state == RolloutState::InProgress
+            && p.failed_tasks >= circuit_breaker_threshold(desired)
+        {
+            trip(plan, pi, cb.rollback, now, ids);
+            plan.requeue = Some(0.0);
+            return;
+        }
+    }
+    let window = p.created_at.max(now - THROTTLE_WINDOW);
+    let recent: Vec<f64> = p_failed
+        .iter()
+        .filter_map(|t| t.stopping_at.or(t.stopped_at))
+        .filter(|&at| at > window)
+        .collect();
+    let mut blocked_until = None;
+    if recent.len() >= THROTTLE_AFTER {
+        let delay = 2f64
+            .powi((recent.len() - THROTTLE_AFTER) as i32)
+            .min(THROTTLE_MAX);
+        let last = recent.iter().copied().fold(f64::MIN, f64::max);
+        if now < last + delay {
+            blocked_until = Some(last + delay);
+        }
+        if !p.throttled {
+            let p = &mut plan.service.deployments[pi];
+            p.throttled = true;
+            plan.service.event(
+                ids.event_id(),
+                now,
+                format!("(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."),
+            );
+        }
+    } else if p.throttled {
+        plan.service.deployments[pi].throttled = false;
+    }
+
+    // What runs.
+    let known: Vec<String> = plan
+        .service
+        .deployments
+        .iter()
+        .filter(|d| d.status != DeploymentStatus::Inactive)
+        .map(|d| d.id.clone())
+        .collect();
+    let live_tasks: Vec<&TaskRecord> = mine.iter().copied().filter(|t| live(t)).collect();
+    let of = |t: &TaskRecord, id: &str| t.started_by.as_deref() == Some(id);
+    let in_grace = |t: &TaskRecord| t.started_at.unwrap_or(t.created_at) + grace > now;
+    let unhealthy = |t: &TaskRecord| t.health_status == HealthStatus::Unhealthy && !in_grace(t);
+    let mut stops = Stops::default();
+    for t in live_tasks
+        .iter()
+        .filter(|t| !known.iter().any(|k| of(t, k)))
+    {
+        stops.add(
+            t,
+            format!("Task is not part of a deployment of service {name}"),
+        );
+    }
+    let primary_live: Vec<&TaskRecord> =
+        live_tasks.iter().copied().filter(|t| of(t, &pid)).collect();
+    let old_live: Vec<&TaskRecord> = live_tasks
+        .iter()
+        .copied()
+        .filter(|t| !of(t, &pid) && known.iter().any(|k| of(t, k)))
+        .collect();
+    let primary_bad: Vec<&TaskRecord> = primary_live
+        .iter()
+        .copied()
+        .filter(|t| unhealthy(t))
+        .collect();
+    let primary_good = primary_live.len() - primary_bad.len();
+    let primary_healthy = primary_live.iter().filter(|t| healthy(t)).count() as u32;
+    let total = (primary_live.len() + old_live.len()) as u32;
+
+    // Starts: up to the desired count, within maximumPercent.
+    let max_total = cfg.max_total(desired).max(desired.min(1));
+    let want = desired.saturating_sub(primary_good as u32);
+    let room = max_total.saturating_sub(total);
+    let mut start_n = want.min(room);
+    if let Some(until) = blocked_until {
+        if start_n > 0 {
+            start_n = 0;
+            plan.requeue = Some(until - now);
+        }
+    }
+
+    // Scale in: the primary's excess, pending ones first, then the newest.
+    let mut excess: Vec<&TaskRecord> = primary_live
+        .iter()
+        .copied()
+        .filter(|t| !unhealthy(t))
+        .collect();
+    if excess.len() > desired as usize {
+        excess.sort_by(|a, b| {
+            (a.last_status == TaskStatus::Running)
+                .cmp(&(b.last_status == TaskStatus::Running))
+                .then(b.created_at.total_cmp(&a.created_at))
+        });
+        let n = excess.len() - desired as usize;
+        for t in &excess[..n] {
+            stops.add(
+                t,
+                format!("Scaling activity initiated by (deployment {pid})"),
+            );
+        }
+    }
+
+    // Unhealthy tasks: replaced first when maximumPercent leaves room,
+    // then stopped; one at a time otherwise.
+    let stopping_unhealthy = mine.iter().any(|t| {
+        t.desired_status == DesiredStatus::Stopped
+            && t.last_status < TaskStatus::Stopped
+            && t.health_status == HealthStatus::Unhealthy
+    });
+    let mut bad_old: Vec<&TaskRecord> = old_live.iter().copied().filter(|t| unhealthy(t)).collect();
+    let mut to_stop_bad: Vec<&TaskRecord> = Vec::new();
+    if primary_healthy >= desired {
+        to_stop_bad.extend(primary_bad.iter().copied());
+    } else if start_n < want && !stopping_unhealthy {
+        if let Some(t) = primary_bad
+            .iter()
+            .min_by(|a, b| a.created_at.total_cmp(&b.created_at))
+        {
+            to_stop_bad.push(t);
+        }
+    }
+    to_stop_bad.append(&mut bad_old);
+    for t in &to_stop_bad {
+        plan.service.event(
+            ids.event_id(),
+            now,
+            format!(
+                "(service {name}) (task {}) failed container health checks.",
+                t.id
+            ),
+        );
+        stops.add(t, "Task failed container health checks".into());
+    }
+
+    // Old deployments: what is not healthy goes at once; healthy tasks as
+    // long as minimumHealthyPercent holds.
+    let healthy_now = live_tasks
+        .iter()
+        .filter(|t| healthy(t) && !stops.has(&t.id))
+        .count() as u32;
+    let mut budget = healthy_now.saturating_sub(cfg.min_healthy(desired));
+    let mut old_sorted = old_live.clone();
+    old_sorted.sort_by(|a, b| {
+        healthy(a)
+            .cmp(&healthy(b))
+            .then(a.created_at.total_cmp(&b.created_at))
+    });
+    for t in old_sorted {
+        if stops.has(&t.id) {
+            continue;
+        }
+        let reason = format!(
+            "Scaling activity initiated by (deployment {})",
+            t.started_by.as_deref().unwrap_or("")
+        );
+        if !healthy(t) {
+            stops.add(t, reason);
+        } else if budget > 0 {
+            budget -= 1;
+            stops.add(t, reason);
+        }
+    }
+    stop_event(&mut plan.service, &stops.0, now, ids);
+
+    // Requeue when a grace period ends for an unhealthy task.
+    for t in primary_live.iter().chain(old_live.iter()) {
+        if t.health_status == HealthStatus::Unhealthy && in_grace(t) {
+            let at = t.started_at.unwrap_or(t.created_at) + grace - now;
+            plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
+        }
+    }
+
+    let p = &plan.service.deployments[pi];
+    for _ in 0..start_n {
+        plan.start.push(Start {
+            deployment: pid.clone(),
+            family: p.family.clone(),
+            revision: p.revision,
+        });
+    }
+    plan.stop = stops.0;
+
+    // Deployments: old ones end when their tasks are gone; the primary
+    // completes when it alone runs the desired count, healthy.
+    let alive_ids: Vec<&str> = live_tasks
+        .iter()
+        .filter_map(|t| t.started_by.as_deref())
+        .collect();
+    for d in plan.service.deployments.iter_mut() {
+        if d.status == DeploymentStatus::Active && !alive_ids.contains(&d.id.as_str()) {
+            d.status = DeploymentStatus::Inactive;
+            d.updated_at = now;
+            if d.outcome == ServiceDeploymentStatus::InProgress {
+                d.outcome = ServiceDeploymentStatus::Stopped;
+                d.outcome_reason = Some("a newer deployment replaced it".into());
+                d.finished_at = Some(now);
+            }
+        }
+    }
+    let others_live = !old_live.is_empty() || live_tasks.len() > primary_live.len();
+    let steady = primary_healthy == desired
+        && primary_live.len() as u32 == desired
+        && !others_live
+        && plan.start.is_empty()
+        && plan.stop.is_empty();
+    if steady {
+        let p = &mut plan.service.deployments[pi];
+        if p.rollout_state == RolloutState::InProgress {
+            p.rollout_state = RolloutState::Completed;
+            p.rollout_state_reason = format!("ECS deployment {pid} completed.");
+            p.outcome = ServiceDeploymentStatus::Successful;
+            p.finished_at = Some(now);
+            p.updated_at = now;
+            let restores = p.restores.clone();
+            if let Some(f) = restores {
+                if let Some(failed) = plan.service.deployments.iter_mut().find(|d| d.id == f) {
+                    failed.outcome = ServiceDeploymentStatus::RollbackSuccessful;
+                    failed.finished_at = Some(now);
+                }
+            }
+            plan.service.event(
+                ids.event_id(),
+                now,
+                format!("(service {name}) (deployment {pid}) deployment completed."),
+            );
+        }
+        if !plan.service.steady {
+            plan.service.event(
+                ids.event_id(),
+                now,
+                format!("(service {name}) has reached a steady state."),
+            );
+        }
+    }
+    plan.service.steady = steady;
+    plan.service.trim_deployments();
+}
+
+/// The circuit breaker trips: the primary failed. With rollback, the last
+/// completed deployment comes back as a new primary.
+fn trip(plan: &mut Plan, pi: usize, rollback: bool, now: f64, ids: &mut dyn Ids) {
+    let s = &mut plan.service;
+    let name = s.name.clone();
+    let pid = s.deployments[pi].id.clone();
+    let reason = "ECS deployment circuit breaker: tasks failed to start.".to_string();
+    let previous = s
+        .deployments
+        .iter()
+        .filter(|d| d.id != pid && d.rollout_state == RolloutState::Completed)
+        .max_by(|a, b| a.created_at.total_cmp(&b.created_at))
+        .cloned();
+    s.event(
+        ids.event_id(),
+        now,
+        format!("(service {name}) (deployment {pid}) deployment failed: tasks failed to start."),
+    );
+    let p = &mut s.deployments[pi];
+    p.rollout_state = RolloutState::Failed;
+    p.rollout_state_reason = reason.clone();
+    p.updated_at = now;
+    match previous.filter(|_| rollback) {
+        Some(prev) => {
+            let mut r = Deployment::new(
+                ids.deployment_id(),
+                &prev.family,
+                prev.revision,
+                s.config,
+                now,
+            );
+            r.restores = Some(pid.clone());
+            r.sources = s
+                .deployments
+                .iter()
+                .filter(|d| d.status != DeploymentStatus::Inactive)
+                .map(|d| d.id.clone())
+                .collect();
+            let p = &mut s.deployments[pi];
+            p.status = DeploymentStatus::Active;
+            p.outcome = ServiceDeploymentStatus::RollbackInProgress;
+            p.outcome_reason = Some(reason.clone());
+            p.rollback = Some(Rollback {
+                reason,
+                started_at: now,
+                to: prev.id.clone(),
+            });
+            s.family = prev.family.clone();
+            s.revision = prev.revision;
+            s.steady = false;
+            s.event(
+                ids.event_id(),
+                now,
+                format!("(service {name}) rolling back to deployment {}.", r.id),
+            );
+            s.deployments.insert(0, r);
+        }
+        None => {
+            p.outcome = if rollback {
+                ServiceDeploymentStatus::RollbackFailed
+            } else {
+                ServiceDeploymentStatus::Stopped
+            };
+            p.outcome_reason = Some(if rollback {
+                format!("{reason} No earlier deployment completed, so there is nothing to roll back to.")
+            } else {
+                reason
+            });
+            p.finished_at = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,449 @@
+//! The reconcile step against simulated tasks: no store, no threads.
+
+use super::*;
+use crate::model::service::{CircuitBreaker, DeploymentConfig, Strategy};
+use crate::model::task::{ContainerRecord, ContainerStatus};
+
+struct Seq(u64);
+
+impl Ids for Seq {
+    fn event_id(&mut self) -> String {
+        self.0 += 1;
+        format!("e{}", self.0)
+    }
+    fn deployment_id(&mut self) -> String {
+        self.0 += 1;
+        format!("ecs-svc/{:019}", self.0)
+    }
+}
+
+fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
+    ServiceRecord {
+        name: "web".into(),
+        cluster: "default".into(),
+        status: ServiceStatus::Active,
+        desired_count: desired,
+        family: "web".into(),
+        revision: 1,
+        launch_type: "FARGATE".into(),
+        config,
+        strategy: vec![Strategy::Spread],
+        placement_strategy: serde_json::json!([]),
+        placement_constraints: serde_json::json!([]),
+        distinct_instance: false,
+        health_check_grace_period_seconds: 0,
+        created_at: 0.0,
+        extra: serde_json::json!({}),
+        deployments: vec![Deployment::new("ecs-svc/1".into(), "web", 1, config, 0.0)],
+        events: vec![],
+        steady: false,
+        deleted_at: None,
+    }
+}
+
+/// A world: the service, its tasks, the clock.
+struct World {
+    svc: ServiceRecord,
+    tasks: Vec<TaskRecord>,
+    now: f64,
+    ids: Seq,
+    checked: bool,
+}
+
+impl World {
+    fn new(desired: u32, config: DeploymentConfig) -> World {
+        World {
+            svc: service(desired, config),
+            tasks: vec![],
+            now: 1.0,
+            ids: Seq(100),
+            checked: false,
+        }
+    }
+
+    /// Runs reconcile and applies its plan as the controller would.
+    fn step(&mut self) -> Plan {
+        let plan = reconcile(&self.svc, &self.tasks, self.now, &mut self.ids);
+        for s in &plan.start {
+            let id = format!("t{}", self.ids.0);
+            self.ids.0 += 1;
+            self.tasks.push(TaskRecord {
+                id,
+                cluster: "default".into(),
+                family: s.family.clone(),
+                revision: s.revision,
+                group: "service:web".into(),
+                started_by: Some(s.deployment.clone()),
+                launch_type: "FARGATE".into(),
+                last_status: TaskStatus::Provisioning,
+                desired_status: DesiredStatus::Running,
+                worker: 0,
+                cpu: 0,
+                memory: 16,
+                created_at: self.now,
+                started_at: None,
+                stopping_at: None,
+                stopped_at: None,
+                stop_code: None,
+                stopped_reason: None,
+                containers: vec![ContainerRecord {
+                    id: "c".into(),
+                    name: "main".into(),
+                    image: "x.wasm".into(),
+                    last_status: ContainerStatus::Pending,
+                    exit_code: None,
+                    reason: None,
+                    cpu: 0,
+                    memory: None,
+                    memory_reservation: None,
+                    essential: true,
+                    health_status: self.checked.then_some(HealthStatus::Unknown),
+                }],
+                overrides: serde_json::json!({}),
+                health_status: HealthStatus::Unknown,
+                version: 1,
+            });
+        }
+        for s in &plan.stop {
+            let t = self.task(&s.task);
+            t.desired_status = DesiredStatus::Stopped;
+            t.stop_code
+                .get_or_insert(StopCode::ServiceSchedulerInitiated);
+            t.stopped_reason.get_or_insert(s.reason.clone());
+        }
+        self.svc = plan.service.clone();
+        plan
+    }
+
+    fn task(&mut self, id: &str) -> &mut TaskRecord {
+        self.tasks.iter_mut().find(|t| t.id == id).unwrap()
+    }
+
+    /// Every task moves as far as it goes: started ones run (and pass
+    /// their health check), stopping ones stop.
+    fn settle(&mut self, healthy: bool) {
+        let now = self.now;
+        for t in &mut self.tasks {
+            if t.desired_status == DesiredStatus::Stopped {
+                t.last_status = TaskStatus::Stopped;
+                t.stopping_at.get_or_insert(now);
+                t.stopped_at.get_or_insert(now);
+            } else if t.last_status < TaskStatus::Running {
+                t.last_status = TaskStatus::Running;
+                t.started_at = Some(now);
+                if t.health_checked() && healthy {
+                    t.set_health(0, HealthStatus::Healthy);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, id: &str) {
+        let now = self.now;
+        let t = self.task(id);
+        t.desired_status = DesiredStatus::Stopped;
+        t.last_status = TaskStatus::Stopped;
+        t.stop_code = Some(StopCode::EssentialContainerExited);
+        t.stopping_at = Some(now);
+        t.stopped_at = Some(now);
+    }
+
+    fn live(&self) -> Vec<&TaskRecord> {
+        self.tasks.iter().filter(|t| live(t)).collect()
+    }
+
+    fn running(&self, deployment: &str) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| {
+                t.last_status == TaskStatus::Running
+                    && t.desired_status == DesiredStatus::Running
+                    && t.started_by.as_deref() == Some(deployment)
+            })
+            .count()
+    }
+
+    fn said(&self, part: &str) -> usize {
+        self.svc
+            .events
+            .iter()
+            .filter(|e| e.message.contains(part))
+            .count()
+    }
+
+    /// Steps until nothing changes (bounded), settling tasks in between.
+    fn converge(&mut self, healthy: bool) {
+        for _ in 0..50 {
+            let before = self.svc.clone();
+            let plan = self.step();
+            if !plan.acts(&before)
+                && self.tasks.iter().all(|t| {
+                    t.last_status == TaskStatus::Stopped || t.last_status == TaskStatus::Running
+                })
+            {
+                return;
+            }
+            self.settle(healthy);
+        }
+        panic!("did not converge: {:?}", self.svc.events);
+    }
+
+    /// A rolling update to revision 2.
+    fn deploy(&mut self, revision: u32) -> String {
+        let id = self.ids.deployment_id();
+        let mut d = Deployment::new(id.clone(), "web", revision, self.svc.config, self.now);
+        for old in &mut self.svc.deployments {
+            if old.status == DeploymentStatus::Primary {
+                old.status = DeploymentStatus::Active;
+            }
+        }
+        d.sources = vec![];
+        self.svc.deployments.insert(0, d);
+        self.svc.revision = revision;
+        id
+    }
+}
+
+#[test]
+fn starts_the_desired_count_and_reaches_a_steady_state_once() {
+    let mut w = World::new(3, DeploymentConfig::default());
+    let plan = w.step();
+    assert_eq!(plan.start.len(), 3);
+    // Rerun before anything moved: the started tasks are seen, nothing more.
+    assert!(w.step().start.is_empty());
+    w.settle(true);
+    w.step();
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::Completed);
+    assert_eq!(
+        w.svc.deployments[0].outcome,
+        ServiceDeploymentStatus::Successful
+    );
+    assert_eq!(w.said("has reached a steady state"), 1);
+    assert_eq!(w.said("deployment completed"), 1);
+    w.step();
+    w.step();
+    assert_eq!(w.said("has reached a steady state"), 1);
+    assert_eq!(
+        w.svc.events[0].message,
+        "(service web) has reached a steady state."
+    );
+}
+
+#[test]
+fn a_stopped_task_is_replaced_at_once() {
+    let mut w = World::new(2, DeploymentConfig::default());
+    w.converge(true);
+    let victim = w.live()[0].id.clone();
+    w.fail(&victim);
+    let plan = w.step();
+    assert_eq!(plan.start.len(), 1);
+    assert_eq!(plan.start[0].deployment, "ecs-svc/1");
+    assert_eq!(w.svc.deployments[0].failed_tasks, 1);
+    w.converge(true);
+    assert_eq!(w.running("ecs-svc/1"), 2);
+}
+
+#[test]
+fn scaling_in_stops_pending_tasks_first_then_the_newest() {
+    let mut w = World::new(2, DeploymentConfig::default());
+    w.converge(true);
+    w.now = 2.0;
+    w.svc.desired_count = 4;
+    w.step();
+    // One of the two new tasks runs, the other is still pending.
+    let new: Vec<String> = w.tasks[2..].iter().map(|t| t.id.clone()).collect();
+    w.task(&new[0]).last_status = TaskStatus::Running;
+    w.task(&new[0]).started_at = Some(2.0);
+    w.svc.desired_count = 2;
+    let plan = w.step();
+    let stopped: Vec<&str> = plan.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, [new[1].as_str(), new[0].as_str()]);
+    assert!(plan.start.is_empty());
+    assert!(w.said("has stopped 2 running tasks") == 1);
+}
+
+#[test]
+fn a_rolling_update_stays_within_minimum_healthy_and_maximum_percent() {
+    let config = DeploymentConfig {
+        minimum_healthy_percent: 50,
+        maximum_percent: 150,
+        circuit_breaker: None,
+    };
+    let mut w = World::new(4, config);
+    w.converge(true);
+    let new = w.deploy(2);
+    for _ in 0..20 {
+        let plan = w.step();
+        let live = w.live().len();
+        let healthy = w.tasks.iter().filter(|t| healthy(t)).count();
+        assert!(live <= 6, "at most 150% of 4 tasks: {live}");
+        assert!(healthy >= 2, "at least 50% of 4 healthy: {healthy}");
+        if !plan.acts(&w.svc) && w.running(&new) == 4 {
+            break;
+        }
+        w.settle(true);
+    }
+    w.converge(true);
+    assert_eq!(w.running(&new), 4);
+    assert_eq!(w.running("ecs-svc/1"), 0);
+    let d: Vec<DeploymentStatus> = w.svc.deployments.iter().map(|d| d.status).collect();
+    assert_eq!(d, [DeploymentStatus::Primary, DeploymentStatus::Inactive]);
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::Completed);
+}
+
+#[test]
+fn an_unhealthy_task_is_replaced_first_when_maximum_percent_allows() {
+    let mut w = World::new(2, DeploymentConfig::default());
+    w.checked = true;
+    w.converge(true);
+    let sick = w.live()[0].id.clone();
+    w.task(&sick).set_health(0, HealthStatus::Unhealthy);
+    let plan = w.step();
+    assert_eq!(plan.start.len(), 1, "the replacement starts first");
+    assert!(plan.stop.is_empty(), "the unhealthy task stays until then");
+    w.settle(true);
+    let plan = w.step();
+    assert_eq!(plan.stop.len(), 1);
+    assert_eq!(plan.stop[0].task, sick);
+    assert_eq!(w.said("failed container health checks"), 1);
+
+    // Without room, it is stopped first.
+    let mut w = World::new(
+        2,
+        DeploymentConfig {
+            minimum_healthy_percent: 50,
+            maximum_percent: 100,
+            circuit_breaker: None,
+        },
+    );
+    w.checked = true;
+    w.converge(true);
+    let sick = w.live()[1].id.clone();
+    w.task(&sick).set_health(0, HealthStatus::Unhealthy);
+    let plan = w.step();
+    assert!(plan.start.is_empty());
+    assert_eq!(plan.stop.len(), 1);
+    w.settle(true);
+    assert_eq!(w.step().start.len(), 1);
+}
+
+#[test]
+fn the_grace_period_holds_off_health_replacement() {
+    let mut w = World::new(1, DeploymentConfig::default());
+    w.checked = true;
+    w.svc.health_check_grace_period_seconds = 30;
+    w.converge(true);
+    let t = w.live()[0].id.clone();
+    w.task(&t).set_health(0, HealthStatus::Unhealthy);
+    w.now = 10.0;
+    let plan = w.step();
+    assert!(plan.start.is_empty() && plan.stop.is_empty());
+    assert_eq!(plan.requeue, Some(21.0));
+    w.now = 31.5;
+    assert_eq!(w.step().start.len(), 1);
+}
+
+#[test]
+fn tasks_that_keep_failing_are_throttled_until_a_new_deployment() {
+    let mut w = World::new(1, DeploymentConfig::default());
+    let mut starts = 0;
+    for i in 0..6 {
+        w.now = 10.0 + i as f64 * 0.1;
+        if w.step().start.is_empty() {
+            break;
+        }
+        starts += 1;
+        w.settle(true);
+        let id = w.live()[0].id.clone();
+        w.fail(&id);
+    }
+    // The first start and the replacements of two failures go at once;
+    // after the third failure the next start waits.
+    assert_eq!(starts, 3);
+    let plan = w.step();
+    assert!(plan.requeue.is_some_and(|r| r > 0.0 && r <= THROTTLE_MAX));
+    assert_eq!(w.said("unable to consistently start tasks"), 1);
+    // After the delay, one more start.
+    w.now += plan.requeue.unwrap() + 0.01;
+    assert_eq!(w.step().start.len(), 1);
+    // A new deployment resets the throttle.
+    w.settle(true);
+    let id = w.live()[0].id.clone();
+    w.fail(&id);
+    assert!(w.step().start.is_empty());
+    w.deploy(2);
+    assert_eq!(w.step().start.len(), 1);
+}
+
+#[test]
+fn the_circuit_breaker_rolls_back_to_the_last_completed_deployment() {
+    let config = DeploymentConfig {
+        minimum_healthy_percent: 100,
+        maximum_percent: 200,
+        circuit_breaker: Some(CircuitBreaker {
+            enable: true,
+            rollback: true,
+        }),
+    };
+    let mut w = World::new(2, config);
+    w.converge(true);
+    let bad = w.deploy(2);
+    // Every task of the new deployment fails as it starts.
+    for _ in 0..10 {
+        w.now += 100.0;
+        let plan = w.step();
+        if plan.start.iter().all(|s| s.deployment != bad) && w.svc.primary().unwrap().id != bad {
+            break;
+        }
+        w.settle(true);
+        let failing: Vec<String> = w
+            .live()
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(bad.as_str()))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in failing {
+            w.fail(&id);
+        }
+    }
+    let failed = w.svc.deployments.iter().find(|d| d.id == bad).unwrap();
+    assert_eq!(failed.rollout_state, RolloutState::Failed);
+    assert!(failed.failed_tasks >= circuit_breaker_threshold(2));
+    assert_eq!(failed.outcome, ServiceDeploymentStatus::RollbackInProgress);
+    let primary = w.svc.primary().unwrap().clone();
+    assert_eq!(
+        (primary.revision, primary.restores.as_deref()),
+        (1, Some(bad.as_str()))
+    );
+    assert_eq!(w.svc.revision, 1);
+    assert_eq!(w.said("rolling back to deployment"), 1);
+    w.converge(true);
+    assert_eq!(w.running(&primary.id), 2);
+    let failed = w.svc.deployments.iter().find(|d| d.id == bad).unwrap();
+    assert_eq!(failed.outcome, ServiceDeploymentStatus::RollbackSuccessful);
+    // The original tasks kept running throughout (minimumHealthyPercent 100).
+    assert_eq!(
+        w.svc.primary().unwrap().rollout_state,
+        RolloutState::Completed
+    );
+}
+
+#[test]
+fn a_deleted_service_drains_then_becomes_inactive() {
+    let mut w = World::new(2, DeploymentConfig::default());
+    w.converge(true);
+    w.svc.status = ServiceStatus::Draining;
+    w.svc.desired_count = 0;
+    let plan = w.step();
+    assert_eq!(plan.stop.len(), 2);
+    assert_eq!(w.svc.status, ServiceStatus::Draining);
+    w.settle(true);
+    w.step();
+    assert_eq!(w.svc.status, ServiceStatus::Inactive);
+    assert!(w
+        .svc
+        .deployments
+        .iter()
+        .all(|d| d.status == DeploymentStatus::Inactive));
+    assert!(!reconcile(&w.svc, &w.tasks, 9.0, &mut Seq(0)).acts(&w.svc));
+}

@@ -1,0 +1,481 @@
+"""Services through the real boto3 and aws-cli: CreateService, UpdateService,
+DeleteService, DescribeServices, ListServices, ListServiceDeployments,
+DescribeServiceDeployments, the services-stable and services-inactive
+waiters, replacement of stopped and unhealthy tasks, scaling, rolling
+deployments, the start throttle, the circuit breaker, placement, and
+recovery after kill -9."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ROOT, Server
+
+DIST = os.path.join(ROOT, "guests", "dist")
+AWS = os.path.join(ROOT, ".venv", "bin", "aws")
+
+
+def uniq(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def web(**kw):
+    c = {"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": 32}
+    c.update(kw)
+    return c
+
+
+def register(ecs, containers, family=None, **extra):
+    family = family or uniq("svc")
+    out = ecs.register_task_definition(family=family, containerDefinitions=containers, **extra)
+    return out["taskDefinition"]["taskDefinitionArn"]
+
+
+def wait_for(what, fn, timeout=60.0):
+    """Polls fn until it returns something truthy; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
+
+
+def stable(ecs, name, cluster="default", attempts=120):
+    ecs.get_waiter("services_stable").wait(
+        cluster=cluster, services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": attempts}
+    )
+    return describe(ecs, name, cluster)
+
+
+def describe(ecs, name, cluster="default"):
+    out = ecs.describe_services(cluster=cluster, services=[name])
+    assert out["failures"] == [], out["failures"]
+    return out["services"][0]
+
+
+def running_tasks(ecs, name, cluster="default"):
+    arns = ecs.list_tasks(cluster=cluster, serviceName=name)["taskArns"]
+    if not arns:
+        return []
+    return [t for t in ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if t["lastStatus"] == "RUNNING"]
+
+
+def messages(svc):
+    return [e["message"] for e in svc["events"]]
+
+
+def delete(ecs, name, cluster="default"):
+    ecs.delete_service(cluster=cluster, service=name, force=True)
+
+
+def test_create_reaches_steady_state_and_replaces_a_stopped_task(ecs):
+    td = register(ecs, [web()])
+    name = uniq("web")
+    created = ecs.create_service(
+        serviceName=name, taskDefinition=td, desiredCount=3, tags=[{"key": "team", "value": "a"}]
+    )["service"]
+    assert created["status"] == "ACTIVE"
+    assert created["desiredCount"] == 3
+    assert created["deployments"][0]["status"] == "PRIMARY"
+    assert created["deployments"][0]["rolloutState"] == "IN_PROGRESS"
+    assert created["deployments"][0]["id"].startswith("ecs-svc/")
+    assert created["deploymentController"] == {"type": "ECS"}
+    assert created["serviceArn"].endswith(f":service/default/{name}")
+
+    svc = stable(ecs, name)
+    assert (svc["runningCount"], svc["pendingCount"]) == (3, 0)
+    assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
+    assert messages(svc)[0] == f"(service {name}) has reached a steady state."
+    assert any(m.startswith(f"(service {name}) has started 3 tasks: (task ") for m in messages(svc))
+    assert name in [a.split("/")[-1] for a in ecs.list_services()["serviceArns"]]
+    tagged = ecs.describe_services(services=[name], include=["TAGS"])["services"][0]
+    assert tagged["tags"] == [{"key": "team", "value": "a"}]
+
+    tasks = running_tasks(ecs, name)
+    assert len(tasks) == 3
+    for t in tasks:
+        assert t["group"] == f"service:{name}"
+        assert t["startedBy"] == svc["deployments"][0]["id"]
+    victim = tasks[0]["taskArn"]
+    ecs.stop_task(task=victim, reason="chaos")
+
+    def replaced():
+        now = running_tasks(ecs, name)
+        arns = {t["taskArn"] for t in now}
+        return len(now) == 3 and victim not in arns and now
+
+    wait_for("a replacement of the stopped task", replaced, timeout=30)
+    gone = ecs.describe_tasks(tasks=[victim])["tasks"][0]
+    assert gone["stoppedReason"] == "chaos"
+    svc = stable(ecs, name)
+    assert svc["runningCount"] == 3
+    delete(ecs, name)
+
+
+def test_scale_out_and_in(ecs):
+    td = register(ecs, [web()])
+    name = uniq("scale")
+    ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=1)
+    stable(ecs, name)
+    ecs.update_service(service=name, desiredCount=4)
+    assert stable(ecs, name)["runningCount"] == 4
+    before = {t["taskArn"] for t in running_tasks(ecs, name)}
+    out = ecs.update_service(service=name, desiredCount=2)["service"]
+    assert out["desiredCount"] == 2
+    svc = stable(ecs, name)
+    assert svc["runningCount"] == 2
+    # The deployment did not change: scaling is not a new deployment.
+    assert len(svc["deployments"]) == 1
+    stopped = ecs.list_tasks(serviceName=name, desiredStatus="STOPPED")["taskArns"]
+    stopped = [t for t in ecs.describe_tasks(tasks=stopped)["tasks"] if t["taskArn"] in before]
+    assert len(stopped) == 2
+    for t in stopped:
+        assert t["stopCode"] == "ServiceSchedulerInitiated"
+        assert t["stoppedReason"].startswith("Scaling activity initiated by (deployment ecs-svc/")
+    assert any("has stopped 2 running tasks" in m for m in messages(svc))
+    delete(ecs, name)
+
+
+def test_rolling_update_keeps_minimum_healthy_and_completes(ecs):
+    family = uniq("roll")
+    v1 = register(ecs, [web(environment=[{"name": "GREETING", "value": "v1"}])], family=family)
+    v2 = register(ecs, [web(environment=[{"name": "GREETING", "value": "v2"}])], family=family)
+    name = uniq("roll")
+    ecs.create_service(
+        serviceName=name,
+        taskDefinition=v1,
+        desiredCount=4,
+        deploymentConfiguration={"minimumHealthyPercent": 50, "maximumPercent": 150},
+    )
+    stable(ecs, name)
+    since = time.time()
+    out = ecs.update_service(service=name, taskDefinition=v2)["service"]
+    assert [d["status"] for d in out["deployments"]] == ["PRIMARY", "ACTIVE"]
+    assert out["taskDefinition"] == v2
+    # Watch the rollout: never more than 150% of 4 tasks alive, never fewer
+    # than 50% running.
+    seen_max, seen_min = 0, 99
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        svc = describe(ecs, name)
+        alive = sum(d["runningCount"] + d["pendingCount"] for d in svc["deployments"])
+        seen_max = max(seen_max, alive)
+        seen_min = min(seen_min, svc["runningCount"])
+        if len(svc["deployments"]) == 1 and svc["runningCount"] == 4:
+            break
+        time.sleep(0.02)
+    assert seen_max <= 6, seen_max
+    assert seen_min >= 2, seen_min
+    svc = stable(ecs, name)
+    primary = svc["deployments"][0]
+    assert (primary["taskDefinition"], primary["rolloutState"]) == (v2, "COMPLETED")
+    assert all(t["taskDefinitionArn"] == v2 for t in running_tasks(ecs, name))
+    assert any(m.endswith("deployment completed.") and primary["id"] in m for m in messages(svc))
+
+    # What Terraform's wait_for_steady_state reads: the service deployment
+    # whose target revision carries the primary's id, SUCCESSFUL.
+    briefs = ecs.list_service_deployments(service=name, createdAt={"after": since})["serviceDeployments"]
+    digits = primary["id"].split("/")[1]
+    mine = [b for b in briefs if digits in b["targetServiceRevisionArn"]]
+    assert len(mine) == 1 and mine[0]["status"] == "SUCCESSFUL"
+    full = ecs.describe_service_deployments(serviceDeploymentArns=[mine[0]["serviceDeploymentArn"]])
+    assert full["failures"] == []
+    sd = full["serviceDeployments"][0]
+    assert sd["status"] == "SUCCESSFUL"
+    assert sd["targetServiceRevision"]["runningTaskCount"] == 4
+    assert len(sd["sourceServiceRevisions"]) == 1
+    everything = ecs.list_service_deployments(service=name)["serviceDeployments"]
+    assert len(everything) == 2 and everything[0]["serviceDeploymentArn"] == mine[0]["serviceDeploymentArn"]
+    assert ecs.list_service_deployments(service=name, status=["IN_PROGRESS"])["serviceDeployments"] == []
+    missing = ecs.describe_service_deployments(serviceDeploymentArns=[mine[0]["serviceDeploymentArn"] + "9"])
+    assert missing["failures"][0]["reason"] == "MISSING"
+    delete(ecs, name)
+
+
+def test_unhealthy_tasks_are_replaced_after_the_grace_period(ecs):
+    health_dir = tempfile.mkdtemp(prefix="skiff-health-")
+    flag = os.path.join(health_dir, "ok")
+    open(flag, "w").close()
+    td = register(
+        ecs,
+        [
+            web(
+                environment=[{"name": "HEALTH_FILE", "value": "/health/ok"}],
+                mountPoints=[{"sourceVolume": "health", "containerPath": "/health", "readOnly": True}],
+                healthCheck={"command": ["CMD", "GET /healthz"], "interval": 5, "retries": 1},
+            )
+        ],
+        volumes=[{"name": "health", "host": {"sourcePath": health_dir}}],
+    )
+    name = uniq("health")
+    ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=1, healthCheckGracePeriodSeconds=600)
+    stable(ecs, name)
+    first = wait_for(
+        "the task to be HEALTHY",
+        lambda: [t for t in running_tasks(ecs, name) if t["healthStatus"] == "HEALTHY"],
+    )[0]
+    assert first["containers"][0]["healthStatus"] == "HEALTHY"
+    os.remove(flag)
+    wait_for(
+        "the task to turn UNHEALTHY",
+        lambda: ecs.describe_tasks(tasks=[first["taskArn"]])["tasks"][0]["healthStatus"] == "UNHEALTHY",
+        timeout=30,
+    )
+    # Within the grace period nothing is replaced.
+    svc = describe(ecs, name)
+    assert not any("failed container health checks" in m for m in messages(svc))
+    assert ecs.describe_tasks(tasks=[first["taskArn"]])["tasks"][0]["desiredStatus"] == "RUNNING"
+    # Without it, the unhealthy task goes, and its replacement turns healthy
+    # once the check passes again.
+    ecs.update_service(service=name, healthCheckGracePeriodSeconds=0)
+    wait_for(
+        "the unhealthy task to be stopped",
+        lambda: ecs.describe_tasks(tasks=[first["taskArn"]])["tasks"][0]["desiredStatus"] == "STOPPED",
+        timeout=30,
+    )
+    t = ecs.describe_tasks(tasks=[first["taskArn"]])["tasks"][0]
+    assert t["stoppedReason"] == "Task failed container health checks"
+    assert any(
+        m == f"(service {name}) (task {first['taskArn'].split('/')[-1]}) failed container health checks."
+        for m in messages(describe(ecs, name))
+    )
+    open(flag, "w").close()
+    wait_for(
+        "a healthy replacement",
+        lambda: [t for t in running_tasks(ecs, name) if t["healthStatus"] == "HEALTHY"],
+        timeout=60,
+    )
+    assert stable(ecs, name)["runningCount"] == 1
+    delete(ecs, name)
+    shutil.rmtree(health_dir, ignore_errors=True)
+
+
+def test_tasks_that_keep_failing_are_throttled_and_a_new_deployment_resets(ecs):
+    family = uniq("crashloop")
+    bad = register(
+        ecs,
+        [{"name": "job", "image": os.path.join(DIST, "echo.wasm"), "memory": 16, "command": ["--exit", "1"]}],
+        family=family,
+    )
+    good = register(ecs, [web()], family=family)
+    name = uniq("crashloop")
+    ecs.create_service(serviceName=name, taskDefinition=bad, desiredCount=1)
+    wait_for(
+        "the throttle event",
+        lambda: any("is unable to consistently start tasks successfully" in m for m in messages(describe(ecs, name))),
+        timeout=30,
+    )
+    # Throttled: over the next second at most one more task starts.
+    count = lambda: len(ecs.list_tasks(serviceName=name, desiredStatus="STOPPED")["taskArns"])  # noqa: E731
+    n0 = count()
+    time.sleep(1.0)
+    assert count() - n0 <= 1
+    failed = describe(ecs, name)["deployments"][0]["failedTasks"]
+    assert failed >= 3
+    ecs.update_service(service=name, taskDefinition=good)
+    svc = stable(ecs, name)
+    assert svc["runningCount"] == 1
+    delete(ecs, name)
+
+
+def test_circuit_breaker_rolls_back_to_the_last_completed_deployment(ecs):
+    family = uniq("breaker")
+    good = register(ecs, [web()], family=family)
+    bad = register(
+        ecs,
+        [{"name": "web", "image": os.path.join(DIST, "echo.wasm"), "memory": 16, "command": ["--exit", "1"]}],
+        family=family,
+    )
+    name = uniq("breaker")
+    ecs.create_service(
+        serviceName=name,
+        taskDefinition=good,
+        desiredCount=2,
+        deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+    )
+    stable(ecs, name)
+    since = time.time()
+    failing = ecs.update_service(service=name, taskDefinition=bad)["service"]["deployments"][0]["id"]
+
+    def rolled_back():
+        svc = describe(ecs, name)
+        return svc["taskDefinition"] == good and any("rolling back to deployment" in m for m in messages(svc)) and svc
+
+    svc = wait_for("the rollback", rolled_back, timeout=60)
+    failed = [d for d in svc["deployments"] if d["id"] == failing]
+    if failed:
+        assert failed[0]["rolloutState"] == "FAILED"
+        assert failed[0]["rolloutStateReason"].startswith("ECS deployment circuit breaker")
+    assert any(f"(deployment {failing}) deployment failed: tasks failed to start." in m for m in messages(svc))
+    svc = stable(ecs, name)
+    assert svc["deployments"][0]["taskDefinition"] == good
+    assert all(t["taskDefinitionArn"] == good for t in running_tasks(ecs, name))
+    briefs = ecs.list_service_deployments(service=name, createdAt={"after": since})["serviceDeployments"]
+    by_digits = {b["targetServiceRevisionArn"].split("/")[-1]: b for b in briefs}
+    assert by_digits[failing.split("/")[1]]["status"] == "ROLLBACK_SUCCESSFUL"
+    full = ecs.describe_service_deployments(
+        serviceDeploymentArns=[by_digits[failing.split("/")[1]]["serviceDeploymentArn"]]
+    )["serviceDeployments"][0]
+    assert full["rollback"]["reason"].startswith("ECS deployment circuit breaker")
+    assert full["deploymentCircuitBreaker"]["status"] == "TRIGGERED"
+    delete(ecs, name)
+
+
+def test_delete_drains_then_inactive_and_the_name_can_be_reused(ecs):
+    td = register(ecs, [web()])
+    name = uniq("del")
+    ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=2)
+    stable(ecs, name)
+    with pytest.raises(ClientError) as e:
+        ecs.delete_service(service=name)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert "cannot be stopped while it is scaled above 0" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=1)
+    assert "not idempotent" in e.value.response["Error"]["Message"]
+    out = ecs.delete_service(service=name, force=True)["service"]
+    assert out["status"] == "DRAINING"
+    ecs.get_waiter("services_inactive").wait(services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    assert running_tasks(ecs, name) == []
+    assert name not in [a.split("/")[-1] for a in ecs.list_services()["serviceArns"]]
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(service=name, desiredCount=1)
+    assert e.value.response["Error"]["Code"] == "ServiceNotActiveException"
+    ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=1)
+    assert stable(ecs, name)["runningCount"] == 1
+    delete(ecs, name)
+
+
+def test_bad_requests_name_the_field(ecs):
+    td = register(ecs, [web()])
+
+    def code_and_message(**kw):
+        with pytest.raises(ClientError) as e:
+            ecs.create_service(**kw)
+        return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+
+    code, msg = code_and_message(serviceName="bad name", taskDefinition=td, desiredCount=1)
+    assert "serviceName" in msg
+    code, msg = code_and_message(serviceName=uniq("x"), taskDefinition=td)
+    assert "desiredCount is required" in msg
+    code, msg = code_and_message(
+        serviceName=uniq("x"),
+        taskDefinition=td,
+        desiredCount=1,
+        deploymentConfiguration={"minimumHealthyPercent": 150},
+    )
+    assert "deploymentConfiguration.minimumHealthyPercent" in msg
+    code, msg = code_and_message(
+        serviceName=uniq("x"), taskDefinition=td, desiredCount=1, placementStrategy=[{"type": "binpack"}]
+    )
+    assert "placementStrategy[0].field must be cpu or memory" in msg
+    code, msg = code_and_message(serviceName=uniq("x"), taskDefinition="nope:9", desiredCount=1)
+    assert "TaskDefinition not found" in msg
+    code, msg = code_and_message(serviceName=uniq("x"), taskDefinition=td, desiredCount=1, schedulingStrategy="DAEMON")
+    assert code == "UnsupportedFeatureException"
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(service="no-such-service", desiredCount=1)
+    assert e.value.response["Error"]["Code"] == "ServiceNotFoundException"
+    out = ecs.describe_services(services=["no-such-service"])
+    assert out["failures"][0]["reason"] == "MISSING"
+
+
+def test_aws_cli_waits_for_a_service(server):
+    ecs = server.client()
+    td = register(ecs, [web()])
+    name = uniq("cli")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-west-2")
+    base = [AWS, "--endpoint-url", server.endpoint, "ecs"]
+    out = subprocess.run(
+        base + ["create-service", "--service-name", name, "--task-definition", td, "--desired-count", "2"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert json.loads(out.stdout)["service"]["serviceName"] == name
+    subprocess.run(base + ["wait", "services-stable", "--services", name], env=env, timeout=120, check=True)
+    subprocess.run(base + ["delete-service", "--service", name, "--force"], env=env, capture_output=True, timeout=60, check=True)
+    subprocess.run(base + ["wait", "services-inactive", "--services", name], env=env, timeout=120, check=True)
+
+
+@pytest.fixture()
+def two_workers():
+    data = tempfile.mkdtemp(prefix="skiff-placement-")
+    s = Server(data, "--workers", "2", "--memory", "1024").start()
+    yield s
+    s.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def workers_of(ecs, name):
+    return sorted(t["containerInstanceArn"].split("/")[-1] for t in running_tasks(ecs, name))
+
+
+def test_placement_strategies_and_distinct_instance(two_workers):
+    ecs = two_workers.client()
+    td = register(ecs, [web(memory=64)])
+    spread, binpack, distinct = uniq("spread"), uniq("binpack"), uniq("distinct")
+    ecs.create_service(serviceName=spread, taskDefinition=td, desiredCount=4)
+    stable(ecs, spread)
+    assert workers_of(ecs, spread) == ["worker-0", "worker-0", "worker-1", "worker-1"]
+    ecs.create_service(
+        serviceName=binpack,
+        taskDefinition=td,
+        desiredCount=3,
+        placementStrategy=[{"type": "binpack", "field": "memory"}],
+    )
+    stable(ecs, binpack)
+    assert len(set(workers_of(ecs, binpack))) == 1
+    ecs.create_service(
+        serviceName=distinct,
+        taskDefinition=td,
+        desiredCount=3,
+        placementConstraints=[{"type": "distinctInstance"}],
+    )
+
+    def unplaced():
+        svc = describe(ecs, distinct)
+        return svc["runningCount"] == 2 and any("was unable to place a task" in m for m in messages(svc)) and svc
+
+    svc = wait_for("two tasks and a placement event", unplaced, timeout=30)
+    assert any("distinctInstance" in m for m in messages(svc))
+    assert workers_of(ecs, distinct) == ["worker-0", "worker-1"]
+    # A task that fits nowhere says which resource is short.
+    huge = register(ecs, [web(memory=4096)])
+    big = uniq("big")
+    ecs.create_service(serviceName=big, taskDefinition=huge, desiredCount=1)
+    wait_for(
+        "a RESOURCE:MEMORY event",
+        lambda: any("Reason: RESOURCE:MEMORY" in m for m in messages(describe(ecs, big))),
+        timeout=30,
+    )
+
+
+def test_services_come_back_after_kill_9(fresh_dir):
+    s = Server(fresh_dir).start()
+    ecs = s.client()
+    td = register(ecs, [web()])
+    name = uniq("phoenix")
+    ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=3)
+    stable(ecs, name)
+    before = {t["taskArn"] for t in running_tasks(ecs, name)}
+    s.kill9()
+    s.start()
+    ecs = s.client()
+    # No client does anything: the scheduler brings the count back.
+    now = wait_for(
+        "3 new running tasks",
+        lambda: (lambda ts: len(ts) == 3 and not ({t["taskArn"] for t in ts} & before) and ts)(running_tasks(ecs, name)),
+        timeout=60,
+    )
+    assert len(now) == 3
+    assert stable(ecs, name)["runningCount"] == 3
+    s.stop()
