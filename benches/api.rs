@@ -3,123 +3,15 @@
 //! keep-alive connections), and the latency from RunTask to RUNNING for a
 //! guest that is already compiled (polling DescribeTasks every ms).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Conn {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn {
-            reader: BufReader::new(s.try_clone().unwrap()),
-            writer: s,
-        }
-    }
-
-    fn call(&mut self, action: &str, body: &Value) -> Value {
-        let body = body.to_string();
-        write!(
-            self.writer,
-            "POST / HTTP/1.1\r\nHost: bench\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut status = String::new();
-        self.reader.read_line(&mut status).unwrap();
-        let mut len = 0;
-        loop {
-            let mut h = String::new();
-            self.reader.read_line(&mut h).unwrap();
-            if h == "\r\n" {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut buf = vec![0; len];
-        self.reader.read_exact(&mut buf).unwrap();
-        let v: Value = serde_json::from_slice(&buf).unwrap();
-        assert!(status.contains(" 200 "), "{action}: {status} {v}");
-        v
-    }
-}
-
-fn per_second(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
-}
-
-fn parallel(
-    addr: &str,
-    clients: usize,
-    per_client: usize,
-    f: impl Fn(&mut Conn, usize, usize) + Sync,
-) -> Duration {
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for c in 0..clients {
-            let f = &f;
-            s.spawn(move || {
-                let mut conn = Conn::open(addr);
-                for i in 0..per_client {
-                    f(&mut conn, c, i);
-                }
-            });
-        }
-    });
-    t0.elapsed()
-}
-
-/// The server, killed however the bench ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{parallel, per_second, Conn};
+use serde_json::json;
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args([
-            "server",
-            "--api",
-            "127.0.0.1:0",
-            "--ingress",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut first = String::new();
-    BufReader::new(child.0.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let (_server, addr, _dir) = common::server(2);
 
     let (clients, per_client) = (8, 250);
     let took = parallel(&addr, clients, per_client, |conn, c, _| {

@@ -85,6 +85,21 @@ fn task_counts(api: &Api, name: &str) -> ApiResult<(u64, u64)> {
     Ok((running, pending))
 }
 
+/// How many of a cluster's services are ACTIVE or DRAINING.
+fn service_count(api: &Api, name: &str) -> ApiResult<u64> {
+    let mut n = 0;
+    for r in api
+        .store
+        .list(&format!("services/{name}/"), None, usize::MAX)?
+    {
+        let s = super::parse_record(&r)?;
+        if s.get("status").and_then(Value::as_str) != Some("INACTIVE") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult {
     let name = record
         .get("name")
@@ -98,10 +113,17 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
         "status".into(),
         record.get("status").cloned().unwrap_or(json!("ACTIVE")),
     );
-    out.insert("registeredContainerInstancesCount".into(), json!(0));
+    // Each worker thread is a container instance of the cluster.
+    out.insert(
+        "registeredContainerInstancesCount".into(),
+        json!(api.agent.worker_count()),
+    );
     out.insert("runningTasksCount".into(), json!(running));
     out.insert("pendingTasksCount".into(), json!(pending));
-    out.insert("activeServicesCount".into(), json!(0));
+    out.insert(
+        "activeServicesCount".into(),
+        json!(service_count(api, name)?),
+    );
     out.insert("statistics".into(), json!([]));
     for f in ECHOED {
         if let Some(v) = record.get(f) {
@@ -217,6 +239,15 @@ fn modify_active(
 pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let name = name_of(super::required_str(req, "cluster")?);
     let record = modify_active(api, &name, |c| {
+        let services = service_count(api, &name)?;
+        if services > 0 {
+            return Err(ApiError::new(
+                Kind::ClusterContainsServices,
+                format!(
+                    "The cluster {name:?} has {services} services that are not deleted; delete them (DeleteService) and wait until they are INACTIVE"
+                ),
+            ));
+        }
         let (running, pending) = task_counts(api, &name)?;
         if running + pending > 0 {
             return Err(ApiError::new(

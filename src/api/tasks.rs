@@ -291,13 +291,21 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let family = str_field(req, "family")?;
     let started_by = str_field(req, "startedBy")?;
     let launch_type = str_field(req, "launchType")?;
-    let group = str_field(req, "serviceName")?.map(|s| format!("service:{s}"));
+    let service = str_field(req, "serviceName")?;
+    let group = service.map(crate::model::service::group);
+    // A service's tasks are listed from its index, not by scanning the
+    // cluster's tasks.
+    let records = match service {
+        Some(name) => super::services::tasks_of(api, &cluster, name)?,
+        None => api
+            .store
+            .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
+            .iter()
+            .filter_map(ledger::parse)
+            .collect(),
+    };
     let mut ids = Vec::new();
-    for r in api
-        .store
-        .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
-    {
-        let Some(t) = ledger::parse(&r) else { continue };
+    for t in records {
         let keep = t.desired_status == desired
             && family.is_none_or(|f| f == t.family)
             && started_by.is_none_or(|s| Some(s) == t.started_by.as_deref())
@@ -307,6 +315,7 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ids.push(t.id);
         }
     }
+    ids.sort();
     let (ids, next) = page::page(ids, |i| i.clone(), after.as_deref(), max);
     let arns: Vec<String> = ids.iter().map(|id| scope.task(&cluster, id)).collect();
     let mut out = json!({ "taskArns": arns });

@@ -479,3 +479,26 @@ def test_services_come_back_after_kill_9(fresh_dir):
     assert len(now) == 3
     assert stable(ecs, name)["runningCount"] == 3
     s.stop()
+
+
+def test_a_cluster_with_services_cannot_be_deleted(ecs):
+    cluster = uniq("cl")
+    ecs.create_cluster(clusterName=cluster)
+    td = register(ecs, [web()])
+    name = uniq("svc")
+    ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=1)
+    stable(ecs, name, cluster=cluster)
+    c = ecs.describe_clusters(clusters=[cluster])["clusters"][0]
+    assert (c["activeServicesCount"], c["runningTasksCount"]) == (1, 1)
+    with pytest.raises(ClientError) as e:
+        ecs.delete_cluster(cluster=cluster)
+    assert e.value.response["Error"]["Code"] == "ClusterContainsServicesException"
+    ecs.delete_service(cluster=cluster, service=name, force=True)
+    ecs.get_waiter("services_inactive").wait(
+        cluster=cluster, services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
+    wait_for(
+        "the cluster's tasks to stop",
+        lambda: ecs.describe_clusters(clusters=[cluster])["clusters"][0]["runningTasksCount"] == 0,
+    )
+    assert ecs.delete_cluster(cluster=cluster)["cluster"]["status"] == "INACTIVE"

@@ -1,0 +1,130 @@
+//! What the benches share: a real `skiff server` on free ports and a
+//! keep-alive ECS API client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    pub fn open(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    pub fn call(&mut self, action: &str, body: &Value) -> Value {
+        let body = body.to_string();
+        write!(
+            self.writer,
+            "POST / HTTP/1.1\r\nHost: bench\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut status = String::new();
+        self.reader.read_line(&mut status).unwrap();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).unwrap();
+            if h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut buf = vec![0; len];
+        self.reader.read_exact(&mut buf).unwrap();
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert!(status.contains(" 200 "), "{action}: {status} {v}");
+        v
+    }
+}
+
+pub fn per_second(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+pub fn parallel(
+    addr: &str,
+    clients: usize,
+    per_client: usize,
+    f: impl Fn(&mut Conn, usize, usize) + Sync,
+) -> Duration {
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let f = &f;
+            s.spawn(move || {
+                let mut conn = Conn::open(addr);
+                for i in 0..per_client {
+                    f(&mut conn, c, i);
+                }
+            });
+        }
+    });
+    t0.elapsed()
+}
+
+/// The server, killed however the bench ends.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `skiff server` with `workers` workers in a fresh data directory;
+/// returns it (killed on drop), its API address and the directory.
+pub fn server(workers: usize) -> (Killed, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args([
+            "server",
+            "--api",
+            "127.0.0.1:0",
+            "--ingress",
+            "127.0.0.1:0",
+            "--workers",
+        ])
+        .arg(workers.to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut first = String::new();
+    BufReader::new(child.0.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    (child, addr, dir)
+}
+
+/// The `p` quantile (0 to 1) of sorted durations.
+pub fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
