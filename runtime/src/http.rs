@@ -18,6 +18,10 @@ use crate::sandbox::{P2Host, Sandbox};
 /// The body of a response from a guest: streamed as the guest writes it.
 pub type ResponseBody = wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// The error a request or response body can end with (what a guest sees
+/// when a request body is cut off or too large).
+pub type BodyError = wasmtime_wasi_http::Error;
+
 /// Serves requests with one HTTP guest, under one task's budget. Cheap to
 /// clone; every clone shares the budget.
 #[derive(Clone)]

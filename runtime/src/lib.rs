@@ -51,7 +51,7 @@ mod outcome;
 mod sandbox;
 
 pub use engine::{Allocation, Metering, Runtime, RuntimeConfig};
-pub use http::{full_body, HttpHandler, ResponseBody};
+pub use http::{full_body, BodyError, HttpHandler, ResponseBody};
 pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
 pub use load::{Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};

@@ -30,6 +30,11 @@ pub struct TaskSpec {
     pub cluster: String,
     /// The task definition it runs.
     pub definition: TaskDefinition,
+    /// Its revision.
+    pub revision: u32,
+    /// The service it belongs to, if any (its HTTP container is then
+    /// routed by the ingress).
+    pub service: Option<String>,
     /// Per container (by name): `command` and extra `environment` from
     /// RunTask's `containerOverrides`.
     pub overrides: Vec<ContainerOverride>,
@@ -128,6 +133,16 @@ struct Worker {
 pub struct Agent {
     workers: Mutex<Vec<Worker>>,
     loads: Arc<Mutex<Vec<WorkerLoad>>>,
+    runtimes: Vec<tokio::runtime::Handle>,
+}
+
+/// Who the tasks of this node are, for the environment guests see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The region of task ARNs.
+    pub region: String,
+    /// The account of task ARNs.
+    pub account: String,
 }
 
 /// Where a worker's tasks get what they need.
@@ -137,16 +152,21 @@ pub(crate) struct WorkerContext {
     pub events: std::sync::mpsc::Sender<TaskEvent>,
     pub loads: Arc<Mutex<Vec<WorkerLoad>>>,
     pub logs_dir: PathBuf,
+    pub routes: Arc<crate::ingress::routes::Routes>,
+    pub identity: Identity,
 }
 
 impl Agent {
     /// Starts `workers` worker threads sharing `memory_mib` of memory.
+    /// Tasks of services register their HTTP containers in `routes`.
     pub fn start(
         runtime: Runtime,
         workers: usize,
         memory_mib: u64,
         logs_dir: PathBuf,
         events: std::sync::mpsc::Sender<TaskEvent>,
+        routes: Arc<crate::ingress::routes::Routes>,
+        identity: Identity,
     ) -> std::io::Result<Agent> {
         let workers = workers.max(1);
         let per_worker = memory_mib / workers as u64;
@@ -156,14 +176,21 @@ impl Agent {
             events,
             loads: loads.clone(),
             logs_dir,
+            routes,
+            identity,
         };
         let mut handles = Vec::with_capacity(workers);
+        let mut runtimes = Vec::with_capacity(workers);
         for i in 0..workers {
             let (tx, rx) = mpsc::unbounded_channel();
             let ctx = ctx.clone();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtimes.push(rt.handle().clone());
             let thread = std::thread::Builder::new()
                 .name(format!("skiff-worker-{i}"))
-                .spawn(move || worker_main(ctx, rx))?;
+                .spawn(move || worker_main(rt, ctx, rx))?;
             handles.push(Worker {
                 commands: tx,
                 thread: Some(thread),
@@ -172,7 +199,14 @@ impl Agent {
         Ok(Agent {
             workers: Mutex::new(handles),
             loads,
+            runtimes,
         })
+    }
+
+    /// Each worker's async runtime: work spawned there runs on that
+    /// worker's thread (the ingress accepts and answers requests there).
+    pub fn runtimes(&self) -> &[tokio::runtime::Handle] {
+        &self.runtimes
     }
 
     /// How many workers there are.
@@ -261,17 +295,11 @@ pub(crate) fn release(loads: &Mutex<Vec<WorkerLoad>>, worker: usize, cpu: u32, m
     }
 }
 
-fn worker_main(ctx: WorkerContext, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("skiff: a worker could not start its runtime: {e}");
-            return;
-        }
-    };
+fn worker_main(
+    rt: tokio::runtime::Runtime,
+    ctx: WorkerContext,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     rt.block_on(async move {
         let mut running: std::collections::HashMap<
             String,

@@ -5,14 +5,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use skiff_runtime::{
-    human_bytes, human_duration, Budget, Guest, HttpHandler, Limits, Mount, Outcome, Report,
-    RunLimits, Sandbox,
+    human_bytes, human_duration, Budget, Guest, HttpHandler, Limits, LogStream, Mount, Outcome,
+    Report, RunLimits, Sandbox,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::{release, Event, TaskEvent, TaskSpec, WorkerContext};
+use crate::ingress::routes::Endpoint;
 use crate::model::task::{HealthStatus, StopCode};
 use crate::model::taskdef::{ContainerDefinition, DependencyCondition, HealthCheck};
 
@@ -127,7 +130,33 @@ impl Task {
             Some(cmd) => args.extend(cmd.iter().cloned()),
             None => args.extend(c.command.iter().cloned()),
         }
-        let mut env = c.environment.clone();
+        let spec = &self.spec;
+        let id = &self.ctx.identity;
+        let mut env = vec![
+            ("SKIFF_CLUSTER".to_string(), spec.cluster.clone()),
+            (
+                "SKIFF_TASK_ARN".to_string(),
+                format!(
+                    "arn:aws:ecs:{}:{}:task/{}/{}",
+                    id.region, id.account, spec.cluster, spec.id
+                ),
+            ),
+            ("SKIFF_TASK_ID".to_string(), spec.id.clone()),
+            (
+                "SKIFF_TASK_FAMILY".to_string(),
+                spec.definition.family.clone(),
+            ),
+            ("SKIFF_TASK_REVISION".to_string(), spec.revision.to_string()),
+            ("SKIFF_CONTAINER_NAME".to_string(), c.name.clone()),
+            ("AWS_REGION".to_string(), id.region.clone()),
+        ];
+        if let Some(service) = &spec.service {
+            env.push(("SKIFF_SERVICE".to_string(), service.clone()));
+        }
+        for (k, v) in &c.environment {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
         for (k, v) in ov.map(|o| o.environment.as_slice()).unwrap_or_default() {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
@@ -174,6 +203,60 @@ impl Task {
             mounts,
             logs,
         })
+    }
+}
+
+/// Whether a task takes requests, by its containers' health as ECS
+/// derives a task's: not if an essential container is UNHEALTHY; and, if
+/// essential containers have health checks, only once all are HEALTHY.
+fn routable(containers: &[ContainerDefinition], health: &[Option<HealthStatus>]) -> bool {
+    let checked: Vec<HealthStatus> = containers
+        .iter()
+        .zip(health)
+        .filter(|(c, _)| c.essential)
+        .filter_map(|(_, h)| *h)
+        .collect();
+    checked.iter().all(|h| *h == HealthStatus::Healthy)
+}
+
+impl Task {
+    /// Registers container `i` of a service's task with the ingress (the
+    /// first HTTP container of the task); host ports it cannot open are
+    /// said in the container's log.
+    fn route(
+        &self,
+        i: usize,
+        handler: &HttpHandler,
+        sandbox: &Sandbox,
+        health: &[Option<HealthStatus>],
+    ) -> Option<Arc<Endpoint>> {
+        let service = self.spec.service.as_ref()?;
+        let c = &self.spec.definition.containers[i];
+        let ep = Arc::new(Endpoint::new(
+            self.spec.id.clone(),
+            self.spec.worker,
+            handler.clone(),
+            c.extensions
+                .concurrency
+                .unwrap_or(crate::model::taskdef::DEFAULT_CONCURRENCY) as usize,
+            sandbox.logs.clone(),
+        ));
+        ep.set_routable(routable(&self.spec.definition.containers, health));
+        let ports: Vec<u16> = c
+            .port_mappings
+            .iter()
+            .filter_map(|p| p.host_port)
+            .filter(|&p| p > 0)
+            .collect();
+        let key = (self.spec.cluster.clone(), service.clone());
+        for problem in self.ctx.routes.register(key, ep.clone(), &ports) {
+            sandbox.logs.line(
+                LogStream::Stderr,
+                std::time::SystemTime::now(),
+                &format!("[skiff] {problem}"),
+            );
+        }
+        Some(ep)
     }
 }
 
@@ -249,6 +332,12 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
     let mut healthy = vec![false; n];
     let mut handlers: Vec<Option<HttpHandler>> = vec![None; n];
     let mut set: JoinSet<Done> = JoinSet::new();
+    // Each container's health, when it has a check; and the task's route.
+    let mut health: Vec<Option<HealthStatus>> = containers
+        .iter()
+        .map(|c| c.health_check.as_ref().map(|_| HealthStatus::Unknown))
+        .collect();
+    let mut endpoint: Option<Arc<Endpoint>> = None;
     // Health monitors run until the task stops; they report changes here.
     let mut monitors: JoinSet<()> = JoinSet::new();
     let (health_tx, mut health_rx) =
@@ -326,7 +415,12 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
                                 sandbox.clone(),
                                 limits,
                             ) {
-                                Ok(h) => handlers[i] = Some(h),
+                                Ok(h) => {
+                                    if endpoint.is_none() {
+                                        endpoint = task.route(i, &h, &sandbox, &health);
+                                    }
+                                    handlers[i] = Some(h);
+                                }
                                 Err(e) => {
                                     let r = Report::bare(Outcome::LoadError(e));
                                     set.spawn(async move { Done::Exited(i, r) });
@@ -386,6 +480,10 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
             Some((i, status)) = health_rx.recv() => {
                 // HEALTHY once is enough for a dependency to start.
                 healthy[i] |= status == HealthStatus::Healthy;
+                health[i] = Some(status);
+                if let Some(ep) = &endpoint {
+                    ep.set_routable(routable(containers, &health));
+                }
                 task.report(Event::ContainerHealth { index: i, status });
             }
         }
@@ -394,6 +492,13 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
         StopCode::EssentialContainerExited,
         "Essential container in task exited".into(),
     ));
+    // Take no new requests, then say so.
+    if let (Some(service), Some(_)) = (&task.spec.service, &endpoint) {
+        task.ctx
+            .routes
+            .deregister(&(task.spec.cluster.clone(), service.clone()), &task.spec.id);
+    }
+    drop(endpoint);
     task.report(Event::Deactivating);
     task.report(Event::Stopping {
         code,

@@ -172,6 +172,8 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             id: t.id.clone(),
             cluster: t.cluster.clone(),
             definition: td.clone(),
+            revision,
+            service: None,
             overrides: container_overrides.clone(),
             worker: t.worker,
             reserved: (cpu, memory),

@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use skiff_runtime::{Runtime, RuntimeConfig};
 
-use crate::agent::{ledger, Agent};
+use crate::agent::{ledger, Agent, Identity};
 use crate::api::{self, Api};
+use crate::ingress::front::Front;
+use crate::ingress::routes::Routes;
 use crate::store::{SqliteStore, Store};
 
 /// Run the engine: the ECS API, the store and the ingress.
@@ -38,6 +40,13 @@ pub struct Server {
     /// Default: the machine's memory.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..))]
     pub memory: Option<u64>,
+    /// Services answer on the ingress at SERVICE.CLUSTER.DOMAIN (and
+    /// SERVICE.DOMAIN for the default cluster).
+    #[arg(long, value_name = "DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// The largest request body the ingress passes to a guest, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::ingress::front::DEFAULT_MAX_BODY)]
+    pub max_request_body: u64,
     /// How long stopped tasks stay describable: 30m, 1h, ...
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
     pub stopped_task_ttl: std::time::Duration,
@@ -161,9 +170,22 @@ impl Server {
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let ledger_thread = ledger::spawn(store.clone(), events_rx)
             .map_err(|e| format!("cannot start the ledger: {e}"))?;
+        let routes = Arc::new(Routes::new(&self.domain));
+        let identity = Identity {
+            region: self.region.clone(),
+            account: self.account.clone(),
+        };
         let agent = Arc::new(
-            Agent::start(runtime, workers, memory, logs_dir.clone(), events_tx)
-                .map_err(|e| format!("cannot start the workers: {e}"))?,
+            Agent::start(
+                runtime,
+                workers,
+                memory,
+                logs_dir.clone(),
+                events_tx,
+                routes.clone(),
+                identity,
+            )
+            .map_err(|e| format!("cannot start the workers: {e}"))?,
         );
 
         let api = Arc::new(Api {
@@ -183,10 +205,22 @@ impl Server {
             api,
             shutdown.clone().cancelled_owned(),
         ));
-        tracker.spawn(crate::ingress::serve_unrouted(
-            ingress_listener,
-            shutdown.clone().cancelled_owned(),
-        ));
+        // The workers accept and answer the ingress's requests themselves.
+        let front = Front::new(
+            routes.clone(),
+            agent.runtimes().to_vec(),
+            shutdown.clone(),
+            ingress_addr.ip(),
+            self.max_request_body,
+        );
+        routes.set_opener(Box::new(front.clone()));
+        front
+            .listen(
+                ingress_listener
+                    .into_std()
+                    .map_err(|e| format!("cannot use the ingress listener: {e}"))?,
+            )
+            .map_err(|e| format!("cannot use the ingress listener: {e}"))?;
         let reaper_store = store.clone();
         let reaper_stop = shutdown.clone();
         tracker.spawn(async move {
@@ -202,7 +236,11 @@ impl Server {
         });
         tracker.close();
         eprintln!("skiff: API on http://{api_addr}/ (AWS JSON 1.1, like ECS)");
-        eprintln!("skiff: ingress on http://{ingress_addr}/");
+        eprintln!(
+            "skiff: ingress on http://{ingress_addr}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
+            self.domain,
+            ingress_addr.port()
+        );
         eprintln!(
             "skiff: {workers} workers sharing {memory} MiB; data in {}",
             data.path.display()
@@ -215,6 +253,7 @@ impl Server {
         eprintln!("skiff: shutting down");
         shutdown.cancel();
         tracker.wait().await;
+        front.wait().await;
         // The scheduler stops first, so that the tasks the shutdown stops
         // are not replaced.
         let _ = tokio::task::spawn_blocking(move || scheduler_thread.join()).await;

@@ -236,10 +236,17 @@ pub struct Extensions {
     pub timeout: Option<Duration>,
     /// `skiff.max-fuel`: fuel budget per run or request.
     pub max_fuel: Option<u64>,
+    /// `skiff.concurrency`: the most requests one task's HTTP container
+    /// handles at once (default [`DEFAULT_CONCURRENCY`]); past that the
+    /// ingress sends requests to other tasks, or answers 503.
+    pub concurrency: Option<u32>,
 }
 
+/// The concurrency limit of an HTTP container without `skiff.concurrency`.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
+
 /// The `skiff.` labels skiff knows.
-pub const LABELS: [&str; 2] = ["skiff.timeout", "skiff.max-fuel"];
+pub const LABELS: [&str; 3] = ["skiff.timeout", "skiff.max-fuel", "skiff.concurrency"];
 
 /// The smallest hard memory limit of a container, in MiB (as ECS).
 pub const MIN_CONTAINER_MEMORY: u64 = 6;
@@ -729,6 +736,19 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
                         format!("{v:?} is not a fuel budget: write a positive whole number"),
                     )
                 })?)
+            }
+            "skiff.concurrency" => {
+                ext.concurrency = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=100_000).contains(n))
+                        .ok_or_else(|| {
+                            FieldError::new(
+                                &at,
+                                format!("{v:?} is not a concurrency limit: write a whole number from 1 to 100000"),
+                            )
+                        })?,
+                )
             }
             _ => {
                 return Err(FieldError::new(

@@ -381,6 +381,8 @@ impl Controller {
                         id: t.id.clone(),
                         cluster: t.cluster.clone(),
                         definition: td,
+                        revision: t.revision,
+                        service: Some(s.name.clone()),
                         overrides: Vec::new(),
                         worker: t.worker,
                         reserved: (t.cpu, t.memory),

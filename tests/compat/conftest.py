@@ -26,6 +26,7 @@ class Server:
         self.args = list(args)
         self.proc = None
         self.endpoint = None
+        self.ingress = None
 
     def start(self, timeout=60):
         self.proc = subprocess.Popen(
@@ -52,6 +53,9 @@ class Server:
             m = re.search(r"API on (http://[0-9.:]+)/", line)
             if m:
                 self.endpoint = m.group(1)
+            m = re.search(r"ingress on http://([0-9.]+):([0-9]+)/", line)
+            if m:
+                self.ingress = (m.group(1), int(m.group(2)))
                 return self
         raise RuntimeError(f"skiff server did not start (exit {self.proc.poll()})")
 

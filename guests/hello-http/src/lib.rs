@@ -6,7 +6,11 @@
 //! environment variable names a file that does not exist (so a test can
 //! turn a task unhealthy through a mounted volume). `GET /status/N`
 //! answers with status N. `GET /spin?n=N` burns N loop iterations before
-//! answering, for CPU-limit tests. Any other path is echoed back.
+//! answering, for CPU-limit tests. For the ingress tests: `/trap` traps,
+//! `/alloc?mib=N` allocates N MiB, `/sleep?ms=N` sleeps, `/env/NAME`
+//! answers an environment variable, `/stream?kib=N` streams N KiB, and
+//! `/count` reads the request body and answers its length. Any other path
+//! is echoed back.
 
 use std::io::Write as _;
 
@@ -29,10 +33,32 @@ fn spin(n: u64) -> u64 {
     x
 }
 
+/// Reads the whole request body; returns its length or why it failed.
+fn count_body(request: IncomingRequest) -> Result<u64, String> {
+    let body = request.consume().map_err(|_| "no body".to_string())?;
+    let stream = body.stream().map_err(|_| "no body stream".to_string())?;
+    let mut n = 0u64;
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => n += chunk.len() as u64,
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                return Err(e.to_debug_string())
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn query_num(path: &str, prefix: &str) -> Option<u64> {
+    path.strip_prefix(prefix)?.parse().ok()
+}
+
 impl wasip2::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
         let mut status: u16 = 200;
+        let mut stream_kib = 0;
         let body = if path == "/" {
             match std::env::var("GREETING") {
                 Ok(g) => format!("hello from skiff ({g})\n"),
@@ -49,9 +75,36 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         } else if let Some(code) = path.strip_prefix("/status/") {
             status = code.parse().unwrap_or(500);
             format!("status {status}\n")
-        } else if let Some(n) = path.strip_prefix("/spin?n=") {
-            let n: u64 = n.parse().unwrap_or(0);
+        } else if let Some(n) = query_num(&path, "/spin?n=") {
             format!("spun {}\n", spin(n))
+        } else if path == "/trap" {
+            core::arch::wasm32::unreachable()
+        } else if let Some(mib) = query_num(&path, "/alloc?mib=") {
+            let v = vec![1u8; (mib as usize) << 20];
+            format!("allocated {} MiB\n", std::hint::black_box(v).len() >> 20)
+        } else if let Some(ms) = query_num(&path, "/sleep?ms=") {
+            println!("sleeping {ms} ms");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            format!("slept {ms} ms\n")
+        } else if let Some(name) = path.strip_prefix("/env/") {
+            match std::env::var(name) {
+                Ok(v) => format!("{v}\n"),
+                Err(_) => {
+                    status = 404;
+                    format!("{name} is not set\n")
+                }
+            }
+        } else if let Some(kib) = query_num(&path, "/stream?kib=") {
+            stream_kib = kib;
+            String::new()
+        } else if path == "/count" {
+            match count_body(request) {
+                Ok(n) => format!("read {n} bytes\n"),
+                Err(e) => {
+                    status = 413;
+                    format!("body error: {e}\n")
+                }
+            }
         } else {
             format!("you asked for {path}\n")
         };
@@ -64,6 +117,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         ResponseOutparam::set(response_out, Ok(resp));
         let mut out = out_body.write().expect("body stream");
         out.write_all(body.as_bytes()).expect("write body");
+        // A streamed body: one KiB at a time, never held whole.
+        let mut line = [b'x'; 1024];
+        line[1023] = b'\n';
+        for _ in 0..stream_kib {
+            out.write_all(&line).expect("write body");
+        }
         out.flush().expect("flush body");
         drop(out);
         OutgoingBody::finish(out_body, None).expect("finish body");

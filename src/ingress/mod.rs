@@ -3,8 +3,13 @@
 //! that ends without a response is answered here: 504 for a timeout, 500
 //! for anything else, with the reason in the body.
 //!
-//! Routing by Host and hostPort, balancing over tasks and load shedding
-//! arrive with the services and HTTP issues; today one handler serves all.
+//! [`routes`] is the table of services and their tasks and the choice of a
+//! task per request; [`front`] runs the accept loops on the worker threads
+//! and answers requests (routing, admission, 404/413/503, request ids).
+//! [`serve`] is the one-handler server of `skiff exec`.
+
+pub mod front;
+pub mod routes;
 
 use std::future::Future;
 use std::time::Duration;
@@ -102,23 +107,4 @@ pub fn failure_response(report: &Report) -> Response<ResponseBody> {
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// Until services exist nothing is routed: every request is answered 404
-/// naming the host that was asked for.
-pub async fn serve_unrouted(listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    accept_loop(listener, shutdown, |req: Request<Incoming>| async move {
-        let host = req
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let mut resp = Response::new(full_body(format!(
-            "no service is routed for host {host:?}\n"
-        )));
-        *resp.status_mut() = StatusCode::NOT_FOUND;
-        resp
-    })
-    .await;
 }

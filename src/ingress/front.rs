@@ -1,0 +1,312 @@
+//! The ingress front: every worker thread accepts connections on every
+//! ingress listener and answers their requests.
+//!
+//! A request goes to the service its Host names (or its hostPort's
+//! service), to the task [`Routes::pick`] chooses. When that task runs on
+//! the worker that accepted the connection, its instance runs right there;
+//! otherwise the request is handed to the task's worker. Nothing queues: a
+//! request no task can take now is answered 503 with Retry-After at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use skiff_runtime::{full_body, BodyError, LogStream, Outcome, ResponseBody, TrapKind};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::routes::{Admitted, Pick, PortOpener, Routes, ServiceKey};
+use super::{accept_loop, failure_response};
+
+/// The header that carries a request's id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The default largest request body (16 MiB).
+pub const DEFAULT_MAX_BODY: u64 = 16 << 20;
+
+/// Where the requests of a listener go.
+#[derive(Clone, Debug)]
+enum Target {
+    /// By Host.
+    Host,
+    /// All to one service (a hostPort listener).
+    Service(ServiceKey),
+}
+
+/// The workers' shared ingress state.
+pub struct Front {
+    routes: Arc<Routes>,
+    workers: Vec<Handle>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    ip: IpAddr,
+    max_body: u64,
+}
+
+impl Front {
+    /// A front over the workers' runtimes. `ip` is where hostPort
+    /// listeners bind.
+    pub fn new(
+        routes: Arc<Routes>,
+        workers: Vec<Handle>,
+        shutdown: CancellationToken,
+        ip: IpAddr,
+        max_body: u64,
+    ) -> Arc<Front> {
+        Arc::new(Front {
+            routes,
+            workers,
+            tracker: TaskTracker::new(),
+            shutdown,
+            ip,
+            max_body,
+        })
+    }
+
+    /// Accepts on `listener` (by Host) on every worker.
+    pub fn listen(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
+        self.listen_for(listener, Target::Host)
+    }
+
+    fn listen_for(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+        target: Target,
+    ) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        for (i, w) in self.workers.iter().enumerate() {
+            let l = listener.try_clone()?;
+            let front = self.clone();
+            let target = target.clone();
+            let stop = self.shutdown.clone();
+            w.spawn(self.tracker.track_future(async move {
+                let Ok(l) = tokio::net::TcpListener::from_std(l) else {
+                    return;
+                };
+                let answer_front = front.clone();
+                accept_loop(l, stop.cancelled_owned(), move |req| {
+                    let front = answer_front.clone();
+                    let target = target.clone();
+                    async move { front.answer(req, i, &target).await }
+                })
+                .await;
+            }));
+        }
+        Ok(())
+    }
+
+    /// Waits until every accept loop has ended (after shutdown, once their
+    /// connections are done or the drain time is over).
+    pub async fn wait(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    async fn answer(
+        &self,
+        mut req: Request<Incoming>,
+        local: usize,
+        target: &Target,
+    ) -> Response<ResponseBody> {
+        let id = request_id(&req);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
+        let mut resp = self.route(req, local, target, &id).await;
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        resp
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        local: usize,
+        target: &Target,
+        id: &str,
+    ) -> Response<ResponseBody> {
+        let service = match target {
+            Target::Service(s) => s.clone(),
+            Target::Host => {
+                let host = req
+                    .headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().authority().map(|a| a.as_str()))
+                    .unwrap_or("")
+                    .to_string();
+                match self.routes.service_of_host(&host) {
+                    Some(s) => s,
+                    None => {
+                        return plain(
+                            StatusCode::NOT_FOUND,
+                            format!(
+                                "no service is routed for host {host:?}: ask for SERVICE.CLUSTER.{} (or SERVICE.{} in the default cluster)",
+                                self.routes.domain(),
+                                self.routes.domain()
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        let (cluster, name) = &service;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes", self.max_body),
+            );
+        }
+        let admitted = match self.routes.pick(&service, local) {
+            Pick::To(a) => a,
+            Pick::Unknown => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    format!("no service {name:?} in cluster {cluster:?} has run a task here"),
+                )
+            }
+            Pick::NoTask => {
+                return busy(format!(
+                    "service {name:?} in cluster {cluster:?} has no RUNNING, healthy task"
+                ))
+            }
+            Pick::Full { tasks } => {
+                return busy(format!(
+                    "all {tasks} tasks of service {name:?} are at their concurrency limit (skiff.concurrency)"
+                ))
+            }
+        };
+        let ep = admitted.endpoint().clone();
+        let max = self.max_body;
+        let req = req.map(move |b| limit(b, max));
+        let handler = ep.handler.clone();
+        let result = if ep.worker == local {
+            handler.handle(req).await
+        } else {
+            match self.workers.get(ep.worker) {
+                Some(w) => match w.spawn(async move { handler.handle(req).await }).await {
+                    Ok(r) => r,
+                    Err(e) => Err(skiff_runtime::Report::bare(Outcome::Trap {
+                        kind: TrapKind::Host(format!("the request's task failed: {e}")),
+                        backtrace: String::new(),
+                    })),
+                },
+                None => handler.handle(req).await,
+            }
+        };
+        match result {
+            Ok(resp) => resp.map(|body| {
+                Guarded {
+                    body,
+                    _admitted: admitted,
+                }
+                .boxed_unsync()
+            }),
+            Err(report) => {
+                let reason = report.outcome.reason();
+                let mut line = format!("[skiff] request {id} to task {} failed: {reason}", ep.task);
+                if let Outcome::Trap { backtrace, .. } = &report.outcome {
+                    if !backtrace.is_empty() {
+                        line.push('\n');
+                        line.push_str(backtrace);
+                    }
+                }
+                let now = std::time::SystemTime::now();
+                for l in line.lines() {
+                    ep.logs.line(LogStream::Stderr, now, l);
+                }
+                let mut resp = failure_response(&report);
+                *resp.body_mut() = full_body(format!("request {id} failed: {reason}\n"));
+                resp
+            }
+        }
+    }
+}
+
+impl PortOpener for Arc<Front> {
+    fn open(&self, port: u16, service: ServiceKey) -> Result<(), String> {
+        let l = std::net::TcpListener::bind(SocketAddr::new(self.ip, port))
+            .map_err(|e| e.to_string())?;
+        self.listen_for(l, Target::Service(service))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The request's `X-Request-Id` when it has a usable one, or a new one.
+fn request_id(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(crate::api::new_id)
+}
+
+fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut resp = Response::new(full_body(format!("{text}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn busy(text: String) -> Response<ResponseBody> {
+    let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, text);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// A request body cut off past `max` bytes: the guest sees the error
+/// `HttpRequestBodySize` when it reads past it.
+fn limit(
+    body: Incoming,
+    max: u64,
+) -> http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BodyError> {
+    http_body_util::Limited::new(body, max as usize)
+        .map_err(move |e| match e.downcast::<hyper::Error>() {
+            Ok(h) => BodyError::Hyper(*h),
+            Err(_) => BodyError::HttpRequestBodySize(Some(max)),
+        })
+        .boxed_unsync()
+}
+
+/// A response body that holds its request's admission until it is done.
+struct Guarded {
+    body: ResponseBody,
+    _admitted: Admitted,
+}
+
+impl Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
