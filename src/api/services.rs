@@ -366,6 +366,36 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     Ok(json!({ "service": v }))
 }
 
+/// Reads a service, lets `change` edit it (it returns whether anything is
+/// to be written), writes it back guarded by its revision (retrying on a
+/// conflict), and shows the result.
+fn modify(
+    api: &Api,
+    scope: &Scope,
+    cluster: &str,
+    name: &str,
+    change: impl Fn(&mut ServiceRecord) -> ApiResult<bool>,
+) -> ApiResult {
+    let svc = with_retries(|| {
+        let Some((mut s, rev)) = load(api, cluster, name)? else {
+            return Err(not_found(name, cluster));
+        };
+        if !change(&mut s)? {
+            return Ok(Ok(s));
+        }
+        let k = service::key(cluster, name);
+        Ok(api
+            .store
+            .commit(
+                &[Condition::At(k.clone(), rev)],
+                &[Write::Put(k, serde_json::to_vec(&s).unwrap_or_default())],
+            )
+            .map(|_| s))
+    })?;
+    let tasks = tasks_of(api, cluster, name)?;
+    Ok(json!({ "service": svc.view(scope, &tasks) }))
+}
+
 /// UpdateService.
 pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
@@ -383,10 +413,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let placement = placement(req)?;
     let constraints = constraints(req)?;
     let grace = int(req, "healthCheckGracePeriodSeconds", 0, i32::MAX as i64)?;
-    let svc = with_retries(|| {
-        let Some((mut s, rev)) = load(api, &cluster, &name)? else {
-            return Err(not_found(&name, &cluster));
-        };
+    modify(api, scope, &cluster, &name, |s| {
         if s.status != ServiceStatus::Active {
             return Err(ApiError::new(
                 Kind::ServiceNotActive,
@@ -454,17 +481,8 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             }
             s.steady = false;
         }
-        let k = service::key(&cluster, &name);
-        Ok(api
-            .store
-            .commit(
-                &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k, serde_json::to_vec(&s).unwrap_or_default())],
-            )
-            .map(|_| s))
-    })?;
-    let tasks = tasks_of(api, &cluster, &name)?;
-    Ok(json!({ "service": svc.view(scope, &tasks) }))
+        Ok(true)
+    })
 }
 
 /// DeleteService: refused while the service is scaled above 0 unless
@@ -473,10 +491,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
     let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
     let force = req.get("force").and_then(Value::as_bool).unwrap_or(false);
-    let svc = with_retries(|| {
-        let Some((mut s, rev)) = load(api, &cluster, &name)? else {
-            return Err(not_found(&name, &cluster));
-        };
+    modify(api, scope, &cluster, &name, |s| {
         match s.status {
             ServiceStatus::Inactive => {
                 return Err(ApiError::new(
@@ -484,7 +499,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                     format!("Service was not ACTIVE: {name:?} was already deleted"),
                 ))
             }
-            ServiceStatus::Draining => return Ok(Ok(s)),
+            ServiceStatus::Draining => return Ok(false),
             ServiceStatus::Active => {}
         }
         if s.desired_count > 0 && !force {
@@ -495,17 +510,8 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         s.status = ServiceStatus::Draining;
         s.desired_count = 0;
         s.deleted_at = Some(crate::model::now());
-        let k = service::key(&cluster, &name);
-        Ok(api
-            .store
-            .commit(
-                &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k, serde_json::to_vec(&s).unwrap_or_default())],
-            )
-            .map(|_| s))
-    })?;
-    let tasks = tasks_of(api, &cluster, &name)?;
-    Ok(json!({ "service": svc.view(scope, &tasks) }))
+        Ok(true)
+    })
 }
 
 /// DescribeServices: unknown services are `failures` with reason MISSING.

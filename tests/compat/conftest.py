@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 
 import boto3
 import pytest
@@ -16,6 +17,23 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SKIFF = os.environ.get("SKIFF_BIN", os.path.join(ROOT, "target", "release", "skiff"))
 REGION = "us-west-2"
+
+
+def uniq(prefix):
+    """A name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(what, fn, timeout=60.0):
+    """Polls fn until it returns something truthy; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
 
 
 class Server:

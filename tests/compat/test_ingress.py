@@ -12,28 +12,14 @@ import re
 import socket
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, uniq, wait_for
 
 DIST = os.path.join(ROOT, "guests", "dist")
 
 
-def uniq(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def wait_for(what, fn, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
 
 
 def web(**kw):

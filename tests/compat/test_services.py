@@ -11,19 +11,15 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, Server
+from conftest import ROOT, Server, uniq, wait_for
 
 DIST = os.path.join(ROOT, "guests", "dist")
 AWS = os.path.join(ROOT, ".venv", "bin", "aws")
 
-
-def uniq(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def web(**kw):
@@ -37,17 +33,6 @@ def register(ecs, containers, family=None, **extra):
     out = ecs.register_task_definition(family=family, containerDefinitions=containers, **extra)
     return out["taskDefinition"]["taskDefinitionArn"]
 
-
-def wait_for(what, fn, timeout=60.0):
-    """Polls fn until it returns something truthy; fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
 
 
 def stable(ecs, name, cluster="default", attempts=120):

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::model::service::{CircuitBreaker, DeploymentConfig, Strategy};
-use crate::model::task::{ContainerRecord, ContainerStatus};
 
 struct Seq(u64);
 
@@ -65,44 +64,23 @@ impl World {
     fn step(&mut self) -> Plan {
         let plan = reconcile(&self.svc, &self.tasks, self.now, &mut self.ids);
         for s in &plan.start {
-            let id = format!("t{}", self.ids.0);
-            self.ids.0 += 1;
-            self.tasks.push(TaskRecord {
-                id,
-                cluster: "default".into(),
-                family: s.family.clone(),
-                revision: s.revision,
-                group: "service:web".into(),
-                started_by: Some(s.deployment.clone()),
-                launch_type: "FARGATE".into(),
-                last_status: TaskStatus::Provisioning,
-                desired_status: DesiredStatus::Running,
-                worker: 0,
-                cpu: 0,
-                memory: 16,
-                created_at: self.now,
-                started_at: None,
-                stopping_at: None,
-                stopped_at: None,
-                stop_code: None,
-                stopped_reason: None,
-                containers: vec![ContainerRecord {
-                    id: "c".into(),
-                    name: "main".into(),
-                    image: "x.wasm".into(),
-                    last_status: ContainerStatus::Pending,
-                    exit_code: None,
-                    reason: None,
-                    cpu: 0,
-                    memory: None,
-                    memory_reservation: None,
-                    essential: true,
-                    health_status: self.checked.then_some(HealthStatus::Unknown),
-                }],
-                overrides: serde_json::json!({}),
-                health_status: HealthStatus::Unknown,
-                version: 1,
+            let mut container =
+                serde_json::json!({"name": "main", "image": "x.wasm", "memory": 16});
+            if self.checked {
+                container["healthCheck"] = serde_json::json!({"command": ["CMD", "GET /healthz"]});
+            }
+            let td = crate::model::taskdef::TaskDefinition::parse(
+                &serde_json::json!({"family": s.family, "containerDefinitions": [container]}),
+            )
+            .unwrap();
+            let ids = &mut self.ids;
+            let mut t = TaskRecord::placed(&td, s.revision, "default", 0, self.now, &mut || {
+                ids.0 += 1;
+                format!("t{}", ids.0)
             });
+            t.group = "service:web".into();
+            t.started_by = Some(s.deployment.clone());
+            self.tasks.push(t);
         }
         for s in &plan.stop {
             let t = self.task(&s.task);

@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""HTTP throughput of skiff's ingress against `wasmtime serve` and native hyper.
+
+Drives the same guests/dist/hello-http.wasm through
+  (a) skiff: a 2-task service behind the ingress, --workers = server cores,
+  (b) skiff --workers 1 on one core (so throughput per core can be compared),
+  (c) wasmtime serve 48.0.8 in its best configuration
+      (-Scli -O pooling-allocator=y -O pooling-memory-keep-resident=10485760
+       -O pooling-table-keep-resident=1048576),
+  (d) a native hyper hello-world (examples/native_hello.rs),
+with wrk at 32 connections in alternating rounds, and prints requests/s,
+p50 and p99 latency (medians over the rounds), non-2xx counts and ratios.
+
+Usage: bench/http.sh [SERVER_CPUS] [LOAD_CPUS] [ROUNDS] [DURATION]
+  SERVER_CPUS  taskset list the servers run on (default: every core)
+  LOAD_CPUS    taskset list wrk runs on (default: the same cores)
+  ROUNDS       rounds per target (default 3)
+  DURATION     seconds per wrk run (default 10)
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUEST = os.path.join(ROOT, "guests", "dist", "hello-http.wasm")
+SKIFF = os.path.join(ROOT, "target", "release", "skiff")
+NATIVE = os.path.join(ROOT, "target", "release", "examples", "native_hello")
+WASMTIME = shutil.which("wasmtime") or os.path.expanduser("~/.cargo/bin/wasmtime")
+CONNECTIONS = 32
+
+
+def cpus(spec):
+    out = []
+    for part in spec.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url, host=None, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, headers={"Host": host} if host else {})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer 200 within {timeout}s")
+
+
+def ecs(api, action, body):
+    req = urllib.request.Request(
+        api,
+        data=json.dumps(body).encode(),
+        headers={
+            "X-Amz-Target": f"AmazonEC2ContainerServiceV20141113.{action}",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+class Target:
+    def __init__(self, name, cores, url, host=None):
+        self.name, self.cores, self.url, self.host = name, cores, url, host
+        self.rounds = []
+
+
+def start(cmd, cpu_list, **kw):
+    return subprocess.Popen(
+        ["taskset", "-c", ",".join(map(str, cpu_list))] + cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        **kw,
+    )
+
+
+def skiff(workers, cpu_list, data):
+    api_port, ingress_port = free_port(), free_port()
+    proc = start(
+        [SKIFF, "server", "--workers", str(workers), "--data-dir", data,
+         "--api", f"127.0.0.1:{api_port}", "--ingress", f"127.0.0.1:{ingress_port}"],
+        cpu_list,
+    )
+    api = f"http://127.0.0.1:{api_port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ecs(api, "ListClusters", {})
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise SystemExit("skiff server did not start")
+            time.sleep(0.1)
+    ecs(api, "RegisterTaskDefinition", {
+        "family": "hello",
+        "containerDefinitions": [{"name": "web", "image": GUEST, "memory": 128,
+                                  "dockerLabels": {"skiff.concurrency": "1000"}}],
+    })
+    ecs(api, "CreateService", {"serviceName": "hello", "taskDefinition": "hello", "desiredCount": 2})
+    while ecs(api, "DescribeServices", {"services": ["hello"]})["services"][0]["runningCount"] != 2:
+        time.sleep(0.1)
+    url = f"http://127.0.0.1:{ingress_port}/"
+    wait_http(url, "hello.localhost")
+    return proc, url
+
+
+def run_wrk(t, load_cpus, duration):
+    cmd = ["taskset", "-c", ",".join(map(str, load_cpus)), "wrk", f"-t{min(len(load_cpus), 4)}",
+           f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", t.url]
+    if t.host:
+        cmd[-1:-1] = ["-H", f"Host: {t.host}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def latency(pct):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50": latency(50), "p99": latency(99),
+            "non2xx": int(bad.group(1)) if bad else 0,
+            "errors": errors.group(0) if errors else ""}
+
+
+def main():
+    args = sys.argv[1:]
+    n = os.cpu_count() or 1
+    server_cpus = cpus(args[0]) if len(args) > 0 else list(range(n))
+    load_cpus = cpus(args[1]) if len(args) > 1 else server_cpus
+    rounds = int(args[2]) if len(args) > 2 else 3
+    duration = int(args[3]) if len(args) > 3 else 10
+    for tool, hint in [("wrk", "apt-get install wrk"), ("taskset", "apt-get install util-linux")]:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: {hint}")
+    if not os.path.exists(WASMTIME):
+        raise SystemExit("wasmtime is missing: cargo install wasmtime-cli --version 48.0.8 --locked")
+    version = subprocess.run([WASMTIME, "--version"], capture_output=True, text=True).stdout.strip()
+    if "48.0.8" not in version:
+        raise SystemExit(f"{WASMTIME} is {version}; install 48.0.8: cargo install wasmtime-cli --version 48.0.8 --locked")
+    subprocess.run(["cargo", "build", "--release", "--bin", "skiff", "--example", "native_hello"],
+                   cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+
+    print(f"server cores {server_cpus}, wrk cores {load_cpus}, {CONNECTIONS} connections, "
+          f"{rounds} rounds of {duration}s, {version}", flush=True)
+    procs, dirs, targets = [], [], []
+    try:
+        w = len(server_cpus)
+        d = tempfile.mkdtemp(prefix="skiff-bench-")
+        dirs.append(d)
+        p, url = skiff(w, server_cpus, d)
+        procs.append(p)
+        targets.append(Target(f"skiff --workers {w}", w, url, "hello.localhost"))
+        if w > 1:
+            d = tempfile.mkdtemp(prefix="skiff-bench-")
+            dirs.append(d)
+            p, url = skiff(1, server_cpus[:1], d)
+            procs.append(p)
+            targets.append(Target("skiff --workers 1", 1, url, "hello.localhost"))
+        port = free_port()
+        procs.append(start(
+            [WASMTIME, "serve", "-Scli", "-O", "pooling-allocator=y",
+             "-O", "pooling-memory-keep-resident=10485760", "-O", "pooling-table-keep-resident=1048576",
+             "--addr", f"127.0.0.1:{port}", GUEST],
+            server_cpus,
+        ))
+        wasmtime = Target("wasmtime serve", w, f"http://127.0.0.1:{port}/")
+        wait_http(wasmtime.url)
+        targets.append(wasmtime)
+        port = free_port()
+        procs.append(start([NATIVE, f"127.0.0.1:{port}", str(w)], server_cpus))
+        native = Target("native hyper", w, f"http://127.0.0.1:{port}/")
+        wait_http(native.url)
+        targets.append(native)
+
+        for r in range(rounds):
+            for t in targets:
+                res = run_wrk(t, load_cpus, duration)
+                t.rounds.append(res)
+                print(f"  round {r + 1} {t.name:<20} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
+                      f"p99 {res['p99']:.2f} ms  non-2xx {res['non2xx']} {res['errors']}", flush=True)
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)
+            except Exception:
+                p.kill()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    med = lambda t, k: statistics.median(x[k] for x in t.rounds)  # noqa: E731
+    print()
+    print(f"{'target':<20} {'cores':>5} {'req/s':>9} {'req/s/core':>10} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8}")
+    for t in targets:
+        print(f"{t.name:<20} {t.cores:>5} {med(t, 'rps'):>9.0f} {med(t, 'rps') / t.cores:>10.0f} "
+              f"{med(t, 'p50'):>7.2f} {med(t, 'p99'):>7.2f} {sum(x['non2xx'] for x in t.rounds):>8}")
+    main_t = targets[0]
+    print()
+    print(f"skiff / wasmtime serve: {med(main_t, 'rps') / med(wasmtime, 'rps'):.2f}x requests/s (target: at least 1.2x)")
+    print(f"skiff / native hyper:   {med(main_t, 'rps') / med(native, 'rps'):.2f}x requests/s")
+    if len(targets) == 4:
+        one = targets[1]
+        print(f"skiff per core, {main_t.cores} workers vs 1: "
+              f"{(med(main_t, 'rps') / main_t.cores) / med(one, 'rps'):.2f} (1.00 means it holds)")
+
+
+if __name__ == "__main__":
+    main()
