@@ -2,6 +2,7 @@
 
 pub mod exec;
 pub mod server;
+pub mod up;
 
 /// skiff's subcommands.
 #[derive(clap::Subcommand)]
@@ -10,6 +11,8 @@ pub enum Command {
     Exec(exec::Exec),
     /// Run the engine: the ECS API, the store and the ingress.
     Server(server::Server),
+    /// Start the engine and deploy an app on it (default: examples/hello).
+    Up(up::Up),
 }
 
 impl Command {
@@ -18,6 +21,7 @@ impl Command {
         match self {
             Command::Exec(c) => c.execute(),
             Command::Server(c) => c.execute(),
+            Command::Up(c) => c.execute(),
         }
     }
 }

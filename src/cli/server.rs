@@ -145,6 +145,14 @@ impl Server {
     }
 
     async fn run(self) -> Result<(), String> {
+        let engine = self.start().await?;
+        wait_for_signal().await;
+        engine.stop().await;
+        Ok(())
+    }
+
+    /// Starts the engine: everything listens and runs when this returns.
+    pub async fn start(self) -> Result<Engine, String> {
         let data = DataDir::open(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path.join("store.db"))?);
         crate::api::clusters::ensure_default(store.as_ref())?;
@@ -195,6 +203,7 @@ impl Server {
             agent: agent.clone(),
             logs_dir: logs_dir.clone(),
         });
+        let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let scheduler_thread =
             crate::scheduler::controller::spawn(store.clone(), agent.clone(), shutdown.clone())
@@ -248,22 +257,62 @@ impl Server {
         if recovered > 0 {
             eprintln!("skiff: {recovered} tasks were running when the server last stopped; they are reported STOPPED");
         }
+        Ok(Engine {
+            api: api_handle,
+            api_addr,
+            ingress_addr,
+            domain: self.domain,
+            shutdown,
+            tracker,
+            front,
+            scheduler_thread,
+            agent,
+            ledger_thread,
+            data,
+        })
+    }
+}
 
-        wait_for_signal().await;
+/// A running engine, as [`Server::start`] leaves it.
+pub struct Engine {
+    /// The API's actions, to call in process.
+    pub api: Arc<Api>,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the ingress listens.
+    pub ingress_addr: SocketAddr,
+    /// The domain services answer under.
+    pub domain: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    front: Arc<Front>,
+    scheduler_thread: std::thread::JoinHandle<()>,
+    agent: Arc<Agent>,
+    ledger_thread: std::thread::JoinHandle<()>,
+    data: DataDir,
+}
+
+impl Engine {
+    /// Stops it: listeners close and their connections finish (a few
+    /// seconds at most), the scheduler stops, then every task (reported as
+    /// "the skiff server shut down"), then the ledger writes the last
+    /// reports.
+    pub async fn stop(self) {
         eprintln!("skiff: shutting down");
-        shutdown.cancel();
-        tracker.wait().await;
-        front.wait().await;
+        self.shutdown.cancel();
+        self.tracker.wait().await;
+        self.front.wait().await;
         // The scheduler stops first, so that the tasks the shutdown stops
         // are not replaced.
-        let _ = tokio::task::spawn_blocking(move || scheduler_thread.join()).await;
-        // Stop every task, then let the ledger write their last reports.
-        let stopping = agent.clone();
+        let scheduler = self.scheduler_thread;
+        let _ = tokio::task::spawn_blocking(move || scheduler.join()).await;
+        let stopping = self.agent.clone();
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
-        drop(agent);
-        let _ = tokio::task::spawn_blocking(move || ledger_thread.join()).await;
-        drop(data);
-        Ok(())
+        drop(self.agent);
+        drop(self.api);
+        let ledger = self.ledger_thread;
+        let _ = tokio::task::spawn_blocking(move || ledger.join()).await;
+        drop(self.data);
     }
 }
 

@@ -24,6 +24,11 @@ use tokio::net::TcpListener;
 /// How long open connections get to finish after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// The most connections one accept loop keeps open; past that a new
+/// connection is closed at once, so that idle connections cannot use
+/// memory without bound.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
 /// Accepts HTTP/1.1 and h2c connections on `listener` and answers each
 /// request with `answer`, until `shutdown` resolves; then stops accepting
 /// and lets open connections finish (up to a few seconds). The caller binds
@@ -40,6 +45,7 @@ pub async fn accept_loop<A, Fut, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
@@ -55,6 +61,10 @@ pub async fn accept_loop<A, Fut, B>(
             },
             _ = &mut shutdown => break,
         };
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let answer = answer.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -66,9 +76,12 @@ pub async fn accept_loop<A, Fut, B>(
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned(),
         );
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let open = open.clone();
         tokio::spawn(async move {
             // A client that goes away mid-request is not an error of ours.
             let _ = conn.await;
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;

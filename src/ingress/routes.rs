@@ -128,6 +128,9 @@ struct Table {
 /// The routing table of this node.
 pub struct Routes {
     domain: String,
+    /// How many outstanding requests a task on another worker counts as
+    /// having beyond its own (the cost of the hop between threads).
+    remote_cost: usize,
     table: RwLock<Table>,
     opener: OnceLock<Box<dyn PortOpener>>,
 }
@@ -137,6 +140,10 @@ impl Routes {
     pub fn new(domain: &str) -> Routes {
         Routes {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
+            remote_cost: std::env::var("SKIFF_REMOTE_COST")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             table: RwLock::new(Table::default()),
             opener: OnceLock::new(),
         }
@@ -262,7 +269,13 @@ impl Routes {
             let best = routable
                 .iter()
                 .filter(|e| e.outstanding() < e.limit)
-                .min_by_key(|e| (e.outstanding(), e.worker != local));
+                .min_by_key(|e| {
+                    let remote = e.worker != local;
+                    (
+                        e.outstanding() + if remote { self.remote_cost } else { 0 },
+                        remote,
+                    )
+                });
             let Some(best) = best else { break };
             if let Some(a) = best.try_admit() {
                 return Pick::To(a);

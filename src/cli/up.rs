@@ -1,0 +1,301 @@
+//! `skiff up [APP]`: the engine and an app in one command. Starts the
+//! engine in this process (the same options as `skiff server`), registers
+//! the app's task definition, creates its service (or rolls the existing
+//! one to the new revision), waits until it is stable, prints the URL it
+//! answers on, and serves until Ctrl-C.
+//!
+//! APP is a task-definition JSON file, or a directory holding
+//! `taskdef.json` and optionally `service.json` (CreateService's fields;
+//! `serviceName` defaults to the family, `desiredCount` to 1). Relative
+//! `image` paths are relative to the app's directory. Without APP,
+//! `examples/hello` is deployed.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::server::{wait_for_signal, Engine, Server};
+use crate::api::error::ApiError;
+use crate::model::arn::Scope;
+
+/// Start the engine and deploy an app on it.
+#[derive(clap::Args)]
+pub struct Up {
+    /// A task-definition JSON file, or a directory holding taskdef.json
+    /// (and optionally service.json). Default: examples/hello.
+    #[arg(value_name = "APP")]
+    pub app: Option<PathBuf>,
+    /// How long to wait for the service to become stable.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
+    pub wait: Duration,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+/// An app on disk: its task definition and service settings.
+#[derive(Debug)]
+pub struct App {
+    /// The task definition, with image paths made absolute.
+    pub taskdef: Value,
+    /// CreateService's fields (without taskDefinition).
+    pub service: Value,
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+}
+
+impl App {
+    /// Reads the app at `path` (a file or a directory).
+    pub fn load(path: &Path) -> Result<App, String> {
+        let (taskdef_path, service_path) = if path.is_dir() {
+            let t = path.join("taskdef.json");
+            if !t.exists() {
+                return Err(format!(
+                    "{} has no taskdef.json: put the app's task definition there, or pass the file itself",
+                    path.display()
+                ));
+            }
+            (t, Some(path.join("service.json")).filter(|s| s.exists()))
+        } else {
+            (path.to_path_buf(), None)
+        };
+        let base = taskdef_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut taskdef = read_json(&taskdef_path)?;
+        if !taskdef.is_object() {
+            return Err(format!(
+                "{} must hold a task definition (a JSON object)",
+                taskdef_path.display()
+            ));
+        }
+        if let Some(containers) = taskdef
+            .get_mut("containerDefinitions")
+            .and_then(Value::as_array_mut)
+        {
+            for c in containers {
+                if let Some(image) = c.get("image").and_then(Value::as_str) {
+                    let raw = image.strip_prefix("file://").unwrap_or(image);
+                    if Path::new(raw).is_relative() {
+                        let abs = std::path::absolute(base.join(raw))
+                            .map_err(|e| format!("image {image}: {e}"))?;
+                        c["image"] = json!(abs.to_string_lossy());
+                    }
+                }
+            }
+        }
+        let service = match service_path {
+            Some(p) => read_json(&p)?,
+            None => json!({}),
+        };
+        if !service.is_object() {
+            return Err("service.json must hold CreateService's fields (a JSON object)".into());
+        }
+        Ok(App { taskdef, service })
+    }
+}
+
+/// Calls an action of the engine in process, off the async threads.
+async fn call(
+    engine: &Engine,
+    action: fn(&crate::api::Api, &Scope, &Value) -> crate::api::error::ApiResult,
+    req: Value,
+) -> Result<Value, ApiError> {
+    let api = engine.api.clone();
+    let scope = Scope {
+        region: api.default_region.clone(),
+        account: api.account.clone(),
+    };
+    tokio::task::spawn_blocking(move || action(&api, &scope, &req))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::client("the action failed unexpectedly")))
+}
+
+/// Registers the app and creates or updates its service; returns the
+/// service's name and cluster.
+pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), String> {
+    use crate::api::{services, task_definitions};
+    let registered = call(engine, task_definitions::register, app.taskdef.clone())
+        .await
+        .map_err(|e| format!("the task definition was refused: {e}"))?;
+    let td = &registered["taskDefinition"];
+    let family = td["family"].as_str().unwrap_or_default().to_string();
+    let reference = format!("{family}:{}", td["revision"]);
+    let mut svc = app.service.clone();
+    let name = svc
+        .get("serviceName")
+        .and_then(Value::as_str)
+        .unwrap_or(&family)
+        .to_string();
+    let cluster = svc
+        .get("cluster")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    svc["serviceName"] = json!(name);
+    svc["taskDefinition"] = json!(reference);
+    if svc.get("desiredCount").is_none() {
+        svc["desiredCount"] = json!(1);
+    }
+    let existing = call(
+        engine,
+        services::describe,
+        json!({"cluster": cluster, "services": [name]}),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let active = existing["services"]
+        .as_array()
+        .and_then(|s| s.first())
+        .is_some_and(|s| s["status"] == "ACTIVE");
+    if active {
+        call(
+            engine,
+            services::update,
+            json!({"cluster": cluster, "service": name, "taskDefinition": reference,
+                   "desiredCount": svc["desiredCount"]}),
+        )
+        .await
+        .map_err(|e| format!("the service could not be updated: {e}"))?;
+        eprintln!("skiff: rolling service {name} to {reference}");
+    } else {
+        call(engine, services::create, svc)
+            .await
+            .map_err(|e| format!("the service could not be created: {e}"))?;
+        eprintln!("skiff: created service {name} running {reference}");
+    }
+    Ok((name, cluster))
+}
+
+/// Waits until the service is stable; says why not when it is not by
+/// `limit`.
+pub async fn wait_stable(
+    engine: &Engine,
+    name: &str,
+    cluster: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    let t0 = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown = String::new();
+    loop {
+        let out = call(
+            engine,
+            crate::api::services::describe,
+            json!({"cluster": cluster, "services": [name]}),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let s = &out["services"][0];
+        let (running, desired) = (s["runningCount"].as_u64(), s["desiredCount"].as_u64());
+        let deployments = s["deployments"].as_array().map_or(0, Vec::len);
+        if running == desired && deployments == 1 {
+            if terminal && !shown.is_empty() {
+                eprintln!();
+            }
+            return Ok(());
+        }
+        if terminal {
+            let line = format!(
+                "skiff: waiting for {name}: {}/{} tasks running",
+                running.unwrap_or(0),
+                desired.unwrap_or(0)
+            );
+            if line != shown {
+                eprint!("\r{line}");
+                shown = line;
+            }
+        }
+        if t0.elapsed() > limit {
+            let events: Vec<String> = s["events"]
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .take(5)
+                        .filter_map(|e| e["message"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(format!(
+                "service {name} is not stable after {}: {}/{} tasks running; latest events:\n  {}",
+                skiff_runtime::human_duration(limit),
+                running.unwrap_or(0),
+                desired.unwrap_or(0),
+                events.join("\n  ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Up {
+    /// Runs `skiff up`; returns the process exit code.
+    pub fn execute(self) -> i32 {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("skiff: cannot start the async runtime: {e}");
+                return 1;
+            }
+        };
+        match rt.block_on(self.run()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("skiff: {e}");
+                1
+            }
+        }
+    }
+
+    async fn run(self) -> Result<(), String> {
+        let path = match &self.app {
+            Some(p) => p.clone(),
+            None => {
+                let p = PathBuf::from("examples/hello");
+                if !p.exists() {
+                    return Err("no APP given and examples/hello is not here: run skiff up from the skiff checkout, or pass a task-definition file or an app directory".into());
+                }
+                p
+            }
+        };
+        let app = App::load(&path)?;
+        let engine = self.server.start().await?;
+        let deployed = match deploy(&engine, &app).await {
+            Ok(d) => d,
+            Err(e) => {
+                engine.stop().await;
+                return Err(e);
+            }
+        };
+        let (name, cluster) = &deployed;
+        match wait_stable(&engine, name, cluster, self.wait).await {
+            Ok(()) => {
+                let port = engine.ingress_addr.port();
+                let host = if cluster == "default" {
+                    format!("{name}.{}", engine.domain)
+                } else {
+                    format!("{name}.{cluster}.{}", engine.domain)
+                };
+                println!("{name} is up: http://{host}:{port}/");
+                println!(
+                    "  (or: curl -H 'Host: {host}' http://{}/)",
+                    engine.ingress_addr
+                );
+                println!("Ctrl-C stops it.");
+            }
+            Err(e) => eprintln!("skiff: {e}\nskiff: still serving; Ctrl-C stops it."),
+        }
+        wait_for_signal().await;
+        engine.stop().await;
+        Ok(())
+    }
+}
