@@ -4,15 +4,18 @@
 //! # Layout
 //!
 //! - [`cli`]: one module per subcommand; each is a clap struct with
-//!   `execute()`: `exec` (run one container here and now), `server`.
+//!   `execute()`: `exec` (run one container here and now), `server`, `up`
+//!   (the engine plus an app).
 //! - [`api`]: the ECS API (AWS JSON 1.1), one module per resource.
 //! - [`model`]: ECS documents as validated types; ARNs and names.
 //! - [`store`]: the durable store (a trait shaped for etcd; SQLite).
-//! - [`scheduler`]: placement of tasks on workers.
+//! - [`scheduler`]: placement of tasks on workers; the service scheduler
+//!   (a pure reconcile step and the controller that runs it on changes).
 //! - [`agent`]: worker threads running tasks; the ledger that writes what
 //!   they report to the store; container logs.
-//! - [`ingress`]: the HTTP front: HTTP/1.1 and h2c connections, each
-//!   request handed to a guest's handler, failures answered 5xx.
+//! - [`ingress`]: the HTTP front: accept loops on the worker threads,
+//!   routing by Host and hostPort to services' tasks, admission, 5xx.
+//! - [`metrics`]: Prometheus text at `GET /metrics`.
 //! - [`units`]: parsing of the units users type (`500ms`, `2s`, `64` MiB).
 //!
 //! Running guests under limits is the `skiff-runtime` crate's job; this
@@ -22,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod ingress;
+pub mod metrics;
 pub mod model;
 pub mod scheduler;
 pub mod store;

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace --release
 
-if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c "import boto3, awscli" 2>/dev/null; then
+if [ ! -x .venv/bin/pip ]; then
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
 fi
+# Pinned versions: a no-op when they are installed already.
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
 cargo build --release --bin skiff
 SKIFF_BIN="$PWD/target/release/skiff" .venv/bin/python -m pytest -q tests/compat

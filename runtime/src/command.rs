@@ -79,6 +79,7 @@ pub(crate) fn report<T: HasLimiter>(
         wall: meter.started().elapsed(),
         cpu: meter.cpu(),
         throttled: meter.throttled(),
+        instantiation: meter.instantiation(),
     }
 }
 
@@ -128,6 +129,7 @@ impl Runtime {
                     let mut store = new_store(self, host, &meter, limits);
                     let result = until_deadline(&meter, async {
                         let instance = pre.instantiate_async(&mut store).await?;
+                        meter.instantiated();
                         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
                         start.call_async(&mut store, ()).await?;
                         Ok(Outcome::Exit(0))
@@ -143,6 +145,7 @@ impl Runtime {
                     let mut store = new_store(self, host, &meter, limits);
                     let result = until_deadline(&meter, async {
                         let command = pre.instantiate_async(&mut store).await?;
+                        meter.instantiated();
                         match command.wasi_cli_run().call_run(&mut store).await? {
                             Ok(()) => Ok(Outcome::Exit(0)),
                             Err(()) => Ok(Outcome::Exit(1)),

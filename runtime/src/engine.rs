@@ -97,12 +97,34 @@ pub(crate) struct Inner {
     pub compat: String,
     pub metering: Metering,
     pub pooling: bool,
+    pub pool_size: u32,
     /// Loaded guests by digest; a cell is filled once, by the first load.
     pub loaded: Mutex<std::collections::HashMap<Digest, LoadCell>>,
     _ticker: EpochTicker,
 }
 
+/// How full the pooling allocator is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Component instances alive now.
+    pub component_instances: u64,
+    /// Linear memories alive now.
+    pub memories: usize,
+    /// Slots the pool has of each.
+    pub capacity: u32,
+}
+
 impl Runtime {
+    /// The pool's occupancy; `None` when instances are allocated on demand.
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        let m = self.inner.engine.pooling_allocator_metrics()?;
+        Some(PoolStats {
+            component_instances: m.component_instances(),
+            memories: m.memories(),
+            capacity: self.inner.pool_size,
+        })
+    }
+
     /// Builds the engine. Errors name what could not be set up.
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Runtime> {
         let (engine, pooling) = match config.allocation {
@@ -140,6 +162,7 @@ impl Runtime {
                 cache_dir: config.cache_dir,
                 compat,
                 metering: config.metering,
+                pool_size: config.pool_size,
                 pooling,
                 loaded: Mutex::new(Default::default()),
                 _ticker: ticker,

@@ -174,6 +174,7 @@ impl HttpHandler {
             let h = &this.inner;
             let result = until_deadline(&task_meter, async {
                 let proxy = h.pre.instantiate_async(&mut store).await?;
+                task_meter.instantiated();
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)

@@ -50,7 +50,7 @@ mod load;
 mod outcome;
 mod sandbox;
 
-pub use engine::{Allocation, Metering, Runtime, RuntimeConfig};
+pub use engine::{Allocation, Metering, PoolStats, Runtime, RuntimeConfig};
 pub use http::{full_body, BodyError, HttpHandler, ResponseBody};
 pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
 pub use load::{Digest, Guest, GuestKind, LoadError};

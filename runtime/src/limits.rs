@@ -330,6 +330,7 @@ pub(crate) struct RunMeter {
     deadline: Option<Instant>,
     throttled_ns: AtomicU64,
     cpu_ns: AtomicU64,
+    instantiated_ns: AtomicU64,
 }
 
 /// How long a guest may run before it yields to the other guests on its
@@ -347,7 +348,19 @@ impl RunMeter {
             deadline: timeout.map(|t| started + t),
             throttled_ns: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),
+            instantiated_ns: AtomicU64::new(0),
         })
+    }
+
+    /// Records that the instance is ready (its instantiation time).
+    pub fn instantiated(&self) {
+        let ns = self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.instantiated_ns.store(ns.max(1), Ordering::Relaxed);
+    }
+
+    /// How long instantiation took, once it happened.
+    pub fn instantiation(&self) -> Duration {
+        Duration::from_nanos(self.instantiated_ns.load(Ordering::Relaxed))
     }
 
     pub fn started(&self) -> Instant {

@@ -170,6 +170,9 @@ pub struct Report {
     pub cpu: Duration,
     /// Time the run spent suspended by its task's CPU quota.
     pub throttled: Duration,
+    /// Time from the start of the run until its instance was ready (zero
+    /// when it never was).
+    pub instantiation: Duration,
 }
 
 impl Report {
@@ -183,6 +186,7 @@ impl Report {
             wall: Duration::ZERO,
             cpu: Duration::ZERO,
             throttled: Duration::ZERO,
+            instantiation: Duration::ZERO,
         }
     }
 }

@@ -136,6 +136,19 @@ pub struct Agent {
     runtimes: Vec<tokio::runtime::Handle>,
 }
 
+/// How the agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Worker threads.
+    pub workers: usize,
+    /// MiB the workers may reserve for tasks, shared equally.
+    pub memory_mib: u64,
+    /// Where container logs go.
+    pub logs_dir: PathBuf,
+    /// Who the tasks are (for their environment).
+    pub identity: Identity,
+}
+
 /// Who the tasks of this node are, for the environment guests see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -154,20 +167,25 @@ pub(crate) struct WorkerContext {
     pub logs_dir: PathBuf,
     pub routes: Arc<crate::ingress::routes::Routes>,
     pub identity: Identity,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Agent {
-    /// Starts `workers` worker threads sharing `memory_mib` of memory.
-    /// Tasks of services register their HTTP containers in `routes`.
+    /// Starts the worker threads. Tasks report to `events`; tasks of
+    /// services register their HTTP containers in `routes`.
     pub fn start(
         runtime: Runtime,
-        workers: usize,
-        memory_mib: u64,
-        logs_dir: PathBuf,
+        config: AgentConfig,
         events: std::sync::mpsc::Sender<TaskEvent>,
         routes: Arc<crate::ingress::routes::Routes>,
-        identity: Identity,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<Agent> {
+        let AgentConfig {
+            workers,
+            memory_mib,
+            logs_dir,
+            identity,
+        } = config;
         let workers = workers.max(1);
         let per_worker = memory_mib / workers as u64;
         let loads = Arc::new(Mutex::new(vec![WorkerLoad::new(1024, per_worker); workers]));
@@ -178,6 +196,7 @@ impl Agent {
             logs_dir,
             routes,
             identity,
+            metrics,
         };
         let mut handles = Vec::with_capacity(workers);
         let mut runtimes = Vec::with_capacity(workers);

@@ -269,15 +269,43 @@ pub(crate) async fn supervise(
 ) {
     let task = Task { ctx, spec };
     task.report(Event::Pending);
-    let (code, reason) = run(&task, &mut stop).await;
+    let (code, reason, unhealthy) = run(&task, &mut stop).await;
     task.report(Event::Deprovisioning);
     let (cpu, mem) = task.spec.reserved;
     release(&task.ctx.loads, task.spec.worker, cpu, mem);
+    let failed = unhealthy
+        || matches!(
+            code,
+            StopCode::EssentialContainerExited | StopCode::TaskFailedToStart
+        );
+    task.ctx.metrics.task_stopped(
+        &task.spec.cluster,
+        task.spec.service.as_deref(),
+        code,
+        failed,
+    );
     task.report(Event::Stopped { code, reason });
 }
 
-async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (StopCode, String) {
+impl Task {
+    /// The metrics record of the task's service (empty name for a task run
+    /// alone).
+    fn service_metrics(&self) -> Arc<crate::metrics::ServiceMetrics> {
+        self.ctx.metrics.service(
+            &self.spec.cluster,
+            self.spec.service.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+/// Runs the task's containers until it stops; returns why, and whether an
+/// essential container was UNHEALTHY by then.
+async fn run(
+    task: &Task,
+    stop: &mut oneshot::Receiver<(StopCode, String)>,
+) -> (StopCode, String, bool) {
     let containers = &task.spec.definition.containers;
+    let metrics = task.service_metrics();
     let n = containers.len();
 
     // Load every image first: a task whose images do not load does not start.
@@ -290,7 +318,7 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
             s = &mut *stop => {
                 let (code, reason) = s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
                 never_started(task, None, &reason);
-                return (code, reason);
+                return (code, reason, false);
             }
         };
         let err = match loaded {
@@ -315,7 +343,7 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
             Some(i),
             "another container's image could not be loaded",
         );
-        return (StopCode::TaskFailedToStart, reason);
+        return (StopCode::TaskFailedToStart, reason, false);
     }
 
     task.report(Event::Activating);
@@ -416,6 +444,8 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
                                 limits,
                             ) {
                                 Ok(h) => {
+                                    let m = metrics.clone();
+                                    let h = h.on_report(move |r| m.report(r));
                                     if endpoint.is_none() {
                                         endpoint = task.route(i, &h, &sandbox, &health);
                                     }
@@ -432,6 +462,9 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
                         if !any_started {
                             any_started = true;
                             task.report(Event::Running);
+                            task.ctx
+                                .metrics
+                                .task_started(&task.spec.cluster, task.spec.service.as_deref());
                         }
                         if let Some(check) = containers[i].health_check.clone() {
                             let handler = handlers[i].clone();
@@ -467,6 +500,7 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
             }
             Some(done) = set.join_next() => match done {
                 Ok(Done::Exited(i, report)) => {
+                    metrics.report(&report);
                     let (exit_code, reason) = describe_outcome(&containers[i], &report.outcome);
                     states[i] = State::Exited(exit_code);
                     task.report(Event::ContainerStopped { index: i, exit_code, reason });
@@ -529,7 +563,11 @@ async fn run(task: &Task, stop: &mut oneshot::Receiver<(StopCode, String)>) -> (
             _ => {}
         }
     }
-    (code, reason)
+    let unhealthy = containers
+        .iter()
+        .zip(&health)
+        .any(|(c, h)| c.essential && *h == Some(HealthStatus::Unhealthy));
+    (code, reason, unhealthy)
 }
 
 /// Reports every container (but `except`) as never started.

@@ -46,6 +46,10 @@ pub struct Api {
     pub agent: Arc<crate::agent::Agent>,
     /// Where container logs are kept.
     pub logs_dir: std::path::PathBuf,
+    /// This node's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The wasm runtime (for its pool's occupancy).
+    pub runtime: Option<skiff_runtime::Runtime>,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -155,6 +159,19 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         return tokio::task::spawn_blocking(move || logs(&api, &path))
             .await
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    }
+    if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+        let text = tokio::task::spawn_blocking(move || {
+            api.metrics.render(api.store.as_ref(), api.runtime.as_ref())
+        })
+        .await
+        .unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return resp;
     }
     if req.method() != hyper::Method::POST || req.uri().path() != "/" {
         let e = ApiError::new(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use skiff_runtime::{Runtime, RuntimeConfig};
 
-use crate::agent::{ledger, Agent, Identity};
+use crate::agent::{ledger, Agent, AgentConfig, Identity};
 use crate::api::{self, Api};
 use crate::ingress::front::Front;
 use crate::ingress::routes::Routes;
@@ -179,6 +179,8 @@ impl Server {
         let ledger_thread = ledger::spawn(store.clone(), events_rx)
             .map_err(|e| format!("cannot start the ledger: {e}"))?;
         let routes = Arc::new(Routes::new(&self.domain));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let runtime_handle = runtime.clone();
         let identity = Identity {
             region: self.region.clone(),
             account: self.account.clone(),
@@ -186,12 +188,15 @@ impl Server {
         let agent = Arc::new(
             Agent::start(
                 runtime,
-                workers,
-                memory,
-                logs_dir.clone(),
+                AgentConfig {
+                    workers,
+                    memory_mib: memory,
+                    logs_dir: logs_dir.clone(),
+                    identity,
+                },
                 events_tx,
                 routes.clone(),
-                identity,
+                metrics.clone(),
             )
             .map_err(|e| format!("cannot start the workers: {e}"))?,
         );
@@ -202,6 +207,8 @@ impl Server {
             default_region: self.region,
             agent: agent.clone(),
             logs_dir: logs_dir.clone(),
+            metrics: metrics.clone(),
+            runtime: Some(runtime_handle),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -217,6 +224,7 @@ impl Server {
         // The workers accept and answer the ingress's requests themselves.
         let front = Front::new(
             routes.clone(),
+            metrics,
             agent.runtimes().to_vec(),
             shutdown.clone(),
             ingress_addr.ip(),

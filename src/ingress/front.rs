@@ -42,6 +42,7 @@ enum Target {
 /// The workers' shared ingress state.
 pub struct Front {
     routes: Arc<Routes>,
+    metrics: Arc<crate::metrics::Metrics>,
     workers: Vec<Handle>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -54,6 +55,7 @@ impl Front {
     /// listeners bind.
     pub fn new(
         routes: Arc<Routes>,
+        metrics: Arc<crate::metrics::Metrics>,
         workers: Vec<Handle>,
         shutdown: CancellationToken,
         ip: IpAddr,
@@ -61,6 +63,7 @@ impl Front {
     ) -> Arc<Front> {
         Arc::new(Front {
             routes,
+            metrics,
             workers,
             tracker: TaskTracker::new(),
             shutdown,
@@ -169,14 +172,34 @@ impl Front {
                 format!("the request body is larger than {} bytes", self.max_body),
             );
         }
-        let admitted = match self.routes.pick(&service, local) {
+        let pick = self.routes.pick(&service, local);
+        if let Pick::Unknown = pick {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!("no service {name:?} in cluster {cluster:?} has run a task here"),
+            );
+        }
+        // Requests for a known service are counted (not those for any
+        // host at all, which would let clients make labels without end).
+        let m = self.metrics.service(cluster, name);
+        let started = std::time::Instant::now();
+        let resp = self.dispatch(pick, req, local, id, &service).await;
+        m.request(resp.status().as_u16(), started.elapsed());
+        resp
+    }
+
+    /// Answers a request the routes have picked for.
+    async fn dispatch(
+        &self,
+        pick: Pick,
+        req: Request<Incoming>,
+        local: usize,
+        id: &str,
+        (cluster, name): &ServiceKey,
+    ) -> Response<ResponseBody> {
+        let admitted = match pick {
             Pick::To(a) => a,
-            Pick::Unknown => {
-                return plain(
-                    StatusCode::NOT_FOUND,
-                    format!("no service {name:?} in cluster {cluster:?} has run a task here"),
-                )
-            }
+            Pick::Unknown => return plain(StatusCode::NOT_FOUND, format!("no service {name:?}")),
             Pick::NoTask => {
                 return busy(format!(
                     "service {name:?} in cluster {cluster:?} has no RUNNING, healthy task"
