@@ -8,7 +8,8 @@ Drives the same guests/dist/hello-http.wasm through
       (-Scli -O pooling-allocator=y -O pooling-memory-keep-resident=10485760
        -O pooling-table-keep-resident=1048576),
   (d) a native hyper hello-world (examples/native_hello.rs),
-with wrk at 32 connections in alternating rounds, and prints requests/s,
+with wrk at 32 connections in alternating rounds after a warm-up run of
+each, and prints requests/s,
 p50 and p99 latency (medians over the rounds), non-2xx counts and ratios.
 
 Usage: bench/http.sh [SERVER_CPUS] [LOAD_CPUS] [ROUNDS] [DURATION]
@@ -200,6 +201,10 @@ def main():
         wait_http(native.url)
         targets.append(native)
 
+        # Warm every target up first (pool slots, page tables, caches), so
+        # that the first round does not pay for it.
+        for t in targets:
+            run_wrk(t, load_cpus, 3)
         for r in range(rounds):
             for t in targets:
                 res = run_wrk(t, load_cpus, duration)
@@ -230,6 +235,9 @@ def main():
         one = targets[1]
         print(f"skiff per core, {main_t.cores} workers vs 1: "
               f"{(med(main_t, 'rps') / main_t.cores) / med(one, 'rps'):.2f} (1.00 means it holds)")
+        if set(load_cpus) & set(server_cpus):
+            print("  (wrk shares the servers' cores here, so one worker on one core also has the other")
+            print("   core's share of wrk to itself; per-core numbers compare only with LOAD_CPUS apart)")
 
 
 if __name__ == "__main__":
