@@ -25,3 +25,25 @@ impl Command {
         }
     }
 }
+
+/// Runs `main` on a multi-threaded async runtime; a failure is printed as
+/// one line and exits 1.
+pub fn run_async(main: impl std::future::Future<Output = Result<(), String>>) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(main) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skiff: {e}");
+            1
+        }
+    }
+}

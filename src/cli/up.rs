@@ -237,23 +237,7 @@ pub async fn wait_stable(
 impl Up {
     /// Runs `skiff up`; returns the process exit code.
     pub fn execute(self) -> i32 {
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("skiff: cannot start the async runtime: {e}");
-                return 1;
-            }
-        };
-        match rt.block_on(self.run()) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("skiff: {e}");
-                1
-            }
-        }
+        super::run_async(self.run())
     }
 
     async fn run(self) -> Result<(), String> {
