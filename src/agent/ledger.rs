@@ -212,6 +212,7 @@ pub fn reap(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usize, 
             Write::Delete(r.key.clone()),
             Write::Delete(format!("tags/task/{}/{}", t.cluster, t.id)),
         ];
+        writes.extend(super::logs::stream_deletes(&t));
         if let Some(service) = t.group.strip_prefix("service:") {
             writes.push(Write::Delete(crate::model::service::task_index_key(
                 &t.cluster, service, &t.id,
@@ -269,6 +270,7 @@ mod tests {
             }],
             overrides: serde_json::json!({}),
             health_status: Default::default(),
+            log_streams: Vec::new(),
             version: 1,
         }
     }

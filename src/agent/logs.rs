@@ -99,6 +99,82 @@ pub fn read(logs_dir: &Path, cluster: &str, task: &str) -> Option<String> {
     Some(lines.into_iter().map(|(_, l)| l + "\n").collect())
 }
 
+/// One line of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// When it was written, in ms since the epoch.
+    pub ms: u64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A container's log lines, oldest first (empty when it has none).
+pub fn container_lines(logs_dir: &Path, cluster: &str, task: &str, container: &str) -> Vec<Line> {
+    let path = task_dir(logs_dir, cluster, task).join(format!("{container}.log"));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let ms = parts.next()?.parse().ok()?;
+            let stream = parts.next()?.to_string();
+            Some(Line {
+                ms,
+                stream,
+                text: parts.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn enc(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The store key that makes a container's log a CloudWatch Logs stream.
+pub fn stream_key(group: &str, stream: &str) -> String {
+    format!("logstreams/{}/{}", enc(group), enc(stream))
+}
+
+/// The prefix of a log group's stream keys.
+pub fn group_prefix(group: &str) -> String {
+    format!("logstreams/{}/", enc(group))
+}
+
+/// The group and stream of a stream key.
+pub fn parse_stream_key(key: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix("logstreams/")?;
+    let (g, s) = rest.split_once('/')?;
+    let dec = |x: &str| x.replace("%2F", "/").replace("%25", "%");
+    Some((dec(g), dec(s)))
+}
+
+/// The index entries of a new task's `awslogs` streams, written with it.
+pub fn stream_writes(t: &crate::model::task::TaskRecord) -> Vec<crate::store::Write> {
+    t.log_streams
+        .iter()
+        .map(|(g, s)| {
+            let container = s.rsplit('/').nth(1).unwrap_or_default();
+            let v = serde_json::json!({
+                "cluster": t.cluster,
+                "task": t.id,
+                "container": container,
+                "creationTime": (t.created_at * 1000.0) as u64,
+            });
+            crate::store::Write::Put(stream_key(g, s), v.to_string().into_bytes())
+        })
+        .collect()
+}
+
+/// Removes a task's stream index entries (when it is forgotten).
+pub fn stream_deletes(t: &crate::model::task::TaskRecord) -> Vec<crate::store::Write> {
+    t.log_streams
+        .iter()
+        .map(|(g, s)| crate::store::Write::Delete(stream_key(g, s)))
+        .collect()
+}
+
 /// Removes a task's logs (when the task itself is forgotten).
 pub fn remove(logs_dir: &Path, cluster: &str, task: &str) {
     let _ = std::fs::remove_dir_all(task_dir(logs_dir, cluster, task));

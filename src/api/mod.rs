@@ -9,6 +9,7 @@
 
 pub mod clusters;
 pub mod error;
+pub mod logs;
 pub mod page;
 pub mod services;
 pub mod tags;
@@ -53,7 +54,7 @@ pub struct Api {
 }
 
 /// An action: request JSON in, response JSON out.
-type Action = fn(&Api, &Scope, &Value) -> ApiResult;
+pub(crate) type Action = fn(&Api, &Scope, &Value) -> ApiResult;
 
 fn action(name: &str) -> Option<Action> {
     Some(match name {
@@ -193,17 +194,22 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .unwrap_or("")
         .to_string();
     let region = signed_region(&req).unwrap_or_else(|| api.default_region.clone());
-    let Some(name) = target
-        .strip_prefix(ECS_TARGET)
-        .and_then(|t| t.strip_prefix('.'))
-    else {
-        let e = ApiError::new(
-            Kind::UnsupportedFeature,
-            format!("unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action>"),
-        );
-        return error_response(&e, &request_id);
+    let (service, name) = target.split_once('.').unwrap_or(("", ""));
+    let act = match service {
+        ECS_TARGET => action(name),
+        logs::LOGS_TARGET => logs::action(name),
+        _ => {
+            let e = ApiError::new(
+                Kind::UnsupportedFeature,
+                format!(
+                    "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action> or {}.<Action>",
+                    logs::LOGS_TARGET
+                ),
+            );
+            return error_response(&e, &request_id);
+        }
     };
-    let Some(act) = action(name) else {
+    let Some(act) = act else {
         let e = ApiError::new(
             Kind::UnsupportedFeature,
             format!("the action {name} is not supported by skiff"),

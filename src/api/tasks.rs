@@ -151,6 +151,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         let k = ledger::key(&t.cluster, &t.id);
         conditions.push(Condition::Absent(k.clone()));
         writes.push(Write::Put(k, ledger::to_bytes(t)));
+        writes.extend(crate::agent::logs::stream_writes(t));
         if !new_tags.is_empty() {
             writes.push(tags::write(
                 "task",

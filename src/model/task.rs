@@ -162,6 +162,9 @@ pub struct TaskRecord {
     /// Follows its essential containers' health checks.
     #[serde(default)]
     pub health_status: HealthStatus,
+    /// CloudWatch Logs (group, stream) of its containers with `awslogs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_streams: Vec<(String, String)>,
     /// Bumped at every change, as ECS's `version`.
     pub version: u64,
 }
@@ -217,8 +220,25 @@ impl TaskRecord {
             containers,
             overrides: json!({}),
             health_status: HealthStatus::Unknown,
+            log_streams: Vec::new(),
             version: 1,
         }
+        .with_log_streams(td)
+    }
+
+    fn with_log_streams(mut self, td: &TaskDefinition) -> TaskRecord {
+        self.log_streams = td
+            .containers
+            .iter()
+            .filter_map(|c| {
+                let a = c.awslogs.as_ref()?;
+                Some((
+                    a.group.clone(),
+                    format!("{}/{}/{}", a.prefix, c.name, self.id),
+                ))
+            })
+            .collect();
+        self
     }
 
     /// Moves the task forward to `next` (never back); returns whether it moved.

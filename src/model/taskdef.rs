@@ -59,6 +59,16 @@ pub mod raw {
         pub health_check: Option<HealthCheck>,
         #[serde(default)]
         pub mount_points: Vec<MountPoint>,
+        pub log_configuration: Option<LogConfiguration>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct LogConfiguration {
+        pub log_driver: Option<String>,
+        #[serde(default)]
+        pub options: BTreeMap<String, String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -170,6 +180,27 @@ pub struct ContainerDefinition {
     pub mount_points: Vec<MountPoint>,
     /// skiff's extensions, from `dockerLabels` `skiff.*`.
     pub extensions: Extensions,
+    /// Where its log is readable through CloudWatch Logs' API, when its
+    /// `logConfiguration` uses the `awslogs` driver.
+    pub awslogs: Option<AwsLogs>,
+}
+
+/// A container's `awslogs` log configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsLogs {
+    /// `awslogs-group`.
+    pub group: String,
+    /// `awslogs-stream-prefix`: streams are named `PREFIX/CONTAINER/TASK_ID`.
+    pub prefix: String,
+}
+
+/// Whether a CloudWatch Logs group or stream name is acceptable.
+pub fn valid_log_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/#".contains(&b))
 }
 
 /// A `dependsOn` entry.
@@ -698,6 +729,32 @@ fn container(
 
     let extensions = extensions(&at("dockerLabels"), &rc.docker_labels)?;
 
+    let awslogs = match &rc.log_configuration {
+        Some(lc) if lc.log_driver.as_deref() == Some("awslogs") => {
+            let f = at("logConfiguration.options");
+            let group = lc.options.get("awslogs-group").cloned().unwrap_or_default();
+            if !valid_log_name(&group, 512) {
+                return Err(FieldError::new(
+                    format!("{f}.awslogs-group"),
+                    "required: a log group name of 1 to 512 letters, digits and . _ - / #",
+                ));
+            }
+            let prefix = lc
+                .options
+                .get("awslogs-stream-prefix")
+                .cloned()
+                .unwrap_or_default();
+            if !valid_log_name(&prefix, 256) || prefix.contains(':') {
+                return Err(FieldError::new(
+                    format!("{f}.awslogs-stream-prefix"),
+                    "required with awslogs (streams are named PREFIX/CONTAINER/TASK_ID): letters, digits and . _ - / #",
+                ));
+            }
+            Some(AwsLogs { group, prefix })
+        }
+        _ => None,
+    };
+
     Ok(ContainerDefinition {
         name,
         image,
@@ -714,6 +771,7 @@ fn container(
         health_check,
         mount_points,
         extensions,
+        awslogs,
     })
 }
 

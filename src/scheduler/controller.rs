@@ -346,6 +346,7 @@ impl Controller {
             let tk = ledger::key(&t.cluster, &t.id);
             conditions.push(Condition::Absent(tk.clone()));
             writes.push(Write::Put(tk, ledger::to_bytes(t)));
+            writes.extend(crate::agent::logs::stream_writes(t));
             writes.push(Write::Put(
                 service::task_index_key(&s.cluster, &s.name, &t.id),
                 Vec::new(),

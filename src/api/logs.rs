@@ -1,0 +1,367 @@
+//! CloudWatch Logs' read API over container logs: DescribeLogGroups,
+//! DescribeLogStreams, GetLogEvents and FilterLogEvents (AWS JSON 1.1,
+//! target prefix `Logs_20140328`), so that `aws logs` and boto3's `logs`
+//! client read them unchanged.
+//!
+//! A container whose `logConfiguration` uses the `awslogs` driver has its
+//! log (stdout and stderr, line by line) in the group `awslogs-group`, in
+//! the stream `PREFIX/CONTAINER/TASK_ID` as ECS names it. Streams are
+//! indexed when their task is created and forgotten with it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult, Kind};
+use super::{page, str_field, str_list, Api};
+use crate::agent::logs::{self as files, Line};
+use crate::model::arn::Scope;
+
+/// The JSON 1.1 target prefix of CloudWatch Logs.
+pub const LOGS_TARGET: &str = "Logs_20140328";
+
+/// An action of the Logs API.
+pub fn action(name: &str) -> Option<super::Action> {
+    Some(match name {
+        "DescribeLogGroups" => describe_groups,
+        "DescribeLogStreams" => describe_streams,
+        "GetLogEvents" => get_events,
+        "FilterLogEvents" => filter_events,
+        _ => return None,
+    })
+}
+
+/// One indexed stream.
+struct Stream {
+    group: String,
+    name: String,
+    cluster: String,
+    task: String,
+    container: String,
+    created: u64,
+}
+
+impl Stream {
+    fn lines(&self, api: &Api) -> Vec<Line> {
+        files::container_lines(&api.logs_dir, &self.cluster, &self.task, &self.container)
+    }
+}
+
+fn streams(api: &Api, prefix: &str) -> ApiResult<Vec<Stream>> {
+    let mut out = Vec::new();
+    for r in api.store.list(prefix, None, usize::MAX)? {
+        let Some((group, name)) = files::parse_stream_key(&r.key) else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&r.value).unwrap_or_default();
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        out.push(Stream {
+            group,
+            name,
+            cluster: s("cluster"),
+            task: s("task"),
+            container: s("container"),
+            created: v["creationTime"].as_u64().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        Kind::ResourceNotFound,
+        format!("The specified {what} does not exist."),
+    )
+}
+
+fn group_name(req: &Value) -> ApiResult<String> {
+    let name = str_field(req, "logGroupName")?
+        .or(str_field(req, "logGroupIdentifier")?)
+        .ok_or_else(|| ApiError::invalid("logGroupName is required"))?;
+    // An identifier may be the group's ARN.
+    Ok(name
+        .split_once(":log-group:")
+        .map_or(name, |(_, n)| n.trim_end_matches(":*"))
+        .to_string())
+}
+
+fn limit(req: &Value, max: u64, default: u64) -> ApiResult<usize> {
+    match req.get("limit") {
+        None | Some(Value::Null) => Ok(default as usize),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=max).contains(&n) => Ok(n as usize),
+            _ => Err(ApiError::invalid(format!(
+                "limit must be between 1 and {max}, got {v}"
+            ))),
+        },
+    }
+}
+
+fn group_arn(scope: &Scope, group: &str) -> String {
+    format!(
+        "arn:aws:logs:{}:{}:log-group:{group}",
+        scope.region, scope.account
+    )
+}
+
+/// DescribeLogGroups.
+fn describe_groups(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let prefix = str_field(req, "logGroupNamePrefix")?.unwrap_or("");
+    let max = limit(req, 50, 50)?;
+    let after = page::after(req)?;
+    let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for s in streams(api, "logstreams/")? {
+        if !s.group.starts_with(prefix) {
+            continue;
+        }
+        let bytes: u64 = s.lines(api).iter().map(|l| l.text.len() as u64).sum();
+        let g = groups.entry(s.group.clone()).or_insert((s.created, 0));
+        g.0 = g.0.min(s.created);
+        g.1 += bytes;
+    }
+    let names: Vec<String> = groups.keys().cloned().collect();
+    let (names, next) = page::page(names, |n| n.clone(), after.as_deref(), max);
+    let out: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let (created, bytes) = groups[n];
+            json!({
+                "logGroupName": n,
+                "creationTime": created,
+                "arn": format!("{}:*", group_arn(scope, n)),
+                "logGroupArn": group_arn(scope, n),
+                "storedBytes": bytes,
+                "metricFilterCount": 0,
+                "logGroupClass": "STANDARD",
+            })
+        })
+        .collect();
+    let mut v = json!({ "logGroups": out });
+    if let Some(t) = next {
+        v["nextToken"] = json!(t);
+    }
+    Ok(v)
+}
+
+/// DescribeLogStreams.
+fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let group = group_name(req)?;
+    let prefix = str_field(req, "logStreamNamePrefix")?.unwrap_or("");
+    let by_time = match str_field(req, "orderBy")?.unwrap_or("LogStreamName") {
+        "LogStreamName" => false,
+        "LastEventTime" => true,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "orderBy must be LogStreamName or LastEventTime, got {other:?}"
+            )))
+        }
+    };
+    if by_time && !prefix.is_empty() {
+        return Err(ApiError::invalid(
+            "Cannot order by LastEventTime with a logStreamNamePrefix.",
+        ));
+    }
+    let descending = req
+        .get("descending")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let max = limit(req, 50, 50)?;
+    let after = page::after(req)?;
+    let all = streams(api, &files::group_prefix(&group))?;
+    if all.is_empty() {
+        return Err(not_found("log group"));
+    }
+    let mut rows: Vec<(String, Value, u64)> = all
+        .iter()
+        .filter(|s| s.name.starts_with(prefix))
+        .map(|s| {
+            let lines = s.lines(api);
+            let first = lines.first().map(|l| l.ms);
+            let last = lines.last().map(|l| l.ms);
+            let mut v = json!({
+                "logStreamName": s.name,
+                "creationTime": s.created,
+                "arn": format!("{}:log-stream:{}", group_arn(scope, &group), s.name),
+                "storedBytes": lines.iter().map(|l| l.text.len() as u64).sum::<u64>(),
+            });
+            if let (Some(f), Some(l)) = (first, last) {
+                v["firstEventTimestamp"] = json!(f);
+                v["lastEventTimestamp"] = json!(l);
+                v["lastIngestionTime"] = json!(l);
+            }
+            (s.name.clone(), v, last.unwrap_or(s.created))
+        })
+        .collect();
+    if by_time {
+        rows.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
+    }
+    if descending {
+        rows.reverse();
+    }
+    // Tokens are positions: the order is fixed by the request.
+    let start: usize = match after {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::invalid("The specified nextToken is invalid."))?,
+        None => 0,
+    };
+    let end = (start + max).min(rows.len());
+    let out: Vec<Value> = rows
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| r.1.clone())
+        .collect();
+    let mut v = json!({ "logStreams": out });
+    if end < rows.len() {
+        v["nextToken"] = json!(page::token(&end.to_string()));
+    }
+    Ok(v)
+}
+
+fn event(l: &Line) -> Value {
+    json!({"timestamp": l.ms, "message": l.text, "ingestionTime": l.ms})
+}
+
+fn in_window(l: &Line, start: Option<u64>, end: Option<u64>) -> bool {
+    start.is_none_or(|s| l.ms >= s) && end.is_none_or(|e| l.ms < e)
+}
+
+/// GetLogEvents: a window of one stream's events. Tokens are `f/N` and
+/// `b/N` (positions); with no new events the forward token comes back
+/// unchanged, which is how clients know they reached the end.
+fn get_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
+    let group = group_name(req)?;
+    let name = str_field(req, "logStreamName")?
+        .ok_or_else(|| ApiError::invalid("logStreamName is required"))?;
+    let s = streams(api, &files::stream_key(&group, name))?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| not_found("log stream"))?;
+    let max = limit(req, 10_000, 10_000)?;
+    let start = req.get("startTime").and_then(Value::as_u64);
+    let end = req.get("endTime").and_then(Value::as_u64);
+    let lines: Vec<Line> = s
+        .lines(api)
+        .into_iter()
+        .filter(|l| in_window(l, start, end))
+        .collect();
+    let head = req
+        .get("startFromHead")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (from, to) = match str_field(req, "nextToken")? {
+        Some(t) => {
+            let (dir, n) = t
+                .split_once('/')
+                .and_then(|(d, n)| n.parse::<usize>().ok().map(|n| (d, n)))
+                .ok_or_else(|| ApiError::invalid("The specified nextToken is invalid."))?;
+            let n = n.min(lines.len());
+            match dir {
+                "f" => (n, (n + max).min(lines.len())),
+                "b" => (n.saturating_sub(max), n),
+                _ => return Err(ApiError::invalid("The specified nextToken is invalid.")),
+            }
+        }
+        None if head => (0, max.min(lines.len())),
+        None => (lines.len().saturating_sub(max), lines.len()),
+    };
+    let events: Vec<Value> = lines[from..to].iter().map(event).collect();
+    Ok(json!({
+        "events": events,
+        "nextForwardToken": format!("f/{to}"),
+        "nextBackwardToken": format!("b/{from}"),
+    }))
+}
+
+/// Whether a line matches a filter pattern: every term (or quoted phrase)
+/// appears in it. An empty pattern matches everything.
+fn matches(pattern: &str, text: &str) -> bool {
+    let mut terms = Vec::new();
+    let mut rest = pattern.trim();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('"') {
+            let (term, after) = r.split_once('"').unwrap_or((r, ""));
+            terms.push(term.to_string());
+            rest = after.trim_start();
+        } else {
+            let (term, after) = rest.split_once(' ').unwrap_or((rest, ""));
+            terms.push(term.to_string());
+            rest = after.trim_start();
+        }
+    }
+    terms.iter().all(|t| text.contains(t.as_str()))
+}
+
+/// FilterLogEvents: events of a group's streams (all, named, or by prefix)
+/// in time order, filtered by a pattern of terms.
+fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
+    let group = group_name(req)?;
+    let names = str_list(req, "logStreamNames")?;
+    let prefix = str_field(req, "logStreamNamePrefix")?;
+    if names.is_some() && prefix.is_some() {
+        return Err(ApiError::invalid(
+            "logStreamNames and logStreamNamePrefix cannot both be given",
+        ));
+    }
+    let pattern = str_field(req, "filterPattern")?.unwrap_or("");
+    let start = req.get("startTime").and_then(Value::as_u64);
+    let end = req.get("endTime").and_then(Value::as_u64);
+    let max = limit(req, 10_000, 10_000)?;
+    let all = streams(api, &files::group_prefix(&group))?;
+    if all.is_empty() {
+        return Err(not_found("log group"));
+    }
+    let mut events: Vec<(u64, String, usize, Line)> = Vec::new();
+    let mut searched = Vec::new();
+    for s in all.iter().filter(|s| {
+        names.as_ref().is_none_or(|n| n.contains(&s.name))
+            && prefix.is_none_or(|p| s.name.starts_with(p))
+    }) {
+        searched.push(json!({"logStreamName": s.name, "searchedCompletely": true}));
+        for (i, l) in s.lines(api).into_iter().enumerate() {
+            if in_window(&l, start, end) && matches(pattern, &l.text) {
+                events.push((l.ms, s.name.clone(), i, l));
+            }
+        }
+    }
+    events.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    let skip: usize = match page::after(req)? {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::invalid("The specified nextToken is invalid."))?,
+        None => 0,
+    };
+    let end_at = (skip + max).min(events.len());
+    let out: Vec<Value> = events
+        .get(skip..end_at)
+        .unwrap_or_default()
+        .iter()
+        .map(|(ms, name, i, l)| {
+            let mut v = event(l);
+            v["logStreamName"] = json!(name);
+            v["eventId"] = json!(format!("{ms:020}{i:010}"));
+            v
+        })
+        .collect();
+    let mut v = json!({ "events": out, "searchedLogStreams": searched });
+    if end_at < events.len() {
+        v["nextToken"] = json!(page::token(&end_at.to_string()));
+    }
+    let _ = group;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_patterns_are_terms_and_phrases() {
+        assert!(matches("", "anything"));
+        assert!(matches("ERROR db", "ERROR: db down"));
+        assert!(!matches("ERROR db", "ERROR: cache down"));
+        assert!(matches("\"db down\"", "ERROR: db down"));
+        assert!(!matches("\"down db\"", "ERROR: db down"));
+    }
+}

@@ -1,0 +1,110 @@
+"""Container logs through CloudWatch Logs' API (the awslogs driver): boto3's
+logs client and `aws logs` read groups, streams and events unchanged."""
+
+import json
+import os
+import subprocess
+
+from conftest import ROOT, uniq
+
+DIST = os.path.join(ROOT, "guests", "dist")
+AWS = os.path.join(ROOT, ".venv", "bin", "aws")
+
+
+def run_logged(ecs, group, prefix, command):
+    family = uniq("logged")
+    ecs.register_task_definition(
+        family=family,
+        containerDefinitions=[
+            {
+                "name": "job",
+                "image": os.path.join(DIST, "echo.wasm"),
+                "memory": 16,
+                "command": command,
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {"awslogs-group": group, "awslogs-stream-prefix": prefix, "awslogs-region": "us-west-2"},
+                },
+            }
+        ],
+    )
+    task = ecs.run_task(taskDefinition=family)["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_stopped").wait(tasks=[task], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return task.split("/")[-1]
+
+
+def test_logs_read_through_cloudwatch_logs_api(server, ecs):
+    logs = server.client("logs")
+    group = f"/ecs/{uniq('app')}"
+    t1 = run_logged(ecs, group, "web", ["first-run", "--stderr", "oops ERROR db down"])
+    t2 = run_logged(ecs, group, "web", ["second-run"])
+    s1, s2 = f"web/job/{t1}", f"web/job/{t2}"
+
+    groups = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [group]
+    assert groups[0]["storedBytes"] > 0
+
+    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    assert sorted(s["logStreamName"] for s in streams) == sorted([s1, s2])
+    assert all("lastEventTimestamp" in s for s in streams)
+    newest = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime", descending=True, limit=1)
+    assert len(newest["logStreams"]) == 1 and "nextToken" in newest
+
+    events = logs.get_log_events(logGroupName=group, logStreamName=s1, startFromHead=True)
+    messages = [e["message"] for e in events["events"]]
+    assert "argv[1]=first-run" in messages
+    assert "oops ERROR db down" in messages  # stderr goes to the same stream
+    assert all(e["timestamp"] > 0 for e in events["events"])
+    # Past the end, the forward token comes back unchanged.
+    again = logs.get_log_events(
+        logGroupName=group, logStreamName=s1, startFromHead=True, nextToken=events["nextForwardToken"]
+    )
+    assert again["events"] == [] and again["nextForwardToken"] == events["nextForwardToken"]
+    two = logs.get_log_events(logGroupName=group, logStreamName=s1, limit=2)
+    assert [e["message"] for e in two["events"]] == messages[-2:]
+
+    hits = logs.filter_log_events(logGroupName=group, filterPattern="ERROR db")["events"]
+    # The argv line and the stderr line of the first task hold both terms.
+    assert sorted((e["logStreamName"], e["message"]) for e in hits) == [
+        (s1, "argv[3]=oops ERROR db down"),
+        (s1, "oops ERROR db down"),
+    ]
+    assert logs.filter_log_events(logGroupName=group, filterPattern="ERROR cache")["events"] == []
+    both = logs.filter_log_events(logGroupName=group, filterPattern='"argv[1]="')["events"]
+    assert sorted(e["message"] for e in both) == ["argv[1]=first-run", "argv[1]=second-run"]
+    only = logs.filter_log_events(logGroupName=group, logStreamNames=[s2])["events"]
+    assert all(e["logStreamName"] == s2 for e in only) and only
+
+    try:
+        logs.describe_log_streams(logGroupName="/no/such/group")
+        raise AssertionError("a missing group was found")
+    except logs.exceptions.ResourceNotFoundException:
+        pass
+
+    # aws-cli reads the same.
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-west-2")
+    out = subprocess.run(
+        [AWS, "--endpoint-url", server.endpoint, "logs", "get-log-events", "--log-group-name", group,
+         "--log-stream-name", s2, "--start-from-head"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert "argv[1]=second-run" in [e["message"] for e in json.loads(out)["events"]]
+
+
+def test_awslogs_needs_a_group_and_a_prefix(ecs):
+    import pytest
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(
+            family=uniq("bad"),
+            containerDefinitions=[
+                {
+                    "name": "job",
+                    "image": os.path.join(DIST, "echo.wasm"),
+                    "memory": 16,
+                    "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/x"}},
+                }
+            ],
+        )
+    assert "logConfiguration.options.awslogs-stream-prefix" in e.value.response["Error"]["Message"]
