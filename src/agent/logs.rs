@@ -77,9 +77,10 @@ pub fn sink(
     }))
 }
 
-/// A task's logs as text: each line `CONTAINER STREAM LINE`, in time order
-/// across containers. `None` when the task has no logs.
-pub fn read(logs_dir: &Path, cluster: &str, task: &str) -> Option<String> {
+/// A task's logs as text: each line `CONTAINER STREAM LINE` (preceded by
+/// its time in ms since the epoch with `timestamps`), in time order across
+/// containers. `None` when the task has no logs.
+pub fn read(logs_dir: &Path, cluster: &str, task: &str, timestamps: bool) -> Option<String> {
     let dir = task_dir(logs_dir, cluster, task);
     let mut lines: Vec<(u128, String)> = Vec::new();
     for entry in std::fs::read_dir(&dir).ok()? {
@@ -92,7 +93,15 @@ pub fn read(logs_dir: &Path, cluster: &str, task: &str) -> Option<String> {
                 continue;
             };
             let ms: u128 = ms.parse().unwrap_or(0);
-            lines.push((ms, format!("{container} {stream} {}", rest.unwrap_or(""))));
+            let line = format!("{container} {stream} {}", rest.unwrap_or(""));
+            lines.push((
+                ms,
+                if timestamps {
+                    format!("{ms} {line}")
+                } else {
+                    line
+                },
+            ));
         }
     }
     lines.sort_by_key(|(ms, _)| *ms);

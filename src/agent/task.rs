@@ -366,6 +366,8 @@ async fn run(
         .map(|c| c.health_check.as_ref().map(|_| HealthStatus::Unknown))
         .collect();
     let mut endpoint: Option<Arc<Endpoint>> = None;
+    // Each started container's log, for what skiff has to say about it.
+    let mut sinks: Vec<Option<Arc<dyn skiff_runtime::LogSink>>> = vec![None; n];
     // Health monitors run until the task stops; they report changes here.
     let mut monitors: JoinSet<()> = JoinSet::new();
     let (health_tx, mut health_rx) =
@@ -406,7 +408,10 @@ async fn run(
                     Readiness::Ready => {
                         progressed = true;
                         let sandbox = match task.sandbox(i) {
-                            Ok(s) => s,
+                            Ok(s) => {
+                                sinks[i] = Some(s.logs.clone());
+                                s
+                            }
                             Err(e) => {
                                 states[i] = State::NeverStarted;
                                 let why =
@@ -501,6 +506,15 @@ async fn run(
             Some(done) = set.join_next() => match done {
                 Ok(Done::Exited(i, report)) => {
                     metrics.report(&report);
+                    // A trap's backtrace goes to the container's log: the
+                    // task's record only has room for the reason.
+                    if let (Outcome::Trap { kind, backtrace }, Some(sink)) = (&report.outcome, &sinks[i]) {
+                        let now = std::time::SystemTime::now();
+                        sink.line(LogStream::Stderr, now, &format!("[skiff] container {} trapped: {kind}", containers[i].name));
+                        for l in backtrace.lines() {
+                            sink.line(LogStream::Stderr, now, l);
+                        }
+                    }
                     let (exit_code, reason) = describe_outcome(&containers[i], &report.outcome);
                     states[i] = State::Exited(exit_code);
                     task.report(Event::ContainerStopped { index: i, exit_code, reason });

@@ -126,7 +126,8 @@ fn signed_region(req: &Request<Incoming>) -> Option<String> {
 
 /// `GET /logs/CLUSTER/TASK`: a task's container logs as text, one line
 /// each: `CONTAINER STREAM LINE`.
-fn logs(api: &Api, path: &str) -> Response<Full<Bytes>> {
+fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
+    let timestamps = query.split('&').any(|kv| kv == "timestamps=1");
     let mut parts = path.trim_start_matches("/logs/").splitn(2, '/');
     let (cluster, task) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let valid = |s: &str| {
@@ -135,7 +136,7 @@ fn logs(api: &Api, path: &str) -> Response<Full<Bytes>> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     let (status, body) = match (valid(cluster) && valid(task))
-        .then(|| crate::agent::logs::read(&api.logs_dir, cluster, task))
+        .then(|| crate::agent::logs::read(&api.logs_dir, cluster, task, timestamps))
         .flatten()
     {
         Some(text) => (StatusCode::OK, text),
@@ -157,7 +158,8 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let request_id = new_id();
     if req.method() == hyper::Method::GET && req.uri().path().starts_with("/logs/") {
         let path = req.uri().path().to_string();
-        return tokio::task::spawn_blocking(move || logs(&api, &path))
+        let query = req.uri().query().unwrap_or("").to_string();
+        return tokio::task::spawn_blocking(move || logs(&api, &path, &query))
             .await
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     }

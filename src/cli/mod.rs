@@ -1,8 +1,20 @@
 //! The command line: one module per subcommand.
 
+pub mod client;
+pub mod create_service;
+pub mod delete_service;
+pub mod describe;
 pub mod exec;
+pub mod logs;
+pub mod ps;
+pub mod register;
+pub mod run;
+pub mod scale;
 pub mod server;
+pub mod services;
+pub mod stop;
 pub mod up;
+pub mod update_service;
 
 /// skiff's subcommands.
 #[derive(clap::Subcommand)]
@@ -13,6 +25,28 @@ pub enum Command {
     Server(server::Server),
     /// Start the engine and deploy an app on it (default: examples/hello).
     Up(up::Up),
+    /// List tasks: status, health, worker, uptime, restarts.
+    Ps(ps::Ps),
+    /// List services and their deployments.
+    Services(services::Services),
+    /// Show a task or a service in words: why it stopped, exit codes, events.
+    Describe(describe::Describe),
+    /// Print a task's or a service's logs.
+    Logs(logs::Logs),
+    /// Register a task definition from a JSON file.
+    Register(register::Register),
+    /// Run tasks of a task definition.
+    Run(run::Run),
+    /// Stop a task.
+    Stop(stop::Stop),
+    /// Create a service.
+    CreateService(create_service::CreateService),
+    /// Update a service: a new task definition, count or deployment.
+    UpdateService(update_service::UpdateService),
+    /// Set a service's desired count.
+    Scale(scale::Scale),
+    /// Delete a service.
+    DeleteService(delete_service::DeleteService),
 }
 
 impl Command {
@@ -22,6 +56,17 @@ impl Command {
             Command::Exec(c) => c.execute(),
             Command::Server(c) => c.execute(),
             Command::Up(c) => c.execute(),
+            Command::Ps(c) => c.execute(),
+            Command::Services(c) => c.execute(),
+            Command::Describe(c) => c.execute(),
+            Command::Logs(c) => c.execute(),
+            Command::Register(c) => c.execute(),
+            Command::Run(c) => c.execute(),
+            Command::Stop(c) => c.execute(),
+            Command::CreateService(c) => c.execute(),
+            Command::UpdateService(c) => c.execute(),
+            Command::Scale(c) => c.execute(),
+            Command::DeleteService(c) => c.execute(),
         }
     }
 }
