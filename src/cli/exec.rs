@@ -187,7 +187,24 @@ impl Exec {
         };
         let path = self.image.clone();
         let loader = runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || loader.load_file(&path)).await;
+        let mut loading = tokio::task::spawn_blocking(move || loader.load_file(&path));
+        // Compiling a large module takes a while the first time: say so on a
+        // terminal after half a second; stay quiet when piped.
+        let loaded = tokio::select! {
+            r = &mut loading => r,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                use std::io::IsTerminal;
+                let terminal = std::io::stderr().is_terminal();
+                if terminal {
+                    eprint!("skiff: compiling {} (once; the result is cached)...", self.image.display());
+                }
+                let r = loading.await;
+                if terminal {
+                    eprintln!(" done");
+                }
+                r
+            }
+        };
         let guest = match loaded {
             Ok(Ok(g)) => g,
             Ok(Err(e)) => return self.finish(&load_failed(&self.image, e)),
