@@ -142,10 +142,18 @@ def test_a_flood_past_every_task_is_shed_with_503_at_once(server, ecs):
 
 
 def test_requests_spread_over_tasks(server, ecs):
+    import urllib.request
+
     name = deploy(ecs, [web()], count=2)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        ids = list(pool.map(lambda _: get(server, name, "/env/SKIFF_TASK_ID")[2], range(200)))
-    assert len(set(ids)) == 2
+    tasks = [a.split("/")[-1] for a in ecs.list_tasks(serviceName=name)["taskArns"]]
+    # More requests at once than a task on the accepting worker is
+    # preferred for: whichever worker accepts them, both tasks get some.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda _: get(server, name, "/sleep?ms=500")[0], range(20)))
+    assert statuses == [200] * 20
+    for t in tasks:
+        log = urllib.request.urlopen(f"{server.endpoint}/logs/default/{t}").read().decode()
+        assert "sleeping 500 ms" in log, t
     delete(ecs, name)
 
 
