@@ -3,9 +3,9 @@
 //! (create, services, ps, scale, delete), `--json` parsed, and errors as
 //! one line with a non-zero exit.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::{Child, Command, Output};
 
 use serde_json::Value;
 
@@ -18,39 +18,10 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args([
-                "server",
-                "--api",
-                "127.0.0.1:0",
-                "--ingress",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let first = rx.recv_timeout(Duration::from_secs(60)).expect("no output");
-        let addr = first
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap();
+        let (child, api, _) = common::start_server(data.path(), &[]);
         Server {
             child,
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("http://{api}"),
             _data: data,
         }
     }

@@ -2,9 +2,11 @@
 //! minimal AWS JSON 1.1 client, through a task's lifecycle and a graceful
 //! shutdown.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,39 +20,7 @@ struct Server {
 
 impl Server {
     fn start(data: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args([
-                "server",
-                "--api",
-                "127.0.0.1:0",
-                "--ingress",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--data-dir",
-            ])
-            .arg(data)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server said nothing");
-        let api = first
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no API address in {first:?}"))
-            .to_string();
+        let (child, api, lines) = common::start_server(data, &["--workers", "2"]);
         Server { child, api, lines }
     }
 

@@ -2,7 +2,9 @@
 //! it prints; a second `up` on the same data directory rolls the service
 //! to a new revision; a bad app is refused with the file named.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -12,16 +14,6 @@ struct Up {
     child: Child,
     out: mpsc::Receiver<String>,
     err: mpsc::Receiver<String>,
-}
-
-fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    rx
 }
 
 impl Up {
@@ -45,8 +37,8 @@ impl Up {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = lines(child.stdout.take().unwrap());
-        let err = lines(child.stderr.take().unwrap());
+        let out = common::lines(child.stdout.take().unwrap());
+        let err = common::lines(child.stderr.take().unwrap());
         Up { child, out, err }
     }
 
