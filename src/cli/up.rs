@@ -7,7 +7,7 @@
 //! APP is a task-definition JSON file, or a directory holding
 //! `taskdef.json` and optionally `service.json` (CreateService's fields;
 //! `serviceName` defaults to the family, `desiredCount` to 1). Relative
-//! `image` paths are relative to the app's directory. Without APP,
+//! `image` and host volume paths are relative to the app's directory. Without APP,
 //! `examples/hello` is deployed.
 
 use std::io::IsTerminal;
@@ -86,6 +86,18 @@ impl App {
                         let abs = std::path::absolute(base.join(raw))
                             .map_err(|e| format!("image {image}: {e}"))?;
                         c["image"] = json!(abs.to_string_lossy());
+                    }
+                }
+            }
+        }
+        // Host volumes too are relative to the app.
+        if let Some(volumes) = taskdef.get_mut("volumes").and_then(Value::as_array_mut) {
+            for v in volumes {
+                if let Some(p) = v.pointer("/host/sourcePath").and_then(Value::as_str) {
+                    if Path::new(p).is_relative() {
+                        let abs = std::path::absolute(base.join(p))
+                            .map_err(|e| format!("volume {p}: {e}"))?;
+                        v["host"]["sourcePath"] = json!(abs.to_string_lossy());
                     }
                 }
             }
@@ -281,5 +293,40 @@ impl Up {
         wait_for_signal().await;
         engine.stop().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_and_host_volumes_are_relative_to_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("taskdef.json"),
+            r#"{"family": "a", "containerDefinitions": [{"name": "w", "image": "w.wasm", "memory": 16},
+                {"name": "x", "image": "/abs/x.wasm", "memory": 16}],
+                "volumes": [{"name": "s", "host": {"sourcePath": "state"}}, {"name": "t"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("service.json"), r#"{"desiredCount": 3}"#).unwrap();
+        let app = App::load(dir.path()).unwrap();
+        let base = std::path::absolute(dir.path()).unwrap();
+        assert_eq!(
+            app.taskdef["containerDefinitions"][0]["image"],
+            json!(base.join("w.wasm").to_string_lossy())
+        );
+        assert_eq!(
+            app.taskdef["containerDefinitions"][1]["image"],
+            "/abs/x.wasm"
+        );
+        assert_eq!(
+            app.taskdef["volumes"][0]["host"]["sourcePath"],
+            json!(base.join("state").to_string_lossy())
+        );
+        assert_eq!(app.service["desiredCount"], 3);
+        let missing = App::load(&dir.path().join("nope")).unwrap_err();
+        assert!(missing.contains("cannot read"), "{missing}");
     }
 }
