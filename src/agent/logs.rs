@@ -119,6 +119,12 @@ pub struct Line {
     pub text: String,
 }
 
+/// The size of a container's log file in bytes (0 when it has none).
+pub fn container_log_size(logs_dir: &Path, cluster: &str, task: &str, container: &str) -> u64 {
+    let path = task_dir(logs_dir, cluster, task).join(format!("{container}.log"));
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// A container's log lines, oldest first (empty when it has none).
 pub fn container_lines(logs_dir: &Path, cluster: &str, task: &str, container: &str) -> Vec<Line> {
     let path = task_dir(logs_dir, cluster, task).join(format!("{container}.log"));

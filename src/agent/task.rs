@@ -240,6 +240,7 @@ impl Task {
                 .concurrency
                 .unwrap_or(crate::model::taskdef::DEFAULT_CONCURRENCY) as usize,
             sandbox.logs.clone(),
+            self.service_metrics(),
         ));
         ep.set_routable(routable(&self.spec.definition.containers, health));
         let ports: Vec<u16> = c

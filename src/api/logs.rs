@@ -45,6 +45,10 @@ impl Stream {
     fn lines(&self, api: &Api) -> Vec<Line> {
         files::container_lines(&api.logs_dir, &self.cluster, &self.task, &self.container)
     }
+
+    fn bytes(&self, api: &Api) -> u64 {
+        files::container_log_size(&api.logs_dir, &self.cluster, &self.task, &self.container)
+    }
 }
 
 fn streams(api: &Api, prefix: &str) -> ApiResult<Vec<Stream>> {
@@ -114,7 +118,7 @@ fn describe_groups(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         if !s.group.starts_with(prefix) {
             continue;
         }
-        let bytes: u64 = s.lines(api).iter().map(|l| l.text.len() as u64).sum();
+        let bytes = s.bytes(api);
         let g = groups.entry(s.group.clone()).or_insert((s.created, 0));
         g.0 = g.0.min(s.created);
         g.1 += bytes;
@@ -182,7 +186,7 @@ fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 "logStreamName": s.name,
                 "creationTime": s.created,
                 "arn": format!("{}:log-stream:{}", group_arn(scope, &group), s.name),
-                "storedBytes": lines.iter().map(|l| l.text.len() as u64).sum::<u64>(),
+                "storedBytes": s.bytes(api),
             });
             if let (Some(f), Some(l)) = (first, last) {
                 v["firstEventTimestamp"] = json!(f);
@@ -348,7 +352,6 @@ fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     if end_at < events.len() {
         v["nextToken"] = json!(page::token(&end_at.to_string()));
     }
-    let _ = group;
     Ok(v)
 }
 

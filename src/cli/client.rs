@@ -233,6 +233,28 @@ pub fn finish(result: Result<i32, CliError>) -> i32 {
     }
 }
 
+/// Ends a service command: waits for the service when asked (until stable,
+/// or INACTIVE with `inactive`), then prints the API's answer with
+/// `--json`, else `message`.
+pub fn service_done(
+    ep: &Endpoint,
+    out: &Value,
+    name: &str,
+    wait: bool,
+    inactive: bool,
+    message: &str,
+) -> Result<i32, CliError> {
+    if wait {
+        wait_service(ep, name, inactive, Duration::from_secs(600))?;
+    }
+    if ep.json {
+        print_json(out);
+    } else {
+        println!("{message}");
+    }
+    Ok(0)
+}
+
 /// Waits until a service is stable (one deployment, desired = running), or
 /// INACTIVE with `inactive`; shows progress on a terminal.
 pub fn wait_service(

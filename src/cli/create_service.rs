@@ -1,10 +1,8 @@
 //! `skiff create-service NAME TASKDEF`: creates a service.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::client::{finish, print_json, wait_service, CliError, Endpoint};
+use super::client::{finish, service_done, CliError, Endpoint};
 
 /// Create a service.
 #[derive(clap::Args)]
@@ -36,14 +34,13 @@ impl CreateService {
             json!({"cluster": self.ep.cluster(), "serviceName": self.name,
                    "taskDefinition": self.taskdef, "desiredCount": self.count}),
         )?;
-        if self.wait {
-            wait_service(&self.ep, &self.name, false, Duration::from_secs(600))?;
-        }
-        if self.ep.json {
-            print_json(&out);
-        } else {
-            println!("created service {}", self.name);
-        }
-        Ok(0)
+        service_done(
+            &self.ep,
+            &out,
+            &self.name,
+            self.wait,
+            false,
+            &format!("created service {}", self.name),
+        )
     }
 }

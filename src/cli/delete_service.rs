@@ -1,11 +1,9 @@
 //! `skiff delete-service NAME`: deletes a service (scaled to 0 first with
 //! `--force`).
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::client::{finish, print_json, wait_service, CliError, Endpoint};
+use super::client::{finish, service_done, CliError, Endpoint};
 
 /// Delete a service.
 #[derive(clap::Args)]
@@ -33,14 +31,13 @@ impl DeleteService {
             "DeleteService",
             json!({"cluster": self.ep.cluster(), "service": self.name, "force": self.force}),
         )?;
-        if self.wait {
-            wait_service(&self.ep, &self.name, true, Duration::from_secs(600))?;
-        }
-        if self.ep.json {
-            print_json(&out);
-        } else {
-            println!("deleted service {}", self.name);
-        }
-        Ok(0)
+        service_done(
+            &self.ep,
+            &out,
+            &self.name,
+            self.wait,
+            true,
+            &format!("deleted service {}", self.name),
+        )
     }
 }

@@ -1,10 +1,8 @@
 //! `skiff scale NAME COUNT`: sets a service's desired count.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::client::{finish, print_json, wait_service, CliError, Endpoint};
+use super::client::{finish, service_done, CliError, Endpoint};
 
 /// Scale a service.
 #[derive(clap::Args)]
@@ -31,14 +29,13 @@ impl Scale {
             "UpdateService",
             json!({"cluster": self.ep.cluster(), "service": self.name, "desiredCount": self.count}),
         )?;
-        if self.wait {
-            wait_service(&self.ep, &self.name, false, Duration::from_secs(600))?;
-        }
-        if self.ep.json {
-            print_json(&out);
-        } else {
-            println!("scaled {} to {}", self.name, self.count);
-        }
-        Ok(0)
+        service_done(
+            &self.ep,
+            &out,
+            &self.name,
+            self.wait,
+            false,
+            &format!("scaled {} to {}", self.name, self.count),
+        )
     }
 }

@@ -10,9 +10,8 @@
 //! `image` and host volume paths are relative to the app's directory. Without APP,
 //! `examples/hello` is deployed.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -185,67 +184,6 @@ pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), Stri
     Ok((name, cluster))
 }
 
-/// Waits until the service is stable; says why not when it is not by
-/// `limit`.
-pub async fn wait_stable(
-    engine: &Engine,
-    name: &str,
-    cluster: &str,
-    limit: Duration,
-) -> Result<(), String> {
-    let t0 = Instant::now();
-    let terminal = std::io::stderr().is_terminal();
-    let mut shown = String::new();
-    loop {
-        let out = call(
-            engine,
-            crate::api::services::describe,
-            json!({"cluster": cluster, "services": [name]}),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let s = &out["services"][0];
-        let (running, desired) = (s["runningCount"].as_u64(), s["desiredCount"].as_u64());
-        let deployments = s["deployments"].as_array().map_or(0, Vec::len);
-        if running == desired && deployments == 1 {
-            if terminal && !shown.is_empty() {
-                eprintln!();
-            }
-            return Ok(());
-        }
-        if terminal {
-            let line = format!(
-                "skiff: waiting for {name}: {}/{} tasks running",
-                running.unwrap_or(0),
-                desired.unwrap_or(0)
-            );
-            if line != shown {
-                eprint!("\r{line}");
-                shown = line;
-            }
-        }
-        if t0.elapsed() > limit {
-            let events: Vec<String> = s["events"]
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .take(5)
-                        .filter_map(|e| e["message"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Err(format!(
-                "service {name} is not stable after {}: {}/{} tasks running; latest events:\n  {}",
-                skiff_runtime::human_duration(limit),
-                running.unwrap_or(0),
-                desired.unwrap_or(0),
-                events.join("\n  ")
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 impl Up {
     /// Runs `skiff up`; returns the process exit code.
     pub fn execute(self) -> i32 {
@@ -273,7 +211,19 @@ impl Up {
             }
         };
         let (name, cluster) = &deployed;
-        match wait_stable(&engine, name, cluster, self.wait).await {
+        // The client commands' wait, over the engine's own API.
+        let ep = super::client::Endpoint {
+            endpoint: format!("http://{}", engine.api_addr),
+            cluster: cluster.clone(),
+            json: false,
+        };
+        let (service, limit) = (name.clone(), self.wait);
+        let waited = tokio::task::spawn_blocking(move || {
+            super::client::wait_service(&ep, &service, false, limit)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match waited {
             Ok(()) => {
                 let port = engine.ingress_addr.port();
                 let host = if cluster == "default" {

@@ -1,11 +1,9 @@
 //! `skiff update-service NAME`: a new task definition (a rolling
 //! deployment), a new count, or a forced new deployment.
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use super::client::{finish, print_json, wait_service, CliError, Endpoint};
+use super::client::{finish, service_done, CliError, Endpoint};
 
 /// Update a service.
 #[derive(clap::Args)]
@@ -44,14 +42,13 @@ impl UpdateService {
             req["desiredCount"] = json!(c);
         }
         let out = self.ep.call("UpdateService", req)?;
-        if self.wait {
-            wait_service(&self.ep, &self.name, false, Duration::from_secs(600))?;
-        }
-        if self.ep.json {
-            print_json(&out);
-        } else {
-            println!("updated service {}", self.name);
-        }
-        Ok(0)
+        service_done(
+            &self.ep,
+            &out,
+            &self.name,
+            self.wait,
+            false,
+            &format!("updated service {}", self.name),
+        )
     }
 }

@@ -181,7 +181,10 @@ impl Front {
         }
         // Requests for a known service are counted (not those for any
         // host at all, which would let clients make labels without end).
-        let m = self.metrics.service(cluster, name);
+        let m = match &pick {
+            Pick::To(a) => a.endpoint().metrics.clone(),
+            _ => self.metrics.service(cluster, name),
+        };
         let started = std::time::Instant::now();
         let resp = self.dispatch(pick, req, local, id, &service).await;
         m.request(resp.status().as_u16(), started.elapsed());

@@ -36,6 +36,8 @@ pub struct Endpoint {
     pub limit: usize,
     /// The container's log, for lines about failed requests.
     pub logs: Arc<dyn LogSink>,
+    /// Its service's metrics, counted on the request path without a lookup.
+    pub metrics: Arc<crate::metrics::ServiceMetrics>,
     outstanding: AtomicUsize,
     routable: AtomicBool,
 }
@@ -48,6 +50,7 @@ impl Endpoint {
         handler: HttpHandler,
         limit: usize,
         logs: Arc<dyn LogSink>,
+        metrics: Arc<crate::metrics::ServiceMetrics>,
     ) -> Endpoint {
         Endpoint {
             task,
@@ -55,6 +58,7 @@ impl Endpoint {
             handler,
             limit: limit.max(1),
             logs,
+            metrics,
             outstanding: AtomicUsize::new(0),
             routable: AtomicBool::new(false),
         }
@@ -136,9 +140,6 @@ struct Table {
 /// The routing table of this node.
 pub struct Routes {
     domain: String,
-    /// How many outstanding requests a task on another worker counts as
-    /// having beyond its own (the cost of the hop between threads).
-    remote_cost: usize,
     table: RwLock<Table>,
     opener: OnceLock<Box<dyn PortOpener>>,
 }
@@ -148,7 +149,6 @@ impl Routes {
     pub fn new(domain: &str) -> Routes {
         Routes {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
-            remote_cost: REMOTE_COST,
             table: RwLock::new(Table::default()),
             opener: OnceLock::new(),
         }
@@ -278,7 +278,7 @@ impl Routes {
                 .min_by_key(|e| {
                     let remote = e.worker != local;
                     (
-                        e.outstanding() + if remote { self.remote_cost } else { 0 },
+                        e.outstanding() + if remote { REMOTE_COST } else { 0 },
                         remote,
                     )
                 });
@@ -329,6 +329,7 @@ mod tests {
             h.clone(),
             limit,
             Arc::new(skiff_runtime::DiscardLogs),
+            Default::default(),
         ));
         e.set_routable(true);
         e

@@ -528,8 +528,7 @@ impl ServiceRecord {
         o.insert("sourceServiceRevisions".into(), json!(sources));
         o.insert("targetServiceRevision".into(), summary(d, requested));
         o.insert("deploymentConfiguration".into(), d.config.view());
-        if let Some(cb) = d.config.circuit_breaker.filter(|cb| cb.enable) {
-            let _ = cb;
+        if d.config.circuit_breaker.is_some_and(|cb| cb.enable) {
             o.insert(
                 "deploymentCircuitBreaker".into(),
                 json!({
