@@ -7,6 +7,7 @@
 //!   `execute()`: `exec` (run one container here and now), `server`, `up`
 //!   (the engine plus an app).
 //! - [`api`]: the ECS API (AWS JSON 1.1), one module per resource.
+//! - [`auth`]: access keys, SigV4 signatures and IAM policies.
 //! - [`model`]: ECS documents as validated types; ARNs and names.
 //! - [`store`]: the durable store (a trait shaped for etcd; SQLite).
 //! - [`scheduler`]: placement of tasks on workers; the service scheduler
@@ -23,6 +24,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod ingress;
 pub mod metrics;

@@ -1,5 +1,7 @@
 //! API errors as ECS words them: HTTP 400 with
-//! `{"__type": "...Exception", "message": "..."}`, ServerException 500.
+//! `{"__type": "...Exception", "message": "..."}`, 403 for
+//! authentication and permissions, 413 for a body too large, ServerException
+//! 500.
 
 use std::fmt;
 
@@ -19,6 +21,13 @@ pub enum Kind {
     ServiceNotActive,
     ClusterContainsServices,
     UnsupportedFeature,
+    MissingAuthenticationToken,
+    IncompleteSignature,
+    UnrecognizedClient,
+    InvalidSignature,
+    AccessDenied,
+    RequestTooLarge,
+    Throttling,
     Server,
 }
 
@@ -35,6 +44,13 @@ impl Kind {
             Kind::ServiceNotActive => "ServiceNotActiveException",
             Kind::ClusterContainsServices => "ClusterContainsServicesException",
             Kind::UnsupportedFeature => "UnsupportedFeatureException",
+            Kind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            Kind::IncompleteSignature => "IncompleteSignatureException",
+            Kind::UnrecognizedClient => "UnrecognizedClientException",
+            Kind::InvalidSignature => "InvalidSignatureException",
+            Kind::AccessDenied => "AccessDeniedException",
+            Kind::RequestTooLarge => "RequestEntityTooLargeException",
+            Kind::Throttling => "ThrottlingException",
             Kind::Server => "ServerException",
         }
     }
@@ -43,6 +59,13 @@ impl Kind {
     pub fn status(self) -> u16 {
         match self {
             Kind::Server => 500,
+            Kind::MissingAuthenticationToken
+            | Kind::IncompleteSignature
+            | Kind::UnrecognizedClient
+            | Kind::InvalidSignature
+            | Kind::AccessDenied => 403,
+            Kind::RequestTooLarge => 413,
+            Kind::Throttling => 429,
             _ => 400,
         }
     }
@@ -101,6 +124,19 @@ impl fmt::Display for ApiError {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> ApiError {
         ApiError::client(e.to_string())
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> ApiError {
+        use crate::auth::AuthError as A;
+        let kind = match e {
+            A::Missing => Kind::MissingAuthenticationToken,
+            A::Incomplete(_) => Kind::IncompleteSignature,
+            A::UnknownKey => Kind::UnrecognizedClient,
+            A::Invalid(_) => Kind::InvalidSignature,
+        };
+        ApiError::new(kind, e.message())
     }
 }
 

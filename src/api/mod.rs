@@ -2,11 +2,17 @@
 //!
 //! `POST /` with `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Action>`
 //! and a JSON body. The region of ARNs is the one the request was signed
-//! for (the credential scope of its SigV4 `Authorization` header); any
-//! signature is accepted for now. Each action is a synchronous function of
-//! the request that reads and writes the store; it runs off the async
+//! for (the credential scope of its SigV4 `Authorization` header). With
+//! keys (`--auth`), every request must be signed by one ([`crate::auth`])
+//! and allowed by its policy ([`access`] says what a call acts on);
+//! without, any request is accepted. Each action is a synchronous function
+//! of the request that reads and writes the store; it runs off the async
 //! threads, and its answer is sent only after its writes are durable.
+//!
+//! Also here: `GET /metrics` (Prometheus text; without a key only from
+//! loopback) and `GET /logs/CLUSTER/TASK` (a task's output as text).
 
+pub mod access;
 pub mod clusters;
 pub mod error;
 pub mod logs;
@@ -19,7 +25,7 @@ pub mod tasks;
 use std::future::Future;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
@@ -51,6 +57,10 @@ pub struct Api {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The wasm runtime (for its pool's occupancy).
     pub runtime: Option<skiff_runtime::Runtime>,
+    /// The access keys requests must be signed with; `None` accepts any
+    /// request (only when the API listens on loopback, or the operator
+    /// said `--insecure-no-auth`).
+    pub keys: Option<crate::auth::Keys>,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -86,10 +96,44 @@ fn action(name: &str) -> Option<Action> {
     })
 }
 
+/// The most connections the API keeps open at once, unless the server is
+/// told otherwise; past that a new connection is answered 429
+/// (ThrottlingException, which AWS SDKs retry) and closed.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How deeply a request body's JSON may nest (ECS's deepest request is 6).
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// The answer to a connection past the limit of `max`.
+fn throttled(max: usize) -> Bytes {
+    let body = format!(
+        "{{\"__type\":\"ThrottlingException\",\"message\":\"the skiff API has {max} connections open, its limit (--api-connections); close idle connections or retry later\"}}"
+    );
+    Bytes::from(format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/x-amz-json-1.1\r\n\
+         x-amzn-errortype: ThrottlingException\r\nretry-after: 1\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then lets open
 /// connections finish their requests (a few seconds at most).
-pub async fn serve(listener: TcpListener, api: Arc<Api>, shutdown: impl Future<Output = ()>) {
-    crate::ingress::accept_loop(listener, shutdown, move |req| handle(api.clone(), req)).await;
+/// At most `connections` are open at once.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = crate::ingress::Limits {
+        connections,
+        refusal: throttled(connections),
+    };
+    crate::ingress::accept_loop(listener, shutdown, limits, move |req| {
+        handle(api.clone(), req)
+    })
+    .await;
 }
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Full<Bytes>> {
@@ -114,28 +158,96 @@ fn error_response(e: &ApiError, request_id: &str) -> Response<Full<Bytes>> {
     resp
 }
 
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
 /// The region of the request's credential scope:
 /// `Credential=AKID/DATE/REGION/SERVICE/aws4_request`.
-fn signed_region(req: &Request<Incoming>) -> Option<String> {
-    let auth = req.headers().get("authorization")?.to_str().ok()?;
+fn signed_region(parts: &hyper::http::request::Parts) -> Option<String> {
+    let auth = parts.headers.get("authorization")?.to_str().ok()?;
     let cred = auth.split("Credential=").nth(1)?;
     let cred = cred.split([',', ' ']).next()?;
     let region = cred.split('/').nth(2)?;
     (!region.is_empty()).then(|| region.to_string())
 }
 
+/// The caller, when the API checks signatures: the key that signed the
+/// request, and the region it was signed for.
+pub struct Caller<'a> {
+    /// The key.
+    pub key: &'a crate::auth::Key,
+    /// Its credential scope.
+    pub credential: crate::auth::sigv4::Credential,
+}
+
+/// Verifies the request's signature for `service` when the API has keys;
+/// `Ok(None)` when it has none (it then accepts anything).
+fn authenticate<'a>(
+    api: &'a Api,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    service: &str,
+) -> ApiResult<Option<Caller<'a>>> {
+    let Some(keys) = &api.keys else {
+        return Ok(None);
+    };
+    let mut headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    // HTTP/2 carries the host as the :authority.
+    let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+    if !parts.headers.contains_key(hyper::header::HOST) {
+        if let Some(a) = &authority {
+            headers.push(("host", a));
+        }
+    }
+    let req = crate::auth::sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body,
+    };
+    let (key, credential) = keys.authenticate(&req, service)?;
+    Ok(Some(Caller { key, credential }))
+}
+
+/// Refuses the call unless the caller's policy allows `action` on every
+/// one of `resources`.
+fn authorize(
+    api: &Api,
+    caller: Option<&Caller>,
+    action: &str,
+    resources: &[String],
+) -> ApiResult<()> {
+    match caller {
+        None => Ok(()),
+        Some(c) => c
+            .key
+            .authorize(&api.account, action, resources)
+            .map_err(|m| ApiError::new(Kind::AccessDenied, m)),
+    }
+}
+
 /// `GET /logs/CLUSTER/TASK`: a task's container logs as text, one line
 /// each: `CONTAINER STREAM LINE`.
 fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
     let timestamps = query.split('&').any(|kv| kv == "timestamps=1");
-    let mut parts = path.trim_start_matches("/logs/").splitn(2, '/');
-    let (cluster, task) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    let (status, body) = match (valid(cluster) && valid(task))
+    let (cluster, task) = logs_path(path);
+    let (status, body) = match (valid_id(cluster) && valid_id(task))
         .then(|| crate::agent::logs::read(&api.logs_dir, cluster, task, timestamps))
         .flatten()
     {
@@ -145,112 +257,154 @@ fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
             format!("no logs for task {task:?} in cluster {cluster:?}\n"),
         ),
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+    text_response(status, "text/plain; charset=utf-8", body)
+}
+
+fn logs_path(path: &str) -> (&str, &str) {
+    let mut parts = path.trim_start_matches("/logs/").splitn(2, '/');
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// How much of a body over the limit is read and dropped before the 413
+/// is sent, so that a client still sending can read the answer (a server
+/// that closes mid-upload makes the client see a reset instead).
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// Reads the body, up to [`MAX_BODY`] bytes.
+async fn read_body(mut body: Incoming) -> ApiResult<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::client("the request body was cut off"))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::new(
+            Kind::RequestTooLarge,
+            format!("the request body is larger than {MAX_BODY} bytes, the API's limit"),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let request_id = new_id();
-    if req.method() == hyper::Method::GET && req.uri().path().starts_with("/logs/") {
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or("").to_string();
-        return tokio::task::spawn_blocking(move || logs(&api, &path, &query))
-            .await
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-    }
-    if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
-        let text = tokio::task::spawn_blocking(move || {
-            api.metrics.render(api.store.as_ref(), api.runtime.as_ref())
+    let peer = req.extensions().get::<crate::ingress::Peer>().map(|p| p.0);
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e, &request_id),
+    };
+    let get = parts.method == hyper::Method::GET;
+    let path = parts.uri.path().to_string();
+    if get && path.starts_with("/logs/") {
+        let query = parts.uri.query().unwrap_or("").to_string();
+        return tokio::task::spawn_blocking(move || {
+            let scope = Scope {
+                region: api.default_region.clone(),
+                account: api.account.clone(),
+            };
+            let caller = match authenticate(&api, &parts, &body, "ecs") {
+                Ok(c) => c,
+                Err(e) => return error_response(&e, &request_id),
+            };
+            let scope = caller.as_ref().map_or(scope.clone(), |c| Scope {
+                region: c.credential.region.clone(),
+                ..scope
+            });
+            let (cluster, _) = logs_path(&path);
+            let resource = access::task_logs_resource(&scope, cluster);
+            if let Err(e) = authorize(&api, caller.as_ref(), "logs:GetLogEvents", &[resource]) {
+                return error_response(&e, &request_id);
+            }
+            logs(&api, &path, &query)
         })
         .await
-        .unwrap_or_default();
-        let mut resp = Response::new(Full::new(Bytes::from(text)));
-        resp.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        return resp;
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     }
-    if req.method() != hyper::Method::POST || req.uri().path() != "/" {
+    if get && path == "/metrics" {
+        return tokio::task::spawn_blocking(move || {
+            let loopback = peer.is_some_and(|p| p.ip().is_loopback());
+            let signed = parts.headers.contains_key(hyper::header::AUTHORIZATION);
+            // From loopback, unsigned requests are answered; signed ones
+            // are checked like any other.
+            if signed || !loopback {
+                let caller = match authenticate(&api, &parts, &body, "ecs") {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        let e = ApiError::new(
+                            Kind::AccessDenied,
+                            "/metrics is readable without a key only from loopback; \
+                             start the server with --auth and sign the request with a key \
+                             whose policy allows skiff:GetMetrics",
+                        );
+                        return error_response(&e, &request_id);
+                    }
+                    Err(e) => return error_response(&e, &request_id),
+                };
+                if let Err(e) = authorize(&api, Some(&caller), "skiff:GetMetrics", &["*".into()]) {
+                    return error_response(&e, &request_id);
+                }
+            }
+            let text = api.metrics.render(api.store.as_ref(), api.runtime.as_ref());
+            text_response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+        })
+        .await
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    }
+    if parts.method != hyper::Method::POST || path != "/" {
         let e = ApiError::new(
             Kind::UnsupportedFeature,
             format!(
                 "{} {} is not an API call: send POST / with an X-Amz-Target header",
-                req.method(),
-                req.uri().path()
+                parts.method, path
             ),
         );
         let mut resp = error_response(&e, &request_id);
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     }
-    let target = req
-        .headers()
+    let target = parts
+        .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let region = signed_region(&req).unwrap_or_else(|| api.default_region.clone());
-    let (service, name) = target.split_once('.').unwrap_or(("", ""));
-    let act = match service {
-        ECS_TARGET => action(name),
-        logs::LOGS_TARGET => logs::action(name),
-        _ => {
-            let e = ApiError::new(
-                Kind::UnsupportedFeature,
-                format!(
-                    "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action> or {}.<Action>",
-                    logs::LOGS_TARGET
-                ),
-            );
-            return error_response(&e, &request_id);
-        }
-    };
-    let Some(act) = act else {
-        let e = ApiError::new(
-            Kind::UnsupportedFeature,
-            format!("the action {name} is not supported by skiff"),
-        );
-        return error_response(&e, &request_id);
-    };
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            let e = ApiError::client(format!(
-                "the request body is larger than {MAX_BODY} bytes or was cut off"
-            ));
-            return error_response(&e, &request_id);
-        }
-    };
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => {
-                return error_response(
-                    &ApiError::client("the request body must be a JSON object"),
-                    &request_id,
-                )
-            }
-            Err(e) => {
-                return error_response(
-                    &ApiError::client(format!("the request body is not valid JSON: {e}")),
-                    &request_id,
-                )
-            }
-        }
-    };
-    let scope = Scope {
-        region,
-        account: api.account.clone(),
-    };
-    let result = tokio::task::spawn_blocking(move || act(&api, &scope, &body)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let service = if target.starts_with(logs::LOGS_TARGET) {
+            "logs"
+        } else {
+            "ecs"
+        };
+        let caller = authenticate(&api, &parts, &body, service)?;
+        let region = match &caller {
+            Some(c) => c.credential.region.clone(),
+            None => signed_region(&parts).unwrap_or_else(|| api.default_region.clone()),
+        };
+        let scope = Scope {
+            region,
+            account: api.account.clone(),
+        };
+        call(&api, &scope, &target, &body, caller.as_ref())
+    })
+    .await;
     match result {
         Ok(Ok(v)) => json_response(200, &v, &request_id),
         Ok(Err(e)) => error_response(&e, &request_id),
@@ -259,6 +413,92 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             &request_id,
         ),
     }
+}
+
+/// Whether `json` nests arrays and objects no deeper than `max`.
+pub fn depth_within(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// One API call: `target` is the `X-Amz-Target` header, `body` the request
+/// body. `caller` is the signer, checked against its policy (`None` when
+/// the API has no keys). Every error is the client's but `ServerException`.
+pub fn call(
+    api: &Api,
+    scope: &Scope,
+    target: &str,
+    body: &[u8],
+    caller: Option<&Caller>,
+) -> ApiResult {
+    let (service, name) = target.split_once('.').unwrap_or(("", ""));
+    let (act, iam) = match service {
+        ECS_TARGET => (action(name), "ecs"),
+        logs::LOGS_TARGET => (logs::action(name), "logs"),
+        _ => {
+            return Err(ApiError::new(
+                Kind::UnsupportedFeature,
+                format!(
+                "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action> or {}.<Action>",
+                logs::LOGS_TARGET
+            ),
+            ))
+        }
+    };
+    let Some(act) = act else {
+        return Err(ApiError::new(
+            Kind::UnsupportedFeature,
+            format!("the action {name} is not supported by skiff"),
+        ));
+    };
+    if !depth_within(body, MAX_JSON_DEPTH) {
+        return Err(ApiError::client(format!(
+            "the request body nests JSON deeper than {MAX_JSON_DEPTH} levels, the API's limit"
+        )));
+    }
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Err(ApiError::client("the request body must be a JSON object")),
+            Err(e) => {
+                return Err(ApiError::client(format!(
+                    "the request body is not valid JSON: {e}"
+                )))
+            }
+        }
+    };
+    if caller.is_some() {
+        let resources = match iam {
+            "ecs" => access::ecs_resources(scope, name, &body),
+            _ => access::logs_resources(scope, name, &body),
+        };
+        authorize(api, caller, &format!("{iam}:{name}"), &resources)?;
+    }
+    act(api, scope, &body)
 }
 
 /// A random id: 32 hex digits, as ECS task ids.

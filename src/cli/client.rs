@@ -43,8 +43,61 @@ impl Endpoint {
         Ok((addr, hostport))
     }
 
-    fn request(&self, head: &str, body: &str) -> Result<(u16, String), CliError> {
+    /// Sends one request; signs it (SigV4) when `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` are set, for `AWS_REGION` (or
+    /// `AWS_DEFAULT_REGION`, else us-east-1).
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(u16, String), CliError> {
         let (addr, host) = self.addr()?;
+        let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut all: Vec<(&str, &str)> = vec![("host", &host)];
+        all.extend_from_slice(headers);
+        let signature = match (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(id), Ok(secret)) if !id.is_empty() => {
+                let region = std::env::var("AWS_REGION")
+                    .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|_| "us-east-1".to_string());
+                let service = if headers
+                    .iter()
+                    .any(|(_, v)| v.starts_with(crate::api::logs::LOGS_TARGET))
+                {
+                    "logs"
+                } else {
+                    "ecs"
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let req = crate::auth::sigv4::Request {
+                    method,
+                    path: path_only,
+                    query,
+                    headers: &all,
+                    body: body.as_bytes(),
+                };
+                Some(crate::auth::sigv4::sign(
+                    &req, &id, &secret, &region, service, now,
+                ))
+            }
+            _ => None,
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        for (n, v) in &all {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if let Some((date, authorization)) = signature {
+            head.push_str(&format!(
+                "x-amz-date: {date}\r\nauthorization: {authorization}\r\n"
+            ));
+        }
         let mut s = TcpStream::connect(&addr).map_err(|e| {
             format!(
                 "cannot reach the skiff API at {}: {e}; start it with `skiff server` (or `skiff up`), or pass --endpoint",
@@ -54,7 +107,7 @@ impl Endpoint {
         s.set_read_timeout(Some(Duration::from_secs(120))).ok();
         write!(
             s,
-            "{head}\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{head}content-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         )
         .map_err(|e| format!("the API connection failed: {e}"))?;
@@ -80,10 +133,16 @@ impl Endpoint {
 
     /// Calls an ECS action; an API error comes back as `Kind: message`.
     pub fn call(&self, action: &str, body: Value) -> Result<Value, CliError> {
-        let head = format!(
-            "POST / HTTP/1.1\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.{action}\r\nContent-Type: application/x-amz-json-1.1"
-        );
-        let (status, text) = self.request(&head, &body.to_string())?;
+        let target = format!("{}.{action}", crate::api::ECS_TARGET);
+        let (status, text) = self.request(
+            "POST",
+            "/",
+            &[
+                ("x-amz-target", &target),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            &body.to_string(),
+        )?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
             return Ok(v);
@@ -98,10 +157,18 @@ impl Endpoint {
 
     /// A task's log lines with their times: `(ms, "CONTAINER STREAM LINE")`.
     pub fn task_logs(&self, task: &str) -> Result<Vec<(u64, String)>, CliError> {
-        let head = format!("GET /logs/{}/{task}?timestamps=1 HTTP/1.1", self.cluster);
-        let (status, text) = self.request(&head, "")?;
+        let path = format!("/logs/{}/{task}?timestamps=1", self.cluster);
+        let (status, text) = self.request("GET", &path, &[], "")?;
         if status == 404 {
             return Ok(Vec::new());
+        }
+        if status != 200 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let kind = v["__type"].as_str().unwrap_or("Error");
+            return Err(format!(
+                "{kind}: {}",
+                v["message"].as_str().unwrap_or(text.trim())
+            ));
         }
         Ok(text
             .lines()

@@ -47,6 +47,18 @@ pub struct Server {
     /// The largest request body the ingress passes to a guest, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = crate::ingress::front::DEFAULT_MAX_BODY)]
     pub max_request_body: u64,
+    /// Access keys (JSON: {"keys": [{"access_key_id", "secret_access_key",
+    /// "policy"}]}); every API request must then be signed with one
+    /// (AWS SigV4, as aws-cli and boto3 sign) and allowed by its policy.
+    #[arg(long, value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// Serve the API on a non-loopback address without --auth: anyone who
+    /// can reach it can run code on this machine.
+    #[arg(long, conflicts_with = "auth")]
+    pub insecure_no_auth: bool,
+    /// The most connections the API keeps open at once (past that: 429).
+    #[arg(long, value_name = "N", default_value_t = api::MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub api_connections: u32,
     /// How long stopped tasks stay describable: 30m, 1h, ...
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
     pub stopped_task_ttl: std::time::Duration,
@@ -64,6 +76,23 @@ fn machine_memory_mib() -> u64 {
         })
         .map(|kb| kb / 1024)
         .unwrap_or(1024)
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection
+/// and task log is a file descriptor, and the usual soft limit (1024) is
+/// below the API's and the ingress's connection limits.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// The data directory, held exclusively while the server runs.
@@ -137,6 +166,18 @@ impl Server {
 
     /// Starts the engine: everything listens and runs when this returns.
     pub async fn start(self) -> Result<Engine, String> {
+        let keys = match &self.auth {
+            Some(path) => Some(crate::auth::Keys::load(path)?),
+            None if self.api.ip().is_loopback() || self.insecure_no_auth => None,
+            None => {
+                return Err(format!(
+                    "--api {} is reachable from other machines, and without --auth anyone there could run code here; \
+                     pass --auth FILE with access keys, or --api 127.0.0.1:PORT, or --insecure-no-auth if the network is trusted",
+                    self.api
+                ))
+            }
+        };
+        raise_open_files_limit();
         let data = DataDir::open(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path.join("store.db"))?);
         crate::api::clusters::ensure_default(store.as_ref())?;
@@ -193,6 +234,7 @@ impl Server {
             logs_dir: logs_dir.clone(),
             metrics: metrics.clone(),
             runtime: Some(runtime_handle),
+            keys,
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -203,6 +245,7 @@ impl Server {
         tracker.spawn(api::serve(
             api_listener,
             api,
+            self.api_connections as usize,
             shutdown.clone().cancelled_owned(),
         ));
         // The workers accept and answer the ingress's requests themselves.
@@ -236,7 +279,12 @@ impl Server {
             }
         });
         tracker.close();
-        eprintln!("skiff: API on http://{api_addr}/ (AWS JSON 1.1, like ECS)");
+        let auth = match (&self.auth, self.insecure_no_auth) {
+            (Some(path), _) => format!("requests signed with a key from {}", path.display()),
+            (None, true) => "WITHOUT authentication (--insecure-no-auth)".to_string(),
+            (None, false) => "without authentication (loopback only)".to_string(),
+        };
+        eprintln!("skiff: API on http://{api_addr}/ (AWS JSON 1.1, like ECS), {auth}");
         eprintln!(
             "skiff: ingress on http://{ingress_addr}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
             self.domain,

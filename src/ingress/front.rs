@@ -93,11 +93,16 @@ impl Front {
                     return;
                 };
                 let answer_front = front.clone();
-                accept_loop(l, stop.cancelled_owned(), move |req| {
-                    let front = answer_front.clone();
-                    let target = target.clone();
-                    async move { front.answer(req, i, &target).await }
-                })
+                accept_loop(
+                    l,
+                    stop.cancelled_owned(),
+                    super::Limits::default(),
+                    move |req| {
+                        let front = answer_front.clone();
+                        let target = target.clone();
+                        async move { front.answer(req, i, &target).await }
+                    },
+                )
                 .await;
             }));
         }

@@ -24,10 +24,42 @@ use tokio::net::TcpListener;
 /// How long open connections get to finish after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The most connections one accept loop keeps open; past that a new
-/// connection is closed at once, so that idle connections cannot use
-/// memory without bound.
+/// The most connections one ingress accept loop keeps open; past that a
+/// new connection is answered 503 and closed, so that idle connections
+/// cannot use memory without bound.
 pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// The most bytes of request line and headers an HTTP/1.1 request may
+/// have (hyper answers 431 past it), and the most header bytes of an
+/// HTTP/2 request.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What an accept loop bounds.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once.
+    pub connections: usize,
+    /// The whole response written to a connection past that limit, before
+    /// it is closed.
+    pub refusal: bytes::Bytes,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: MAX_CONNECTIONS,
+            refusal: bytes::Bytes::from_static(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                      retry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n\
+                      too many connections are open to this server; retry later\n",
+            ),
+        }
+    }
+}
+
+/// The peer of the connection a request came on (in its extensions).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// Accepts HTTP/1.1 and h2c connections on `listener` and answers each
 /// request with `answer`, until `shutdown` resolves; then stops accepting
@@ -36,6 +68,7 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 pub async fn accept_loop<A, Fut, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    limits: Limits,
     answer: A,
 ) where
     A: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -46,12 +79,16 @@ pub async fn accept_loop<A, Fut, B>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of file descriptors and the like: back off briefly
                 // rather than spin.
                 Err(_) => {
@@ -61,14 +98,24 @@ pub async fn accept_loop<A, Fut, B>(
             },
             _ = &mut shutdown => break,
         };
-        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
-            drop(stream);
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= limits.connections {
+            // Answered without waiting for the request: a client that has
+            // not sent it yet reads the answer when it does.
+            let refusal = limits.refusal.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
+                let _ = stream.shutdown().await;
+            });
             continue;
         }
         let _ = stream.set_nodelay(true);
         let answer = answer.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let answer = answer.clone();
+            req.extensions_mut().insert(Peer(peer));
             async move { Ok::<_, std::convert::Infallible>(answer(req).await) }
         });
         let conn = graceful.watch(
@@ -93,7 +140,7 @@ pub async fn serve(
     handler: HttpHandler,
     shutdown: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, shutdown, move |req| {
+    accept_loop(listener, shutdown, Limits::default(), move |req| {
         let handler = handler.clone();
         async move { answer(&handler, req).await }
     })

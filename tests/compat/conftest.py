@@ -46,9 +46,9 @@ class Server:
         self.endpoint = None
         self.ingress = None
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, api="127.0.0.1:0"):
         self.proc = subprocess.Popen(
-            [SKIFF, "server", "--data-dir", self.data_dir, "--api", "127.0.0.1:0", "--ingress", "127.0.0.1:0"]
+            [SKIFF, "server", "--data-dir", self.data_dir, "--api", api, "--ingress", "127.0.0.1:0"]
             + self.args,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,

@@ -1,0 +1,104 @@
+"""Limits on the API itself: body size, JSON depth, header size and open
+connections are bounded, each answered with a clear 4xx, and the server
+goes on serving."""
+
+import http.client
+import json
+import shutil
+import socket
+import tempfile
+
+from conftest import Server, wait_for
+
+TARGET = "AmazonEC2ContainerServiceV20141113."
+
+
+def post(server, action, body, headers=None):
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    h = {"X-Amz-Target": TARGET + action, "Content-Type": "application/x-amz-json-1.1"}
+    h.update(headers or {})
+    chunked = h.get("Transfer-Encoding") == "chunked"
+    conn.request("POST", "/", body=body, headers=h, encode_chunked=chunked)
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, data
+
+
+def test_a_body_over_the_limit_is_413(server):
+    body = b'{"family": "' + b"x" * (1 << 20) + b'"}'
+    status, data = post(server, "RegisterTaskDefinition", body)
+    assert status == 413
+    err = json.loads(data)
+    assert err["__type"] == "RequestEntityTooLargeException"
+    assert "1048576 bytes" in err["message"]
+    # Chunked, without a length up front: the same.
+    def chunks():
+        for _ in range(20):
+            yield b"x" * 65536
+
+    status, data = post(server, "RegisterTaskDefinition", chunks(), {"Transfer-Encoding": "chunked"})
+    assert status == 413
+    status, _ = post(server, "ListClusters", b"{}")
+    assert status == 200
+
+
+def test_json_nested_too_deep_is_refused_by_name(server):
+    deep = b'{"family": "d", "x": ' + b"[" * 33 + b"]" * 33 + b"}"
+    status, data = post(server, "RegisterTaskDefinition", deep)
+    assert status == 400
+    err = json.loads(data)
+    assert err["__type"] == "ClientException"
+    assert "deeper than 32 levels" in err["message"]
+    # Far deeper than any parser's recursion: the same clear answer.
+    status, data = post(server, "ListClusters", b"[" * 1_000_000)
+    assert status == 400 and "deeper than 32" in json.loads(data)["message"]
+    # Brackets inside strings are not nesting.
+    status, data = post(server, "ListClusters", json.dumps({"nextToken": "[" * 100}).encode())
+    assert "deeper" not in json.loads(data).get("message", "")
+
+
+def test_headers_over_the_limit_are_431(server):
+    status, _ = post(server, "ListClusters", b"{}", {"X-Padding": "y" * (80 * 1024)})
+    assert status == 431
+    status, _ = post(server, "ListClusters", b"{}")
+    assert status == 200
+
+
+def test_connections_past_the_limit_are_told_to_retry():
+    d = tempfile.mkdtemp(prefix="skiff-conns-")
+    s = Server(d, "--api-connections", "4").start()
+    host, port = s.endpoint.removeprefix("http://").split(":")
+    held = []
+    try:
+        # Four connections that each made a request and stay open.
+        for _ in range(4):
+            c = http.client.HTTPConnection(host, int(port), timeout=30)
+            c.request("POST", "/", body=b"{}", headers={"X-Amz-Target": TARGET + "ListClusters"})
+            assert c.getresponse().read()
+            held.append(c)
+        extra = socket.create_connection((host, int(port)), timeout=30)
+        extra.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        answer = b""
+        while chunk := extra.recv(65536):
+            answer += chunk
+        extra.close()
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 429"), head
+        err = json.loads(body)
+        assert err["__type"] == "ThrottlingException"
+        assert "4 connections" in err["message"]
+        # Once one closes, a new connection is served.
+        held.pop().close()
+
+        def served():
+            status, _ = post(s, "ListClusters", b"{}")
+            return status == 200
+
+        wait_for("a connection to be served after one closed", served, timeout=10)
+    finally:
+        for c in held:
+            c.close()
+        s.stop()
+        shutil.rmtree(d, ignore_errors=True)
