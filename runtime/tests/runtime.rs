@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -490,6 +491,129 @@ fn mounts_are_read_only_unless_writable_and_nothing_else_is_visible() {
 }
 
 #[test]
+fn symlinks_cannot_lead_out_of_a_mount() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "host secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inside.txt"), "inside").unwrap();
+    let outside_name = outside.path().file_name().unwrap().to_str().unwrap();
+    // Links an attacker left in the volume on the host side.
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), dir.path().join("abs")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../{outside_name}/secret.txt"),
+        dir.path().join("rel"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("dir")).unwrap();
+    std::os::unix::fs::symlink("inside.txt", dir.path().join("ok")).unwrap();
+    let echo = load("echo.wasm");
+    let task = budget(64, None);
+    let run_in = |args: &[&str]| {
+        let (mut sb, lines) = sandbox(args);
+        sb.mounts = vec![Mount {
+            host: dir.path().to_path_buf(),
+            guest: "/data".into(),
+            writable: true,
+        }];
+        let outcome = run(&echo, &task, &sb, RunLimits::default()).outcome;
+        let leaked = lines.stdout().iter().any(|l| l.contains("host secret"));
+        assert!(!leaked, "{args:?} read the secret");
+        (outcome, lines)
+    };
+
+    // A link that stays inside is followed.
+    let (outcome, lines) = run_in(&["echo", "--cat", "/data/ok"]);
+    assert_eq!(outcome, Outcome::Exit(0));
+    assert!(lines.stdout().iter().any(|l| l == "inside"));
+
+    for path in ["/data/abs", "/data/rel", "/data/dir/secret.txt"] {
+        assert_eq!(
+            run_in(&["echo", "--cat", path]).0,
+            Outcome::Exit(3),
+            "{path}"
+        );
+    }
+    for path in ["/data/abs", "/data/dir/new.txt"] {
+        assert_eq!(
+            run_in(&["echo", "--write", path]).0,
+            Outcome::Exit(4),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret.txt")).unwrap(),
+        "host secret"
+    );
+    assert!(!outside.path().join("new.txt").exists());
+
+    // Links the guest makes itself may exist, but lead nowhere outside.
+    for target in [
+        "/etc/passwd",
+        "../../../../../etc/passwd",
+        &format!("../{outside_name}/secret.txt"),
+    ] {
+        let (outcome, lines) = run_in(&[
+            "echo",
+            "--symlink",
+            target,
+            "made",
+            "--cat",
+            "/data/made",
+            "--rm",
+            "/data/made",
+        ]);
+        assert_ne!(outcome, Outcome::Exit(0), "{target}: {:?}", lines.stderr());
+        let _ = std::fs::remove_file(dir.path().join("made"));
+    }
+}
+
+#[test]
+fn a_read_only_mount_cannot_be_changed_in_any_way() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inside.txt"), "inside").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let echo = load("echo.wasm");
+    let task = budget(64, None);
+    for args in [
+        &["--write", "/data/inside.txt"][..],
+        &["--write", "/data/sub/new.txt"],
+        &["--rm", "/data/inside.txt"],
+        &["--mkdir", "/data/newdir"],
+        &["--rename", "/data/inside.txt", "/data/moved.txt"],
+        &["--symlink", "inside.txt", "link"],
+    ] {
+        let mut argv = vec!["echo"];
+        argv.extend_from_slice(args);
+        let (mut sb, lines) = sandbox(&argv);
+        sb.mounts = vec![Mount {
+            host: dir.path().to_path_buf(),
+            guest: "/data".into(),
+            writable: false,
+        }];
+        assert_eq!(
+            run(&echo, &task, &sb, RunLimits::default()).outcome,
+            Outcome::Exit(4),
+            "{args:?} changed a read-only mount: {:?}",
+            lines.stdout()
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["inside.txt", "sub"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("inside.txt")).unwrap(),
+        "inside"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
 fn a_missing_mount_is_a_load_error_naming_the_directory() {
     let (mut sb, _) = sandbox(&["echo"]);
     sb.mounts = vec![Mount {
@@ -548,6 +672,94 @@ fn http_guest_answers_with_its_env() {
         0,
         "instances must release their memory"
     );
+}
+
+/// A listener on 127.0.0.1 that answers every request "listener" and
+/// counts the connections that reached it.
+fn recording_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nlistener\n",
+            );
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn outbound_http_reaches_only_allowed_hosts() {
+    let (port, hits) = recording_listener();
+    let guest = rt().load_file(dist("hello-http.wasm")).unwrap();
+    let fetch = |rules: &[&str]| {
+        let sandbox = Sandbox {
+            outbound: rules
+                .iter()
+                .map(|r| skiff_runtime::OutboundRule::parse(r).unwrap())
+                .collect::<Vec<_>>()
+                .into(),
+            ..Sandbox::default()
+        };
+        let h = HttpHandler::new(
+            rt(),
+            &guest,
+            budget(64, None),
+            sandbox,
+            RunLimits::default(),
+        )
+        .unwrap();
+        block_on(async {
+            let resp = h
+                .handle(get(&format!("/fetch?url=http://127.0.0.1:{port}/x")))
+                .await
+                .expect("response");
+            (resp.status().as_u16(), body_text(resp).await)
+        })
+    };
+    use std::sync::atomic::Ordering::SeqCst;
+    for rules in [
+        &[][..],
+        &["127.0.0.1"],
+        &["http://127.0.0.1:1"],
+        &["https://127.0.0.1:{port}"],
+        &["*.0.0.1:{port}"],
+        &["localhost:{port}"],
+    ] {
+        let rules: Vec<String> = rules
+            .iter()
+            .map(|r| r.replace("{port}", &port.to_string()))
+            .collect();
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        let (status, body) = fetch(&rules);
+        assert_eq!(status, 502, "{rules:?}: {body}");
+        assert!(body.contains("HttpRequestDenied"), "{body}");
+        assert_eq!(hits.load(SeqCst), 0, "{rules:?} let a request out");
+    }
+    for rule in [format!("http://127.0.0.1:{port}"), format!("*:{port}")] {
+        let before = hits.load(SeqCst);
+        let (status, body) = fetch(&[&rule]);
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "fetched 200: listener\n"),
+            "{rule}"
+        );
+        assert_eq!(hits.load(SeqCst), before + 1);
+    }
 }
 
 #[test]

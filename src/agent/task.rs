@@ -202,6 +202,7 @@ impl Task {
             env,
             mounts,
             logs,
+            outbound: c.extensions.allowed_outbound_hosts.clone().into(),
         })
     }
 }

@@ -47,6 +47,10 @@ pub struct Exec {
     /// GUEST defaults to HOST (repeatable).
     #[arg(long = "dir", value_name = "HOST[:GUEST][:rw]", value_parser = parse_mount)]
     pub dirs: Vec<Mount>,
+    /// A host the guest may send HTTP requests to: [SCHEME://]HOST[:PORT],
+    /// *.DOMAIN or * (repeatable). None by default.
+    #[arg(long = "allow-outbound", value_name = "HOST", value_parser = skiff_runtime::OutboundRule::parse)]
+    pub allow_outbound: Vec<skiff_runtime::OutboundRule>,
     /// Print, as the last line of stdout, one JSON object with the outcome.
     #[arg(long)]
     pub json: bool,
@@ -226,6 +230,7 @@ impl Exec {
             env: self.env.clone(),
             mounts: self.dirs.clone(),
             logs: Arc::new(PassThrough),
+            outbound: self.allow_outbound.clone().into(),
         };
         let budget = Budget::new(Limits {
             memory_bytes: self.memory << 20,

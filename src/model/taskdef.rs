@@ -271,13 +271,21 @@ pub struct Extensions {
     /// handles at once (default [`DEFAULT_CONCURRENCY`]); past that the
     /// ingress sends requests to other tasks, or answers 503.
     pub concurrency: Option<u32>,
+    /// `skiff.allowed-outbound-hosts`: the hosts the container may send
+    /// HTTP requests to, separated by commas (none without the label).
+    pub allowed_outbound_hosts: Vec<skiff_runtime::OutboundRule>,
 }
 
 /// The concurrency limit of an HTTP container without `skiff.concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
 
 /// The `skiff.` labels skiff knows.
-pub const LABELS: [&str; 3] = ["skiff.timeout", "skiff.max-fuel", "skiff.concurrency"];
+pub const LABELS: [&str; 4] = [
+    "skiff.timeout",
+    "skiff.max-fuel",
+    "skiff.concurrency",
+    "skiff.allowed-outbound-hosts",
+];
 
 /// The smallest hard memory limit of a container, in MiB (as ECS).
 pub const MIN_CONTAINER_MEMORY: u64 = 6;
@@ -807,6 +815,14 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
                             )
                         })?,
                 )
+            }
+            "skiff.allowed-outbound-hosts" => {
+                ext.allowed_outbound_hosts = v
+                    .split([',', ' ', '\n', '\t'])
+                    .filter(|h| !h.is_empty())
+                    .map(skiff_runtime::OutboundRule::parse)
+                    .collect::<Result<_, _>>()
+                    .map_err(|m| FieldError::new(&at, m))?;
             }
             _ => {
                 return Err(FieldError::new(

@@ -2,7 +2,11 @@
 //! (sorted), one item a line, then exits with the code given by
 //! `--exit N` (default 0). `--stderr TEXT` also writes TEXT to stderr.
 //! `--cat PATH` prints a file's contents; `--write PATH` writes "written" to
-//! a file (for sandbox tests of preopened directories).
+//! a file; `--symlink TARGET LINK` (LINK relative to the first preopened
+//! directory), `--rm PATH`, `--mkdir PATH` and
+//! `--rename FROM TO` do what they say (for sandbox tests of preopened
+//! directories). A failed step prints `STEP failed: ERROR` to stderr and
+//! sets the exit code: 3 for --cat, 4 for any change.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -36,8 +40,44 @@ fn main() {
                     }
                 }
             }
+            "--symlink" | "--rename" => {
+                let from = it.next().map(String::as_str).unwrap_or("");
+                let to = it.next().map(String::as_str).unwrap_or("");
+                let r = if a == "--symlink" {
+                    symlink(from, to)
+                } else {
+                    std::fs::rename(from, to)
+                };
+                report(&a[2..], r, &mut code);
+            }
+            "--rm" => {
+                let path = it.next().map(String::as_str).unwrap_or("");
+                report("rm", std::fs::remove_file(path), &mut code);
+            }
+            "--mkdir" => {
+                let path = it.next().map(String::as_str).unwrap_or("");
+                report("mkdir", std::fs::create_dir(path), &mut code);
+            }
             _ => {}
         }
     }
     std::process::exit(code);
+}
+
+/// Makes a symlink at `link`, relative to the first preopened directory
+/// (file descriptor 3), pointing at `target`.
+fn symlink(target: &str, link: &str) -> std::io::Result<()> {
+    // SAFETY: a WASI call with valid strings; fd 3 is the first preopen.
+    unsafe { wasi::path_symlink(target, 3, link) }
+        .map_err(|e| std::io::Error::from_raw_os_error(e.raw() as i32))
+}
+
+fn report(step: &str, r: std::io::Result<()>, code: &mut i32) {
+    match r {
+        Ok(()) => println!("{step} ok"),
+        Err(e) => {
+            eprintln!("{step} failed: {e}");
+            *code = 4;
+        }
+    }
 }

@@ -9,8 +9,10 @@
 //! answering, for CPU-limit tests. For the ingress tests: `/trap` traps,
 //! `/alloc?mib=N` allocates N MiB, `/sleep?ms=N` sleeps, `/env/NAME`
 //! answers an environment variable, `/stream?kib=N` streams N KiB, and
-//! `/count` reads the request body and answers its length. Any other path
-//! is echoed back.
+//! `/count` reads the request body and answers its length.
+//! `/fetch?url=http://HOST:PORT/PATH` makes an outbound GET and answers
+//! `fetched STATUS: BODY`, or 502 `fetch failed: ERROR` (for the outbound
+//! allow-list). Any other path is echoed back.
 
 use std::io::Write as _;
 
@@ -48,6 +50,49 @@ fn count_body(request: IncomingRequest) -> Result<u64, String> {
         }
     }
     Ok(n)
+}
+
+/// GETs `url` through wasi:http/outgoing-handler.
+fn fetch(url: &str) -> Result<(u16, String), String> {
+    use wasip2::http::types::{Method, OutgoingRequest, Scheme};
+    let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else {
+        return Err(format!("{url} is not an http:// or https:// URL"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let req = OutgoingRequest::new(Fields::new());
+    let _ = req.set_method(&Method::Get);
+    let _ = req.set_scheme(Some(&scheme));
+    let _ = req.set_authority(Some(authority));
+    let _ = req.set_path_with_query(Some(path));
+    let pending =
+        wasip2::http::outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let resp = match pending.get() {
+        Some(Ok(Ok(resp))) => resp,
+        Some(Ok(Err(e))) => return Err(format!("{e:?}")),
+        _ => return Err("no response".to_string()),
+    };
+    let status = resp.status();
+    let body = resp.consume().map_err(|_| "no body".to_string())?;
+    let stream = body.stream().map_err(|_| "no body stream".to_string())?;
+    let mut text = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => text.extend_from_slice(&chunk),
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                return Err(e.to_debug_string())
+            }
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&text).into_owned()))
 }
 
 fn query_num(path: &str, prefix: &str) -> Option<u64> {
@@ -97,6 +142,14 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         } else if let Some(kib) = query_num(&path, "/stream?kib=") {
             stream_kib = kib;
             String::new()
+        } else if let Some(url) = path.strip_prefix("/fetch?url=") {
+            match fetch(url) {
+                Ok((code, text)) => format!("fetched {code}: {text}"),
+                Err(e) => {
+                    status = 502;
+                    format!("fetch failed: {e}\n")
+                }
+            }
         } else if path == "/count" {
             match count_body(request) {
                 Ok(n) => format!("read {n} bytes\n"),
