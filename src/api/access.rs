@@ -2,7 +2,8 @@
 //! (`ecs:RunTask`, `logs:GetLogEvents`) and the resources it touches.
 //!
 //! Calls inside a cluster (tasks, services, the cluster itself) act on the
-//! cluster's ARN, so that `"Resource": "arn:aws:ecs:*:*:cluster/prod"`
+//! cluster's ARN (the request's `cluster`, and the cluster of every task,
+//! service or deployment ARN it names), so that `"Resource": "arn:aws:ecs:*:*:cluster/prod"`
 //! grants everything in `prod` and nothing elsewhere; DescribeClusters
 //! acts on each cluster it names. Task definitions and ListClusters act on
 //! no particular resource (`*`), as in ECS. Tag calls act on the tagged
@@ -57,7 +58,35 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
                 None => vec![target.to_string()],
             }
         }
-        _ => vec![cluster_arn(scope, s("cluster"))],
+        _ => {
+            // The request's cluster, and the clusters of any task, service
+            // or deployment ARNs it names (each names its own cluster).
+            let mut out = vec![cluster_arn(scope, s("cluster"))];
+            for field in [
+                "task",
+                "tasks",
+                "service",
+                "services",
+                "serviceDeploymentArns",
+            ] {
+                let refs: Vec<&str> = match req.get(field) {
+                    Some(Value::String(r)) => vec![r.as_str()],
+                    Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                    _ => continue,
+                };
+                for r in refs {
+                    if let Some(a) = arn::parse(r) {
+                        if let Some((cluster, _)) = a.resource.split_once('/') {
+                            let c = cluster_arn(scope, Some(cluster));
+                            if !out.contains(&c) {
+                                out.push(c);
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        }
     }
 }
 
@@ -107,6 +136,23 @@ mod tests {
             [prod]
         );
         assert_eq!(ecs_resources(&scope, "ListTasks", &json!({})), [default]);
+        // An ARN names its own cluster, whatever `cluster` says.
+        assert_eq!(
+            ecs_resources(
+                &scope,
+                "StopTask",
+                &json!({"cluster": "prod", "task": "arn:aws:ecs:eu-west-1:1:task/default/abc"})
+            ),
+            [prod, default]
+        );
+        assert_eq!(
+            ecs_resources(
+                &scope,
+                "DescribeServices",
+                &json!({"cluster": "prod", "services": ["web", "arn:aws:ecs:eu-west-1:1:service/prod/api"]})
+            ),
+            [prod]
+        );
         assert_eq!(
             ecs_resources(&scope, "RunTask", &json!({"cluster": 5})),
             [default]

@@ -403,8 +403,7 @@ pub fn verify(
     let auth = parse_authorization(auth)?;
     let amz_date = req.header("x-amz-date").ok_or_else(|| {
         AuthError::Incomplete(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header"
-                .to_string(),
+            "Authorization header requires existence of a 'X-Amz-Date' header".to_string(),
         )
     })?;
     let when = parse_amz_date(amz_date).ok_or_else(|| {

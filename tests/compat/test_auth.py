@@ -180,6 +180,12 @@ def test_policies_allow_and_deny_by_action_and_cluster(authed):
     r = error_of(lambda: prod.describe_clusters(clusters=[mine, "default"]))
     assert "cluster/default" in r["Error"]["Message"]
     assert prod.describe_clusters(clusters=[mine])["clusters"][0]["clusterName"] == mine
+    # An ARN names its own cluster: a task elsewhere is out of reach even
+    # when the request says `cluster` is its own.
+    elsewhere = "arn:aws:ecs:us-west-2:000000000000:task/default/0123456789abcdef0123456789abcdef"
+    r = error_of(lambda: prod.stop_task(cluster=mine, task=elsewhere))
+    assert r["Error"]["Code"] == "AccessDeniedException"
+    assert "cluster/default" in r["Error"]["Message"]
     # Nothing was lost or made by the refused calls.
     names = [a.rsplit("/", 1)[1] for a in admin.list_clusters()["clusterArns"]]
     assert mine in names and theirs not in names

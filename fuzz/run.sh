@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 10), starting from the
+# seeds in fuzz/seeds/TARGET; new inputs go to a temporary directory and a
+# failing input is left in fuzz/artifacts/TARGET/. Installs cargo-fuzz when
+# it is missing. On stable Rust the targets run without a sanitizer
+# (coverage-guided; panics, aborts, timeouts and leaks past the RSS limit
+# are caught); skiff's own code is safe Rust.
+#   fuzz/run.sh            # as CI runs it: 10 s each
+#   fuzz/run.sh 3600 api   # one target for an hour
+set -euo pipefail
+cd "$(dirname "$0")"
+secs=${1:-10}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(taskdef auth api)
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+cargo fuzz build --sanitizer none
+for t in "${targets[@]}"; do
+  work=$(mktemp -d)
+  log="$work.log"
+  echo "== fuzz $t for ${secs}s"
+  if ! cargo fuzz run --sanitizer none "$t" "$work" "seeds/$t" -- \
+    -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "fuzz: $t found an input that fails; it is in fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
+  grep -E "^stat::(number_of_executed_units|new_units_added|peak_rss_mb)" "$log" || true
+  rm -rf "$work" "$log"
+done
