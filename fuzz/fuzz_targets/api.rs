@@ -71,6 +71,7 @@ fn ctx() -> &'static Ctx {
             auth: None,
             insecure_no_auth: false,
             api_connections: 16,
+            host_root: Vec::new(),
             stopped_task_ttl: std::time::Duration::from_secs(60),
         };
         let engine = rt.block_on(server.start()).expect("engine");

@@ -6,9 +6,12 @@
 //! releases them when it stops. Workers report what happens to their tasks
 //! as [`Event`]s; the [`ledger`] writes them to the store (observed state).
 
+pub mod hostfs;
 pub mod ledger;
 pub mod logs;
 mod task;
+
+pub use task::image_path;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -147,6 +150,8 @@ pub struct AgentConfig {
     pub logs_dir: PathBuf,
     /// Who the tasks are (for their environment).
     pub identity: Identity,
+    /// Where tasks' images and host volumes may be.
+    pub host_roots: hostfs::HostRoots,
 }
 
 /// Who the tasks of this node are, for the environment guests see.
@@ -168,6 +173,7 @@ pub(crate) struct WorkerContext {
     pub routes: Arc<crate::ingress::routes::Routes>,
     pub identity: Identity,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub host_roots: hostfs::HostRoots,
 }
 
 impl Agent {
@@ -185,6 +191,7 @@ impl Agent {
             memory_mib,
             logs_dir,
             identity,
+            host_roots,
         } = config;
         let workers = workers.max(1);
         let per_worker = memory_mib / workers as u64;
@@ -197,6 +204,7 @@ impl Agent {
             routes,
             identity,
             metrics,
+            host_roots,
         };
         let mut handles = Vec::with_capacity(workers);
         let mut runtimes = Vec::with_capacity(workers);

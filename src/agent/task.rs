@@ -2,7 +2,7 @@
 //! `dependsOn` order, watch them, stop the task when an essential
 //! container stops or a stop is asked for, and report every step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -171,7 +171,12 @@ impl Task {
                 .cloned()
                 .flatten()
             {
-                Some(p) => PathBuf::from(p),
+                Some(p) => super::hostfs::confine(
+                    "volume host.sourcePath",
+                    Path::new(&p),
+                    &self.ctx.host_roots,
+                )
+                .map_err(|m| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m))?,
                 // A volume without a host path is scratch space of the task.
                 None => {
                     let dir = self
@@ -315,8 +320,12 @@ async fn run(
     for (i, c) in containers.iter().enumerate() {
         let rt = task.ctx.runtime.clone();
         let path = image_path(&c.image);
+        let roots = task.ctx.host_roots.clone();
         let loaded = tokio::select! {
-            r = tokio::task::spawn_blocking(move || rt.load_file(&path)) => r,
+            r = tokio::task::spawn_blocking(move || {
+                let path = super::hostfs::confine("image", &path, &roots)?;
+                rt.load_file(&path).map_err(|e| e.to_string())
+            }) => r,
             s = &mut *stop => {
                 let (code, reason) = s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
                 never_started(task, None, &reason);

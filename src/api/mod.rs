@@ -61,6 +61,8 @@ pub struct Api {
     /// request (only when the API listens on loopback, or the operator
     /// said `--insecure-no-auth`).
     pub keys: Option<crate::auth::Keys>,
+    /// Where task definitions may name host files (images, volumes).
+    pub host_roots: crate::agent::hostfs::HostRoots,
 }
 
 /// An action: request JSON in, response JSON out.

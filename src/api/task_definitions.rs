@@ -69,6 +69,43 @@ pub fn view(scope: &Scope, record: &Value) -> Value {
     Value::Object(out)
 }
 
+/// Refuses images and host volumes outside the server's host roots,
+/// naming the field.
+fn check_host_paths(api: &Api, doc: &Value) -> ApiResult<()> {
+    use crate::agent::hostfs::within_lexically;
+    let Some(_) = &api.host_roots else {
+        return Ok(());
+    };
+    let list = |name: &str| {
+        doc.get(name)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (i, c) in list("containerDefinitions").iter().enumerate() {
+        if let Some(image) = c.get("image").and_then(Value::as_str) {
+            let path = crate::agent::image_path(image);
+            within_lexically(
+                &format!("containerDefinitions[{i}].image"),
+                &path,
+                &api.host_roots,
+            )
+            .map_err(ApiError::client)?;
+        }
+    }
+    for (i, v) in list("volumes").iter().enumerate() {
+        if let Some(p) = v.pointer("/host/sourcePath").and_then(Value::as_str) {
+            within_lexically(
+                &format!("volumes[{i}].host.sourcePath"),
+                std::path::Path::new(p),
+                &api.host_roots,
+            )
+            .map_err(ApiError::client)?;
+        }
+    }
+    Ok(())
+}
+
 /// RegisterTaskDefinition.
 pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let mut document = req.as_object().cloned().unwrap_or_default();
@@ -82,6 +119,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     }
     let document = Value::Object(document);
     let td = TaskDefinition::parse(&document)?;
+    check_host_paths(api, &document)?;
     let family = td.family.clone();
     let fk = family_key(&family);
     let record = with_retries(|| {

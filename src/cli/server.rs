@@ -56,6 +56,11 @@ pub struct Server {
     /// can reach it can run code on this machine.
     #[arg(long, conflicts_with = "auth")]
     pub insecure_no_auth: bool,
+    /// A directory tasks' images and host volumes may lie under
+    /// (repeatable). With --auth, paths outside are refused; default: the
+    /// working directory. Without --auth, any path unless this is given.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Vec<PathBuf>,
     /// The most connections the API keeps open at once (past that: 429).
     #[arg(long, value_name = "N", default_value_t = api::MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_connections: u32,
@@ -177,6 +182,14 @@ impl Server {
                 ))
             }
         };
+        let host_roots: crate::agent::hostfs::HostRoots =
+            match (self.host_root.is_empty(), self.auth.is_some()) {
+                (false, _) => Some(crate::agent::hostfs::resolve_roots(&self.host_root)?.into()),
+                (true, true) => {
+                    Some(crate::agent::hostfs::resolve_roots(&[PathBuf::from(".")])?.into())
+                }
+                (true, false) => None,
+            };
         raise_open_files_limit();
         let data = DataDir::open(&self.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path.join("store.db"))?);
@@ -218,6 +231,7 @@ impl Server {
                     memory_mib: memory,
                     logs_dir: logs_dir.clone(),
                     identity,
+                    host_roots: host_roots.clone(),
                 },
                 events_tx,
                 routes.clone(),
@@ -235,6 +249,7 @@ impl Server {
             metrics: metrics.clone(),
             runtime: Some(runtime_handle),
             keys,
+            host_roots: host_roots.clone(),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -294,6 +309,13 @@ impl Server {
             "skiff: {workers} workers sharing {memory} MiB; data in {}",
             data.path.display()
         );
+        if let Some(roots) = &host_roots {
+            let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+            eprintln!(
+                "skiff: tasks' images and host volumes must be under {}",
+                list.join(", ")
+            );
+        }
         if recovered > 0 {
             eprintln!("skiff: {recovered} tasks were running when the server last stopped; they are reported STOPPED");
         }

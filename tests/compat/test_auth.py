@@ -355,3 +355,46 @@ def test_a_bad_keys_file_is_named_and_nothing_starts(tmp_path):
     bad.write_text("{not json")
     r = run_server("--api", "127.0.0.1:0", "--auth", str(bad))
     assert r.returncode != 0 and "not valid JSON" in r.stderr, r.stderr
+
+
+def test_with_auth_tasks_name_host_files_only_under_the_host_roots(tmp_path):
+    root = tmp_path / "apps"
+    root.mkdir()
+    shutil.copy(os.path.join(ROOT, "guests", "dist", "echo.wasm"), root / "echo.wasm")
+    # Inside by name, outside by where it leads.
+    os.symlink(os.path.join(ROOT, "guests", "dist", "echo.wasm"), root / "planted.wasm")
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(KEYS))
+    s = Server(str(tmp_path / "data"), "--auth", str(keys), "--host-root", str(root)).start()
+    try:
+        ecs = client(s, ADMIN)
+
+        def register(image, volumes=()):
+            return ecs.register_task_definition(
+                family=uniq("roots"),
+                containerDefinitions=[{"name": "main", "image": image, "memory": 16}],
+                volumes=list(volumes),
+            )["taskDefinition"]["taskDefinitionArn"]
+
+        for image, field in (
+            ("/etc/passwd", "containerDefinitions[0].image"),
+            (str(root / ".." / "keys.json"), "containerDefinitions[0].image"),
+        ):
+            r = error_of(lambda: register(image))
+            assert r["Error"]["Code"] == "ClientException"
+            assert field in r["Error"]["Message"] and "--host-root" in r["Error"]["Message"], r
+        r = error_of(lambda: register(str(root / "echo.wasm"), [{"name": "v", "host": {"sourcePath": "/etc"}}]))
+        assert "volumes[0].host.sourcePath" in r["Error"]["Message"]
+
+        def run(td):
+            arn = ecs.run_task(taskDefinition=td)["tasks"][0]["taskArn"]
+            ecs.get_waiter("tasks_stopped").wait(tasks=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+            return ecs.describe_tasks(tasks=[arn])["tasks"][0]
+
+        ok = run(register(str(root / "echo.wasm")))
+        assert ok["containers"][0]["exitCode"] == 0
+        planted = run(register(str(root / "planted.wasm")))
+        assert planted["stopCode"] == "TaskFailedToStart"
+        assert "outside the directories" in planted["stoppedReason"], planted["stoppedReason"]
+    finally:
+        s.stop()
