@@ -1,16 +1,61 @@
 //! `cargo bench --bench api`: the ECS API of a real `skiff server` on this
 //! machine: RegisterTaskDefinition and RunTask per second (8 clients on
 //! keep-alive connections), and the latency from RunTask to RUNNING for a
-//! guest that is already compiled (polling DescribeTasks every ms).
+//! guest that is already compiled (polling DescribeTasks every ms); and
+//! what checking SigV4 signatures and a policy costs: ListClusters per
+//! second against a server with `--auth`, signed, and one without.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{parallel, per_second, Conn};
+use common::{parallel, parallel_signed, per_second, Conn};
 use serde_json::json;
 
+const KEY: (&str, &str) = (
+    "AKIASKIFFBENCH000001",
+    "bench-secret-key-0123456789abcdefghijk",
+);
+
+/// ListClusters per second, signed and not, in alternating rounds.
+fn auth_cost() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.json");
+    std::fs::write(
+        &keys,
+        json!({"keys": [{"access_key_id": KEY.0, "secret_access_key": KEY.1, "policy": {
+            "Statement": [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let (_open, open_addr, _d1) = common::server(2);
+    let (_authed, authed_addr, _d2) = common::server_with(2, &["--auth", keys.to_str().unwrap()]);
+    let (clients, per_client, rounds) = (8, 500, 3);
+    let (mut open, mut signed) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let t = parallel(&open_addr, clients, per_client, |c, _, _| {
+            c.call("ListClusters", &json!({}));
+        });
+        open.push(per_second(clients * per_client, t));
+        let t = parallel_signed(&authed_addr, Some(KEY), clients, per_client, |c, _, _| {
+            c.call("ListClusters", &json!({}));
+        });
+        signed.push(per_second(clients * per_client, t));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (o, s) = (median(&mut open), median(&mut signed));
+    println!(
+        "ListClusters, 8 clients, median of {rounds} alternating rounds: without auth {o:.0}/s, \
+         signed and checked against a policy {s:.0}/s (ratio {:.2})",
+        s / o
+    );
+}
+
 fn main() {
+    auth_cost();
     let (_server, addr, _dir) = common::server(2);
 
     let (clients, per_client) = (8, 250);

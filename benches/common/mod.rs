@@ -12,6 +12,8 @@ use serde_json::Value;
 pub struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// An access key id and secret to sign requests with (SigV4).
+    pub key: Option<(String, String)>,
 }
 
 impl Conn {
@@ -21,14 +23,39 @@ impl Conn {
         Conn {
             reader: BufReader::new(s.try_clone().unwrap()),
             writer: s,
+            key: None,
         }
     }
 
     pub fn call(&mut self, action: &str, body: &Value) -> Value {
         let body = body.to_string();
+        let target = format!("AmazonEC2ContainerServiceV20141113.{action}");
+        let mut head = format!(
+            "POST / HTTP/1.1\r\nhost: bench\r\nx-amz-target: {target}\r\ncontent-type: application/x-amz-json-1.1\r\n"
+        );
+        if let Some((id, secret)) = &self.key {
+            let headers = [
+                ("host", "bench"),
+                ("x-amz-target", target.as_str()),
+                ("content-type", "application/x-amz-json-1.1"),
+            ];
+            let req = skiff::auth::sigv4::Request {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body: body.as_bytes(),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let (date, authz) = skiff::auth::sigv4::sign(&req, id, secret, "us-east-1", "ecs", now);
+            head.push_str(&format!("x-amz-date: {date}\r\nauthorization: {authz}\r\n"));
+        }
         write!(
             self.writer,
-            "POST / HTTP/1.1\r\nHost: bench\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            "{head}content-length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -63,12 +90,24 @@ pub fn parallel(
     per_client: usize,
     f: impl Fn(&mut Conn, usize, usize) + Sync,
 ) -> Duration {
+    parallel_signed(addr, None, clients, per_client, f)
+}
+
+/// [`parallel`], each client signing with `key` when given.
+pub fn parallel_signed(
+    addr: &str,
+    key: Option<(&str, &str)>,
+    clients: usize,
+    per_client: usize,
+    f: impl Fn(&mut Conn, usize, usize) + Sync,
+) -> Duration {
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for c in 0..clients {
             let f = &f;
             s.spawn(move || {
                 let mut conn = Conn::open(addr);
+                conn.key = key.map(|(a, b)| (a.to_string(), b.to_string()));
                 for i in 0..per_client {
                     f(&mut conn, c, i);
                 }
@@ -91,6 +130,11 @@ impl Drop for Killed {
 /// Starts `skiff server` with `workers` workers in a fresh data directory;
 /// returns it (killed on drop), its API address and the directory.
 pub fn server(workers: usize) -> (Killed, String, tempfile::TempDir) {
+    server_with(workers, &[])
+}
+
+/// [`server`] with more arguments.
+pub fn server_with(workers: usize, extra: &[&str]) -> (Killed, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args([
@@ -104,6 +148,7 @@ pub fn server(workers: usize) -> (Killed, String, tempfile::TempDir) {
         .arg(workers.to_string())
         .arg("--data-dir")
         .arg(dir.path())
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::piped())
         .spawn()

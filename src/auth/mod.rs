@@ -51,7 +51,18 @@ impl Keys {
                 path.display()
             )
         })?;
-        Keys::parse(&doc).map_err(|e| format!("the keys file {}: {e}", path.display()))
+        let keys =
+            Keys::parse(&doc).map_err(|e| format!("the keys file {}: {e}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "skiff: warning: the keys file {} can be read by other users; chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+        Ok(keys)
     }
 
     /// Reads the keys document.
