@@ -154,11 +154,16 @@ pub fn server_with(workers: usize, extra: &[&str]) -> (Killed, String, tempfile:
         .spawn()
         .unwrap();
     let mut child = Killed(child);
-    let mut first = String::new();
-    BufReader::new(child.0.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("API on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server ended before listening"
+        );
+    }
+    let addr = line
         .split("http://")
         .nth(1)
         .unwrap()
@@ -166,6 +171,8 @@ pub fn server_with(workers: usize, extra: &[&str]) -> (Killed, String, tempfile:
         .next()
         .unwrap()
         .to_string();
+    // Keep reading, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, addr, dir)
 }
 

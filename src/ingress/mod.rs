@@ -107,11 +107,21 @@ pub async fn accept_loop<A, Fut, B>(
                 let mut stream = stream;
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
-                let _ = stream.shutdown().await;
+                linger(stream).await;
             });
             continue;
         }
         let _ = stream.set_nodelay(true);
+        // A second handle on the socket, to close it gently when hyper is
+        // done with it.
+        let keep = {
+            use std::os::fd::AsFd;
+            stream
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(std::net::TcpStream::from)
+        };
         let answer = answer.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let answer = answer.clone();
@@ -129,9 +139,37 @@ pub async fn accept_loop<A, Fut, B>(
             // A client that goes away mid-request is not an error of ours.
             let _ = conn.await;
             open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(keep) = keep.and_then(|k| tokio::net::TcpStream::from_std(k).ok()) {
+                linger(keep).await;
+            }
         });
     }
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+/// How long, and how many bytes, a closing connection's unread input is
+/// read and dropped for.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes a connection gently (a lingering close, as nginx does): sends
+/// FIN, then reads and drops what the client still sends until it closes
+/// too (bounded in time and bytes). Closing a socket with unread input
+/// sends a reset, and a client still sending (a body over the limit,
+/// headers over the limit) would see the reset instead of the 413 or 431
+/// it was answered.
+async fn linger(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 /// Serves one guest's `handler` for every request (as `skiff exec` does).

@@ -37,9 +37,14 @@ pub fn start_server(
         .spawn()
         .unwrap();
     let rx = lines(child.stderr.take().unwrap());
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server said nothing");
+    let first = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server never said where its API is");
+        if line.contains("API on") {
+            break line;
+        }
+    };
     let api = first
         .split("http://")
         .nth(1)

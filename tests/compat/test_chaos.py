@@ -192,7 +192,7 @@ def test_service_changes_acknowledged_before_kill_9_survive_and_converge():
                                 ecs.update_service(service=name, taskDefinition=td, desiredCount=count)
                         else:
                             ecs.update_service(service=name, taskDefinition=td, desiredCount=count)
-                    except (botocore.exceptions.HTTPClientError, ConnectionError):
+                    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError):
                         # The kill: this change may or may not have landed.
                         return
                     acked[name] = {"ok": (count, rev), "maybe": None}

@@ -59,9 +59,31 @@ def test_json_nested_too_deep_is_refused_by_name(server):
     assert "deeper" not in json.loads(data).get("message", "")
 
 
+def raw(server, data):
+    """Sends `data` on a new connection (however much of it the server
+    takes) and returns all it answers."""
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    try:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        return answer
+    finally:
+        s.close()
+
+
 def test_headers_over_the_limit_are_431(server):
-    status, _ = post(server, "ListClusters", b"{}", {"X-Padding": "y" * (80 * 1024)})
-    assert status == 431
+    for padding in (80 * 1024, 1 << 20):
+        answer = raw(
+            server,
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"y" * padding + b"\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
     status, _ = post(server, "ListClusters", b"{}")
     assert status == 200
 
