@@ -54,10 +54,7 @@ impl Conn {
                 headers: &headers,
                 body: body.as_bytes(),
             };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs() as i64;
+            let now = skiff::auth::sigv4::now_secs();
             let (date, authz) = skiff::auth::sigv4::sign(&req, id, secret, "us-east-1", "ecs", now);
             let auth = format!("x-amz-date: {date}\r\nauthorization: {authz}\r\n");
             head.push_str(&auth);

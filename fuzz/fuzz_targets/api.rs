@@ -1,4 +1,5 @@
-//! API request bodies: the first byte picks an action, the rest is its
+//! API request bodies: the first byte picks an action (in the order of
+//! `skiff::api::targets()`, then one unknown), the rest is its
 //! body, handled by a real engine (store, workers, scheduler) in a
 //! temporary directory. Nothing panics, and no input is answered with a
 //! ServerException (5xx): whatever is wrong with a request is the
@@ -13,39 +14,15 @@ use skiff::api::error::Kind;
 use skiff::cli::server::{Engine, Server};
 use skiff::model::arn::Scope;
 
-const ECS: &str = "AmazonEC2ContainerServiceV20141113";
-const ACTIONS: &[&str] = &[
-    "CreateCluster",
-    "DescribeClusters",
-    "ListClusters",
-    "DeleteCluster",
-    "UpdateCluster",
-    "UpdateClusterSettings",
-    "RegisterTaskDefinition",
-    "DescribeTaskDefinition",
-    "ListTaskDefinitions",
-    "ListTaskDefinitionFamilies",
-    "DeregisterTaskDefinition",
-    "RunTask",
-    "StopTask",
-    "DescribeTasks",
-    "ListTasks",
-    "CreateService",
-    "UpdateService",
-    "DeleteService",
-    "DescribeServices",
-    "ListServices",
-    "ListServiceDeployments",
-    "DescribeServiceDeployments",
-    "TagResource",
-    "UntagResource",
-    "ListTagsForResource",
-    "Logs_20140328.DescribeLogGroups",
-    "Logs_20140328.DescribeLogStreams",
-    "Logs_20140328.GetLogEvents",
-    "Logs_20140328.FilterLogEvents",
-    "NoSuchAction",
-];
+/// Every target the API answers, and one it does not.
+fn targets() -> &'static [String] {
+    static TARGETS: OnceLock<Vec<String>> = OnceLock::new();
+    TARGETS.get_or_init(|| {
+        skiff::api::targets()
+            .chain([format!("{}.NoSuchAction", skiff::api::ECS_TARGET)])
+            .collect()
+    })
+}
 
 struct Ctx {
     _rt: tokio::runtime::Runtime,
@@ -83,18 +60,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
-    let action = ACTIONS[pick as usize % ACTIONS.len()];
-    let target = if action.contains('.') {
-        action.to_string()
-    } else {
-        format!("{ECS}.{action}")
-    };
+    let targets = targets();
+    let target = &targets[pick as usize % targets.len()];
     let scope = Scope {
         region: "us-east-1".into(),
         account: "000000000000".into(),
     };
     let c = ctx();
-    if let Err(e) = skiff::api::call(&c.engine.api, &scope, &target, body, None) {
+    if let Err(e) = skiff::api::call(&c.engine.api, &scope, target, body, None) {
         assert!(
             e.kind != Kind::Server,
             "{target} answered 5xx for {:?}: {e}",

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         headers: &headers,
         body: body.as_bytes(),
     };
-    let secret = |id: &str| (id == "AKIAFUZZFUZZFUZZFUZZ").then(|| "fuzz-secret".to_string());
+    let secret = |id: &str| (id == "AKIAFUZZFUZZFUZZFUZZ").then_some("fuzz-secret");
     let now = sigv4::parse_amz_date(date).unwrap_or(0);
     if let Err(e) = sigv4::verify(&req, secret, now, "ecs") {
         assert!(!e.message().is_empty());

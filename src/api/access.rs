@@ -13,10 +13,8 @@
 
 use serde_json::Value;
 
+use super::clusters::DEFAULT as DEFAULT_CLUSTER;
 use crate::model::arn::{self, Scope};
-
-/// The default cluster's name.
-const DEFAULT_CLUSTER: &str = "default";
 
 fn cluster_arn(scope: &Scope, reference: Option<&str>) -> String {
     scope.cluster(&super::clusters::name_of(

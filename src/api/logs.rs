@@ -20,16 +20,13 @@ use crate::model::arn::Scope;
 /// The JSON 1.1 target prefix of CloudWatch Logs.
 pub const LOGS_TARGET: &str = "Logs_20140328";
 
-/// An action of the Logs API.
-pub fn action(name: &str) -> Option<super::Action> {
-    Some(match name {
-        "DescribeLogGroups" => describe_groups,
-        "DescribeLogStreams" => describe_streams,
-        "GetLogEvents" => get_events,
-        "FilterLogEvents" => filter_events,
-        _ => return None,
-    })
-}
+/// The actions of the Logs API served, by name.
+pub(crate) const ACTIONS: &[(&str, super::Action)] = &[
+    ("DescribeLogGroups", describe_groups),
+    ("DescribeLogStreams", describe_streams),
+    ("GetLogEvents", get_events),
+    ("FilterLogEvents", filter_events),
+];
 
 /// One indexed stream.
 struct Stream {
@@ -170,7 +167,6 @@ fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let max = limit(req, 50, 50)?;
-    let after = page::after(req)?;
     let all = streams(api, &files::group_prefix(&group))?;
     if all.is_empty() {
         return Err(not_found("log group"));
@@ -203,22 +199,11 @@ fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         rows.reverse();
     }
     // Tokens are positions: the order is fixed by the request.
-    let start: usize = match after {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid("The specified nextToken is invalid."))?,
-        None => 0,
-    };
-    let end = (start + max).min(rows.len());
-    let out: Vec<Value> = rows
-        .get(start..end)
-        .unwrap_or_default()
-        .iter()
-        .map(|r| r.1.clone())
-        .collect();
+    let (rows, next) = page::by_position(&rows, req, max)?;
+    let out: Vec<Value> = rows.iter().map(|r| r.1.clone()).collect();
     let mut v = json!({ "logStreams": out });
-    if end < rows.len() {
-        v["nextToken"] = json!(page::token(&end.to_string()));
+    if let Some(t) = next {
+        v["nextToken"] = json!(t);
     }
     Ok(v)
 }
@@ -330,16 +315,8 @@ fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
         }
     }
     events.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-    let skip: usize = match page::after(req)? {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid("The specified nextToken is invalid."))?,
-        None => 0,
-    };
-    let end_at = (skip + max).min(events.len());
+    let (events, next) = page::by_position(&events, req, max)?;
     let out: Vec<Value> = events
-        .get(skip..end_at)
-        .unwrap_or_default()
         .iter()
         .map(|(ms, name, i, l)| {
             let mut v = event(l);
@@ -349,8 +326,8 @@ fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
         })
         .collect();
     let mut v = json!({ "events": out, "searchedLogStreams": searched });
-    if end_at < events.len() {
-        v["nextToken"] = json!(page::token(&end_at.to_string()));
+    if let Some(t) = next {
+        v["nextToken"] = json!(t);
     }
     Ok(v)
 }

@@ -68,34 +68,50 @@ pub struct Api {
 /// An action: request JSON in, response JSON out.
 pub(crate) type Action = fn(&Api, &Scope, &Value) -> ApiResult;
 
-fn action(name: &str) -> Option<Action> {
-    Some(match name {
-        "CreateCluster" => clusters::create,
-        "DescribeClusters" => clusters::describe,
-        "ListClusters" => clusters::list,
-        "DeleteCluster" => clusters::delete,
-        "UpdateCluster" | "UpdateClusterSettings" => clusters::update,
-        "RegisterTaskDefinition" => task_definitions::register,
-        "DescribeTaskDefinition" => task_definitions::describe,
-        "ListTaskDefinitions" => task_definitions::list,
-        "ListTaskDefinitionFamilies" => task_definitions::list_families,
-        "DeregisterTaskDefinition" => task_definitions::deregister,
-        "RunTask" => tasks::run,
-        "StopTask" => tasks::stop,
-        "DescribeTasks" => tasks::describe,
-        "ListTasks" => tasks::list,
-        "CreateService" => services::create,
-        "UpdateService" => services::update,
-        "DeleteService" => services::delete,
-        "DescribeServices" => services::describe,
-        "ListServices" => services::list,
-        "ListServiceDeployments" => services::list_deployments,
-        "DescribeServiceDeployments" => services::describe_deployments,
-        "TagResource" => tags::tag,
-        "UntagResource" => tags::untag,
-        "ListTagsForResource" => tags::list,
-        _ => return None,
-    })
+/// The ECS actions served, by name.
+const ECS_ACTIONS: &[(&str, Action)] = &[
+    ("CreateCluster", clusters::create),
+    ("DescribeClusters", clusters::describe),
+    ("ListClusters", clusters::list),
+    ("DeleteCluster", clusters::delete),
+    ("UpdateCluster", clusters::update),
+    ("UpdateClusterSettings", clusters::update),
+    ("RegisterTaskDefinition", task_definitions::register),
+    ("DescribeTaskDefinition", task_definitions::describe),
+    ("ListTaskDefinitions", task_definitions::list),
+    (
+        "ListTaskDefinitionFamilies",
+        task_definitions::list_families,
+    ),
+    ("DeregisterTaskDefinition", task_definitions::deregister),
+    ("RunTask", tasks::run),
+    ("StopTask", tasks::stop),
+    ("DescribeTasks", tasks::describe),
+    ("ListTasks", tasks::list),
+    ("CreateService", services::create),
+    ("UpdateService", services::update),
+    ("DeleteService", services::delete),
+    ("DescribeServices", services::describe),
+    ("ListServices", services::list),
+    ("ListServiceDeployments", services::list_deployments),
+    ("DescribeServiceDeployments", services::describe_deployments),
+    ("TagResource", tags::tag),
+    ("UntagResource", tags::untag),
+    ("ListTagsForResource", tags::list),
+];
+
+/// Every `X-Amz-Target` the API answers: ECS's actions, then CloudWatch
+/// Logs'.
+pub fn targets() -> impl Iterator<Item = String> {
+    let ecs = ECS_ACTIONS.iter().map(|(n, _)| format!("{ECS_TARGET}.{n}"));
+    let logs = logs::ACTIONS
+        .iter()
+        .map(|(n, _)| format!("{}.{n}", logs::LOGS_TARGET));
+    ecs.chain(logs)
+}
+
+fn lookup(table: &[(&str, Action)], name: &str) -> Option<Action> {
+    table.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
 }
 
 /// The most connections the API keeps open at once, unless the server is
@@ -108,13 +124,19 @@ pub const MAX_JSON_DEPTH: usize = 32;
 
 /// The answer to a connection past the limit of `max`.
 fn throttled(max: usize) -> Bytes {
-    let body = format!(
-        "{{\"__type\":\"ThrottlingException\",\"message\":\"the skiff API has {max} connections open, its limit (--api-connections); close idle connections or retry later\"}}"
+    let e = ApiError::new(
+        Kind::Throttling,
+        format!(
+            "the skiff API has {max} connections open, its limit (--api-connections); \
+             close idle connections or retry later"
+        ),
     );
+    let body = e.body().to_string();
     Bytes::from(format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/x-amz-json-1.1\r\n\
-         x-amzn-errortype: ThrottlingException\r\nretry-after: 1\r\nconnection: close\r\n\
+         x-amzn-errortype: {}\r\nretry-after: 1\r\nconnection: close\r\n\
          content-length: {}\r\n\r\n{body}",
+        e.kind.name(),
         body.len()
     ))
 }
@@ -315,18 +337,17 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     if get && path.starts_with("/logs/") {
         let query = parts.uri.query().unwrap_or("").to_string();
         return tokio::task::spawn_blocking(move || {
-            let scope = Scope {
-                region: api.default_region.clone(),
-                account: api.account.clone(),
-            };
             let caller = match authenticate(&api, &parts, &body, "ecs") {
                 Ok(c) => c,
                 Err(e) => return error_response(&e, &request_id),
             };
-            let scope = caller.as_ref().map_or(scope.clone(), |c| Scope {
-                region: c.credential.region.clone(),
-                ..scope
-            });
+            let scope = Scope {
+                region: caller.as_ref().map_or_else(
+                    || api.default_region.clone(),
+                    |c| c.credential.region.clone(),
+                ),
+                account: api.account.clone(),
+            };
             let (cluster, _) = logs_path(&path);
             let resource = access::task_logs_resource(&scope, cluster);
             if let Err(e) = authorize(&api, caller.as_ref(), "logs:GetLogEvents", &[resource]) {
@@ -457,8 +478,8 @@ pub fn call(
 ) -> ApiResult {
     let (service, name) = target.split_once('.').unwrap_or(("", ""));
     let (act, iam) = match service {
-        ECS_TARGET => (action(name), "ecs"),
-        logs::LOGS_TARGET => (logs::action(name), "logs"),
+        ECS_TARGET => (lookup(ECS_ACTIONS, name), "ecs"),
+        logs::LOGS_TARGET => (lookup(logs::ACTIONS, name), "logs"),
         _ => {
             return Err(ApiError::new(
                 Kind::UnsupportedFeature,

@@ -64,6 +64,24 @@ pub fn page<T>(
     (rest, next)
 }
 
+/// One page of `items` by position, for an order the request chooses
+/// (not a key's): the token is the position to resume at.
+pub fn by_position<'a, T>(
+    items: &'a [T],
+    req: &serde_json::Value,
+    max: usize,
+) -> ApiResult<(&'a [T], Option<String>)> {
+    let start: usize = match after(req)? {
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::invalid("The specified nextToken is invalid."))?,
+        None => 0,
+    };
+    let end = start.saturating_add(max).min(items.len());
+    let next = (end < items.len()).then(|| token(&end.to_string()));
+    Ok((items.get(start..end).unwrap_or_default(), next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

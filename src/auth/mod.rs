@@ -138,13 +138,10 @@ impl Keys {
         req: &sigv4::Request,
         service: &str,
     ) -> Result<(&Key, sigv4::Credential), AuthError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
         let c = sigv4::verify(
             req,
-            |id| self.by_id.get(id).map(|k| k.secret.clone()),
-            now,
+            |id| self.by_id.get(id).map(|k| k.secret.as_str()),
+            sigv4::now_secs(),
             service,
         )?;
         let key = self

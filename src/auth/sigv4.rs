@@ -326,6 +326,13 @@ fn string_to_sign(amz_date: &str, c: &Credential, canonical: &str) -> String {
     )
 }
 
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Seconds since the epoch of `YYYYMMDDTHHMMSSZ`.
 pub fn parse_amz_date(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -393,9 +400,9 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 /// Verifies `req`'s signature. `secret_of` gives the secret of an access
 /// key id, `now` is seconds since the epoch, and `service` the service name
 /// the credential scope must carry. Returns who signed it.
-pub fn verify(
+pub fn verify<'s>(
     req: &Request,
-    secret_of: impl Fn(&str) -> Option<String>,
+    secret_of: impl Fn(&str) -> Option<&'s str>,
     now: i64,
     service: &str,
 ) -> Result<Credential, AuthError> {
@@ -447,7 +454,7 @@ pub fn verify(
     let payload_hash = sha256_hex(req.body);
     let canonical = canonical_request(req, &auth.signed_headers, &payload_hash);
     let to_sign = string_to_sign(amz_date, c, &canonical);
-    let key = signing_key(&secret, &c.date, &c.region, &c.service);
+    let key = signing_key(secret, &c.date, &c.region, &c.service);
     // verify_slice compares in constant time.
     hmac(&key, to_sign.as_bytes())
         .verify_slice(&auth.signature)

@@ -73,9 +73,7 @@ impl Endpoint {
                 } else {
                     "ecs"
                 };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
+                let now = crate::auth::sigv4::now_secs();
                 let req = crate::auth::sigv4::Request {
                     method,
                     path: path_only,

@@ -46,13 +46,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let body = "too many connections are open to this server; retry later\n";
         Limits {
             connections: MAX_CONNECTIONS,
-            refusal: bytes::Bytes::from_static(
-                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-                      retry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n\
-                      too many connections are open to this server; retry later\n",
-            ),
+            refusal: bytes::Bytes::from(format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                 retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )),
         }
     }
 }

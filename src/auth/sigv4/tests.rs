@@ -3,8 +3,8 @@ use super::*;
 const AKID: &str = "AKIDEXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
-fn secret_of(id: &str) -> Option<String> {
-    (id == AKID).then(|| SECRET.to_string())
+fn secret_of(id: &str) -> Option<&'static str> {
+    (id == AKID).then_some(SECRET)
 }
 
 #[test]
