@@ -29,12 +29,16 @@ pub fn after(req: &serde_json::Value) -> ApiResult<Option<String>> {
     let bad = || {
         ApiError::invalid("nextToken is not a token this server gave out; start again without it")
     };
+    // Decoded byte by byte, never by slicing the string: a token is any
+    // string a client sends, multi-byte characters included.
+    let t = t.as_bytes();
     if t.len() % 2 != 0 {
         return Err(bad());
     }
-    let bytes = (0..t.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|_| bad()))
+    let nibble = |c: u8| (c as char).to_digit(16).ok_or_else(bad);
+    let bytes = t
+        .chunks_exact(2)
+        .map(|pair| Ok((nibble(pair[0])? << 4 | nibble(pair[1])?) as u8))
         .collect::<ApiResult<Vec<u8>>>()?;
     String::from_utf8(bytes).map(Some).map_err(|_| bad())
 }
@@ -105,5 +109,26 @@ mod tests {
         assert!(max_results(&serde_json::json!({"maxResults": 101}), 100).is_err());
         assert_eq!(max_results(&serde_json::json!({}), 100).unwrap(), 100);
         assert!(after(&serde_json::json!({"nextToken": "zz"})).is_err());
+        // Multi-byte characters, at even and odd byte offsets.
+        for t in [
+            "a\u{e9}a",
+            "\u{e9}",
+            "\u{1f600}",
+            "0\u{e9}",
+            "aa\u{1f600}bb",
+            "+1",
+        ] {
+            assert!(
+                after(&serde_json::json!({ "nextToken": t })).is_err(),
+                "{t}"
+            );
+        }
+        let t = token("caf\u{e9}");
+        assert_eq!(
+            after(&serde_json::json!({ "nextToken": t }))
+                .unwrap()
+                .as_deref(),
+            Some("caf\u{e9}")
+        );
     }
 }

@@ -124,3 +124,38 @@ def test_connections_past_the_limit_are_told_to_retry():
             c.close()
         s.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+PAGED = [
+    ("ListClusters", {}),
+    ("ListTaskDefinitions", {}),
+    ("ListTaskDefinitionFamilies", {}),
+    ("ListTasks", {}),
+    ("ListServices", {}),
+    ("ListServiceDeployments", {"service": "nope"}),
+]
+
+
+def test_a_multibyte_next_token_is_a_client_error(server):
+    """A token is whatever the client sends: multi-byte characters at even
+    and odd byte offsets are refused as a 400 naming nextToken, never a
+    ServerException."""
+    for action, extra in PAGED:
+        for token in ["a\u00e9a", "\u00e9", "0\U0001f600", "+1", "zz", "\u0000\u0000"]:
+            status, data = post(server, action, json.dumps(dict(extra, nextToken=token)).encode())
+            err = json.loads(data)
+            assert status == 400, (action, token, status, err)
+            assert err["__type"] in ("InvalidParameterException", "ServiceNotFoundException"), (action, err)
+    for group_token in ["f/\u00e9", "\u00e9/1", "b/1\U0001f600"]:
+        host, port = server.endpoint.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(
+            "POST",
+            "/",
+            body=json.dumps({"logGroupName": "/nope", "logStreamName": "s", "nextToken": group_token}).encode(),
+            headers={"X-Amz-Target": "Logs_20140328.GetLogEvents", "Content-Type": "application/x-amz-json-1.1"},
+        )
+        r = conn.getresponse()
+        assert r.status == 400, (group_token, r.status, r.read())
+        conn.close()
+
