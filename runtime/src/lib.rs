@@ -55,4 +55,6 @@ pub use http::{full_body, BodyError, HttpHandler, ResponseBody};
 pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
 pub use load::{Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};
-pub use sandbox::{DiscardLogs, LogSink, LogStream, Mount, OutboundRule, Sandbox, MAX_LINE};
+pub use sandbox::{
+    DenyAll, DiscardLogs, LogSink, LogStream, Mount, OutboundPolicy, Sandbox, MAX_LINE,
+};

@@ -391,48 +391,6 @@ fn the_memory_limit_is_shared_by_a_tasks_live_instances() {
 }
 
 #[test]
-fn a_thousand_traps_leave_the_host_healthy() {
-    let g = load("crash.wasm");
-    let task = budget(64, None);
-    let (sb, _) = sandbox(&["crash", "unreachable"]);
-    block_on(async {
-        let mut rss_after_warmup = 0;
-        for i in 0..1000 {
-            let r = rt().run(&g, &task, &sb, RunLimits::default()).await;
-            assert!(
-                matches!(
-                    r.outcome,
-                    Outcome::Trap {
-                        kind: TrapKind::Unreachable,
-                        ..
-                    }
-                ),
-                "run {i}: {:?}",
-                r.outcome
-            );
-            if i == 99 {
-                rss_after_warmup = rss_bytes();
-            }
-        }
-        let growth = rss_bytes().saturating_sub(rss_after_warmup);
-        assert!(
-            growth < 64 << 20,
-            "RSS grew by {} MiB over 900 trapping runs",
-            growth >> 20
-        );
-    });
-    assert_eq!(task.memory_used(), 0);
-    // And the host still runs guests normally.
-    let (sb, _) = sandbox(&["echo", "--exit", "0"]);
-    assert_eq!(
-        run(&load("echo.wasm"), &task, &sb, RunLimits::default()).outcome,
-        Outcome::Exit(0)
-    );
-}
-
-// ---------------------------------------------------------------- sandbox
-
-#[test]
 fn mounts_are_read_only_unless_writable_and_nothing_else_is_visible() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("greeting.txt"), "hi from the host").unwrap();
@@ -706,13 +664,21 @@ fn recording_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
 fn outbound_http_reaches_only_allowed_hosts() {
     let (port, hits) = recording_listener();
     let guest = rt().load_file(dist("hello-http.wasm")).unwrap();
-    let fetch = |rules: &[&str]| {
+    // The policy here allows one (scheme, host, port) or none; the rules
+    // that users write are the engine's (`model::outbound`), tested there
+    // and through task definitions.
+    let fetch = |allowed: Option<(&str, &str, u16)>| {
+        let outbound: std::sync::Arc<dyn skiff_runtime::OutboundPolicy> = match allowed {
+            None => std::sync::Arc::new(skiff_runtime::DenyAll),
+            Some((s, h, p)) => {
+                let (s, h) = (s.to_string(), h.to_string());
+                std::sync::Arc::new(move |scheme: &str, host: &str, port: u16| {
+                    scheme == s && host == h && port == p
+                })
+            }
+        };
         let sandbox = Sandbox {
-            outbound: rules
-                .iter()
-                .map(|r| skiff_runtime::OutboundRule::parse(r).unwrap())
-                .collect::<Vec<_>>()
-                .into(),
+            outbound,
             ..Sandbox::default()
         };
         let h = HttpHandler::new(
@@ -732,34 +698,22 @@ fn outbound_http_reaches_only_allowed_hosts() {
         })
     };
     use std::sync::atomic::Ordering::SeqCst;
-    for rules in [
-        &[][..],
-        &["127.0.0.1"],
-        &["http://127.0.0.1:1"],
-        &["https://127.0.0.1:{port}"],
-        &["*.0.0.1:{port}"],
-        &["localhost:{port}"],
+    // Nothing allowed, and near misses of the listener: another port,
+    // another scheme, another name for the host.
+    for near in [
+        None,
+        Some(("http", "127.0.0.1", 1)),
+        Some(("https", "127.0.0.1", port)),
+        Some(("http", "localhost", port)),
     ] {
-        let rules: Vec<String> = rules
-            .iter()
-            .map(|r| r.replace("{port}", &port.to_string()))
-            .collect();
-        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
-        let (status, body) = fetch(&rules);
-        assert_eq!(status, 502, "{rules:?}: {body}");
+        let (status, body) = fetch(near);
+        assert_eq!(status, 502, "{near:?}: {body}");
         assert!(body.contains("HttpRequestDenied"), "{body}");
-        assert_eq!(hits.load(SeqCst), 0, "{rules:?} let a request out");
+        assert_eq!(hits.load(SeqCst), 0, "{near:?} let a request out");
     }
-    for rule in [format!("http://127.0.0.1:{port}"), format!("*:{port}")] {
-        let before = hits.load(SeqCst);
-        let (status, body) = fetch(&[&rule]);
-        assert_eq!(
-            (status, body.as_str()),
-            (200, "fetched 200: listener\n"),
-            "{rule}"
-        );
-        assert_eq!(hits.load(SeqCst), before + 1);
-    }
+    let (status, body) = fetch(Some(("http", "127.0.0.1", port)));
+    assert_eq!((status, body.as_str()), (200, "fetched 200: listener\n"));
+    assert_eq!(hits.load(SeqCst), 1);
 }
 
 #[test]

@@ -11,7 +11,7 @@ pub mod ledger;
 pub mod logs;
 mod task;
 
-pub use task::image_path;
+pub use task::{image_path, outbound_policy};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

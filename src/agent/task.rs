@@ -207,9 +207,21 @@ impl Task {
             env,
             mounts,
             logs,
-            outbound: c.extensions.allowed_outbound_hosts.clone().into(),
+            outbound: outbound_policy(&c.extensions.allowed_outbound_hosts),
         })
     }
+}
+
+/// The runtime's outbound policy for a container's rules: nothing goes out
+/// when there are none.
+pub fn outbound_policy(
+    rules: &crate::model::outbound::OutboundRules,
+) -> Arc<dyn skiff_runtime::OutboundPolicy> {
+    if rules.0.is_empty() {
+        return Arc::new(skiff_runtime::DenyAll);
+    }
+    let rules = rules.clone();
+    Arc::new(move |scheme: &str, host: &str, port: u16| rules.allows(scheme, host, port))
 }
 
 /// Whether a task takes requests, by its containers' health as ECS

@@ -49,8 +49,8 @@ pub struct Exec {
     pub dirs: Vec<Mount>,
     /// A host the guest may send HTTP requests to: [SCHEME://]HOST[:PORT],
     /// *.DOMAIN or * (repeatable). None by default.
-    #[arg(long = "allow-outbound", value_name = "HOST", value_parser = skiff_runtime::OutboundRule::parse)]
-    pub allow_outbound: Vec<skiff_runtime::OutboundRule>,
+    #[arg(long = "allow-outbound", value_name = "HOST", value_parser = crate::model::outbound::OutboundRule::parse)]
+    pub allow_outbound: Vec<crate::model::outbound::OutboundRule>,
     /// Print, as the last line of stdout, one JSON object with the outcome.
     #[arg(long)]
     pub json: bool,
@@ -230,7 +230,7 @@ impl Exec {
             env: self.env.clone(),
             mounts: self.dirs.clone(),
             logs: Arc::new(PassThrough),
-            outbound: self.allow_outbound.clone().into(),
+            outbound: crate::agent::outbound_policy(&self.allow_outbound.iter().cloned().collect()),
         };
         let budget = Budget::new(Limits {
             memory_bytes: self.memory << 20,

@@ -6,6 +6,7 @@
 //! that what a client registered is what it reads back.
 
 pub mod arn;
+pub mod outbound;
 pub mod service;
 pub mod task;
 pub mod taskdef;

@@ -273,7 +273,7 @@ pub struct Extensions {
     pub concurrency: Option<u32>,
     /// `skiff.allowed-outbound-hosts`: the hosts the container may send
     /// HTTP requests to, separated by commas (none without the label).
-    pub allowed_outbound_hosts: Vec<skiff_runtime::OutboundRule>,
+    pub allowed_outbound_hosts: super::outbound::OutboundRules,
 }
 
 /// The concurrency limit of an HTTP container without `skiff.concurrency`.
@@ -820,7 +820,7 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
                 ext.allowed_outbound_hosts = v
                     .split([',', ' ', '\n', '\t'])
                     .filter(|h| !h.is_empty())
-                    .map(skiff_runtime::OutboundRule::parse)
+                    .map(super::outbound::OutboundRule::parse)
                     .collect::<Result<_, _>>()
                     .map_err(|m| FieldError::new(&at, m))?;
             }
