@@ -337,6 +337,27 @@ pub fn counts(tasks: &[TaskRecord], deployment: Option<&str>) -> Counts {
     c
 }
 
+/// The longest event message kept, in bytes (longer ones are cut, at a
+/// character boundary, with `...`).
+pub const MAX_EVENT_MESSAGE: usize = 1024;
+
+/// How many tasks an event names before it says "and N more".
+pub const EVENT_TASKS_NAMED: usize = 10;
+
+/// `(task a) (task b) ... and N more`: the tasks an event is about, the
+/// first [`EVENT_TASKS_NAMED`] by name, as ECS bounds its messages.
+pub fn named_tasks<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let n = ids.len();
+    let mut out: Vec<String> = ids
+        .take(EVENT_TASKS_NAMED)
+        .map(|id| format!("(task {id})"))
+        .collect();
+    if n > EVENT_TASKS_NAMED {
+        out.push(format!("and {} more", n - EVENT_TASKS_NAMED));
+    }
+    out.join(" ")
+}
+
 impl ServiceRecord {
     /// The primary deployment.
     pub fn primary(&self) -> Option<&Deployment> {
@@ -345,8 +366,17 @@ impl ServiceRecord {
             .find(|d| d.status == DeploymentStatus::Primary)
     }
 
-    /// Adds an event (newest first, bounded).
-    pub fn event(&mut self, id: String, now: f64, message: String) {
+    /// Adds an event (newest first, bounded in number and each message
+    /// in length).
+    pub fn event(&mut self, id: String, now: f64, mut message: String) {
+        if message.len() > MAX_EVENT_MESSAGE {
+            let mut end = MAX_EVENT_MESSAGE - 3;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
+        }
         self.events.insert(
             0,
             ServiceEvent {

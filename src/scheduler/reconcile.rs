@@ -140,19 +140,15 @@ fn stop_event(s: &mut ServiceRecord, stops: &[Stop], now: f64, ids: &mut dyn Ids
     if stops.is_empty() {
         return;
     }
-    let list: Vec<String> = stops
-        .iter()
-        .map(|st| format!("(task {})", st.task))
-        .collect();
+    let list = crate::model::service::named_tasks(stops.iter().map(|st| st.task.as_str()));
     let n = stops.len();
     s.event(
         ids.event_id(),
         now,
         format!(
-            "(service {}) has stopped {n} running task{}: {}.",
+            "(service {}) has stopped {n} running task{}: {list}.",
             s.name,
             if n == 1 { "" } else { "s" },
-            list.join(" ")
         ),
     );
 }

@@ -425,3 +425,32 @@ fn a_deleted_service_drains_then_becomes_inactive() {
         .all(|d| d.status == DeploymentStatus::Inactive));
     assert!(!reconcile(&w.svc, &w.tasks, 9.0, &mut Seq(0)).acts(&w.svc));
 }
+
+#[test]
+fn an_event_about_many_tasks_names_ten_and_counts_the_rest() {
+    let mut w = World::new(4000, DeploymentConfig::default());
+    w.converge(true);
+    w.svc.desired_count = 0;
+    w.step();
+    let e = &w.svc.events[0].message;
+    assert!(
+        e.starts_with("(service web) has stopped 4000 running tasks: (task t"),
+        "{e}"
+    );
+    assert!(e.ends_with(" and 3990 more."), "{e}");
+    assert_eq!(e.matches("(task ").count(), 10);
+    assert!(e.len() < 400, "{} bytes", e.len());
+}
+
+#[test]
+fn a_long_event_message_is_cut_at_a_character_boundary() {
+    let mut s = service(1, DeploymentConfig::default());
+    s.event("e1".into(), 1.0, "\u{e9}".repeat(5000));
+    let m = &s.events[0].message;
+    assert!(
+        m.len() <= crate::model::service::MAX_EVENT_MESSAGE,
+        "{}",
+        m.len()
+    );
+    assert!(m.ends_with("..."));
+}
