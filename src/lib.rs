@@ -17,6 +17,7 @@
 //! - [`ingress`]: the HTTP front: accept loops on the worker threads,
 //!   routing by Host and hostPort to services' tasks, admission, 5xx.
 //! - [`metrics`]: Prometheus text at `GET /metrics`.
+//! - [`logging`]: the server's log (`tracing`, with a span per API call).
 //! - [`units`]: parsing of the units users type (`500ms`, `2s`, `64` MiB).
 //!
 //! Running guests under limits is the `skiff-runtime` crate's job; this
@@ -27,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod ingress;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod scheduler;

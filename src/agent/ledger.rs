@@ -56,7 +56,7 @@ pub fn spawn(
                         Ok(()) => break,
                         Err(StoreError::Conflict) if attempt < 16 => continue,
                         Err(e) => {
-                            eprintln!("skiff: could not record {} task events: {e}", batch.len());
+                            tracing::error!("could not record {} task events: {e}", batch.len());
                             break;
                         }
                     }

@@ -410,7 +410,12 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let action = target.rsplit('.').next().unwrap_or("").to_string();
+    let span = tracing::info_span!("request", id = %request_id, action = %action);
+    let in_span = span.clone();
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || {
+        let _entered = in_span.enter();
         let service = if target.starts_with(logs::LOGS_TARGET) {
             "logs"
         } else {
@@ -428,13 +433,30 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         call(&api, &scope, &target, &body, caller.as_ref())
     })
     .await;
+    let _entered = span.enter();
+    let result = result.unwrap_or_else(|_| {
+        // The action panicked (a bug): the client gets a ServerException,
+        // the log gets the panic's message above this line.
+        Err(ApiError::new(
+            Kind::Server,
+            "the action failed unexpectedly",
+        ))
+    });
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(Ok(v)) => json_response(200, &v, &request_id),
-        Ok(Err(e)) => error_response(&e, &request_id),
-        Err(_) => error_response(
-            &ApiError::new(Kind::Server, "the action failed unexpectedly"),
-            &request_id,
-        ),
+        Ok(v) => {
+            tracing::debug!(status = 200, ms, "answered");
+            json_response(200, &v, &request_id)
+        }
+        Err(e) => {
+            let status = e.kind.status();
+            if e.kind == Kind::Server {
+                tracing::error!(status, ms, error = e.kind.name(), "{}", e.message);
+            } else {
+                tracing::debug!(status, ms, error = e.kind.name(), "{}", e.message);
+            }
+            error_response(&e, &request_id)
+        }
     }
 }
 
@@ -532,6 +554,30 @@ pub fn new_id() -> String {
 }
 
 pub use crate::model::now;
+
+/// Decodes a request into its typed shape. Fields the type does not name
+/// are ignored (clients send more than skiff reads); a field of the wrong
+/// type is a `ClientException` naming it by its path
+/// (`overrides.containerOverrides[0].command[1]: invalid type: ...`).
+pub fn decode<T: serde::de::DeserializeOwned>(req: &Value) -> ApiResult<T> {
+    decode_at(req, "")
+}
+
+/// [`decode`] for a part of a request found at `at` (`overrides`), whose
+/// errors name fields from the request's root.
+pub fn decode_at<T: serde::de::DeserializeOwned>(part: &Value, at: &str) -> ApiResult<T> {
+    serde_path_to_error::deserialize(part).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = match (at, path.as_str()) {
+            ("", ".") => String::new(),
+            ("", p) => format!("{p}: "),
+            (a, ".") => format!("{a}: "),
+            (a, p) => format!("{a}.{p}: "),
+        };
+        ApiError::client(format!("{field}{inner}"))
+    })
+}
 
 /// A string field of the request, when present.
 pub fn str_field<'a>(req: &'a Value, name: &str) -> ApiResult<Option<&'a str>> {

@@ -56,8 +56,8 @@ impl Keys {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
-                eprintln!(
-                    "skiff: warning: the keys file {} can be read by other users; chmod 600 it",
+                tracing::warn!(
+                    "the keys file {} can be read by other users; chmod 600 it",
                     path.display()
                 );
             }

@@ -1,10 +1,13 @@
 //! What the client subcommands share: the endpoint option, an ECS API
-//! call over plain HTTP/1.1, tables for people and JSON for scripts.
+//! call over HTTP (hyper's client, connections kept alive between calls),
+//! tables for people and JSON for scripts.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use serde_json::{json, Value};
 
 /// Where the API is: `--endpoint`, else `$SKIFF_ENDPOINT`, else the local
@@ -20,27 +23,80 @@ pub struct Endpoint {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The HTTP client, made at the first call and shared by clones.
+    #[arg(skip)]
+    pub conn: Connection,
 }
 
 /// An error to show in one line: the API's words, or why it was not
 /// reached.
 pub type CliError = String;
 
+/// How long one API call may take, answer included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A single-threaded async runtime and a pooled HTTP client on it. The
+/// client commands are synchronous; each call blocks on this runtime (so
+/// call them off async threads, as `skiff up` does).
+#[derive(Clone, Default)]
+pub struct Connection(Arc<OnceLock<Result<Http, String>>>);
+
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connection")
+    }
+}
+
+impl Connection {
+    fn http(&self) -> Result<&Http, CliError> {
+        self.0
+            .get_or_init(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(Duration::from_secs(10)));
+                let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(connector);
+                Ok(Http { rt, client })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 impl Endpoint {
-    fn addr(&self) -> Result<(String, String), CliError> {
-        let rest = self.endpoint.strip_prefix("http://").ok_or_else(|| {
+    /// An endpoint for `url` in `cluster`.
+    pub fn new(url: impl Into<String>, cluster: impl Into<String>) -> Endpoint {
+        Endpoint {
+            endpoint: url.into(),
+            cluster: cluster.into(),
+            json: false,
+            conn: Connection::default(),
+        }
+    }
+
+    /// The `host[:port]` of the endpoint, checked.
+    fn authority(&self) -> Result<hyper::http::uri::Authority, CliError> {
+        let bad = |why: &str| {
             format!(
-                "--endpoint {:?} must be an http:// URL, such as http://127.0.0.1:8800",
+                "--endpoint {:?} {why}: write an http:// URL, such as http://127.0.0.1:8800",
                 self.endpoint
             )
-        })?;
-        let hostport = rest.split('/').next().unwrap_or(rest).to_string();
-        let addr = if hostport.contains(':') {
-            hostport.clone()
-        } else {
-            format!("{hostport}:80")
         };
-        Ok((addr, hostport))
+        let uri: hyper::Uri = self.endpoint.parse().map_err(|_| bad("is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad("is not an http:// URL"));
+        }
+        uri.authority().cloned().ok_or_else(|| bad("has no host"))
     }
 
     /// Sends one request; signs it (SigV4) when `AWS_ACCESS_KEY_ID` and
@@ -53,9 +109,10 @@ impl Endpoint {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Result<(u16, String), CliError> {
-        let (addr, host) = self.addr()?;
+        let authority = self.authority()?;
+        let host = authority.as_str();
         let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
-        let mut all: Vec<(&str, &str)> = vec![("host", &host)];
+        let mut all: Vec<(&str, &str)> = vec![("host", host)];
         all.extend_from_slice(headers);
         let signature = match (
             std::env::var("AWS_ACCESS_KEY_ID"),
@@ -87,46 +144,55 @@ impl Endpoint {
             }
             _ => None,
         };
-        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{host}{path}"));
         for (n, v) in &all {
-            head.push_str(&format!("{n}: {v}\r\n"));
+            req = req.header(*n, *v);
         }
-        if let Some((date, authorization)) = signature {
-            head.push_str(&format!(
-                "x-amz-date: {date}\r\nauthorization: {authorization}\r\n"
-            ));
+        if let Some((date, authorization)) = &signature {
+            req = req
+                .header("x-amz-date", date.as_str())
+                .header("authorization", authorization.as_str());
         }
-        let mut s = TcpStream::connect(&addr).map_err(|e| {
+        let req = req
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| format!("cannot make the request {method} {path}: {e}"))?;
+        let http = self.conn.http()?;
+        let unreachable = |e: &dyn std::fmt::Display| {
             format!(
                 "cannot reach the skiff API at {}: {e}; start it with `skiff server` (or `skiff up`), or pass --endpoint",
                 self.endpoint
             )
-        })?;
-        s.set_read_timeout(Some(Duration::from_secs(120))).ok();
-        write!(
-            s,
-            "{head}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .map_err(|e| format!("the API connection failed: {e}"))?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp)
-            .map_err(|e| format!("the API connection failed: {e}"))?;
-        let resp = String::from_utf8_lossy(&resp).into_owned();
-        let status = resp
-            .get(9..12)
-            .and_then(|c| c.parse().ok())
-            .ok_or("the API answered something that is not HTTP")?;
-        let (headers, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-        let body = if headers
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
         };
-        Ok((status, body))
+        http.rt.block_on(async {
+            let call = async {
+                let resp = http.client.request(req).await.map_err(|e| {
+                    if e.is_connect() {
+                        unreachable(&error_chain(&e))
+                    } else {
+                        format!("the API connection failed: {}", error_chain(&e))
+                    }
+                })?;
+                let status = resp.status().as_u16();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("the API connection failed: {e}"))?
+                    .to_bytes();
+                Ok((status, String::from_utf8_lossy(&body).into_owned()))
+            };
+            tokio::time::timeout(CALL_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the skiff API at {} did not answer within {}s",
+                        self.endpoint,
+                        CALL_TIMEOUT.as_secs()
+                    ))
+                })
+        })
     }
 
     /// Calls an ECS action; an API error comes back as `Kind: message`.
@@ -183,16 +249,15 @@ impl Endpoint {
     }
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+/// An error and its causes, in one line (`connection refused` is the
+/// cause of hyper's `client error (Connect)`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
     }
     out
 }

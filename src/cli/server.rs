@@ -159,6 +159,7 @@ pub async fn bind(
 impl Server {
     /// Runs the server; returns the process exit code.
     pub fn execute(self) -> i32 {
+        crate::logging::init();
         super::run_async(self.run())
     }
 
@@ -299,25 +300,25 @@ impl Server {
             (None, true) => "WITHOUT authentication (--insecure-no-auth)".to_string(),
             (None, false) => "without authentication (loopback only)".to_string(),
         };
-        eprintln!("skiff: API on http://{api_addr}/ (AWS JSON 1.1, like ECS), {auth}");
-        eprintln!(
-            "skiff: ingress on http://{ingress_addr}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
+        tracing::info!("API on http://{api_addr}/ (AWS JSON 1.1, like ECS), {auth}");
+        tracing::info!(
+            "ingress on http://{ingress_addr}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
             self.domain,
             ingress_addr.port()
         );
-        eprintln!(
-            "skiff: {workers} workers sharing {memory} MiB; data in {}",
+        tracing::info!(
+            "{workers} workers sharing {memory} MiB; data in {}",
             data.path.display()
         );
         if let Some(roots) = &host_roots {
             let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-            eprintln!(
-                "skiff: tasks' images and host volumes must be under {}",
+            tracing::info!(
+                "tasks' images and host volumes must be under {}",
                 list.join(", ")
             );
         }
         if recovered > 0 {
-            eprintln!("skiff: {recovered} tasks were running when the server last stopped; they are reported STOPPED");
+            tracing::info!("{recovered} tasks were running when the server last stopped; they are reported STOPPED");
         }
         Ok(Engine {
             api: api_handle,
@@ -360,7 +361,7 @@ impl Engine {
     /// "the skiff server shut down"), then the ledger writes the last
     /// reports.
     pub async fn stop(self) {
-        eprintln!("skiff: shutting down");
+        tracing::info!("shutting down");
         self.shutdown.cancel();
         self.tracker.wait().await;
         self.front.wait().await;

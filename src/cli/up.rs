@@ -174,12 +174,12 @@ pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), Stri
         )
         .await
         .map_err(|e| format!("the service could not be updated: {e}"))?;
-        eprintln!("skiff: rolling service {name} to {reference}");
+        tracing::info!("rolling service {name} to {reference}");
     } else {
         call(engine, services::create, svc)
             .await
             .map_err(|e| format!("the service could not be created: {e}"))?;
-        eprintln!("skiff: created service {name} running {reference}");
+        tracing::info!("created service {name} running {reference}");
     }
     Ok((name, cluster))
 }
@@ -187,6 +187,7 @@ pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), Stri
 impl Up {
     /// Runs `skiff up`; returns the process exit code.
     pub fn execute(self) -> i32 {
+        crate::logging::init();
         super::run_async(self.run())
     }
 
@@ -212,11 +213,7 @@ impl Up {
         };
         let (name, cluster) = &deployed;
         // The client commands' wait, over the engine's own API.
-        let ep = super::client::Endpoint {
-            endpoint: format!("http://{}", engine.api_addr),
-            cluster: cluster.clone(),
-            json: false,
-        };
+        let ep = super::client::Endpoint::new(format!("http://{}", engine.api_addr), cluster);
         let (service, limit) = (name.clone(), self.wait);
         let waited = tokio::task::spawn_blocking(move || {
             super::client::wait_service(&ep, &service, false, limit)
@@ -238,7 +235,7 @@ impl Up {
                 );
                 println!("Ctrl-C stops it.");
             }
-            Err(e) => eprintln!("skiff: {e}\nskiff: still serving; Ctrl-C stops it."),
+            Err(e) => tracing::error!("{e}; still serving: Ctrl-C stops it"),
         }
         wait_for_signal().await;
         engine.stop().await;

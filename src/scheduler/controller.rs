@@ -77,7 +77,7 @@ pub fn spawn(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("skiff: the scheduler could not start its runtime: {e}");
+                    tracing::error!("the scheduler could not start its runtime: {e}");
                     return;
                 }
             };
@@ -115,7 +115,7 @@ impl Controller {
         match self.store.list("services/", None, usize::MAX) {
             Ok(rs) => rs.into_iter().map(|r| r.key).collect(),
             Err(e) => {
-                eprintln!("skiff: the scheduler cannot list services: {e}");
+                tracing::error!("the scheduler cannot list services: {e}");
                 BTreeSet::new()
             }
         }
@@ -204,7 +204,7 @@ impl Controller {
                 Ok(requeue) => return requeue,
                 Err(StoreError::Conflict) => continue,
                 Err(e) => {
-                    eprintln!("skiff: the scheduler could not reconcile {key}: {e}");
+                    tracing::warn!("the scheduler could not reconcile {key}: {e}; retrying in 1s");
                     return Some(1.0);
                 }
             }
@@ -217,7 +217,7 @@ impl Controller {
             return Ok(None);
         };
         let Ok(svc) = serde_json::from_slice::<ServiceRecord>(&rec.value) else {
-            eprintln!("skiff: the service record {key} cannot be read; skipping it");
+            tracing::error!("the service record {key} cannot be read; skipping it");
             return Ok(None);
         };
         if svc.status == ServiceStatus::Inactive {
@@ -321,18 +321,15 @@ impl Controller {
         }
         if !placed.is_empty() {
             let n = placed.len();
-            let list: Vec<String> = placed
-                .iter()
-                .map(|(t, _)| format!("(task {})", t.id))
-                .collect();
+            let list =
+                crate::model::service::named_tasks(placed.iter().map(|(t, _)| t.id.as_str()));
             s.event(
                 RandomIds.event_id(),
                 now,
                 format!(
-                    "(service {}) has started {n} task{}: {}.",
+                    "(service {}) has started {n} task{}: {list}.",
                     s.name,
                     if n == 1 { "" } else { "s" },
-                    list.join(" ")
                 ),
             );
         }
