@@ -4,31 +4,68 @@
 //! writes the tasks as PROVISIONING in one transaction, and only then
 //! hands them to their workers; the workers' reports move them on.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::{
-    clusters, page, required_str, str_field, str_list, tags, task_definitions, with_retries, Api,
-};
+use super::{clusters, decode, decode_at, page, tags, task_definitions, with_retries, Api};
 use crate::agent::{ledger, ContainerOverride, TaskSpec};
 use crate::model::arn::{self, Scope};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Write};
 
-fn overrides(req: &Value, td: &TaskDefinition) -> ApiResult<(Vec<ContainerOverride>, Value)> {
-    let raw = req.get("overrides").cloned().unwrap_or(json!({}));
+/// RunTask's fields that skiff reads (`cluster` is read by
+/// [`clusters::active`]; placement and network fields are accepted and
+/// have no effect on one node).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunTaskRequest {
+    task_definition: Option<String>,
+    count: Option<i64>,
+    started_by: Option<String>,
+    group: Option<String>,
+    launch_type: Option<String>,
+    #[serde(default)]
+    overrides: Value,
+    tags: Option<Value>,
+}
+
+/// RunTask's `overrides`, as far as skiff applies them.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TaskOverride {
+    #[serde(default)]
+    container_overrides: Vec<ContainerOverrideRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerOverrideRequest {
+    name: Option<String>,
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    environment: Vec<KeyValue>,
+}
+
+/// ECS's `KeyValuePair`.
+#[derive(Deserialize)]
+struct KeyValue {
+    name: Option<String>,
+    value: Option<String>,
+}
+
+fn overrides(raw: &Value, td: &TaskDefinition) -> ApiResult<Vec<ContainerOverride>> {
+    let parsed: TaskOverride = if raw.is_null() {
+        TaskOverride::default()
+    } else {
+        decode_at(raw, "overrides")?
+    };
     let mut out = Vec::new();
-    let list = raw
-        .get("containerOverrides")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for (i, o) in list.iter().enumerate() {
+    for (i, o) in parsed.container_overrides.into_iter().enumerate() {
         let at = |f: &str| format!("overrides.containerOverrides[{i}].{f}");
         let name = o
-            .get("name")
-            .and_then(Value::as_str)
+            .name
             .ok_or_else(|| ApiError::invalid(format!("{}: required", at("name"))))?;
         if !td.containers.iter().any(|c| c.name == name) {
             return Err(ApiError::invalid(format!(
@@ -37,49 +74,33 @@ fn overrides(req: &Value, td: &TaskDefinition) -> ApiResult<(Vec<ContainerOverri
                 td.family
             )));
         }
-        let command = str_list(o, "command").map_err(|_| {
-            ApiError::invalid(format!("{}: must be a list of strings", at("command")))
-        })?;
         let mut environment = Vec::new();
-        for (j, kv) in o
-            .get("environment")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let k = kv
-                .get("name")
-                .and_then(Value::as_str)
-                .filter(|k| !k.is_empty())
-                .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "{}: required",
-                        at(&format!("environment[{j}].name"))
-                    ))
-                })?;
-            environment.push((
-                k.to_string(),
-                kv.get("value")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            ));
+        for (j, kv) in o.environment.into_iter().enumerate() {
+            let k = kv.name.filter(|k| !k.is_empty()).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "{}: required",
+                    at(&format!("environment[{j}].name"))
+                ))
+            })?;
+            environment.push((k, kv.value.unwrap_or_default()));
         }
         out.push(ContainerOverride {
-            name: name.to_string(),
-            command,
+            name,
+            command: o.command,
             environment,
         });
     }
-    Ok((out, raw))
+    Ok(out)
 }
 
 /// RunTask.
 pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let reference = required_str(req, "taskDefinition")?;
+    let r: RunTaskRequest = decode(req)?;
+    let reference = r
+        .task_definition
+        .as_deref()
+        .ok_or_else(|| ApiError::client("taskDefinition is required"))?;
     let (record, _) = task_definitions::resolve(api, reference)?
         .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
     if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
@@ -89,36 +110,35 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     }
     let td = TaskDefinition::parse(&record["document"])?;
     let revision = record["revision"].as_u64().unwrap_or(0) as u32;
-    let count = match req.get("count") {
-        None | Some(Value::Null) => 1,
-        Some(v) => match v.as_i64() {
-            Some(n @ 1..=10) => n as usize,
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "count must be between 1 and 10, got {v}"
-                )))
-            }
-        },
+    let count = match r.count {
+        None => 1,
+        Some(n @ 1..=10) => n as usize,
+        Some(n) => {
+            return Err(ApiError::invalid(format!(
+                "count must be between 1 and 10, got {n}"
+            )))
+        }
     };
-    let started_by = str_field(req, "startedBy")?.map(str::to_string);
+    let started_by = r.started_by;
     if started_by.as_ref().is_some_and(|s| s.len() > 128) {
         return Err(ApiError::invalid(
             "startedBy must be at most 128 characters",
         ));
     }
-    let group = str_field(req, "group")?
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("family:{}", td.family));
-    let launch_type = str_field(req, "launchType")?
-        .unwrap_or("FARGATE")
-        .to_string();
+    let group = r.group.unwrap_or_else(|| format!("family:{}", td.family));
+    let launch_type = r.launch_type.unwrap_or_else(|| "FARGATE".to_string());
     if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
         return Err(ApiError::invalid(format!(
             "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
         )));
     }
-    let (container_overrides, raw_overrides) = overrides(req, &td)?;
-    let new_tags = tags::parse(req.get("tags"))?;
+    let container_overrides = overrides(&r.overrides, &td)?;
+    let raw_overrides = if r.overrides.is_null() {
+        json!({})
+    } else {
+        r.overrides
+    };
+    let new_tags = tags::parse(r.tags.as_ref())?;
 
     let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
     let now = crate::model::now();
@@ -203,13 +223,22 @@ fn load(api: &Api, cluster: &str, id: &str) -> ApiResult<Option<(TaskRecord, i64
     Ok(ledger::parse(&r).map(|t| (t, r.mod_revision)))
 }
 
+/// StopTask's fields.
+#[derive(Deserialize)]
+struct StopTaskRequest {
+    task: Option<String>,
+    reason: Option<String>,
+}
+
 /// StopTask.
 pub fn stop(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let (cluster, id) = task_ref(required_str(req, "task")?, &cluster);
-    let reason = str_field(req, "reason")?
-        .unwrap_or("Task stopped by user")
-        .to_string();
+    let r: StopTaskRequest = decode(req)?;
+    let reference = r.task.ok_or_else(|| ApiError::client("task is required"))?;
+    let (cluster, id) = task_ref(&reference, &cluster);
+    let reason = r
+        .reason
+        .unwrap_or_else(|| "Task stopped by user".to_string());
     if reason.len() > 255 {
         return Err(ApiError::invalid("reason must be at most 255 characters"));
     }
@@ -242,17 +271,25 @@ pub fn stop(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     Ok(json!({ "task": task.view(scope) }))
 }
 
+/// DescribeTasks' fields.
+#[derive(Deserialize)]
+struct DescribeTasksRequest {
+    tasks: Option<Vec<String>>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
 /// DescribeTasks: unknown tasks are `failures` with reason MISSING.
 pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let refs = str_list(req, "tasks")?.ok_or_else(|| ApiError::client("tasks is required"))?;
+    let r: DescribeTasksRequest = decode(req)?;
+    let refs = r
+        .tasks
+        .ok_or_else(|| ApiError::client("tasks is required"))?;
     if refs.len() > 100 {
         return Err(ApiError::invalid("tasks can name at most 100 tasks"));
     }
-    let with_tags = str_list(req, "include")?
-        .unwrap_or_default()
-        .iter()
-        .any(|i| i == "TAGS");
+    let with_tags = r.include.iter().any(|i| i == "TAGS");
     let (mut tasks, mut failures) = (Vec::new(), Vec::new());
     for r in refs {
         let (c, id) = task_ref(&r, &cluster);
@@ -274,6 +311,17 @@ pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     Ok(json!({ "tasks": tasks, "failures": failures }))
 }
 
+/// ListTasks' fields (`maxResults` and `nextToken` are read by [`page`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListTasksRequest {
+    desired_status: Option<String>,
+    family: Option<String>,
+    started_by: Option<String>,
+    launch_type: Option<String>,
+    service_name: Option<String>,
+}
+
 /// ListTasks: ARNs of the cluster's tasks with the desired status asked for
 /// (RUNNING unless said), filtered by family, startedBy, launch type or
 /// service, paginated.
@@ -281,7 +329,8 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
     let max = page::max_results(req, 100)?;
     let after = page::after(req)?;
-    let desired = match str_field(req, "desiredStatus")?.unwrap_or("RUNNING") {
+    let r: ListTasksRequest = decode(req)?;
+    let desired = match r.desired_status.as_deref().unwrap_or("RUNNING") {
         "RUNNING" => DesiredStatus::Running,
         "STOPPED" => DesiredStatus::Stopped,
         "PENDING" => DesiredStatus::Running,
@@ -291,10 +340,10 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             )))
         }
     };
-    let family = str_field(req, "family")?;
-    let started_by = str_field(req, "startedBy")?;
-    let launch_type = str_field(req, "launchType")?;
-    let service = str_field(req, "serviceName")?;
+    let family = r.family.as_deref();
+    let started_by = r.started_by.as_deref();
+    let launch_type = r.launch_type.as_deref();
+    let service = r.service_name.as_deref();
     let group = service.map(crate::model::service::group);
     // A service's tasks are listed from its index, not by scanning the
     // cluster's tasks.

@@ -159,3 +159,25 @@ def test_a_multibyte_next_token_is_a_client_error(server):
         assert r.status == 400, (group_token, r.status, r.read())
         conn.close()
 
+
+def test_a_field_of_the_wrong_type_is_named_by_its_path(server):
+    """Requests are decoded into typed shapes: a wrong type is a 400 that
+    names the field by its path, whatever client sent it."""
+    td = {"family": "typed", "containerDefinitions": [{"name": "main", "image": "guests/dist/echo.wasm", "memory": 16}]}
+    status, _ = post(server, "RegisterTaskDefinition", json.dumps(td).encode())
+    assert status == 200
+    cases = [
+        ("RunTask", {"taskDefinition": "typed", "overrides": {"containerOverrides": [{"name": "main", "command": ["ok", 7]}]}},
+         "overrides.containerOverrides[0].command[1]"),
+        ("RunTask", {"taskDefinition": "typed", "count": "2"}, "count"),
+        ("RunTask", {"taskDefinition": 3}, "taskDefinition"),
+        ("StopTask", {"task": ["x"]}, "task"),
+        ("DescribeTasks", {"tasks": ["a", {"b": 1}]}, "tasks[1]"),
+        ("ListTasks", {"family": False}, "family"),
+    ]
+    for action, body, field in cases:
+        status, data = post(server, action, json.dumps(body).encode())
+        err = json.loads(data)
+        assert status == 400, (action, body, err)
+        assert err["__type"] == "ClientException", (action, err)
+        assert err["message"].startswith(field + ": invalid type"), (action, err)
