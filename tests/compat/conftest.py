@@ -39,16 +39,19 @@ def wait_for(what, fn, timeout=60.0):
 class Server:
     """A skiff server on free ports, in its own data directory."""
 
-    def __init__(self, data_dir, *args):
+    def __init__(self, data_dir, *args, wrap=()):
         self.data_dir = data_dir
         self.args = list(args)
+        # A command the server runs under (strace, for example).
+        self.wrap = list(wrap)
         self.proc = None
         self.endpoint = None
         self.ingress = None
 
     def start(self, timeout=60, api="127.0.0.1:0"):
         self.proc = subprocess.Popen(
-            [SKIFF, "server", "--data-dir", self.data_dir, "--api", api, "--ingress", "127.0.0.1:0"]
+            self.wrap
+            + [SKIFF, "server", "--data-dir", self.data_dir, "--api", api, "--ingress", "127.0.0.1:0"]
             + self.args,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,

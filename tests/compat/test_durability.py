@@ -97,3 +97,68 @@ def test_running_tasks_are_reported_stopped_after_kill_9(fresh_dir):
         assert ecs.list_tasks()["taskArns"] == []
     finally:
         s2.stop()
+
+
+def test_an_acknowledged_write_was_fsynced_before_its_answer(fresh_dir):
+    """kill -9 cannot show a missing fsync (the page cache outlives the
+    process), so this watches the system calls instead: between reading a
+    CreateCluster request and writing its answer, the server must have
+    written the new record to the store's write-ahead log and then fsynced
+    that file. SQLite's synchronous=NORMAL (fsync only at checkpoints) or
+    OFF fails this; FULL passes."""
+    import re
+    import shutil as sh
+
+    strace = sh.which("strace")
+    assert strace, "strace is needed for this test (apt-get install strace; .ci/run installs it)"
+    log = os.path.join(fresh_dir, "strace.log")
+    calls = "read,readv,recvfrom,recvmsg,write,writev,pwrite64,pwritev,sendto,sendmsg,fsync,fdatasync"
+    s = Server(
+        os.path.join(fresh_dir, "data"),
+        wrap=[strace, "-f", "-y", "-ttt", "-qq", "-s", "65536", "-e", f"trace={calls}", "-o", log],
+    ).start(timeout=120)
+    name = "fsync-" + os.urandom(6).hex()
+    try:
+        s.client().create_cluster(clusterName=name)
+    finally:
+        s.stop()
+
+    # One record per system call: (start, end, name, text), joining
+    # "<unfinished ...>" with its "<... resumed>" by thread.
+    line_re = re.compile(r"^(\d+)\s+(\d+\.\d+) (.*)$")
+    pending, records = {}, []
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = line_re.match(line.rstrip("\n"))
+            if not m:
+                continue
+            pid, ts, text = m.group(1), float(m.group(2)), m.group(3)
+            if text.endswith("<unfinished ...>"):
+                pending[pid] = (ts, text)
+                continue
+            r = re.match(r"<\.\.\. (\w+) resumed>(.*)", text)
+            if r and pid in pending:
+                start, head = pending.pop(pid)
+                records.append((start, ts, r.group(1), head + r.group(2)))
+                continue
+            c = re.match(r"(\w+)\(", text)
+            if c:
+                records.append((ts, ts, c.group(1), text))
+
+    def first(after, names, *needles):
+        for rec in records:
+            if rec[0] >= after and rec[2] in names and all(n in rec[3] for n in needles):
+                return rec
+        return None
+
+    request = first(0, {"read", "readv", "recvfrom", "recvmsg"}, "<socket:[", name)
+    assert request, f"the request for {name} was not seen being read"
+    wal_write = first(request[1], {"write", "pwrite64", "pwritev", "writev"}, "store.db-wal", name)
+    assert wal_write, f"the record {name} was not written to the WAL after its request"
+    answer = first(request[1], {"write", "writev", "sendto", "sendmsg"}, "<socket:[", name)
+    assert answer, f"the answer for {name} was not seen being written"
+    sync = first(wal_write[1], {"fsync", "fdatasync"}, "store.db-wal")
+    assert sync and sync[1] <= answer[0], (
+        f"the answer for {name} was sent at {answer[0]:.6f} before the WAL was fsynced "
+        f"({'at %.6f' % sync[1] if sync else 'never'})"
+    )
