@@ -73,7 +73,10 @@ fn a_thousand_traps_leave_the_host_healthy() {
     eprintln!("over 900 trapping runs: heap {heap:+} bytes, RSS {rss:+} bytes");
     // The count is real: the runtime, its compiled code and the pool hold
     // heap memory all along.
-    assert!(LIVE.load(Relaxed) > 1 << 20, "the counting allocator saw no heap");
+    assert!(
+        LIVE.load(Relaxed) > 1 << 20,
+        "the counting allocator saw no heap"
+    );
     // The heap is exact: a few KiB of noise at most, not a byte per run
     // left behind (900 runs of a leaked backtrace would be ~1 MiB).
     assert!(
