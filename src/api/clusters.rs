@@ -2,10 +2,11 @@
 //! Stored at `clusters/NAME`; a deleted cluster stays describable as
 //! INACTIVE, and creating it again makes it ACTIVE.
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::{get_json, now, page, str_field, str_list, tags, to_bytes, with_retries, Api};
+use super::{decode, get_json, now, page, tags, to_bytes, with_retries, Api};
 use crate::model::arn::{self, Scope};
 use crate::model::check_name;
 use crate::store::{Condition, Store, Write};
@@ -56,7 +57,8 @@ pub fn ensure_default(store: &dyn Store) -> Result<(), String> {
 
 /// The cluster a request names (or the default), which must be ACTIVE.
 pub fn active(api: &Api, req: &Value) -> ApiResult<String> {
-    let name = name_of(str_field(req, "cluster")?.unwrap_or(DEFAULT));
+    let r: InCluster = decode(req)?;
+    let name = name_of(r.cluster.as_deref().unwrap_or(DEFAULT));
     load_active(api, &name).map(|_| name)
 }
 
@@ -139,13 +141,51 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
     Ok(Value::Object(out))
 }
 
+/// The field of every call made in a cluster.
+#[derive(Deserialize)]
+struct InCluster {
+    cluster: Option<String>,
+}
+
+/// What the cluster calls read. The settings are kept as the client wrote them; their shapes
+/// (lists, objects) are checked here.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterRequest {
+    cluster: Option<String>,
+    cluster_name: Option<String>,
+    clusters: Option<Vec<String>>,
+    #[serde(default)]
+    include: Vec<String>,
+    tags: Option<Value>,
+    #[serde(rename = "settings")]
+    _settings: Option<Vec<Map<String, Value>>>,
+    #[serde(rename = "configuration")]
+    _configuration: Option<Map<String, Value>>,
+    #[serde(rename = "capacityProviders")]
+    _capacity_providers: Option<Vec<String>>,
+    #[serde(rename = "defaultCapacityProviderStrategy")]
+    _default_capacity_provider_strategy: Option<Vec<Map<String, Value>>>,
+    #[serde(rename = "serviceConnectDefaults")]
+    _service_connect_defaults: Option<Map<String, Value>>,
+}
+
+impl ClusterRequest {
+    /// The cluster named by `cluster`, which the call requires.
+    fn required_cluster(&self) -> ApiResult<String> {
+        self.cluster
+            .as_deref()
+            .map(name_of)
+            .ok_or_else(|| ApiError::client("cluster is required"))
+    }
+}
+
 /// CreateCluster: idempotent for an existing cluster.
 pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let name = str_field(req, "clusterName")?
-        .unwrap_or(DEFAULT)
-        .to_string();
+    let r: ClusterRequest = decode(req)?;
+    let name = r.cluster_name.unwrap_or_else(|| DEFAULT.to_string());
     check_name("clusterName", "cluster", &name).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let new_tags = tags::parse(req.get("tags"))?;
+    let new_tags = tags::parse(r.tags.as_ref())?;
     let k = key(&name);
     let record = with_retries(|| {
         let current = get_json(api.store.as_ref(), &k)?;
@@ -175,14 +215,12 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 
 /// DescribeClusters: unknown names are `failures` with reason MISSING.
 pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let names = str_list(req, "clusters")?.unwrap_or_else(|| vec![DEFAULT.to_string()]);
+    let r: ClusterRequest = decode(req)?;
+    let names = r.clusters.unwrap_or_else(|| vec![DEFAULT.to_string()]);
     if names.len() > 100 {
         return Err(ApiError::invalid("clusters can name at most 100 clusters"));
     }
-    let with_tags = str_list(req, "include")?
-        .unwrap_or_default()
-        .iter()
-        .any(|i| i == "TAGS");
+    let with_tags = r.include.iter().any(|i| i == "TAGS");
     let (mut clusters, mut failures) = (Vec::new(), Vec::new());
     for reference in names {
         let name = name_of(&reference);
@@ -237,7 +275,7 @@ fn modify_active(
 
 /// DeleteCluster: refused while the cluster has tasks that are not stopped.
 pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let name = name_of(super::required_str(req, "cluster")?);
+    let name = decode::<ClusterRequest>(req)?.required_cluster()?;
     let record = modify_active(api, &name, |c| {
         let services = service_count(api, &name)?;
         if services > 0 {
@@ -268,7 +306,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// ACTIVE cluster (what Terraform calls when `setting` or `configuration`
 /// change).
 pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let name = name_of(super::required_str(req, "cluster")?);
+    let name = decode::<ClusterRequest>(req)?.required_cluster()?;
     let record = modify_active(api, &name, |c| {
         for f in ["settings", "configuration", "serviceConnectDefaults"] {
             if let Some(v) = req.get(f).filter(|v| !v.is_null()) {

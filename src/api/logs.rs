@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::{page, str_field, str_list, Api};
+use super::{decode, page, Api};
 use crate::agent::logs::{self as files, Line};
 use crate::model::arn::Scope;
 
@@ -75,26 +76,48 @@ fn not_found(what: &str) -> ApiError {
     )
 }
 
-fn group_name(req: &Value) -> ApiResult<String> {
-    let name = str_field(req, "logGroupName")?
-        .or(str_field(req, "logGroupIdentifier")?)
-        .ok_or_else(|| ApiError::invalid("logGroupName is required"))?;
-    // An identifier may be the group's ARN.
-    Ok(name
-        .split_once(":log-group:")
-        .map_or(name, |(_, n)| n.trim_end_matches(":*"))
-        .to_string())
+/// The fields of the Logs calls skiff serves (`nextToken` of the paged
+/// ones is read by [`page`]; GetLogEvents' own tokens are read here).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogsRequest {
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
+    log_group_name_prefix: Option<String>,
+    log_stream_name: Option<String>,
+    log_stream_name_prefix: Option<String>,
+    log_stream_names: Option<Vec<String>>,
+    order_by: Option<String>,
+    filter_pattern: Option<String>,
+    start_time: Option<u64>,
+    end_time: Option<u64>,
+    start_from_head: Option<bool>,
+    limit: Option<i64>,
+    next_token: Option<String>,
 }
 
-fn limit(req: &Value, max: u64, default: u64) -> ApiResult<usize> {
-    match req.get("limit") {
-        None | Some(Value::Null) => Ok(default as usize),
-        Some(v) => match v.as_u64() {
+impl LogsRequest {
+    fn group_name(&self) -> ApiResult<String> {
+        let name = self
+            .log_group_name
+            .as_deref()
+            .or(self.log_group_identifier.as_deref())
+            .ok_or_else(|| ApiError::invalid("logGroupName is required"))?;
+        // An identifier may be the group's ARN.
+        Ok(name
+            .split_once(":log-group:")
+            .map_or(name, |(_, n)| n.trim_end_matches(":*"))
+            .to_string())
+    }
+
+    fn limit(&self, max: i64, default: usize) -> ApiResult<usize> {
+        match self.limit {
+            None => Ok(default),
             Some(n) if (1..=max).contains(&n) => Ok(n as usize),
-            _ => Err(ApiError::invalid(format!(
-                "limit must be between 1 and {max}, got {v}"
+            Some(n) => Err(ApiError::invalid(format!(
+                "limit must be between 1 and {max}, got {n}"
             ))),
-        },
+        }
     }
 }
 
@@ -107,8 +130,9 @@ fn group_arn(scope: &Scope, group: &str) -> String {
 
 /// DescribeLogGroups.
 fn describe_groups(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let prefix = str_field(req, "logGroupNamePrefix")?.unwrap_or("");
-    let max = limit(req, 50, 50)?;
+    let r: LogsRequest = decode(req)?;
+    let prefix = r.log_group_name_prefix.as_deref().unwrap_or("");
+    let max = r.limit(50, 50)?;
     let after = page::after(req)?;
     let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for s in streams(api, "logstreams/")? {
@@ -146,9 +170,10 @@ fn describe_groups(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 
 /// DescribeLogStreams.
 fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let group = group_name(req)?;
-    let prefix = str_field(req, "logStreamNamePrefix")?.unwrap_or("");
-    let by_time = match str_field(req, "orderBy")?.unwrap_or("LogStreamName") {
+    let r: LogsRequest = decode(req)?;
+    let group = r.group_name()?;
+    let prefix = r.log_stream_name_prefix.as_deref().unwrap_or("");
+    let by_time = match r.order_by.as_deref().unwrap_or("LogStreamName") {
         "LogStreamName" => false,
         "LastEventTime" => true,
         other => {
@@ -166,7 +191,7 @@ fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .get("descending")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let max = limit(req, 50, 50)?;
+    let max = r.limit(50, 50)?;
     let all = streams(api, &files::group_prefix(&group))?;
     if all.is_empty() {
         return Err(not_found("log group"));
@@ -220,26 +245,25 @@ fn in_window(l: &Line, start: Option<u64>, end: Option<u64>) -> bool {
 /// `b/N` (positions); with no new events the forward token comes back
 /// unchanged, which is how clients know they reached the end.
 fn get_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
-    let group = group_name(req)?;
-    let name = str_field(req, "logStreamName")?
+    let r: LogsRequest = decode(req)?;
+    let group = r.group_name()?;
+    let name = r
+        .log_stream_name
+        .as_deref()
         .ok_or_else(|| ApiError::invalid("logStreamName is required"))?;
     let s = streams(api, &files::stream_key(&group, name))?
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| not_found("log stream"))?;
-    let max = limit(req, 10_000, 10_000)?;
-    let start = req.get("startTime").and_then(Value::as_u64);
-    let end = req.get("endTime").and_then(Value::as_u64);
+    let max = r.limit(10_000, 10_000)?;
+    let (start, end) = (r.start_time, r.end_time);
     let lines: Vec<Line> = s
         .lines(api)
         .into_iter()
         .filter(|l| in_window(l, start, end))
         .collect();
-    let head = req
-        .get("startFromHead")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let (from, to) = match str_field(req, "nextToken")? {
+    let head = r.start_from_head.unwrap_or(false);
+    let (from, to) = match r.next_token.as_deref() {
         Some(t) => {
             let (dir, n) = t
                 .split_once('/')
@@ -285,18 +309,18 @@ fn matches(pattern: &str, text: &str) -> bool {
 /// FilterLogEvents: events of a group's streams (all, named, or by prefix)
 /// in time order, filtered by a pattern of terms.
 fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
-    let group = group_name(req)?;
-    let names = str_list(req, "logStreamNames")?;
-    let prefix = str_field(req, "logStreamNamePrefix")?;
+    let r: LogsRequest = decode(req)?;
+    let group = r.group_name()?;
+    let names = r.log_stream_names.clone();
+    let prefix = r.log_stream_name_prefix.as_deref();
     if names.is_some() && prefix.is_some() {
         return Err(ApiError::invalid(
             "logStreamNames and logStreamNamePrefix cannot both be given",
         ));
     }
-    let pattern = str_field(req, "filterPattern")?.unwrap_or("");
-    let start = req.get("startTime").and_then(Value::as_u64);
-    let end = req.get("endTime").and_then(Value::as_u64);
-    let max = limit(req, 10_000, 10_000)?;
+    let pattern = r.filter_pattern.as_deref().unwrap_or("");
+    let (start, end) = (r.start_time, r.end_time);
+    let max = r.limit(10_000, 10_000)?;
     let all = streams(api, &files::group_prefix(&group))?;
     if all.is_empty() {
         return Err(not_found("log group"));

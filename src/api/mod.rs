@@ -573,45 +573,11 @@ pub fn decode_at<T: serde::de::DeserializeOwned>(part: &Value, at: &str) -> ApiR
             ("", ".") => String::new(),
             ("", p) => format!("{p}: "),
             (a, ".") => format!("{a}: "),
+            (a, p) if p.starts_with('[') => format!("{a}{p}: "),
             (a, p) => format!("{a}.{p}: "),
         };
         ApiError::client(format!("{field}{inner}"))
     })
-}
-
-/// A string field of the request, when present.
-pub fn str_field<'a>(req: &'a Value, name: &str) -> ApiResult<Option<&'a str>> {
-    match req.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ApiError::client(format!(
-            "{name} must be a string, got {other}"
-        ))),
-    }
-}
-
-/// A required string field.
-pub fn required_str<'a>(req: &'a Value, name: &str) -> ApiResult<&'a str> {
-    str_field(req, name)?.ok_or_else(|| ApiError::client(format!("{name} is required")))
-}
-
-/// A list of strings, when present.
-pub fn str_list(req: &Value, name: &str) -> ApiResult<Option<Vec<String>>> {
-    match req.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::client(format!("{name} must be a list of strings")))
-            })
-            .collect::<ApiResult<Vec<_>>>()
-            .map(Some),
-        Some(_) => Err(ApiError::client(format!(
-            "{name} must be a list of strings"
-        ))),
-    }
 }
 
 /// Reads a JSON record.

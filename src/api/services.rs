@@ -5,12 +5,11 @@
 //! controller sees the change and starts or stops tasks. Counts of running
 //! and pending tasks are observed from the service's tasks when shown.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::{
-    clusters, page, required_str, str_field, str_list, tags, task_definitions, with_retries, Api,
-};
+use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
 use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
 use crate::model::service::{
@@ -69,49 +68,146 @@ pub fn tasks_of(api: &Api, cluster: &str, name: &str) -> ApiResult<Vec<TaskRecor
     Ok(out)
 }
 
-fn int(req: &Value, field: &str, lo: i64, hi: i64) -> ApiResult<Option<u32>> {
-    match req.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
-            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n as u32)),
-            _ => Err(ApiError::invalid(format!(
-                "{field} must be an integer from {lo} to {hi}, got {v}"
-            ))),
-        },
+/// The fields of the service calls. What is stored as given
+/// (`placementStrategy`, [`KEPT`]) is also kept as the client's JSON.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ServiceRequest {
+    service_name: Option<String>,
+    service: Option<String>,
+    services: Option<Vec<String>>,
+    task_definition: Option<String>,
+    desired_count: Option<i64>,
+    launch_type: Option<String>,
+    scheduling_strategy: Option<String>,
+    deployment_configuration: Option<DeploymentConfiguration>,
+    placement_strategy: Option<Vec<PlacementStrategy>>,
+    placement_constraints: Option<Vec<PlacementConstraint>>,
+    health_check_grace_period_seconds: Option<i64>,
+    force_new_deployment: Option<bool>,
+    force: Option<bool>,
+    tags: Option<Value>,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    load_balancers: Vec<Value>,
+    #[serde(default)]
+    service_registries: Vec<Value>,
+    deployment_controller: Option<DeploymentController>,
+    status: Option<Vec<String>>,
+    created_at: Option<CreatedAt>,
+    service_deployment_arns: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentConfiguration {
+    minimum_healthy_percent: Option<i64>,
+    maximum_percent: Option<i64>,
+    deployment_circuit_breaker: Option<CircuitBreakerRequest>,
+    strategy: Option<String>,
+    alarms: Option<Alarms>,
+}
+
+#[derive(Deserialize)]
+struct CircuitBreakerRequest {
+    enable: Option<bool>,
+    rollback: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Alarms {
+    enable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PlacementStrategy {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    field: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlacementConstraint {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DeploymentController {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreatedAt {
+    after: Option<f64>,
+    before: Option<f64>,
+}
+
+impl ServiceRequest {
+    /// The service the call names (`service`, a name or an ARN), in the
+    /// request's cluster unless its ARN names another.
+    fn service(&self, cluster: &str) -> ApiResult<(String, String)> {
+        let reference = self
+            .service
+            .as_deref()
+            .ok_or_else(|| ApiError::client("service is required"))?;
+        Ok(service_ref(reference, cluster))
+    }
+}
+
+/// `value` of `field`, checked to lie in `lo..=hi`.
+fn int(field: &str, value: Option<i64>, lo: i64, hi: i64) -> ApiResult<Option<u32>> {
+    match value {
+        None => Ok(None),
+        Some(n) if (lo..=hi).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(ApiError::invalid(format!(
+            "{field} must be an integer from {lo} to {hi}, got {n}"
+        ))),
     }
 }
 
 /// `deploymentConfiguration` over `base`.
-fn deployment_config(req: &Value, base: DeploymentConfig) -> ApiResult<DeploymentConfig> {
-    let Some(dc) = req.get("deploymentConfiguration").filter(|v| !v.is_null()) else {
+fn deployment_config(
+    dc: Option<&DeploymentConfiguration>,
+    base: DeploymentConfig,
+) -> ApiResult<DeploymentConfig> {
+    let Some(dc) = dc else {
         return Ok(base);
     };
     let f = "deploymentConfiguration";
     let mut c = base;
-    if let Some(n) = int(dc, "minimumHealthyPercent", 0, 100)
-        .map_err(|e| ApiError::invalid(format!("{f}.{}", e.message)))?
-    {
+    if let Some(n) = int(
+        &format!("{f}.minimumHealthyPercent"),
+        dc.minimum_healthy_percent,
+        0,
+        100,
+    )? {
         c.minimum_healthy_percent = n;
     }
-    if let Some(n) = int(dc, "maximumPercent", 100, 1000)
-        .map_err(|e| ApiError::invalid(format!("{f}.{}", e.message)))?
-    {
+    if let Some(n) = int(
+        &format!("{f}.maximumPercent"),
+        dc.maximum_percent,
+        100,
+        1000,
+    )? {
         c.maximum_percent = n;
     }
-    if let Some(cb) = dc.get("deploymentCircuitBreaker").filter(|v| !v.is_null()) {
-        let flag = |k: &str| {
-            cb.get(k).and_then(Value::as_bool).ok_or_else(|| {
+    if let Some(cb) = &dc.deployment_circuit_breaker {
+        let flag = |v: Option<bool>, k: &str| {
+            v.ok_or_else(|| {
                 ApiError::invalid(format!(
                     "{f}.deploymentCircuitBreaker.{k} is required: true or false"
                 ))
             })
         };
         c.circuit_breaker = Some(CircuitBreaker {
-            enable: flag("enable")?,
-            rollback: flag("rollback")?,
+            enable: flag(cb.enable, "enable")?,
+            rollback: flag(cb.rollback, "rollback")?,
         });
     }
-    if let Some(s) = dc.get("strategy").and_then(Value::as_str) {
+    if let Some(s) = dc.strategy.as_deref() {
         if s != "ROLLING" {
             return Err(ApiError::new(
                 Kind::UnsupportedFeature,
@@ -119,11 +215,7 @@ fn deployment_config(req: &Value, base: DeploymentConfig) -> ApiResult<Deploymen
             ));
         }
     }
-    if dc
-        .pointer("/alarms/enable")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
+    if dc.alarms.as_ref().and_then(|a| a.enable).unwrap_or(false) {
         return Err(ApiError::new(
             Kind::UnsupportedFeature,
             format!("{f}.alarms: skiff has no CloudWatch alarms; use deploymentCircuitBreaker"),
@@ -132,14 +224,11 @@ fn deployment_config(req: &Value, base: DeploymentConfig) -> ApiResult<Deploymen
     Ok(c)
 }
 
-/// `placementStrategy` and `placementConstraints`, validated.
-fn placement(req: &Value) -> ApiResult<Option<(Vec<Strategy>, Value)>> {
-    let Some(list) = req.get("placementStrategy").filter(|v| !v.is_null()) else {
+/// `placementStrategy`, validated, beside the client's JSON of it.
+fn placement(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(Vec<Strategy>, Value)>> {
+    let Some(items) = &r.placement_strategy else {
         return Ok(None);
     };
-    let items = list
-        .as_array()
-        .ok_or_else(|| ApiError::invalid("placementStrategy must be a list"))?;
     if items.len() > 5 {
         return Err(ApiError::invalid(
             "placementStrategy can have at most 5 strategies",
@@ -148,37 +237,33 @@ fn placement(req: &Value) -> ApiResult<Option<(Vec<Strategy>, Value)>> {
     let mut out = Vec::new();
     for (i, s) in items.iter().enumerate() {
         let at = format!("placementStrategy[{i}]");
-        let kind = s.get("type").and_then(Value::as_str).unwrap_or("");
-        let field = s.get("field").and_then(Value::as_str);
-        out.push(
-            match (kind, field.map(str::to_ascii_lowercase).as_deref()) {
-                ("spread", _) => Strategy::Spread,
-                ("binpack", Some("cpu")) => Strategy::BinpackCpu,
-                ("binpack", Some("memory")) => Strategy::BinpackMemory,
-                ("binpack", _) => {
-                    return Err(ApiError::invalid(format!(
-                        "{at}.field must be cpu or memory for binpack"
-                    )))
-                }
-                ("random", _) => Strategy::Random,
-                _ => {
-                    return Err(ApiError::invalid(format!(
-                        "{at}.type must be spread, binpack or random, got {kind:?}"
-                    )))
-                }
-            },
-        );
+        let kind = s.kind.as_deref().unwrap_or("");
+        let field = s.field.as_deref().map(str::to_ascii_lowercase);
+        out.push(match (kind, field.as_deref()) {
+            ("spread", _) => Strategy::Spread,
+            ("binpack", Some("cpu")) => Strategy::BinpackCpu,
+            ("binpack", Some("memory")) => Strategy::BinpackMemory,
+            ("binpack", _) => {
+                return Err(ApiError::invalid(format!(
+                    "{at}.field must be cpu or memory for binpack"
+                )))
+            }
+            ("random", _) => Strategy::Random,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "{at}.type must be spread, binpack or random, got {kind:?}"
+                )))
+            }
+        });
     }
-    Ok(Some((out, list.clone())))
+    Ok(Some((out, req["placementStrategy"].clone())))
 }
 
-fn constraints(req: &Value) -> ApiResult<Option<(bool, Value)>> {
-    let Some(list) = req.get("placementConstraints").filter(|v| !v.is_null()) else {
+/// `placementConstraints`, validated, beside the client's JSON of them.
+fn constraints(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(bool, Value)>> {
+    let Some(items) = &r.placement_constraints else {
         return Ok(None);
     };
-    let items = list
-        .as_array()
-        .ok_or_else(|| ApiError::invalid("placementConstraints must be a list"))?;
     if items.len() > 10 {
         return Err(ApiError::invalid(
             "placementConstraints can have at most 10 constraints",
@@ -186,7 +271,7 @@ fn constraints(req: &Value) -> ApiResult<Option<(bool, Value)>> {
     }
     let mut distinct = false;
     for (i, c) in items.iter().enumerate() {
-        match c.get("type").and_then(Value::as_str) {
+        match c.kind.as_deref() {
             Some("distinctInstance") => distinct = true,
             Some("memberOf") => {
                 return Err(ApiError::new(
@@ -201,31 +286,27 @@ fn constraints(req: &Value) -> ApiResult<Option<(bool, Value)>> {
             }
         }
     }
-    Ok(Some((distinct, list.clone())))
+    Ok(Some((distinct, req["placementConstraints"].clone())))
 }
 
 /// What skiff does not have an equivalent for, refused with what to do.
-fn refuse_unsupported(req: &Value) -> ApiResult<()> {
-    let non_empty = |k: &str| {
-        req.get(k)
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    };
-    if non_empty("loadBalancers") {
+fn refuse_unsupported(r: &ServiceRequest) -> ApiResult<()> {
+    if !r.load_balancers.is_empty() {
         return Err(ApiError::new(
             Kind::UnsupportedFeature,
             "loadBalancers: skiff's ingress routes to services itself (Host SERVICE.CLUSTER.DOMAIN, or a container's hostPort); remove loadBalancers",
         ));
     }
-    if non_empty("serviceRegistries") {
+    if !r.service_registries.is_empty() {
         return Err(ApiError::new(
             Kind::UnsupportedFeature,
             "serviceRegistries: service discovery is not supported; reach services through the ingress",
         ));
     }
-    if let Some(t) = req
-        .pointer("/deploymentController/type")
-        .and_then(Value::as_str)
+    if let Some(t) = r
+        .deployment_controller
+        .as_ref()
+        .and_then(|c| c.kind.as_deref())
     {
         if t != "ECS" {
             return Err(ApiError::new(
@@ -234,7 +315,7 @@ fn refuse_unsupported(req: &Value) -> ApiResult<()> {
             ));
         }
     }
-    if let Some(s) = req.get("schedulingStrategy").and_then(Value::as_str) {
+    if let Some(s) = r.scheduling_strategy.as_deref() {
         if s != "REPLICA" {
             return Err(ApiError::new(
                 Kind::UnsupportedFeature,
@@ -286,31 +367,45 @@ fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32)> {
 /// CreateService.
 pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let name = required_str(req, "serviceName")?.to_string();
+    let r: ServiceRequest = decode(req)?;
+    let name = r
+        .service_name
+        .clone()
+        .ok_or_else(|| ApiError::client("serviceName is required"))?;
     crate::model::check_name("serviceName", "service", &name)?;
-    refuse_unsupported(req)?;
-    let reference = str_field(req, "taskDefinition")?.ok_or_else(|| {
+    refuse_unsupported(&r)?;
+    let reference = r.task_definition.as_deref().ok_or_else(|| {
         ApiError::invalid("taskDefinition is required (family, family:revision or ARN)")
     })?;
     let (family, revision) = definition(api, reference)?;
-    let desired = int(req, "desiredCount", 0, 10_000)?.ok_or_else(|| {
+    let desired = int("desiredCount", r.desired_count, 0, 10_000)?.ok_or_else(|| {
         ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
     })?;
-    let launch_type = str_field(req, "launchType")?
-        .unwrap_or("FARGATE")
-        .to_string();
+    let launch_type = r
+        .launch_type
+        .clone()
+        .unwrap_or_else(|| "FARGATE".to_string());
     if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
         return Err(ApiError::invalid(format!(
             "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
         )));
     }
-    let config = deployment_config(req, DeploymentConfig::default())?;
+    let config = deployment_config(
+        r.deployment_configuration.as_ref(),
+        DeploymentConfig::default(),
+    )?;
     let (strategy, placement_strategy) =
-        placement(req)?.unwrap_or((vec![Strategy::Spread], json!([])));
+        placement(&r, req)?.unwrap_or((vec![Strategy::Spread], json!([])));
     let (distinct_instance, placement_constraints) =
-        constraints(req)?.unwrap_or((false, json!([])));
-    let grace = int(req, "healthCheckGracePeriodSeconds", 0, i32::MAX as i64)?.unwrap_or(0);
-    let new_tags = tags::parse(req.get("tags"))?;
+        constraints(&r, req)?.unwrap_or((false, json!([])));
+    let grace = int(
+        "healthCheckGracePeriodSeconds",
+        r.health_check_grace_period_seconds,
+        0,
+        i32::MAX as i64,
+    )?
+    .unwrap_or(0);
+    let new_tags = tags::parse(r.tags.as_ref())?;
     let mut extra = json!({});
     keep_extra(req, &mut extra);
     let now = crate::model::now();
@@ -399,20 +494,23 @@ fn modify(
 /// UpdateService.
 pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
-    refuse_unsupported(req)?;
-    let desired = int(req, "desiredCount", 0, 10_000)?;
-    let target = match str_field(req, "taskDefinition")? {
-        Some(r) => Some(definition(api, r)?),
+    let r: ServiceRequest = decode(req)?;
+    let (cluster, name) = r.service(&cluster)?;
+    refuse_unsupported(&r)?;
+    let desired = int("desiredCount", r.desired_count, 0, 10_000)?;
+    let target = match r.task_definition.as_deref() {
+        Some(t) => Some(definition(api, t)?),
         None => None,
     };
-    let force = req
-        .get("forceNewDeployment")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let placement = placement(req)?;
-    let constraints = constraints(req)?;
-    let grace = int(req, "healthCheckGracePeriodSeconds", 0, i32::MAX as i64)?;
+    let force = r.force_new_deployment.unwrap_or(false);
+    let placement = placement(&r, req)?;
+    let constraints = constraints(&r, req)?;
+    let grace = int(
+        "healthCheckGracePeriodSeconds",
+        r.health_check_grace_period_seconds,
+        0,
+        i32::MAX as i64,
+    )?;
     modify(api, scope, &cluster, &name, |s| {
         if s.status != ServiceStatus::Active {
             return Err(ApiError::new(
@@ -421,7 +519,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ));
         }
         let now = crate::model::now();
-        s.config = deployment_config(req, s.config)?;
+        s.config = deployment_config(r.deployment_configuration.as_ref(), s.config)?;
         if let Some(d) = desired {
             s.desired_count = d;
         }
@@ -489,8 +587,9 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// `force`; the service is DRAINING while its tasks stop, then INACTIVE.
 pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
-    let force = req.get("force").and_then(Value::as_bool).unwrap_or(false);
+    let r: ServiceRequest = decode(req)?;
+    let (cluster, name) = r.service(&cluster)?;
+    let force = r.force.unwrap_or(false);
     modify(api, scope, &cluster, &name, |s| {
         match s.status {
             ServiceStatus::Inactive => {
@@ -517,15 +616,14 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// DescribeServices: unknown services are `failures` with reason MISSING.
 pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let refs =
-        str_list(req, "services")?.ok_or_else(|| ApiError::client("services is required"))?;
+    let r: ServiceRequest = decode(req)?;
+    let refs = r
+        .services
+        .ok_or_else(|| ApiError::client("services is required"))?;
     if refs.is_empty() || refs.len() > 10 {
         return Err(ApiError::invalid("services must name 1 to 10 services"));
     }
-    let with_tags = str_list(req, "include")?
-        .unwrap_or_default()
-        .iter()
-        .any(|i| i == "TAGS");
+    let with_tags = r.include.iter().any(|i| i == "TAGS");
     let (mut services, mut failures) = (Vec::new(), Vec::new());
     for r in refs {
         let (c, n) = service_ref(&r, &cluster);
@@ -553,8 +651,9 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
     let max = page::max_results(req, 10)?;
     let after = page::after(req)?;
-    let launch_type = str_field(req, "launchType")?;
-    let strategy = str_field(req, "schedulingStrategy")?;
+    let r: ServiceRequest = decode(req)?;
+    let launch_type = r.launch_type.as_deref();
+    let strategy = r.scheduling_strategy.as_deref();
     let mut names = Vec::new();
     for r in api
         .store
@@ -595,13 +694,14 @@ fn status_word(s: &str) -> Option<ServiceDeploymentStatus> {
 /// ListServiceDeployments: newest first, filtered by status and creation time.
 pub fn list_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
-    let (cluster, name) = service_ref(required_str(req, "service")?, &cluster);
+    let r: ServiceRequest = decode(req)?;
+    let (cluster, name) = r.service(&cluster)?;
     let max = page::max_results(req, 20)?;
     let after = page::after(req)?;
     let Some((s, _)) = load(api, &cluster, &name)? else {
         return Err(not_found(&name, &cluster));
     };
-    let statuses = str_list(req, "status")?;
+    let statuses = r.status;
     if let Some(bad) = statuses.iter().flatten().find(|w| {
         !matches!(
             w.as_str(),
@@ -622,8 +722,8 @@ pub fn list_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     }
     let wanted: Option<Vec<ServiceDeploymentStatus>> =
         statuses.map(|l| l.iter().filter_map(|w| status_word(w)).collect());
-    let created_after = req.pointer("/createdAt/after").and_then(Value::as_f64);
-    let created_before = req.pointer("/createdAt/before").and_then(Value::as_f64);
+    let created_after = r.created_at.as_ref().and_then(|c| c.after);
+    let created_before = r.created_at.as_ref().and_then(|c| c.before);
     let mut ds: Vec<&Deployment> = s
         .deployments
         .iter()
@@ -648,7 +748,9 @@ pub fn list_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 
 /// DescribeServiceDeployments: by ARN; unknown ones are `failures`.
 pub fn describe_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let arns = str_list(req, "serviceDeploymentArns")?
+    let r: ServiceRequest = decode(req)?;
+    let arns = r
+        .service_deployment_arns
         .ok_or_else(|| ApiError::invalid("serviceDeploymentArns is required"))?;
     if arns.is_empty() || arns.len() > 20 {
         return Err(ApiError::invalid(

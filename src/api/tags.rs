@@ -1,10 +1,11 @@
 //! Tags on clusters, task definitions and tasks: TagResource,
 //! UntagResource, ListTagsForResource. Stored at `tags/KIND/RESOURCE`.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::{get_json, required_str, str_list, to_bytes, with_retries, Api};
+use super::{decode, decode_at, get_json, to_bytes, with_retries, Api};
 use crate::model::arn::{self, Scope};
 use crate::store::{Condition, Store, Write};
 
@@ -16,19 +17,24 @@ pub fn key(kind: &str, resource: &str) -> String {
     format!("tags/{kind}/{resource}")
 }
 
+/// ECS's `Tag`.
+#[derive(Deserialize)]
+struct Tag {
+    key: Option<String>,
+    value: Option<String>,
+}
+
 /// Validates a `tags` list: `[{key, value}]`, keys 1-128 characters,
 /// values up to 256, no `aws:` prefix, at most 50.
 pub fn parse(v: Option<&Value>) -> ApiResult<Vec<(String, String)>> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
-    let items = v
-        .as_array()
-        .ok_or_else(|| ApiError::invalid("tags must be a list of {key, value}"))?;
+    let items: Vec<Tag> = decode_at(v, "tags")?;
     let mut out: Vec<(String, String)> = Vec::new();
-    for (i, t) in items.iter().enumerate() {
-        let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-        let val = t.get("value").and_then(Value::as_str).unwrap_or("");
+    for (i, t) in items.into_iter().enumerate() {
+        let k = t.key.unwrap_or_default();
+        let val = t.value.unwrap_or_default();
         if k.is_empty() || k.chars().count() > 128 {
             return Err(ApiError::invalid(format!(
                 "tags[{i}].key must be 1 to 128 characters"
@@ -44,9 +50,9 @@ pub fn parse(v: Option<&Value>) -> ApiResult<Vec<(String, String)>> {
                 "tags[{i}].key: the aws: prefix is reserved"
             )));
         }
-        match out.iter_mut().find(|(ok, _)| ok == k) {
-            Some(slot) => slot.1 = val.to_string(),
-            None => out.push((k.to_string(), val.to_string())),
+        match out.iter_mut().find(|(ok, _)| *ok == k) {
+            Some(slot) => slot.1 = val,
+            None => out.push((k, val)),
         }
     }
     if out.len() > MAX_TAGS {
@@ -135,11 +141,28 @@ fn resolve(api: &Api, arn_str: &str) -> ApiResult<(String, String)> {
     Ok((a.kind, a.resource))
 }
 
+/// The fields of TagResource, UntagResource and ListTagsForResource.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TagsRequest {
+    resource_arn: Option<String>,
+    tags: Option<Value>,
+    tag_keys: Option<Vec<String>>,
+}
+
+impl TagsRequest {
+    fn arn(&self) -> ApiResult<&str> {
+        self.resource_arn
+            .as_deref()
+            .ok_or_else(|| ApiError::client("resourceArn is required"))
+    }
+}
+
 /// TagResource.
 pub fn tag(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
-    let arn_str = required_str(req, "resourceArn")?;
-    let new = parse(req.get("tags"))?;
-    let (kind, resource) = resolve(api, arn_str)?;
+    let r: TagsRequest = decode(req)?;
+    let new = parse(r.tags.as_ref())?;
+    let (kind, resource) = resolve(api, r.arn()?)?;
     update(api, &kind, &resource, |tags| {
         for (k, v) in &new {
             match tags.iter_mut().find(|(ok, _)| ok == k) {
@@ -159,9 +182,11 @@ pub fn tag(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 
 /// UntagResource.
 pub fn untag(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
-    let arn_str = required_str(req, "resourceArn")?;
-    let keys = str_list(req, "tagKeys")?.ok_or_else(|| ApiError::client("tagKeys is required"))?;
-    let (kind, resource) = resolve(api, arn_str)?;
+    let r: TagsRequest = decode(req)?;
+    let (kind, resource) = resolve(api, r.arn()?)?;
+    let keys = r
+        .tag_keys
+        .ok_or_else(|| ApiError::client("tagKeys is required"))?;
     update(api, &kind, &resource, |tags| {
         tags.retain(|(k, _)| !keys.contains(k));
         Ok(())
@@ -192,7 +217,7 @@ fn update(
 
 /// ListTagsForResource.
 pub fn list(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
-    let arn_str = required_str(req, "resourceArn")?;
-    let (kind, resource) = resolve(api, arn_str)?;
+    let r: TagsRequest = decode(req)?;
+    let (kind, resource) = resolve(api, r.arn()?)?;
     Ok(json!({ "tags": to_json(&read(api.store.as_ref(), &kind, &resource)?) }))
 }

@@ -7,13 +7,11 @@
 //! one transaction guarded by the family's revision, so concurrent
 //! registrations get consecutive numbers.
 
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::{
-    get_json, now, page, parse_record, required_str, str_field, str_list, tags, to_bytes,
-    with_retries, Api,
-};
+use super::{decode, get_json, now, page, parse_record, tags, to_bytes, with_retries, Api};
 use crate::model::arn::{self, Scope};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Write};
@@ -189,16 +187,45 @@ fn unable(action: &str, reference: &str) -> ApiError {
     ))
 }
 
+/// The fields of the calls that read task definitions (Register reads
+/// its document through the model).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    task_definition: Option<String>,
+    #[serde(default)]
+    include: Vec<String>,
+    status: Option<String>,
+    family_prefix: Option<String>,
+    sort: Option<String>,
+}
+
+impl Request {
+    fn task_definition(&self) -> ApiResult<&str> {
+        self.task_definition
+            .as_deref()
+            .ok_or_else(|| ApiError::client("taskDefinition is required"))
+    }
+
+    fn status(&self, allowed: &[&str]) -> ApiResult<String> {
+        let s = self.status.as_deref().unwrap_or("ACTIVE");
+        if !allowed.contains(&s) {
+            return Err(ApiError::invalid(format!(
+                "status must be one of {}, got {s:?}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(s.to_string())
+    }
+}
+
 /// DescribeTaskDefinition.
 pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let reference = required_str(req, "taskDefinition")?;
+    let r: Request = decode(req)?;
+    let reference = r.task_definition()?;
     let (record, _) = resolve(api, reference)?.ok_or_else(|| unable("describe", reference))?;
     let mut out = json!({ "taskDefinition": view(scope, &record) });
-    if str_list(req, "include")?
-        .unwrap_or_default()
-        .iter()
-        .any(|i| i == "TAGS")
-    {
+    if r.include.iter().any(|i| i == "TAGS") {
         let family = record["family"].as_str().unwrap_or_default();
         let rev = record["revision"].as_u64().unwrap_or(0);
         out["tags"] = tags::to_json(&tags::read(
@@ -210,24 +237,14 @@ pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     Ok(out)
 }
 
-fn status_filter(req: &Value, allowed: &[&str]) -> ApiResult<String> {
-    let s = str_field(req, "status")?.unwrap_or("ACTIVE").to_string();
-    if !allowed.contains(&s.as_str()) {
-        return Err(ApiError::invalid(format!(
-            "status must be one of {}, got {s:?}",
-            allowed.join(", ")
-        )));
-    }
-    Ok(s)
-}
-
 /// ListTaskDefinitions: ARNs by family then revision, ASC or DESC.
 pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let max = page::max_results(req, 100)?;
     let after = page::after(req)?;
-    let status = status_filter(req, &["ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"])?;
-    let prefix = str_field(req, "familyPrefix")?.unwrap_or("");
-    let desc = match str_field(req, "sort")? {
+    let r: Request = decode(req)?;
+    let status = r.status(&["ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"])?;
+    let prefix = r.family_prefix.as_deref().unwrap_or("");
+    let desc = match r.sort.as_deref() {
         None | Some("ASC") => false,
         Some("DESC") => true,
         Some(other) => {
@@ -285,8 +302,9 @@ fn invert(s: &str) -> String {
 pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let max = page::max_results(req, 100)?;
     let after = page::after(req)?;
-    let status = status_filter(req, &["ACTIVE", "INACTIVE", "ALL"])?;
-    let prefix = str_field(req, "familyPrefix")?.unwrap_or("");
+    let r: Request = decode(req)?;
+    let status = r.status(&["ACTIVE", "INACTIVE", "ALL"])?;
+    let prefix = r.family_prefix.as_deref().unwrap_or("");
     let mut families = Vec::new();
     for r in api
         .store
@@ -314,7 +332,8 @@ pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 /// DeregisterTaskDefinition: needs a revision; the revision becomes
 /// INACTIVE (still describable, not usable for new tasks).
 pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let reference = required_str(req, "taskDefinition")?;
+    let r: Request = decode(req)?;
+    let reference = r.task_definition()?;
     let plain = match arn::parse(reference) {
         Some(a) if a.kind == "task-definition" => a.resource,
         _ => reference.to_string(),

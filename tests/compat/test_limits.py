@@ -174,9 +174,24 @@ def test_a_field_of_the_wrong_type_is_named_by_its_path(server):
         ("StopTask", {"task": ["x"]}, "task"),
         ("DescribeTasks", {"tasks": ["a", {"b": 1}]}, "tasks[1]"),
         ("ListTasks", {"family": False}, "family"),
+        ("CreateService", {"serviceName": "t", "taskDefinition": "typed", "desiredCount": "2"}, "desiredCount"),
+        ("UpdateService", {"service": "t", "deploymentConfiguration": {"maximumPercent": "all"}},
+         "deploymentConfiguration.maximumPercent"),
+        ("CreateService", {"serviceName": "t", "taskDefinition": "typed", "desiredCount": 1,
+                           "placementStrategy": [{"type": 5}]}, "placementStrategy[0].type"),
+        ("DescribeServices", {"services": "t"}, "services"),
+        ("CreateCluster", {"clusterName": "t", "settings": "x"}, "settings"),
+        ("CreateCluster", {"clusterName": "t", "tags": [{"key": 1, "value": "v"}]}, "tags[0].key"),
+        ("DescribeClusters", {"clusters": [1]}, "clusters[0]"),
+        ("DescribeTaskDefinition", {"taskDefinition": "typed", "include": "TAGS"}, "include"),
+        ("ListTaskDefinitions", {"familyPrefix": 1}, "familyPrefix"),
+        ("UntagResource", {"resourceArn": "arn:aws:ecs:us-west-2:000000000000:cluster/default", "tagKeys": [True]}, "tagKeys[0]"),
+        ("Logs_20140328.GetLogEvents", {"logGroupName": "/g", "logStreamName": "s", "startTime": "yesterday"}, "startTime"),
+        ("Logs_20140328.FilterLogEvents", {"logGroupName": "/g", "logStreamNames": ["a", 2]}, "logStreamNames[1]"),
     ]
     for action, body, field in cases:
-        status, data = post(server, action, json.dumps(body).encode())
+        headers = {"X-Amz-Target": action} if action.startswith("Logs_") else None
+        status, data = post(server, action, json.dumps(body).encode(), headers)
         err = json.loads(data)
         assert status == 400, (action, body, err)
         assert err["__type"] == "ClientException", (action, err)
