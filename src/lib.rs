@@ -10,10 +10,12 @@
 //! - [`auth`]: access keys, SigV4 signatures and IAM policies.
 //! - [`model`]: ECS documents as validated types; ARNs and names.
 //! - [`store`]: the durable store (a trait shaped for etcd; SQLite).
-//! - [`scheduler`]: placement of tasks on workers; the service scheduler
-//!   (a pure reconcile step and the controller that runs it on changes).
-//! - [`agent`]: worker threads running tasks; the ledger that writes what
-//!   they report to the store; container logs.
+//! - [`scheduler`]: what nodes have and have promised (capacity, in the
+//!   store); placement of tasks on workers; the service scheduler (a pure
+//!   reconcile step and the controller that runs it on changes).
+//! - [`agent`]: worker threads running tasks, which a watch of the store
+//!   starts and stops (nothing calls the agent); the ledger that writes
+//!   what they report to the store; container logs.
 //! - [`ingress`]: the HTTP front: accept loops on the worker threads,
 //!   routing by Host and hostPort to services' tasks, admission, 5xx.
 //! - [`metrics`]: Prometheus text at `GET /metrics`.

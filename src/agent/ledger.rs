@@ -5,6 +5,8 @@
 //! applied in one transaction (group commit): one fsync for a burst of
 //! task starts instead of one per event. A transaction whose task records
 //! changed meanwhile (StopTask writes them too) is re-read and retried.
+//! A task recorded STOPPED gives back its reservation on its node
+//! ([`crate::scheduler::capacity`]) in the same transaction.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::thread::JoinHandle;
 
 use super::{Event, TaskEvent};
 use crate::model::task::{ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::scheduler::capacity;
 use crate::store::{Condition, Record, Store, StoreError, Write};
 
 /// The store key of a task.
@@ -66,29 +69,41 @@ pub fn spawn(
 }
 
 fn apply(store: &dyn Store, batch: &[TaskEvent]) -> Result<(), StoreError> {
-    let mut tasks: BTreeMap<String, (TaskRecord, i64)> = BTreeMap::new();
+    // Each task as read (with whether it was already STOPPED), then with
+    // the batch's events applied.
+    let mut tasks: BTreeMap<String, (TaskRecord, i64, bool)> = BTreeMap::new();
     for e in batch {
         let k = key(&e.cluster, &e.id);
         if !tasks.contains_key(&k) {
             let Some(r) = store.get(&k)? else { continue };
             let Some(t) = parse(&r) else { continue };
-            tasks.insert(k.clone(), (t, r.mod_revision));
+            let was_stopped = t.last_status == TaskStatus::Stopped;
+            tasks.insert(k.clone(), (t, r.mod_revision, was_stopped));
         }
-        if let Some((t, _)) = tasks.get_mut(&k) {
+        if let Some((t, _, _)) = tasks.get_mut(&k) {
             record(t, &e.event, e.at);
         }
     }
     if tasks.is_empty() {
         return Ok(());
     }
-    let conditions: Vec<Condition> = tasks
+    let mut conditions: Vec<Condition> = tasks
         .iter()
-        .map(|(k, (_, rev))| Condition::At(k.clone(), *rev))
+        .map(|(k, (_, rev, _))| Condition::At(k.clone(), *rev))
         .collect();
-    let writes: Vec<Write> = tasks
+    let mut writes: Vec<Write> = tasks
         .iter()
-        .map(|(k, (t, _))| Write::Put(k.clone(), to_bytes(t)))
+        .map(|(k, (t, _, _))| Write::Put(k.clone(), to_bytes(t)))
         .collect();
+    let stopped: Vec<(usize, u32, u64)> = tasks
+        .values()
+        .filter(|(t, _, was)| !was && t.last_status == TaskStatus::Stopped)
+        .map(|(t, _, _)| (t.worker, t.cpu, t.memory))
+        .collect();
+    if let Some((c, w)) = capacity::release_parts(store, capacity::LOCAL, &stopped)? {
+        conditions.push(c);
+        writes.push(w);
+    }
     store.commit(&conditions, &writes).map(|_| ())
 }
 
@@ -163,7 +178,9 @@ fn stopping(t: &mut TaskRecord, code: StopCode, reason: &str, at: f64) {
 }
 
 /// At start-up: tasks the store says were running died with the previous
-/// server process. Reports them STOPPED, saying so. Returns how many.
+/// server process. Reports them STOPPED, saying so (their reservations are
+/// recounted by [`capacity::register`], which runs after). Returns how
+/// many.
 pub fn recover(store: &dyn Store) -> Result<usize, StoreError> {
     let now = crate::model::now();
     let mut n = 0;
@@ -242,6 +259,7 @@ mod tests {
             family: "f".into(),
             revision: 1,
             group: "family:f".into(),
+            service: None,
             started_by: None,
             launch_type: "FARGATE".into(),
             last_status: TaskStatus::Provisioning,

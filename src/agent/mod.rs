@@ -2,14 +2,20 @@
 //!
 //! Each worker is an OS thread with its own single-threaded tokio runtime;
 //! every task placed on a worker runs all its guest code there. The agent
-//! reserves a task's cpu and memory on a worker when it is placed and
-//! releases them when it stops. Workers report what happens to their tasks
-//! as [`Event`]s; the [`ledger`] writes them to the store (observed state).
+//! reads its work from the store, as a kubelet does: it watches the task
+//! records ([`watch`]), starts each one assigned to it that is still
+//! PROVISIONING with desiredStatus RUNNING, and stops what it runs once
+//! desiredStatus is STOPPED; it relists on start and whenever it may have
+//! missed changes. Nothing calls it to start or stop a task: RunTask,
+//! StopTask and the scheduler only write the store. Workers report what
+//! happens to their tasks as [`Event`]s; the [`ledger`] writes them to the
+//! store (observed state), and gives back a stopped task's reservation.
 
 pub mod hostfs;
 pub mod ledger;
 pub mod logs;
 mod task;
+mod watch;
 
 pub use task::{image_path, outbound_policy};
 
@@ -22,7 +28,8 @@ use tokio::sync::mpsc;
 
 use crate::model::task::{HealthStatus, StopCode};
 use crate::model::taskdef::TaskDefinition;
-use crate::scheduler::placement::{self, NoFit, WorkerLoad};
+use crate::model::FieldError;
+use crate::store::Store;
 
 /// What a worker needs to run a task.
 #[derive(Debug, Clone)]
@@ -43,8 +50,6 @@ pub struct TaskSpec {
     pub overrides: Vec<ContainerOverride>,
     /// The worker it was placed on.
     pub worker: usize,
-    /// CPU units and MiB reserved for it.
-    pub reserved: (u32, u64),
 }
 
 /// RunTask's `containerOverrides` entry, validated.
@@ -56,6 +61,77 @@ pub struct ContainerOverride {
     pub command: Option<Vec<String>>,
     /// Added to (and overriding) the container's `environment`.
     pub environment: Vec<(String, String)>,
+}
+
+/// RunTask's `overrides`, as far as skiff applies them.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TaskOverride {
+    #[serde(default)]
+    container_overrides: Vec<ContainerOverrideDoc>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerOverrideDoc {
+    name: Option<String>,
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    environment: Vec<KeyValue>,
+}
+
+/// ECS's `KeyValuePair`.
+#[derive(serde::Deserialize)]
+struct KeyValue {
+    name: Option<String>,
+    value: Option<String>,
+}
+
+/// Reads RunTask's `overrides` (as stored with the task) for `td`; the
+/// error names the field (`overrides.containerOverrides[0].name`).
+pub fn container_overrides(
+    raw: &serde_json::Value,
+    td: &TaskDefinition,
+) -> Result<Vec<ContainerOverride>, FieldError> {
+    let parsed: TaskOverride = if raw.is_null() {
+        TaskOverride::default()
+    } else {
+        serde_path_to_error::deserialize(raw).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "overrides".to_string()
+            } else {
+                format!("overrides.{path}")
+            };
+            FieldError::new(field, e.into_inner().to_string())
+        })?
+    };
+    let mut out = Vec::new();
+    for (i, o) in parsed.container_overrides.into_iter().enumerate() {
+        let at = |f: &str| format!("overrides.containerOverrides[{i}].{f}");
+        let name = o
+            .name
+            .ok_or_else(|| FieldError::new(at("name"), "required"))?;
+        if !td.containers.iter().any(|c| c.name == name) {
+            return Err(FieldError::new(
+                at("name"),
+                format!("{name:?} is not a container of {}", td.family),
+            ));
+        }
+        let mut environment = Vec::new();
+        for (j, kv) in o.environment.into_iter().enumerate() {
+            let k = kv.name.filter(|k| !k.is_empty()).ok_or_else(|| {
+                FieldError::new(at(&format!("environment[{j}].name")), "required")
+            })?;
+            environment.push((k, kv.value.unwrap_or_default()));
+        }
+        out.push(ContainerOverride {
+            name,
+            command: o.command,
+            environment,
+        });
+    }
+    Ok(out)
 }
 
 /// What happened to a task, reported by its worker.
@@ -127,16 +203,11 @@ enum Command {
     },
 }
 
-struct Worker {
-    commands: mpsc::UnboundedSender<Command>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// This node's workers.
+/// This node's workers, and the watch that gives them their tasks.
 pub struct Agent {
-    workers: Mutex<Vec<Worker>>,
-    loads: Arc<Mutex<Vec<WorkerLoad>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     runtimes: Vec<tokio::runtime::Handle>,
+    watch: Mutex<Option<(JoinHandle<()>, tokio_util::sync::CancellationToken)>>,
 }
 
 /// How the agent is set up.
@@ -154,6 +225,14 @@ pub struct AgentConfig {
     pub host_roots: hostfs::HostRoots,
 }
 
+impl AgentConfig {
+    /// What each worker has: CPU units (one thread) and MiB.
+    pub fn worker_capacity(&self) -> Vec<(u32, u64)> {
+        let workers = self.workers.max(1);
+        vec![(1024, self.memory_mib / workers as u64); workers]
+    }
+}
+
 /// Who the tasks of this node are, for the environment guests see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -168,7 +247,9 @@ pub struct Identity {
 pub(crate) struct WorkerContext {
     pub runtime: Runtime,
     pub events: std::sync::mpsc::Sender<TaskEvent>,
-    pub loads: Arc<Mutex<Vec<WorkerLoad>>>,
+    /// MiB the worker may hand out (a task without a memory limit gets
+    /// this as its cap).
+    pub worker_memory: u64,
     pub logs_dir: PathBuf,
     pub routes: Arc<crate::ingress::routes::Routes>,
     pub identity: Identity,
@@ -177,56 +258,57 @@ pub(crate) struct WorkerContext {
 }
 
 impl Agent {
-    /// Starts the worker threads. Tasks report to `events`; tasks of
+    /// Starts the worker threads and the watch that starts and stops
+    /// their tasks from the store. Tasks report to `events`; tasks of
     /// services register their HTTP containers in `routes`.
     pub fn start(
         runtime: Runtime,
         config: AgentConfig,
+        store: Arc<dyn Store>,
         events: std::sync::mpsc::Sender<TaskEvent>,
         routes: Arc<crate::ingress::routes::Routes>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<Agent> {
+        let capacity = config.worker_capacity();
         let AgentConfig {
-            workers,
-            memory_mib,
             logs_dir,
             identity,
             host_roots,
+            ..
         } = config;
-        let workers = workers.max(1);
-        let per_worker = memory_mib / workers as u64;
-        let loads = Arc::new(Mutex::new(vec![WorkerLoad::new(1024, per_worker); workers]));
         let ctx = WorkerContext {
             runtime,
-            events,
-            loads: loads.clone(),
+            events: events.clone(),
+            worker_memory: capacity[0].1,
             logs_dir,
             routes,
             identity,
             metrics,
             host_roots,
         };
-        let mut handles = Vec::with_capacity(workers);
-        let mut runtimes = Vec::with_capacity(workers);
-        for i in 0..workers {
+        let mut threads = Vec::with_capacity(capacity.len());
+        let mut senders = Vec::with_capacity(capacity.len());
+        let mut runtimes = Vec::with_capacity(capacity.len());
+        for i in 0..capacity.len() {
             let (tx, rx) = mpsc::unbounded_channel();
             let ctx = ctx.clone();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtimes.push(rt.handle().clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("skiff-worker-{i}"))
-                .spawn(move || worker_main(rt, ctx, rx))?;
-            handles.push(Worker {
-                commands: tx,
-                thread: Some(thread),
-            });
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("skiff-worker-{i}"))
+                    .spawn(move || worker_main(rt, ctx, rx))?,
+            );
+            senders.push(tx);
         }
+        let stop_watching = tokio_util::sync::CancellationToken::new();
+        let watch = watch::spawn(store, senders, events, stop_watching.clone())?;
         Ok(Agent {
-            workers: Mutex::new(handles),
-            loads,
+            workers: Mutex::new(threads),
             runtimes,
+            watch: Mutex::new(Some((watch, stop_watching))),
         })
     }
 
@@ -236,89 +318,26 @@ impl Agent {
         &self.runtimes
     }
 
-    /// How many workers there are.
-    pub fn worker_count(&self) -> usize {
-        self.lock_loads().len()
-    }
-
-    fn lock_loads(&self) -> std::sync::MutexGuard<'_, Vec<WorkerLoad>> {
-        self.loads.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves `cpu` units and `memory` MiB on a worker (spread), or says
-    /// which resource is short.
-    pub fn reserve(&self, cpu: u32, memory: u64) -> Result<usize, NoFit> {
-        let mut loads = self.lock_loads();
-        let i = placement::spread(&loads, cpu, memory)?;
-        loads[i].cpu_reserved += cpu;
-        loads[i].memory_reserved += memory;
-        loads[i].tasks += 1;
-        Ok(i)
-    }
-
-    /// Reserves a task's `cpu` and `memory` on the worker `choose` picks
-    /// from the workers' loads (it sees them as they are, under the lock).
-    pub fn reserve_with<E>(
-        &self,
-        cpu: u32,
-        memory: u64,
-        choose: impl FnOnce(&[WorkerLoad]) -> Result<usize, E>,
-    ) -> Result<usize, E> {
-        let mut loads = self.lock_loads();
-        let i = choose(&loads)?;
-        loads[i].cpu_reserved += cpu;
-        loads[i].memory_reserved += memory;
-        loads[i].tasks += 1;
-        Ok(i)
-    }
-
-    /// Gives back a reservation that was not used.
-    pub fn release(&self, worker: usize, cpu: u32, memory: u64) {
-        release(&self.loads, worker, cpu, memory);
-    }
-
-    /// Hands a placed task to its worker.
-    pub fn start_task(&self, spec: TaskSpec) {
-        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = workers.get(spec.worker) {
-            let _ = w.commands.send(Command::Start(Box::new(spec)));
-        }
-    }
-
-    /// Asks a task's worker to stop it.
-    pub fn stop_task(&self, worker: usize, id: &str, code: StopCode, reason: &str) {
-        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = workers.get(worker) {
-            let _ = w.commands.send(Command::Stop {
-                id: id.to_string(),
-                code,
-                reason: reason.to_string(),
-            });
-        }
-    }
-
-    /// Stops every task (reported as "the skiff server shut down") and
-    /// joins the worker threads.
+    /// Stops watching the store, then stops every task (reported as "the
+    /// skiff server shut down") and joins the worker threads.
     pub fn shutdown(&self) {
-        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        // Closing the command channels tells each worker to stop its tasks
-        // and return.
-        let threads: Vec<JoinHandle<()>> =
-            workers.iter_mut().filter_map(|w| w.thread.take()).collect();
-        workers.clear();
-        drop(workers);
+        // The watch holds the workers' command channels; when it is gone
+        // they close, which tells each worker to stop its tasks and
+        // return.
+        let watch = self.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((thread, stop)) = watch {
+            stop.cancel();
+            let _ = thread.join();
+        }
+        let threads: Vec<JoinHandle<()>> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
         for t in threads {
             let _ = t.join();
         }
-    }
-}
-
-pub(crate) fn release(loads: &Mutex<Vec<WorkerLoad>>, worker: usize, cpu: u32, memory: u64) {
-    let mut loads = loads.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(l) = loads.get_mut(worker) {
-        l.cpu_reserved = l.cpu_reserved.saturating_sub(cpu);
-        l.memory_reserved = l.memory_reserved.saturating_sub(memory);
-        l.tasks = l.tasks.saturating_sub(1);
     }
 }
 

@@ -14,7 +14,7 @@ use skiff_runtime::{
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::{release, Event, TaskEvent, TaskSpec, WorkerContext};
+use super::{Event, TaskEvent, TaskSpec, WorkerContext};
 use crate::ingress::routes::Endpoint;
 use crate::model::task::{HealthStatus, StopCode};
 use crate::model::taskdef::{ContainerDefinition, DependencyCondition, HealthCheck};
@@ -279,8 +279,8 @@ impl Task {
     }
 }
 
-/// Runs a task until it stops; reports every step; releases its
-/// reservation at the end.
+/// Runs a task until it stops; reports every step (the ledger gives back
+/// its reservation when it records it STOPPED).
 pub(crate) async fn supervise(
     ctx: WorkerContext,
     spec: TaskSpec,
@@ -290,8 +290,6 @@ pub(crate) async fn supervise(
     task.report(Event::Pending);
     let (code, reason, unhealthy) = run(&task, &mut stop).await;
     task.report(Event::Deprovisioning);
-    let (cpu, mem) = task.spec.reserved;
-    release(&task.ctx.loads, task.spec.worker, cpu, mem);
     let failed = unhealthy
         || matches!(
             code,
@@ -370,12 +368,7 @@ async fn run(
     }
 
     task.report(Event::Activating);
-    let worker_memory = {
-        let loads = task.ctx.loads.lock().unwrap_or_else(|p| p.into_inner());
-        loads
-            .get(task.spec.worker)
-            .map_or(1024, |l| l.memory_capacity)
-    };
+    let worker_memory = task.ctx.worker_memory;
     let budgets = budgets(&task.spec, worker_memory);
     let index_of = |name: &str| containers.iter().position(|c| c.name == name);
 

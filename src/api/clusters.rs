@@ -118,7 +118,9 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
     // Each worker thread is a container instance of the cluster.
     out.insert(
         "registeredContainerInstancesCount".into(),
-        json!(api.agent.worker_count()),
+        json!(crate::scheduler::capacity::worker_count(
+            api.store.as_ref()
+        )?),
     );
     out.insert("runningTasksCount".into(), json!(running));
     out.insert("pendingTasksCount".into(), json!(pending));

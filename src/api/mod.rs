@@ -49,8 +49,6 @@ pub struct Api {
     pub account: String,
     /// The region when a request carries no credential scope.
     pub default_region: String,
-    /// This node's workers.
-    pub agent: Arc<crate::agent::Agent>,
     /// Where container logs are kept.
     pub logs_dir: std::path::PathBuf,
     /// This node's metrics.

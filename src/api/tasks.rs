@@ -1,18 +1,21 @@
 //! Tasks: RunTask, StopTask, DescribeTasks, ListTasks.
 //!
-//! RunTask places each task on a worker (reserving its cpu and memory),
-//! writes the tasks as PROVISIONING in one transaction, and only then
-//! hands them to their workers; the workers' reports move them on.
+//! RunTask places each task on a worker (reserving its cpu and memory in
+//! the store) and writes the tasks as PROVISIONING, with the
+//! reservations, in one transaction; StopTask writes desiredStatus
+//! STOPPED. Neither calls the agent: it reads the tasks from the store
+//! and starts or stops them, and its workers' reports move them on.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::{clusters, decode, decode_at, page, tags, task_definitions, with_retries, Api};
-use crate::agent::{ledger, ContainerOverride, TaskSpec};
+use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
+use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
-use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::model::task::{DesiredStatus, StopCode, TaskRecord};
 use crate::model::taskdef::TaskDefinition;
+use crate::scheduler::{capacity, placement};
 use crate::store::{Condition, Write};
 
 /// RunTask's fields that skiff reads (`cluster` is read by
@@ -29,68 +32,6 @@ struct RunTaskRequest {
     #[serde(default)]
     overrides: Value,
     tags: Option<Value>,
-}
-
-/// RunTask's `overrides`, as far as skiff applies them.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct TaskOverride {
-    #[serde(default)]
-    container_overrides: Vec<ContainerOverrideRequest>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerOverrideRequest {
-    name: Option<String>,
-    command: Option<Vec<String>>,
-    #[serde(default)]
-    environment: Vec<KeyValue>,
-}
-
-/// ECS's `KeyValuePair`.
-#[derive(Deserialize)]
-struct KeyValue {
-    name: Option<String>,
-    value: Option<String>,
-}
-
-fn overrides(raw: &Value, td: &TaskDefinition) -> ApiResult<Vec<ContainerOverride>> {
-    let parsed: TaskOverride = if raw.is_null() {
-        TaskOverride::default()
-    } else {
-        decode_at(raw, "overrides")?
-    };
-    let mut out = Vec::new();
-    for (i, o) in parsed.container_overrides.into_iter().enumerate() {
-        let at = |f: &str| format!("overrides.containerOverrides[{i}].{f}");
-        let name = o
-            .name
-            .ok_or_else(|| ApiError::invalid(format!("{}: required", at("name"))))?;
-        if !td.containers.iter().any(|c| c.name == name) {
-            return Err(ApiError::invalid(format!(
-                "{}: {name:?} is not a container of {}",
-                at("name"),
-                td.family
-            )));
-        }
-        let mut environment = Vec::new();
-        for (j, kv) in o.environment.into_iter().enumerate() {
-            let k = kv.name.filter(|k| !k.is_empty()).ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "{}: required",
-                    at(&format!("environment[{j}].name"))
-                ))
-            })?;
-            environment.push((k, kv.value.unwrap_or_default()));
-        }
-        out.push(ContainerOverride {
-            name,
-            command: o.command,
-            environment,
-        });
-    }
-    Ok(out)
 }
 
 /// RunTask.
@@ -132,7 +73,9 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
         )));
     }
-    let container_overrides = overrides(&r.overrides, &td)?;
+    // Checked here; the agent reads them again from the stored task.
+    crate::agent::container_overrides(&r.overrides, &td)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let raw_overrides = if r.overrides.is_null() {
         json!({})
     } else {
@@ -142,64 +85,65 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 
     let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
     let now = crate::model::now();
-    let mut placed: Vec<TaskRecord> = Vec::new();
-    let mut failures = Vec::new();
-    for _ in 0..count {
-        match api.agent.reserve(cpu, memory) {
-            Ok(worker) => {
-                let mut t =
-                    TaskRecord::placed(&td, revision, &cluster, worker, now, &mut super::new_id);
-                t.group = group.clone();
-                t.started_by = started_by.clone();
-                t.launch_type = launch_type.clone();
-                t.overrides = raw_overrides.clone();
-                placed.push(t);
+    // Placed on the workers' capacity as stored, and committed with the
+    // reservations it makes: a concurrent placement conflicts, and this
+    // one places again from what is stored then.
+    let (placed, failures) = with_retries(|| {
+        let mut capacity = capacity::read(api.store.as_ref(), capacity::LOCAL)?;
+        let mut placed: Vec<TaskRecord> = Vec::new();
+        let mut failures = Vec::new();
+        for _ in 0..count {
+            match placement::spread(&capacity.loads, cpu, memory) {
+                Ok(worker) => {
+                    capacity.reserve(worker, cpu, memory);
+                    let mut t = TaskRecord::placed(
+                        &td,
+                        revision,
+                        &cluster,
+                        worker,
+                        now,
+                        &mut super::new_id,
+                    );
+                    t.group = group.clone();
+                    t.started_by = started_by.clone();
+                    t.launch_type = launch_type.clone();
+                    t.overrides = raw_overrides.clone();
+                    placed.push(t);
+                }
+                Err(no_fit) => failures.push(json!({
+                    "arn": scope.task_definition(&td.family, revision),
+                    "reason": no_fit.to_string(),
+                    "detail": format!(
+                        "no worker has {cpu} CPU units and {memory} MiB free (workers: {})",
+                        capacity.loads.len()
+                    ),
+                })),
             }
-            Err(no_fit) => failures.push(json!({
-                "arn": scope.task_definition(&td.family, revision),
-                "reason": no_fit.to_string(),
-                "detail": format!(
-                    "no worker has {cpu} CPU units and {memory} MiB free (workers: {})",
-                    api.agent.worker_count()
-                ),
-            })),
         }
-    }
-    let mut writes = Vec::new();
-    let mut conditions = Vec::new();
-    for t in &placed {
-        let k = ledger::key(&t.cluster, &t.id);
-        conditions.push(Condition::Absent(k.clone()));
-        writes.push(Write::Put(k, ledger::to_bytes(t)));
-        writes.extend(crate::agent::logs::stream_writes(t));
-        if !new_tags.is_empty() {
-            writes.push(tags::write(
-                "task",
-                &format!("{}/{}", t.cluster, t.id),
-                &new_tags,
-            ));
+        if placed.is_empty() {
+            return Ok(Ok((placed, failures)));
         }
-    }
-    if !writes.is_empty() {
-        if let Err(e) = api.store.commit(&conditions, &writes) {
-            for t in &placed {
-                api.agent.release(t.worker, cpu, memory);
+        let (held, reservations) = capacity.commit_parts();
+        let mut conditions = vec![held];
+        let mut writes = vec![reservations];
+        for t in &placed {
+            let k = ledger::key(&t.cluster, &t.id);
+            conditions.push(Condition::Absent(k.clone()));
+            writes.push(Write::Put(k, ledger::to_bytes(t)));
+            writes.extend(crate::agent::logs::stream_writes(t));
+            if !new_tags.is_empty() {
+                writes.push(tags::write(
+                    "task",
+                    &format!("{}/{}", t.cluster, t.id),
+                    &new_tags,
+                ));
             }
-            return Err(e.into());
         }
-    }
-    for t in &placed {
-        api.agent.start_task(TaskSpec {
-            id: t.id.clone(),
-            cluster: t.cluster.clone(),
-            definition: td.clone(),
-            revision,
-            service: None,
-            overrides: container_overrides.clone(),
-            worker: t.worker,
-            reserved: (cpu, memory),
-        });
-    }
+        Ok(api
+            .store
+            .commit(&conditions, &writes)
+            .map(|_| (placed, failures)))
+    })?;
     let tasks: Vec<Value> = placed.iter().map(|t| t.view(scope)).collect();
     Ok(json!({ "tasks": tasks, "failures": failures }))
 }
@@ -264,10 +208,7 @@ pub fn stop(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             )
             .map(|_| t))
     })?;
-    if task.last_status != TaskStatus::Stopped {
-        api.agent
-            .stop_task(task.worker, &task.id, StopCode::UserInitiated, &reason);
-    }
+    // The agent that runs it sees desiredStatus STOPPED and stops it.
     Ok(json!({ "task": task.view(scope) }))
 }
 

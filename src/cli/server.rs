@@ -214,26 +214,35 @@ impl Server {
             .map(|w| w as usize)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let memory = self.memory.unwrap_or_else(machine_memory_mib);
+        let agent_config = AgentConfig {
+            workers,
+            memory_mib: memory,
+            logs_dir: logs_dir.clone(),
+            identity: Identity {
+                region: self.region.clone(),
+                account: self.account.clone(),
+            },
+            host_roots: host_roots.clone(),
+        };
+        // What this node's workers have, and what the stored tasks hold of
+        // it (nothing, after the recovery above, on one node).
+        crate::scheduler::capacity::register(
+            store.as_ref(),
+            crate::scheduler::capacity::LOCAL,
+            &agent_config.worker_capacity(),
+        )
+        .map_err(|e| e.to_string())?;
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let ledger_thread = ledger::spawn(store.clone(), events_rx)
             .map_err(|e| format!("cannot start the ledger: {e}"))?;
         let routes = Arc::new(Routes::new(&self.domain));
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let runtime_handle = runtime.clone();
-        let identity = Identity {
-            region: self.region.clone(),
-            account: self.account.clone(),
-        };
         let agent = Arc::new(
             Agent::start(
                 runtime,
-                AgentConfig {
-                    workers,
-                    memory_mib: memory,
-                    logs_dir: logs_dir.clone(),
-                    identity,
-                    host_roots: host_roots.clone(),
-                },
+                agent_config,
+                store.clone(),
                 events_tx,
                 routes.clone(),
                 metrics.clone(),
@@ -245,7 +254,6 @@ impl Server {
             store: store.clone(),
             account: self.account,
             default_region: self.region,
-            agent: agent.clone(),
             logs_dir: logs_dir.clone(),
             metrics: metrics.clone(),
             runtime: Some(runtime_handle),
@@ -254,9 +262,8 @@ impl Server {
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let scheduler_thread =
-            crate::scheduler::controller::spawn(store.clone(), agent.clone(), shutdown.clone())
-                .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+        let scheduler_thread = crate::scheduler::controller::spawn(store.clone(), shutdown.clone())
+            .map_err(|e| format!("cannot start the scheduler: {e}"))?;
         let tracker = tokio_util::task::TaskTracker::new();
         tracker.spawn(api::serve(
             api_listener,

@@ -136,6 +136,10 @@ pub struct TaskRecord {
     pub family: String,
     pub revision: u32,
     pub group: String,
+    /// The service that started it (its HTTP container is then routed
+    /// by the ingress); `None` for RunTask's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     pub launch_type: String,
@@ -204,6 +208,7 @@ impl TaskRecord {
             family: td.family.clone(),
             revision,
             group: format!("family:{}", td.family),
+            service: None,
             started_by: None,
             launch_type: "FARGATE".into(),
             last_status: TaskStatus::Provisioning,

@@ -4,11 +4,12 @@
 //! then carries out the plan.
 //!
 //! A plan is carried out in one transaction: the service record (guarded
-//! by its revision), the new tasks (placed on workers first) with their
-//! index keys, and the stopped tasks (each guarded by its revision). Only
-//! after it commits are the workers told. A conflict (the API or the ledger
-//! wrote meanwhile) gives back the reservations and reconciles again from
-//! what is stored.
+//! by its revision), the new tasks (placed on workers from the capacity
+//! the store holds) with their index keys and the reservations they make
+//! (guarded by the reservations' revision), and the stopped tasks (each
+//! guarded by its revision). The controller never calls an agent: the
+//! agent reads the committed tasks from the store. A conflict (the API or
+//! the ledger wrote meanwhile) reconciles again from what is stored.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,9 +20,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::capacity;
 use super::placement::{self, Request};
 use super::reconcile::{reconcile, Ids};
-use crate::agent::{ledger, Agent, TaskSpec};
+use crate::agent::ledger;
 use crate::model::service::{self, ServiceRecord, ServiceStatus};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
@@ -65,7 +67,6 @@ impl Ids for RandomIds {
 /// shutdown are not replaced.
 pub fn spawn(
     store: Arc<dyn Store>,
-    agent: Arc<Agent>,
     shutdown: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -81,7 +82,7 @@ pub fn spawn(
                     return;
                 }
             };
-            let mut c = Controller::new(store, agent);
+            let mut c = Controller::new(store);
             rt.block_on(c.run(shutdown));
         })
 }
@@ -90,7 +91,6 @@ pub fn spawn(
 /// from the store.
 pub struct Controller {
     store: Arc<dyn Store>,
-    agent: Arc<Agent>,
     /// Which service each known task belongs to (task key → service key).
     owners: HashMap<String, String>,
     /// Parsed task definitions (they never change once registered).
@@ -100,11 +100,10 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller over `store` placing tasks on `agent`'s workers.
-    pub fn new(store: Arc<dyn Store>, agent: Arc<Agent>) -> Controller {
+    /// A controller over `store`, placing tasks on the capacity it holds.
+    pub fn new(store: Arc<dyn Store>) -> Controller {
         Controller {
             store,
-            agent,
             owners: HashMap::new(),
             definitions: HashMap::new(),
             own: VecDeque::new(),
@@ -250,7 +249,8 @@ impl Controller {
         let mut requeue = plan.requeue;
 
         // Place the new tasks.
-        let mut group_tasks = vec![0usize; self.agent.worker_count()];
+        let mut capacity = capacity::read(self.store.as_ref(), capacity::LOCAL)?;
+        let mut group_tasks = vec![0usize; capacity.loads.len()];
         for (t, _) in &tasks {
             if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
                 if let Some(n) = group_tasks.get_mut(t.worker) {
@@ -274,21 +274,20 @@ impl Controller {
             let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
             let mut seed = [0u8; 8];
             let _ = getrandom::fill(&mut seed);
-            let chosen = self.agent.reserve_with(cpu, memory, |loads| {
-                placement::place(
-                    loads,
-                    &Request {
-                        strategies: &s.strategy,
-                        distinct_instance: s.distinct_instance,
-                        group_tasks: &group_tasks,
-                        cpu,
-                        memory,
-                        seed: u64::from_le_bytes(seed),
-                    },
-                )
-            });
+            let chosen = placement::place(
+                &capacity.loads,
+                &Request {
+                    strategies: &s.strategy,
+                    distinct_instance: s.distinct_instance,
+                    group_tasks: &group_tasks,
+                    cpu,
+                    memory,
+                    seed: u64::from_le_bytes(seed),
+                },
+            );
             match chosen {
                 Ok(worker) => {
+                    capacity.reserve(worker, cpu, memory);
                     if let Some(n) = group_tasks.get_mut(worker) {
                         *n += 1;
                     }
@@ -301,6 +300,7 @@ impl Controller {
                         &mut crate::api::new_id,
                     );
                     t.group = service::group(&s.name);
+                    t.service = Some(s.name.clone());
                     t.started_by = Some(st.deployment.clone());
                     t.launch_type = s.launch_type.clone();
                     placed.push((t, td));
@@ -309,7 +309,7 @@ impl Controller {
                     let msg = format!(
                         "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (task needs {cpu} CPU units and {memory} MiB; workers: {}).",
                         s.name,
-                        self.agent.worker_count()
+                        capacity.loads.len()
                     );
                     if !s.said_recently(&msg, now, 60.0) {
                         s.event(RandomIds.event_id(), now, msg);
@@ -339,6 +339,11 @@ impl Controller {
             key.to_string(),
             serde_json::to_vec(&s).unwrap_or_default(),
         )];
+        if !placed.is_empty() {
+            let (held, reservations) = capacity.commit_parts();
+            conditions.push(held);
+            writes.push(reservations);
+        }
         for (t, _) in &placed {
             let tk = ledger::key(&t.cluster, &t.id);
             conditions.push(Condition::Absent(tk.clone()));
@@ -349,7 +354,6 @@ impl Controller {
                 Vec::new(),
             ));
         }
-        let mut stopping: Vec<(usize, String, String)> = Vec::new();
         for st in &plan.stop {
             let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
                 continue;
@@ -364,40 +368,16 @@ impl Controller {
             let tk = ledger::key(&t.cluster, &t.id);
             conditions.push(Condition::At(tk.clone(), *rev));
             writes.push(Write::Put(tk, ledger::to_bytes(&t)));
-            stopping.push((t.worker, t.id.clone(), st.reason.clone()));
         }
-        match self.store.commit(&conditions, &writes) {
-            Ok(revision) => {
-                self.own.push_back(revision);
-                if self.own.len() > 64 {
-                    self.own.pop_front();
-                }
-                for (t, td) in placed {
-                    self.owners
-                        .insert(ledger::key(&t.cluster, &t.id), key.to_string());
-                    self.agent.start_task(TaskSpec {
-                        id: t.id.clone(),
-                        cluster: t.cluster.clone(),
-                        definition: td,
-                        revision: t.revision,
-                        service: Some(s.name.clone()),
-                        overrides: Vec::new(),
-                        worker: t.worker,
-                        reserved: (t.cpu, t.memory),
-                    });
-                }
-                for (worker, id, reason) in stopping {
-                    self.agent
-                        .stop_task(worker, &id, StopCode::ServiceSchedulerInitiated, &reason);
-                }
-                Ok(requeue)
-            }
-            Err(e) => {
-                for (t, _) in &placed {
-                    self.agent.release(t.worker, t.cpu, t.memory);
-                }
-                Err(e)
-            }
+        let revision = self.store.commit(&conditions, &writes)?;
+        self.own.push_back(revision);
+        if self.own.len() > 64 {
+            self.own.pop_front();
         }
+        for (t, _) in placed {
+            self.owners
+                .insert(ledger::key(&t.cluster, &t.id), key.to_string());
+        }
+        Ok(requeue)
     }
 }

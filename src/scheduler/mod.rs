@@ -1,8 +1,10 @@
-//! The scheduler: where tasks go and how many. `placement` answers which
+//! The scheduler: where tasks go and how many. `capacity` is what nodes
+//! have and have promised, in the store; `placement` answers which
 //! worker a task goes to; `reconcile` compares a service with its tasks
 //! and says what to start and stop; `controller` runs reconcile on every
 //! change and carries out its plans.
 
+pub mod capacity;
 pub mod controller;
 pub mod placement;
 pub mod reconcile;

@@ -1,0 +1,409 @@
+//! The agent's watch: reads the tasks assigned to this node from the store
+//! and makes the workers match them, level-triggered.
+//!
+//! For every task record it sees (each change, and a full relisting at
+//! start, every [`RELIST`], and whenever the change feed lagged):
+//!
+//! - PROVISIONING with desiredStatus RUNNING, not yet started here: build
+//!   its spec from the stored task definition and hand it to its worker;
+//! - desiredStatus STOPPED and started here: tell its worker to stop it
+//!   (once), with the stop code and reason the record carries;
+//! - desiredStatus STOPPED and never started: report it STOPPED at once
+//!   (the ledger records it and gives back its reservation);
+//! - STOPPED or gone: forget it.
+//!
+//! A task is started only from PROVISIONING, so a record that moved on
+//! (its worker already reports on it) is never started twice, whatever
+//! order changes arrive in.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::{ledger, Command, Event, TaskEvent, TaskSpec};
+use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::model::taskdef::TaskDefinition;
+use crate::store::Store;
+
+/// How often every task record is read again even without a change.
+pub const RELIST: Duration = Duration::from_secs(10);
+
+/// Starts the watch thread; it returns when `stop` is cancelled, dropping
+/// the workers' command channels.
+pub(super) fn spawn(
+    store: Arc<dyn Store>,
+    workers: Vec<UnboundedSender<Command>>,
+    events: std::sync::mpsc::Sender<TaskEvent>,
+    stop: CancellationToken,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("skiff-agent".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("the agent could not start its runtime: {e}");
+                    return;
+                }
+            };
+            let mut w = Watch {
+                store,
+                workers,
+                events,
+                started: HashSet::new(),
+                stopped: HashSet::new(),
+                definitions: HashMap::new(),
+            };
+            rt.block_on(w.run(stop));
+        })
+}
+
+struct Watch {
+    store: Arc<dyn Store>,
+    workers: Vec<UnboundedSender<Command>>,
+    events: std::sync::mpsc::Sender<TaskEvent>,
+    /// Tasks handed to a worker here, until their records say STOPPED.
+    started: HashSet<String>,
+    /// Tasks told to stop (or reported stopped) here.
+    stopped: HashSet<String>,
+    /// Parsed task definitions (they never change once registered).
+    definitions: HashMap<(String, u32), TaskDefinition>,
+}
+
+impl Watch {
+    async fn run(&mut self, stop: CancellationToken) {
+        // Subscribe before listing, so that no change falls between.
+        let mut changes = self.store.subscribe();
+        self.relist();
+        let mut relist = tokio::time::Instant::now() + RELIST;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(relist) => {
+                    self.relist();
+                    relist = tokio::time::Instant::now() + RELIST;
+                }
+                change = changes.recv() => {
+                    let mut next = Some(change);
+                    while let Some(change) = next.take() {
+                        match change {
+                            Ok(c) if c.key.starts_with("tasks/") => self.sync_key(&c.key),
+                            Ok(_) => {}
+                            Err(RecvError::Lagged(_)) => self.relist(),
+                            Err(RecvError::Closed) => return,
+                        }
+                        next = changes.try_recv().ok().map(Ok);
+                    }
+                }
+            }
+        }
+    }
+
+    fn relist(&mut self) {
+        match self.store.list("tasks/", None, usize::MAX) {
+            Ok(records) => {
+                let mut seen = HashSet::new();
+                for r in &records {
+                    if let Some(t) = ledger::parse(r) {
+                        seen.insert(r.key.clone());
+                        self.sync(&r.key, &t);
+                    }
+                }
+                // Records gone (reaped) are forgotten.
+                self.started.retain(|k| seen.contains(k));
+                self.stopped.retain(|k| seen.contains(k));
+            }
+            Err(e) => tracing::error!("the agent cannot list tasks: {e}"),
+        }
+    }
+
+    fn sync_key(&mut self, key: &str) {
+        match self.store.get(key) {
+            Ok(Some(r)) => {
+                if let Some(t) = ledger::parse(&r) {
+                    self.sync(key, &t);
+                }
+            }
+            Ok(None) => {
+                self.started.remove(key);
+                self.stopped.remove(key);
+            }
+            Err(e) => tracing::error!("the agent cannot read {key}: {e}"),
+        }
+    }
+
+    fn sync(&mut self, key: &str, t: &TaskRecord) {
+        if t.last_status == TaskStatus::Stopped {
+            self.started.remove(key);
+            self.stopped.remove(key);
+            return;
+        }
+        let started = self.started.contains(key);
+        match t.desired_status {
+            DesiredStatus::Running if !started && t.last_status == TaskStatus::Provisioning => {
+                match self.spec(t) {
+                    Ok(spec) => {
+                        self.started.insert(key.to_string());
+                        self.send(t.worker, Command::Start(Box::new(spec)), t);
+                    }
+                    Err(why) => {
+                        self.stopped.insert(key.to_string());
+                        self.report_stopped(t, StopCode::TaskFailedToStart, why);
+                    }
+                }
+            }
+            DesiredStatus::Stopped if !self.stopped.contains(key) => {
+                self.stopped.insert(key.to_string());
+                let code = t.stop_code.unwrap_or(StopCode::UserInitiated);
+                let reason = t
+                    .stopped_reason
+                    .clone()
+                    .unwrap_or_else(|| "Task stopped".to_string());
+                if started {
+                    let id = t.id.clone();
+                    self.send(t.worker, Command::Stop { id, code, reason }, t);
+                } else if t.last_status == TaskStatus::Provisioning {
+                    self.report_stopped(t, code, reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands a command to the task's worker; a task placed on a worker
+    /// this node does not have is reported STOPPED.
+    fn send(&mut self, worker: usize, command: Command, t: &TaskRecord) {
+        match self.workers.get(worker) {
+            Some(w) => {
+                let _ = w.send(command);
+            }
+            None => {
+                let key = ledger::key(&t.cluster, &t.id);
+                self.stopped.insert(key);
+                self.report_stopped(
+                    t,
+                    StopCode::TaskFailedToStart,
+                    format!(
+                        "the task was placed on worker {worker}, and this node has {}",
+                        self.workers.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn report_stopped(&self, t: &TaskRecord, code: StopCode, reason: String) {
+        let _ = self.events.send(TaskEvent {
+            cluster: t.cluster.clone(),
+            id: t.id.clone(),
+            event: Event::Stopped { code, reason },
+            at: crate::model::now(),
+        });
+    }
+
+    /// What the worker needs to run `t`, from the store.
+    fn spec(&mut self, t: &TaskRecord) -> Result<TaskSpec, String> {
+        let k = (t.family.clone(), t.revision);
+        let definition = match self.definitions.get(&k) {
+            Some(td) => td.clone(),
+            None => {
+                let key = crate::api::task_definitions::key(&t.family, t.revision);
+                let r = self
+                    .store
+                    .get(&key)
+                    .map_err(|e| format!("cannot read the task definition: {e}"))?
+                    .ok_or_else(|| {
+                        format!(
+                            "the task definition {}:{} does not exist",
+                            t.family, t.revision
+                        )
+                    })?;
+                let v: serde_json::Value = serde_json::from_slice(&r.value)
+                    .map_err(|e| format!("the task definition is unreadable: {e}"))?;
+                let td = TaskDefinition::parse(&v["document"]).map_err(|e| e.to_string())?;
+                self.definitions.insert(k, td.clone());
+                td
+            }
+        };
+        let overrides =
+            super::container_overrides(&t.overrides, &definition).map_err(|e| e.to_string())?;
+        Ok(TaskSpec {
+            id: t.id.clone(),
+            cluster: t.cluster.clone(),
+            definition,
+            revision: t.revision,
+            service: t.service.clone(),
+            overrides,
+            worker: t.worker,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{Agent, AgentConfig, Identity};
+    use crate::scheduler::capacity;
+    use crate::store::{Condition, SqliteStore, Write};
+    use std::time::Instant;
+
+    fn hello() -> String {
+        format!("{}/guests/dist/hello-http.wasm", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// A task of the stored definition `web:1`, placed on worker 0 with
+    /// its reservation, written straight to the store (no API).
+    fn place(store: &dyn Store, id: &str, desired: DesiredStatus) {
+        let doc = serde_json::json!({"family": "web", "containerDefinitions": [
+            {"name": "web", "image": hello(), "memory": 16}]});
+        let td = TaskDefinition::parse(&doc).unwrap();
+        let mut t = TaskRecord::placed(&td, 1, "default", 0, crate::model::now(), &mut || {
+            id.to_string()
+        });
+        t.desired_status = desired;
+        let mut cap = capacity::read(store, capacity::LOCAL).unwrap();
+        cap.reserve(0, t.cpu, t.memory);
+        let (c, w) = cap.commit_parts();
+        let k = ledger::key("default", id);
+        store
+            .commit(
+                &[c, Condition::Absent(k.clone())],
+                &[w, Write::Put(k, ledger::to_bytes(&t))],
+            )
+            .unwrap();
+    }
+
+    fn task(store: &dyn Store, id: &str) -> TaskRecord {
+        ledger::parse(&store.get(&ledger::key("default", id)).unwrap().unwrap()).unwrap()
+    }
+
+    /// Waits (30 s at most) until task `id` has `status`.
+    fn wait_for(store: &dyn Store, id: &str, status: TaskStatus) -> TaskRecord {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = task(store, id);
+            if t.last_status == status {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} is {:?}, not {status:?}, after 30 s: {:?}",
+                t.last_status,
+                t.stopped_reason
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_agent_runs_and_stops_what_the_store_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let def = serde_json::json!({"family": "web", "revision": 1, "status": "ACTIVE",
+            "document": {"family": "web", "containerDefinitions": [
+                {"name": "web", "image": hello(), "memory": 16}]}});
+        store
+            .commit(
+                &[],
+                &[Write::Put(
+                    crate::api::task_definitions::key("web", 1),
+                    serde_json::to_vec(&def).unwrap(),
+                )],
+            )
+            .unwrap();
+        capacity::register(store.as_ref(), capacity::LOCAL, &[(1024, 256)]).unwrap();
+        // Already in the store when the agent starts: found by the first
+        // listing.
+        place(store.as_ref(), "before", DesiredStatus::Running);
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ledger_thread = ledger::spawn(store.clone(), rx).unwrap();
+        let runtime = skiff_runtime::Runtime::new(skiff_runtime::RuntimeConfig {
+            cache_dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        })
+        .unwrap();
+        let agent = Agent::start(
+            runtime,
+            AgentConfig {
+                workers: 1,
+                memory_mib: 256,
+                logs_dir: dir.path().join("logs"),
+                identity: Identity {
+                    region: "us-east-1".into(),
+                    account: "000000000000".into(),
+                },
+                host_roots: None,
+            },
+            store.clone(),
+            tx,
+            Arc::new(crate::ingress::routes::Routes::new("localhost")),
+            Arc::new(crate::metrics::Metrics::default()),
+        )
+        .unwrap();
+        wait_for(store.as_ref(), "before", TaskStatus::Running);
+
+        // Written while it watches: started from the change.
+        place(store.as_ref(), "after", DesiredStatus::Running);
+        wait_for(store.as_ref(), "after", TaskStatus::Running);
+        let held = capacity::read(store.as_ref(), capacity::LOCAL).unwrap();
+        assert_eq!(
+            (held.loads[0].memory_reserved, held.loads[0].tasks),
+            (32, 2)
+        );
+
+        // desiredStatus STOPPED, as StopTask writes it: stopped, with the
+        // record's reason, and its reservation given back.
+        let k = ledger::key("default", "after");
+        let r = store.get(&k).unwrap().unwrap();
+        let mut t = ledger::parse(&r).unwrap();
+        t.desired_status = DesiredStatus::Stopped;
+        t.stop_code = Some(StopCode::UserInitiated);
+        t.stopped_reason = Some("stopped by the test".into());
+        store
+            .commit(
+                &[Condition::At(k.clone(), r.mod_revision)],
+                &[Write::Put(k, ledger::to_bytes(&t))],
+            )
+            .unwrap();
+        let stopped = wait_for(store.as_ref(), "after", TaskStatus::Stopped);
+        assert_eq!(
+            stopped.stopped_reason.as_deref(),
+            Some("stopped by the test")
+        );
+        assert!(stopped.started_at.is_some());
+        let held = capacity::read(store.as_ref(), capacity::LOCAL).unwrap();
+        assert_eq!(
+            (held.loads[0].memory_reserved, held.loads[0].tasks),
+            (16, 1)
+        );
+
+        // Stopped before it ever ran: reported STOPPED, never started.
+        place(store.as_ref(), "never", DesiredStatus::Stopped);
+        let never = wait_for(store.as_ref(), "never", TaskStatus::Stopped);
+        assert_eq!(never.started_at, None);
+        assert_eq!(
+            task(store.as_ref(), "before").last_status,
+            TaskStatus::Running
+        );
+
+        agent.shutdown();
+        let before = wait_for(store.as_ref(), "before", TaskStatus::Stopped);
+        assert_eq!(
+            before.stopped_reason.as_deref(),
+            Some("the skiff server shut down")
+        );
+        drop(agent);
+        ledger_thread.join().unwrap();
+        let held = capacity::read(store.as_ref(), capacity::LOCAL).unwrap();
+        assert_eq!((held.loads[0].memory_reserved, held.loads[0].tasks), (0, 0));
+    }
+}
