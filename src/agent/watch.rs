@@ -1,8 +1,9 @@
 //! The agent's watch: reads the tasks assigned to this node from the store
 //! and makes the workers match them, level-triggered.
 //!
-//! For every task record it sees (each change, and a full relisting at
-//! start, every [`RELIST`], and whenever the change feed lagged):
+//! For every task record it sees (each change from a [`Watch`] of
+//! `tasks/`, and a full relisting at start, every [`RELIST`], and when the
+//! store's history was compacted past the watch):
 //!
 //! - PROVISIONING with desiredStatus RUNNING, not yet started here: build
 //!   its spec from the stored task definition and hand it to its worker;
@@ -21,14 +22,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::{ledger, Command, Event, TaskEvent, TaskSpec};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::store::Store;
+use crate::store::{Revision, Store, StoreError, Watch};
 
 /// How often every task record is read again even without a change.
 pub const RELIST: Duration = Duration::from_secs(10);
@@ -54,7 +54,7 @@ pub(super) fn spawn(
                     return;
                 }
             };
-            let mut w = Watch {
+            let mut w = Watcher {
                 store,
                 workers,
                 events,
@@ -66,7 +66,8 @@ pub(super) fn spawn(
         })
 }
 
-struct Watch {
+/// The watch's state.
+struct Watcher {
     store: Arc<dyn Store>,
     workers: Vec<UnboundedSender<Command>>,
     events: std::sync::mpsc::Sender<TaskEvent>,
@@ -78,11 +79,9 @@ struct Watch {
     definitions: HashMap<(String, u32), TaskDefinition>,
 }
 
-impl Watch {
+impl Watcher {
     async fn run(&mut self, stop: CancellationToken) {
-        // Subscribe before listing, so that no change falls between.
-        let mut changes = self.store.subscribe();
-        self.relist();
+        let mut watch = Watch::new(self.store.clone(), "tasks/", self.relist());
         let mut relist = tokio::time::Instant::now() + RELIST;
         loop {
             tokio::select! {
@@ -91,23 +90,35 @@ impl Watch {
                     self.relist();
                     relist = tokio::time::Instant::now() + RELIST;
                 }
-                change = changes.recv() => {
-                    let mut next = Some(change);
-                    while let Some(change) = next.take() {
-                        match change {
-                            Ok(c) if c.key.starts_with("tasks/") => self.sync_key(&c.key),
-                            Ok(_) => {}
-                            Err(RecvError::Lagged(_)) => self.relist(),
-                            Err(RecvError::Closed) => return,
-                        }
-                        next = changes.try_recv().ok().map(Ok);
+                change = watch.next() => match change {
+                    Ok(c) => self.sync_key(&c.key),
+                    Err(StoreError::Compacted(_)) => {
+                        watch = Watch::new(self.store.clone(), "tasks/", self.relist());
                     }
-                }
+                    Err(e) => {
+                        tracing::error!("the agent's watch of the store failed: {e}; relisting in 1s");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        watch = Watch::new(self.store.clone(), "tasks/", self.relist());
+                    }
+                },
             }
         }
     }
 
-    fn relist(&mut self) {
+    /// Reads every task record and acts on it; returns the revision to
+    /// watch from (read before the listing, so that nothing falls
+    /// between; a change seen twice is harmless).
+    fn relist(&mut self) -> Revision {
+        let revision = match self.store.revision() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("the agent cannot read the store's revision: {e}");
+                0
+            }
+        };
         match self.store.list("tasks/", None, usize::MAX) {
             Ok(records) => {
                 let mut seen = HashSet::new();
@@ -123,6 +134,7 @@ impl Watch {
             }
             Err(e) => tracing::error!("the agent cannot list tasks: {e}"),
         }
+        revision
     }
 
     fn sync_key(&mut self, key: &str) {

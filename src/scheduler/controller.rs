@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +26,7 @@ use crate::agent::ledger;
 use crate::model::service::{self, ServiceRecord, ServiceStatus};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::store::{Condition, Revision, Store, StoreError, Write};
+use crate::store::{Condition, Revision, Store, StoreError, Watch, Write};
 
 /// How often every service is reconciled even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -133,8 +132,9 @@ impl Controller {
 
     /// Reconciles on every change until `shutdown`.
     pub async fn run(&mut self, shutdown: CancellationToken) {
-        // Subscribe before the first listing, so no change falls between.
-        let mut changes = self.store.subscribe();
+        // Watch from the revision before the first listing, so that no
+        // change falls between.
+        let mut watch = Watch::new(self.store.clone(), "", self.revision());
         let mut dirty = self.all_services();
         let mut timers: HashMap<String, Instant> = HashMap::new();
         let mut resync = Instant::now() + RESYNC;
@@ -149,17 +149,18 @@ impl Controller {
             let next = timers.values().copied().min().unwrap_or(resync).min(resync);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                change = changes.recv() => {
-                    let mut next_change = Some(change);
-                    while let Some(change) = next_change.take() {
-                        match change {
-                            Ok(c) => self.on_change(&c.key, c.revision, &mut dirty),
-                            Err(RecvError::Lagged(_)) => dirty.extend(self.all_services()),
-                            Err(RecvError::Closed) => return,
+                change = watch.next() => match change {
+                    Ok(c) => self.on_change(&c.key, c.revision, &mut dirty),
+                    Err(e) => {
+                        // Compacted past the watch (or the store failed):
+                        // every service is looked at again.
+                        if !matches!(e, StoreError::Compacted(_)) {
+                            tracing::error!("the scheduler's watch of the store failed: {e}");
                         }
-                        next_change = changes.try_recv().ok().map(Ok);
+                        watch = Watch::new(self.store.clone(), "", self.revision());
+                        dirty.extend(self.all_services());
                     }
-                }
+                },
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
                     if now >= resync {
@@ -177,6 +178,13 @@ impl Controller {
                 }
             }
         }
+    }
+
+    fn revision(&self) -> Revision {
+        self.store.revision().unwrap_or_else(|e| {
+            tracing::error!("the scheduler cannot read the store's revision: {e}");
+            0
+        })
     }
 
     fn definition(&mut self, family: &str, revision: u32) -> Result<TaskDefinition, String> {

@@ -4,7 +4,10 @@
 //! The trait is shaped for etcd as a second backend: every write bumps one
 //! store-wide revision, records carry their create and modify revisions,
 //! writes are transactions guarded by conditions (compare-and-swap), and
-//! changes are published to subscribers (watches). Only SQLite is built.
+//! changes can be watched from any revision the store still remembers
+//! ([`Watch`]): a watcher that fell behind, or restarted, resumes where it
+//! was; one whose revision was compacted away is told so and relists.
+//! Only SQLite is built.
 //!
 //! A [`Store::commit`] returns only after its write is durable.
 
@@ -64,6 +67,10 @@ pub struct Change {
 pub enum StoreError {
     /// A transaction's condition did not hold; nothing was written.
     Conflict,
+    /// The changes asked for are older than the store remembers (it keeps
+    /// those after this revision): list what is there and watch from the
+    /// listing's revision.
+    Compacted(Revision),
     /// The store could not be read or written.
     Io(String),
 }
@@ -72,6 +79,10 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::Conflict => f.write_str("the record changed concurrently; retry"),
+            StoreError::Compacted(r) => write!(
+                f,
+                "the store no longer has the changes asked for (it keeps those after revision {r}); relist"
+            ),
             StoreError::Io(m) => write!(f, "store error: {m}"),
         }
     }
@@ -102,6 +113,130 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision.
     fn revision(&self) -> Result<Revision, StoreError>;
 
-    /// Changes committed from now on.
+    /// Changes committed from now on, as they happen (a receiver that
+    /// falls behind loses the oldest: [`Watch`] then catches up from
+    /// [`Store::changes_since`]).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
+
+    /// Changes to keys under `prefix` committed after revision `after`,
+    /// oldest first (a commit's in its order of writes), in whole
+    /// revisions: about `limit`, more when the last revision has more;
+    /// [`StoreError::Compacted`] when the store no longer remembers all
+    /// of them.
+    fn changes_since(
+        &self,
+        prefix: &str,
+        after: Revision,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError>;
+}
+
+/// Changes to keys under a prefix from a revision on, in commit order,
+/// none lost and none twice: history first, then live changes; a live
+/// feed that fell behind is caught up from history. (One commit's writes
+/// share a revision; the keys of the current one already given out are
+/// remembered, so that a catch-up in the middle of a commit repeats none.)
+pub struct Watch {
+    store: std::sync::Arc<dyn Store>,
+    prefix: String,
+    last: Revision,
+    /// Keys of revision `last` given out; `None` when all of it was
+    /// (at the start, `after` is behind the watcher).
+    given: Option<std::collections::HashSet<String>>,
+    live: tokio::sync::broadcast::Receiver<Change>,
+    backlog: std::collections::VecDeque<Change>,
+    catching_up: bool,
+}
+
+/// How many changes one read of history brings.
+const CATCH_UP_BATCH: usize = 1024;
+
+impl Watch {
+    /// Watches keys under `prefix` for changes after revision `after`
+    /// (the revision of a listing, or the last change seen before a
+    /// restart).
+    pub fn new(store: std::sync::Arc<dyn Store>, prefix: &str, after: Revision) -> Watch {
+        // Subscribed before history is read, so no change falls between.
+        let live = store.subscribe();
+        Watch {
+            store,
+            prefix: prefix.to_string(),
+            last: after,
+            given: None,
+            live,
+            backlog: Default::default(),
+            catching_up: true,
+        }
+    }
+
+    /// The revision of the last change given out (or the starting one).
+    pub fn revision(&self) -> Revision {
+        self.last
+    }
+
+    /// Whether `c` is new to this watcher (and notes it given out).
+    fn accept(&mut self, c: &Change) -> bool {
+        if c.revision < self.last || !c.key.starts_with(&self.prefix) {
+            return false;
+        }
+        if c.revision == self.last {
+            return match &mut self.given {
+                None => false,
+                Some(keys) => keys.insert(c.key.clone()),
+            };
+        }
+        self.last = c.revision;
+        self.given = Some([c.key.clone()].into());
+        true
+    }
+
+    /// The next change. [`StoreError::Compacted`] means changes were lost
+    /// to compaction: relist, and watch anew from the listing's revision.
+    /// Reads of history block (call it from a thread of its own, as the
+    /// agent and the scheduler do).
+    pub async fn next(&mut self) -> Result<Change, StoreError> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            if let Some(c) = self.backlog.pop_front() {
+                let new = self.accept(&c);
+                if self.backlog.is_empty() {
+                    // History comes in whole revisions: the last one read
+                    // is all given out now.
+                    self.given = None;
+                }
+                if new {
+                    return Ok(c);
+                }
+                continue;
+            }
+            if self.catching_up {
+                // From the current revision again when part of it may be
+                // missing; `accept` drops what was given out.
+                let from = match self.given {
+                    Some(_) => self.last - 1,
+                    None => self.last,
+                };
+                let batch = self
+                    .store
+                    .changes_since(&self.prefix, from, CATCH_UP_BATCH)?;
+                if batch.iter().all(|c| c.revision <= self.last) {
+                    // Nothing after what was given out: live from here.
+                    self.catching_up = false;
+                }
+                self.backlog.extend(batch);
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(c) => {
+                    if self.accept(&c) {
+                        return Ok(c);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => self.catching_up = true,
+                Err(RecvError::Closed) => {
+                    return Err(StoreError::Io("the store was closed".into()))
+                }
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The SQLite store: one file in the data directory, WAL journal,
 //! `synchronous=FULL` so that a committed transaction survives `kill -9`
-//! and power loss.
+//! and power loss. Every commit also records which keys it changed (the
+//! `changes` table), so that a watch can resume from a revision; the last
+//! [`HISTORY`] revisions are kept.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,6 +22,12 @@ pub struct SqliteStore {
     changes: broadcast::Sender<Change>,
     path: PathBuf,
 }
+
+/// How many revisions of change history are kept for watches.
+pub const HISTORY: i64 = 10_000;
+
+/// Every how many revisions old history is dropped.
+const COMPACT_EVERY: i64 = 256;
 
 fn io(e: rusqlite::Error) -> StoreError {
     StoreError::Io(e.to_string())
@@ -58,7 +66,18 @@ impl SqliteStore {
                  value BLOB NOT NULL,
                  create_rev INTEGER NOT NULL,
                  mod_rev INTEGER NOT NULL
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS changes (
+                 revision INTEGER NOT NULL,
+                 seq INTEGER NOT NULL,
+                 key TEXT NOT NULL,
+                 deleted INTEGER NOT NULL,
+                 PRIMARY KEY (revision, seq)
+             ) WITHOUT ROWID;
+             -- A store made before history was kept remembers nothing
+             -- before its current revision.
+             INSERT OR IGNORE INTO meta (k, v)
+                 SELECT 'compacted', v FROM meta WHERE k = 'revision';",
         )
         .map_err(corrupt)?;
         let check: String = conn
@@ -174,7 +193,16 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(io)?;
-        for w in writes {
+        for (seq, w) in writes.iter().enumerate() {
+            let (key, deleted) = match w {
+                Write::Put(k, _) => (k, false),
+                Write::Delete(k) => (k, true),
+            };
+            tx.execute(
+                "INSERT INTO changes (revision, seq, key, deleted) VALUES (?1, ?2, ?3, ?4)",
+                params![revision, seq as i64, key, deleted],
+            )
+            .map_err(io)?;
             match w {
                 Write::Put(k, v) => {
                     tx.execute(
@@ -189,6 +217,19 @@ impl Store for SqliteStore {
                         .map_err(io)?;
                 }
             }
+        }
+        if revision % COMPACT_EVERY == 0 && revision > HISTORY {
+            let keep_after = revision - HISTORY;
+            tx.execute(
+                "DELETE FROM changes WHERE revision <= ?1",
+                params![keep_after],
+            )
+            .map_err(io)?;
+            tx.execute(
+                "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
+                params![keep_after],
+            )
+            .map_err(io)?;
         }
         tx.commit().map_err(io)?;
         // Published under the lock, so subscribers see commit order.
@@ -216,6 +257,51 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    fn changes_since(
+        &self,
+        prefix: &str,
+        after: Revision,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let conn = self.lock();
+        let compacted: i64 = conn
+            .query_row("SELECT v FROM meta WHERE k = 'compacted'", [], |r| r.get(0))
+            .map_err(io)?;
+        if after < compacted {
+            return Err(StoreError::Compacted(compacted));
+        }
+        let end = prefix_end(prefix);
+        // The revision of the limit-th change: the batch ends with it, whole.
+        let last: Option<i64> = conn
+            .query_row(
+                "SELECT revision FROM changes
+                 WHERE revision > ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
+                 ORDER BY revision, seq LIMIT 1 OFFSET ?4",
+                params![after, prefix, end, limit.max(1) as i64 - 1],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(io)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT revision, key, deleted FROM changes
+                 WHERE revision > ?1 AND revision <= ?4
+                   AND key >= ?2 AND (?3 IS NULL OR key < ?3)
+                 ORDER BY revision, seq",
+            )
+            .map_err(io)?;
+        let rows = stmt
+            .query_map(params![after, prefix, end, last.unwrap_or(i64::MAX)], |r| {
+                Ok(Change {
+                    revision: r.get(0)?,
+                    key: r.get(1)?,
+                    deleted: r.get(2)?,
+                })
+            })
+            .map_err(io)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(io)
     }
 }
 
@@ -333,5 +419,114 @@ mod tests {
     fn prefix_end_bounds_a_scan() {
         assert_eq!(prefix_end("a/").as_deref(), Some("a0"));
         assert_eq!(prefix_end(""), None);
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use crate::store::Watch;
+    use std::sync::Arc;
+
+    fn put(s: &dyn Store, keys: &[&str]) -> Revision {
+        let writes: Vec<Write> = keys
+            .iter()
+            .map(|k| Write::Put(k.to_string(), b"v".to_vec()))
+            .collect();
+        s.commit(&[], &writes).unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// The next `n` changes of `w`, as (revision, key).
+    fn take(w: &mut Watch, n: usize) -> Vec<(Revision, String)> {
+        block_on(async {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let c = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+                    .await
+                    .expect("a change within 10 s")
+                    .unwrap();
+                out.push((c.revision, c.key));
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn a_watch_resumes_from_a_revision_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let seen = {
+            let s = SqliteStore::open(&path).unwrap();
+            put(&s, &["tasks/a"]);
+            put(&s, &["services/x"])
+        };
+        // Written while no one watched, and after a reopen.
+        let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+        put(s.as_ref(), &["tasks/b", "services/y", "tasks/c"]);
+        let mut w = Watch::new(s.clone(), "tasks/", seen);
+        let r = s.revision().unwrap();
+        assert_eq!(
+            take(&mut w, 2),
+            [(r, "tasks/b".to_string()), (r, "tasks/c".to_string())]
+        );
+        // Then live changes, in order, only under the prefix.
+        put(s.as_ref(), &["services/z"]);
+        let r2 = put(s.as_ref(), &["tasks/d"]);
+        assert_eq!(take(&mut w, 1), [(r2, "tasks/d".to_string())]);
+    }
+
+    #[test]
+    fn a_watch_that_falls_behind_catches_up_from_history_losing_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let start = s.revision().unwrap();
+        let mut w = Watch::new(s.clone(), "", start);
+        // First a change taken live, so that the watch is past history.
+        let r = put(s.as_ref(), &["first"]);
+        assert_eq!(take(&mut w, 1), [(r, "first".to_string())]);
+        // Then three thousand keys in commits of three: the live feed
+        // holds 1024, so the watch lags and must read history, mid-commit
+        // too.
+        let mut want = Vec::new();
+        for i in 0..1000 {
+            let keys: Vec<String> = (0..3).map(|j| format!("k/{i:04}/{j}")).collect();
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let r = put(s.as_ref(), &refs);
+            want.extend(keys.into_iter().map(|k| (r, k)));
+        }
+        assert_eq!(take(&mut w, want.len()), want);
+    }
+
+    #[test]
+    fn history_comes_in_whole_revisions_and_compaction_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let keys: Vec<String> = (0..10).map(|i| format!("t/{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let big = put(&s, &refs);
+        put(&s, &["t/after"]);
+        // A limit of 3 still gives all ten of the first revision.
+        let got = s.changes_since("t/", 0, 3).unwrap();
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(|c| c.revision == big));
+        // Past HISTORY revisions, the oldest are forgotten, and a watcher
+        // from before them is told to relist.
+        for i in 0..(HISTORY + COMPACT_EVERY) {
+            put(&s, &[&format!("n/{}", i % 7)]);
+        }
+        match s.changes_since("t/", 0, 10) {
+            Err(StoreError::Compacted(r)) => assert!(r > big),
+            other => panic!("expected Compacted, got {other:?}"),
+        }
+        let now = s.revision().unwrap();
+        assert_eq!(s.changes_since("n/", now - 1, 10).unwrap().len(), 1);
     }
 }
