@@ -13,6 +13,11 @@
 //! 3. Rolling update: a 20-task service with a health check moved to a new
 //!    task definition (minimumHealthyPercent 100, maximumPercent 200) until
 //!    the new deployment is COMPLETED and the old one is gone.
+//! 4. Deploy to first response: RegisterTaskDefinition of a new family
+//!    (the module is compiled and cached already, as after a first
+//!    deploy) and CreateService of one task, until the ingress answers its
+//!    host with a 200 (polled every 0.2 ms, a new connection each time).
+//!    `DEPLOYS` times (default 50); p50, p90, p99, max.
 //!
 //! ECS itself takes tens of seconds for each of these (a Fargate task takes
 //! 30-60 s to start); there is no ECS here to run beside it, so the
@@ -89,7 +94,7 @@ fn main() {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(250);
-    let (_server, addr, _dir) = common::server(2);
+    let (_server, addr, ingress, _dir) = common::server_with_ingress(2, &[]);
     let mut conn = Conn::open(&addr);
     let web = |family: &str, greeting: &str| {
         json!({"family": family, "containerDefinitions": [{
@@ -186,4 +191,54 @@ fn main() {
         "rolling update: 20 tasks (health-checked) from UpdateService to COMPLETED in {:.2?}",
         t0.elapsed()
     );
+
+    // 4. Deploy to the first 200.
+    let deploys: usize = std::env::var("DEPLOYS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(50);
+    let (mut api_calls, mut first) = (Vec::new(), Vec::new());
+    for i in 0..deploys {
+        let family = format!("deploy{i}");
+        let t0 = Instant::now();
+        let mut td = web(&family, &format!("d{i}"));
+        // Without a health check: the first request may go as soon as the
+        // task runs (with one, the first check passing comes first).
+        td["containerDefinitions"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("healthCheck");
+        conn.call("RegisterTaskDefinition", &td);
+        conn.call(
+            "CreateService",
+            &json!({"serviceName": family, "taskDefinition": family, "desiredCount": 1}),
+        );
+        api_calls.push(t0.elapsed());
+        let host = format!("{family}.default.localhost");
+        while get_status(&ingress, &host) != Some(200) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no 200 from {host}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        first.push(t0.elapsed());
+    }
+    println!(
+        "deploy: RegisterTaskDefinition + CreateService of 1 task -> first 200 through the ingress, over {deploys} deploys (target: p50 under 10 ms)"
+    );
+    report("the two API calls answered", api_calls);
+    report("the first 200", first);
+}
+
+/// The status of `GET /` for `host` on the ingress, on a new connection.
+fn get_status(ingress: &str, host: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(ingress).ok()?;
+    s.set_nodelay(true).ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }

@@ -142,6 +142,15 @@ pub fn server(workers: usize) -> (Killed, String, tempfile::TempDir) {
 
 /// [`server`] with more arguments.
 pub fn server_with(workers: usize, extra: &[&str]) -> (Killed, String, tempfile::TempDir) {
+    let (child, api, _, dir) = server_with_ingress(workers, extra);
+    (child, api, dir)
+}
+
+/// [`server_with`], also saying where the ingress listens.
+pub fn server_with_ingress(
+    workers: usize,
+    extra: &[&str],
+) -> (Killed, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args([
@@ -170,17 +179,27 @@ pub fn server_with(workers: usize, extra: &[&str]) -> (Killed, String, tempfile:
             "the server ended before listening"
         );
     }
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr_in = |line: &str| {
+        line.split("http://")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let addr = addr_in(&line);
+    while !line.contains("ingress on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the server ended before its ingress listened"
+        );
+    }
+    let ingress = addr_in(&line);
     // Keep reading, so that the server never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, addr, dir)
+    (child, addr, ingress, dir)
 }
 
 /// The `p` quantile (0 to 1) of sorted durations.

@@ -54,10 +54,18 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                for attempt in 0.. {
+                // A conflict (a placement or StopTask wrote a record of
+                // the batch meanwhile) is retried from what is stored until
+                // it commits: dropping a report would leave a task, and
+                // its reservation, stuck.
+                for attempt in 0u32.. {
                     match apply(store.as_ref(), &batch) {
                         Ok(()) => break,
-                        Err(StoreError::Conflict) if attempt < 16 => continue,
+                        Err(StoreError::Conflict) => {
+                            if attempt >= 16 {
+                                std::thread::yield_now();
+                            }
+                        }
                         Err(e) => {
                             tracing::error!("could not record {} task events: {e}", batch.len());
                             break;
