@@ -20,6 +20,7 @@
 //!   routing by Host and hostPort to services' tasks, admission, 5xx.
 //! - [`metrics`]: Prometheus text at `GET /metrics`.
 //! - [`logging`]: the server's log (`tracing`, with a span per API call).
+//! - [`threads`]: threads of the engine's own, each with a runtime.
 //! - [`units`]: parsing of the units users type (`500ms`, `2s`, `64` MiB).
 //!
 //! Running guests under limits is the `skiff-runtime` crate's job; this
@@ -35,4 +36,5 @@ pub mod metrics;
 pub mod model;
 pub mod scheduler;
 pub mod store;
+pub mod threads;
 pub mod units;

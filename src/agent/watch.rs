@@ -41,29 +41,17 @@ pub(super) fn spawn(
     events: std::sync::mpsc::Sender<TaskEvent>,
     stop: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("skiff-agent".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("the agent could not start its runtime: {e}");
-                    return;
-                }
-            };
-            let mut w = Watcher {
-                store,
-                workers,
-                events,
-                started: HashSet::new(),
-                stopped: HashSet::new(),
-                definitions: HashMap::new(),
-            };
-            rt.block_on(w.run(stop));
-        })
+    crate::threads::spawn("skiff-agent", move || async move {
+        let mut w = Watcher {
+            store,
+            workers,
+            events,
+            started: HashSet::new(),
+            stopped: HashSet::new(),
+            definitions: HashMap::new(),
+        };
+        w.run(stop).await
+    })
 }
 
 /// The watch's state.

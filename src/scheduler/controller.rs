@@ -68,22 +68,9 @@ pub fn spawn(
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("skiff-scheduler".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("the scheduler could not start its runtime: {e}");
-                    return;
-                }
-            };
-            let mut c = Controller::new(store);
-            rt.block_on(c.run(shutdown));
-        })
+    crate::threads::spawn("skiff-scheduler", move || async move {
+        Controller::new(store).run(shutdown).await
+    })
 }
 
 /// The controller's state: caches only; everything it decides on is read
