@@ -51,19 +51,21 @@ impl Sched {
 
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Iterations of the spin guest that take roughly 100-300 ms at full speed
-/// (measured by the first call, then reused).
+/// Iterations of the spin guest that take about 150 ms of CPU time
+/// (measured by the first call on the thread's own CPU clock, so that a
+/// loaded machine does not shrink the work, then reused).
 fn work() -> String {
     static N: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let n = *N.get_or_init(|| {
-        // Calibrate: find an iteration count that runs ~150 ms unthrottled.
         let mut n: u64 = 10_000_000;
         loop {
-            let t = spin(n, None).wall;
-            if t >= Duration::from_millis(150) || n > 20_000_000_000 {
+            let before = sched();
+            spin(n, None);
+            let (_, cpu, _) = before.since();
+            if cpu >= Duration::from_millis(150) || n > 20_000_000_000 {
                 return n;
             }
-            let scale = (150.0 / t.as_millis().max(1) as f64).clamp(1.5, 10.0);
+            let scale = (150.0 / cpu.as_millis().max(1) as f64).clamp(1.5, 10.0);
             n = (n as f64 * scale) as u64;
         }
     });
@@ -120,7 +122,14 @@ fn a_quarter_cpu_guest_runs_a_quarter_of_the_time_it_could() {
         "a cpu=256 guest ran {:?} of the {could:?} it could have: less than a quarter ({floor:?})",
         quarter.cpu
     );
-    assert!(quarter.throttled > Duration::ZERO);
+    // Where its thread had a core most of the time, the quota must have
+    // bound in some period (starved of cores, it never reaches it).
+    if could > wall / 2 {
+        assert!(
+            quarter.throttled > Duration::ZERO,
+            "a cpu=256 guest that could run {could:?} of {wall:?} was never throttled"
+        );
+    }
     // A full core's quota never throttles a single-threaded guest.
     let full = block_on(spin_async(&n, Some(1024)));
     assert_eq!(full.throttled, Duration::ZERO);
@@ -202,12 +211,14 @@ fn quota_charges_cpu_time_to_the_task() {
     let r = run(&load("spin.wasm"), &task, &sb, RunLimits::default());
     assert_eq!(r.outcome, Outcome::Exit(0));
     assert!(r.cpu > Duration::from_millis(50), "{:?}", r.cpu);
-    // The task is charged for the run, plus the last poll's moments after
-    // the report was written.
+    // The task is charged for the run, plus the rest of the last poll
+    // after the report was written (the instance's teardown, much of it
+    // in the kernel, which a loaded machine makes slower): never less
+    // than the run, and far from twice it.
     let extra = task.cpu_used().saturating_sub(r.cpu);
     assert!(
-        task.cpu_used() >= r.cpu && extra < Duration::from_millis(20),
-        "{:?} vs {:?}",
+        task.cpu_used() >= r.cpu && extra < r.cpu / 2,
+        "the task was charged {:?} for a run of {:?}",
         task.cpu_used(),
         r.cpu
     );
