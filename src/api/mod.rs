@@ -61,6 +61,12 @@ pub struct Api {
     pub keys: Option<crate::auth::Keys>,
     /// Where task definitions may name host files (images, volumes).
     pub host_roots: crate::agent::hostfs::HostRoots,
+    /// Held by RunTask from reading the nodes' capacity to committing its
+    /// tasks: concurrent RunTasks of this process would otherwise all
+    /// read the same reservations and all but one conflict and retry.
+    /// (Other placers, the scheduler or another process, still conflict
+    /// and are retried.)
+    pub placing: std::sync::Mutex<()>,
 }
 
 /// An action: request JSON in, response JSON out.

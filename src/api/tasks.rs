@@ -88,6 +88,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // Placed on the workers' capacity as stored, and committed with the
     // reservations it makes: a concurrent placement conflicts, and this
     // one places again from what is stored then.
+    let _placing = api.placing.lock().unwrap_or_else(|p| p.into_inner());
     let (placed, failures) = with_retries(|| {
         let mut capacity = capacity::read(api.store.as_ref(), capacity::LOCAL)?;
         let mut placed: Vec<TaskRecord> = Vec::new();

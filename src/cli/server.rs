@@ -259,6 +259,7 @@ impl Server {
             runtime: Some(runtime_handle),
             keys,
             host_roots: host_roots.clone(),
+            placing: Default::default(),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
