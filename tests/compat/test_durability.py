@@ -108,6 +108,9 @@ def test_an_acknowledged_write_was_fsynced_before_its_answer(fresh_dir):
     OFF fails this; FULL passes."""
     import re
     import shutil as sh
+    import signal
+
+    from conftest import wait_for
 
     strace = sh.which("strace")
     assert strace, "strace is needed for this test (apt-get install strace; .ci/run installs it)"
@@ -121,7 +124,14 @@ def test_an_acknowledged_write_was_fsynced_before_its_answer(fresh_dir):
     try:
         s.client().create_cluster(clusterName=name)
     finally:
-        s.stop()
+        # Stopping strace only detaches it: stop the server it traces.
+        with open(f"/proc/{s.proc.pid}/task/{s.proc.pid}/children") as f:
+            traced = [int(p) for p in f.read().split()]
+        for pid in traced:
+            os.kill(pid, signal.SIGTERM)
+        s.proc.wait(timeout=60)
+        for pid in traced:
+            wait_for(f"the traced server {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}"), timeout=30)
 
     # One record per system call: (start, end, name, text), joining
     # "<unfinished ...>" with its "<... resumed>" by thread.
