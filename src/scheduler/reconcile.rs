@@ -281,7 +281,15 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], now: f64, ids: &mut dyn Ids) {
         .collect();
     let primary_good = primary_live.len() - primary_bad.len();
     let primary_healthy = primary_live.iter().filter(|t| healthy(t)).count() as u32;
-    let total = (primary_live.len() + old_live.len()) as u32;
+    // What counts against maximumPercent is, as ECS counts it, every task
+    // in the RUNNING or PENDING state: a task told to stop occupies its
+    // slot until its worker has moved it on (it may not have seen the
+    // stop yet).
+    let stopping_but_up = mine
+        .iter()
+        .filter(|t| !live(t) && t.last_status <= TaskStatus::Running)
+        .count();
+    let total = (primary_live.len() + old_live.len() + stopping_but_up) as u32;
 
     // Starts: up to the desired count, within maximumPercent.
     let max_total = cfg.max_total(desired).max(desired.min(1));

@@ -454,3 +454,34 @@ fn a_long_event_message_is_cut_at_a_character_boundary() {
     );
     assert!(m.ends_with("..."));
 }
+
+#[test]
+fn tasks_told_to_stop_hold_their_slot_until_they_leave_running() {
+    let config = DeploymentConfig {
+        minimum_healthy_percent: 50,
+        maximum_percent: 150,
+        circuit_breaker: None,
+    };
+    let mut w = World::new(4, config);
+    w.converge(true);
+    let new = w.deploy(2);
+    // What DescribeServices counts: RUNNING tasks (stopping or not) and
+    // pending ones.
+    let up = |w: &World| {
+        let c = crate::model::service::counts(&w.tasks, None);
+        c.running + c.pending
+    };
+    for _ in 0..30 {
+        // Reconciled twice before any worker moves: the stops written by
+        // the first have not been seen yet.
+        w.step();
+        let plan = w.step();
+        assert!(up(&w) <= 6, "at most 150% of 4 tasks up: {}", up(&w));
+        if !plan.acts(&w.svc) && w.running(&new) == 4 {
+            break;
+        }
+        w.settle(true);
+    }
+    w.converge(true);
+    assert_eq!(w.running(&new), 4);
+}
