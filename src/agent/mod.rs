@@ -96,15 +96,7 @@ pub fn container_overrides(
     let parsed: TaskOverride = if raw.is_null() {
         TaskOverride::default()
     } else {
-        serde_path_to_error::deserialize(raw).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "overrides".to_string()
-            } else {
-                format!("overrides.{path}")
-            };
-            FieldError::new(field, e.into_inner().to_string())
-        })?
+        crate::model::decode_at(raw, "overrides")?
     };
     let mut out = Vec::new();
     for (i, o) in parsed.container_overrides.into_iter().enumerate() {

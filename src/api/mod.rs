@@ -570,17 +570,9 @@ pub fn decode<T: serde::de::DeserializeOwned>(req: &Value) -> ApiResult<T> {
 /// [`decode`] for a part of a request found at `at` (`overrides`), whose
 /// errors name fields from the request's root.
 pub fn decode_at<T: serde::de::DeserializeOwned>(part: &Value, at: &str) -> ApiResult<T> {
-    serde_path_to_error::deserialize(part).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = match (at, path.as_str()) {
-            ("", ".") => String::new(),
-            ("", p) => format!("{p}: "),
-            (a, ".") => format!("{a}: "),
-            (a, p) if p.starts_with('[') => format!("{a}{p}: "),
-            (a, p) => format!("{a}.{p}: "),
-        };
-        ApiError::client(format!("{field}{inner}"))
+    crate::model::decode_at(part, at).map_err(|e| match e.field.is_empty() {
+        true => ApiError::client(e.message),
+        false => ApiError::client(e.to_string()),
     })
 }
 

@@ -40,6 +40,27 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
+/// Decodes `part` of a document, found at `at` (`overrides`; `""` for the
+/// whole of it), into its typed shape; a value of the wrong type is a
+/// [`FieldError`] naming its path from the document's root
+/// (`overrides.containerOverrides[0].command[1]`; an empty field when the
+/// whole document is of the wrong type).
+pub fn decode_at<T: serde::de::DeserializeOwned>(
+    part: &serde_json::Value,
+    at: &str,
+) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(part).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match (at, path.as_str()) {
+            (a, ".") => a.to_string(),
+            ("", p) => p.to_string(),
+            (a, p) if p.starts_with('[') => format!("{a}{p}"),
+            (a, p) => format!("{a}.{p}"),
+        };
+        FieldError::new(field, e.into_inner().to_string())
+    })
+}
+
 /// Seconds since the epoch, as ECS's JSON 1.1 timestamps are written.
 pub fn now() -> f64 {
     let d = std::time::SystemTime::now()

@@ -169,11 +169,6 @@ impl Watch {
         }
     }
 
-    /// The revision of the last change given out (or the starting one).
-    pub fn revision(&self) -> Revision {
-        self.last
-    }
-
     /// Whether `c` is new to this watcher (and notes it given out).
     fn accept(&mut self, c: &Change) -> bool {
         if c.revision < self.last || !c.key.starts_with(&self.prefix) {

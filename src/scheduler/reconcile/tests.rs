@@ -240,8 +240,10 @@ fn scaling_in_stops_pending_tasks_first_then_the_newest() {
     assert!(w.said("has stopped 2 running tasks") == 1);
 }
 
-#[test]
-fn a_rolling_update_stays_within_minimum_healthy_and_maximum_percent() {
+/// Four running tasks (minimumHealthyPercent 50, maximumPercent 150), and
+/// a rolling update to revision 2 just begun: the world and its new
+/// deployment.
+fn rolling_from_4_within_50_and_150_percent() -> (World, String) {
     let config = DeploymentConfig {
         minimum_healthy_percent: 50,
         maximum_percent: 150,
@@ -250,6 +252,12 @@ fn a_rolling_update_stays_within_minimum_healthy_and_maximum_percent() {
     let mut w = World::new(4, config);
     w.converge(true);
     let new = w.deploy(2);
+    (w, new)
+}
+
+#[test]
+fn a_rolling_update_stays_within_minimum_healthy_and_maximum_percent() {
+    let (mut w, new) = rolling_from_4_within_50_and_150_percent();
     for _ in 0..20 {
         let plan = w.step();
         let live = w.live().len();
@@ -457,14 +465,7 @@ fn a_long_event_message_is_cut_at_a_character_boundary() {
 
 #[test]
 fn tasks_told_to_stop_hold_their_slot_until_they_leave_running() {
-    let config = DeploymentConfig {
-        minimum_healthy_percent: 50,
-        maximum_percent: 150,
-        circuit_breaker: None,
-    };
-    let mut w = World::new(4, config);
-    w.converge(true);
-    let new = w.deploy(2);
+    let (mut w, new) = rolling_from_4_within_50_and_150_percent();
     // What DescribeServices counts: RUNNING tasks (stopping or not) and
     // pending ones.
     let up = |w: &World| {
