@@ -57,11 +57,17 @@ impl Up {
         line.split(" is up: ").nth(1).unwrap().to_string()
     }
 
+    /// SIGTERM, then the exit code (minus the signal number when a signal
+    /// ended it) and everything it wrote to stderr.
     fn stop(mut self) -> (i32, Vec<String>) {
+        use std::os::unix::process::ExitStatusExt;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let code = self.child.wait().unwrap().code().unwrap_or(-1);
-        (code, self.err.try_iter().collect())
+        let status = self.child.wait().unwrap();
+        let code = status
+            .code()
+            .unwrap_or_else(|| -status.signal().unwrap_or(0));
+        (code, self.err.iter().collect())
     }
 }
 
@@ -105,7 +111,7 @@ fn up_serves_the_example_and_a_second_up_rolls_it() {
     let url = again.url();
     assert_eq!(get(&url).0, 200);
     let (code, err) = again.stop();
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{err:?}");
     assert!(
         err.iter()
             .any(|l| l.contains("rolling service hello to hello:2")),

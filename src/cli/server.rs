@@ -164,8 +164,9 @@ impl Server {
     }
 
     async fn run(self) -> Result<(), String> {
+        let stop = StopSignal::listen();
         let engine = self.start().await?;
-        wait_for_signal().await;
+        stop.wait().await;
         engine.stop().await;
         Ok(())
     }
@@ -387,19 +388,37 @@ impl Engine {
     }
 }
 
-/// Resolves at SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    match term {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from creation: a signal that arrives
+/// after this is made (say, right after the engine prints its address)
+/// stops the engine cleanly instead of killing the process.
+pub struct StopSignal {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    /// Starts listening. Call before anything that announces readiness.
+    pub fn listen() -> StopSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignal {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Resolves at the first SIGINT or SIGTERM since `listen`.
+    pub async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
         }
     }
 }

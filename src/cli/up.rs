@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::server::{wait_for_signal, Engine, Server};
+use super::server::{Engine, Server, StopSignal};
 use crate::api::error::ApiError;
 use crate::model::arn::Scope;
 
@@ -203,6 +203,7 @@ impl Up {
             }
         };
         let app = App::load(&path)?;
+        let stop = StopSignal::listen();
         let engine = self.server.start().await?;
         let deployed = match deploy(&engine, &app).await {
             Ok(d) => d,
@@ -237,7 +238,7 @@ impl Up {
             }
             Err(e) => tracing::error!("{e}; still serving: Ctrl-C stops it"),
         }
-        wait_for_signal().await;
+        stop.wait().await;
         engine.stop().await;
         Ok(())
     }
