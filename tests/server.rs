@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,20 +23,7 @@ impl Server {
     }
 
     fn call(&self, action: &str, body: Value) -> (u16, Value) {
-        let body = body.to_string();
-        let mut s = TcpStream::connect(&self.api).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let status: u16 = resp[9..12].parse().unwrap();
-        let json = resp.split("\r\n\r\n").nth(1).unwrap_or("{}");
-        (status, serde_json::from_str(json).unwrap_or(Value::Null))
+        common::call(&self.api, action, body)
     }
 
     /// Polls DescribeTasks until every task has `status`, within `timeout`.

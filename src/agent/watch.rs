@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ledger, Command, Event, TaskEvent, TaskSpec};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::store::{Revision, Store, StoreError, Watch};
+use crate::store::{Revision, Store, StoreError};
 
 /// How often every task record is read again even without a change.
 pub const RELIST: Duration = Duration::from_secs(10);
@@ -69,7 +69,8 @@ struct Watcher {
 
 impl Watcher {
     async fn run(&mut self, stop: CancellationToken) {
-        let mut watch = Watch::new(self.store.clone(), "tasks/", self.relist());
+        let from = self.relist();
+        let mut watch = self.store.watch("tasks/", from);
         let mut relist = tokio::time::Instant::now() + RELIST;
         loop {
             tokio::select! {
@@ -81,7 +82,8 @@ impl Watcher {
                 change = watch.next() => match change {
                     Ok(c) => self.sync_key(&c.key),
                     Err(StoreError::Compacted(_)) => {
-                        watch = Watch::new(self.store.clone(), "tasks/", self.relist());
+                        let from = self.relist();
+                        watch = self.store.watch("tasks/", from);
                     }
                     Err(e) => {
                         tracing::error!("the agent's watch of the store failed: {e}; relisting in 1s");
@@ -89,7 +91,8 @@ impl Watcher {
                             _ = stop.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
-                        watch = Watch::new(self.store.clone(), "tasks/", self.relist());
+                        let from = self.relist();
+                        watch = self.store.watch("tasks/", from);
                     }
                 },
             }

@@ -13,14 +13,19 @@ use crate::agent::{ledger, Agent, AgentConfig, Identity};
 use crate::api::{self, Api};
 use crate::ingress::front::Front;
 use crate::ingress::routes::Routes;
-use crate::store::{SqliteStore, Store};
+use crate::store::{EtcdStore, SqliteStore, Store};
 
 /// Run the engine: the ECS API, the store and the ingress.
 #[derive(clap::Args)]
 pub struct Server {
-    /// Where the store and compiled code live.
+    /// Where the store (unless --store names another), compiled code and
+    /// task logs live.
     #[arg(long, value_name = "DIR", default_value = ".skiff")]
     pub data_dir: PathBuf,
+    /// The store: etcd://HOST:PORT[,HOST:PORT...][/NAMESPACE] for etcd
+    /// (namespace default: skiff). Default: SQLite in the data directory.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Address of the ECS API (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8800")]
     pub api: SocketAddr,
@@ -138,6 +143,27 @@ impl DataDir {
             _lock: lock,
         })
     }
+
+    /// This node's id: random at the first start, kept in `node-id`.
+    pub fn node_id(&self) -> Result<String, String> {
+        let path = self.path.join("node-id");
+        if let Ok(id) = std::fs::read_to_string(&path) {
+            let id = id.trim();
+            if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Ok(id.to_string());
+            }
+            return Err(format!(
+                "{} does not hold a node id (letters, digits and -); delete it to have a new one made",
+                path.display()
+            ));
+        }
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a node id: {e}"))?;
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, format!("{id}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(id)
+    }
 }
 
 /// Binds a listener, or says which flag to change.
@@ -194,7 +220,19 @@ impl Server {
             };
         raise_open_files_limit();
         let data = DataDir::open(&self.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.path.join("store.db"))?);
+        let store: Arc<dyn Store> = match &self.store {
+            None => Arc::new(SqliteStore::open(&data.path.join("store.db"))?),
+            Some(url) => {
+                let etcd = EtcdStore::open(url)?;
+                etcd.claim(&data.node_id()?)?;
+                tracing::info!(
+                    "store: etcd at {}, namespace {}",
+                    etcd.endpoints().join(", "),
+                    etcd.namespace()
+                );
+                Arc::new(etcd)
+            }
+        };
         crate::api::clusters::ensure_default(store.as_ref())?;
         let recovered = ledger::recover(store.as_ref()).map_err(|e| e.to_string())?;
         let logs_dir = data.path.join("logs");

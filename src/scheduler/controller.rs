@@ -26,7 +26,7 @@ use crate::agent::ledger;
 use crate::model::service::{self, ServiceRecord, ServiceStatus};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::store::{Condition, Revision, Store, StoreError, Watch, Write};
+use crate::store::{Condition, Revision, Store, StoreError, Write};
 
 /// How often every service is reconciled even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -121,7 +121,7 @@ impl Controller {
     pub async fn run(&mut self, shutdown: CancellationToken) {
         // Watch from the revision before the first listing, so that no
         // change falls between.
-        let mut watch = Watch::new(self.store.clone(), "", self.revision());
+        let mut watch = self.store.watch("", self.revision());
         let mut dirty = self.all_services();
         let mut timers: HashMap<String, Instant> = HashMap::new();
         let mut resync = Instant::now() + RESYNC;
@@ -144,7 +144,7 @@ impl Controller {
                         if !matches!(e, StoreError::Compacted(_)) {
                             tracing::error!("the scheduler's watch of the store failed: {e}");
                         }
-                        watch = Watch::new(self.store.clone(), "", self.revision());
+                        watch = self.store.watch("", self.revision());
                         dirty.extend(self.all_services());
                     }
                 },

@@ -7,12 +7,17 @@
 //! changes can be watched from any revision the store still remembers
 //! ([`Watch`]): a watcher that fell behind, or restarted, resumes where it
 //! was; one whose revision was compacted away is told so and relists.
-//! Only SQLite is built.
+//!
+//! Two backends: SQLite, a file in the data directory, the default for one
+//! node; and etcd (`--store etcd://HOST:PORT`), whose revisions,
+//! transactions and watches these are.
 //!
 //! A [`Store::commit`] returns only after its write is durable.
 
+mod etcd;
 mod sqlite;
 
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 
 use std::fmt;
@@ -113,9 +118,57 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision.
     fn revision(&self) -> Result<Revision, StoreError>;
 
+    /// Changes to keys under `prefix` committed after revision `after`
+    /// (the revision of a listing, or the last change seen before a
+    /// restart), oldest first, then live ones as they are committed.
+    fn watch(&self, prefix: &str, after: Revision) -> Watch;
+}
+
+/// Changes to keys under a prefix from a revision on, in commit order,
+/// none lost and none twice; [`StoreError::Compacted`] when some are no
+/// longer known (relist, and watch anew from the listing's revision).
+pub struct Watch(Feed);
+
+enum Feed {
+    /// History read from the store, then what this process commits.
+    Local(Follow),
+    /// What a backend's own task passes on (etcd's watch stream).
+    Channel(tokio::sync::mpsc::Receiver<Result<Change, StoreError>>),
+}
+
+impl Watch {
+    /// The next change. Reads of history may block (call it from a thread
+    /// of its own, as the agent and the scheduler do).
+    pub async fn next(&mut self) -> Result<Change, StoreError> {
+        match &mut self.0 {
+            Feed::Local(f) => f.next().await,
+            Feed::Channel(rx) => match rx.recv().await {
+                Some(c) => c,
+                None => Err(StoreError::Io("the store's watch ended".into())),
+            },
+        }
+    }
+
+    /// A watch fed by a channel.
+    pub(crate) fn channel(rx: tokio::sync::mpsc::Receiver<Result<Change, StoreError>>) -> Watch {
+        Watch(Feed::Channel(rx))
+    }
+
+    /// A watch over a store whose commits all go through this process.
+    pub(crate) fn local(
+        history: std::sync::Arc<dyn History>,
+        prefix: &str,
+        after: Revision,
+    ) -> Watch {
+        Watch(Feed::Local(Follow::new(history, prefix, after)))
+    }
+}
+
+/// A store's change history and this process's live commits (SQLite's).
+pub(crate) trait History: Send + Sync + 'static {
     /// Changes committed from now on, as they happen (a receiver that
-    /// falls behind loses the oldest: [`Watch`] then catches up from
-    /// [`Store::changes_since`]).
+    /// falls behind loses the oldest: [`Follow`] then catches up from
+    /// [`History::changes_since`]).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
     /// Changes to keys under `prefix` committed after revision `after`,
@@ -131,13 +184,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Change>, StoreError>;
 }
 
-/// Changes to keys under a prefix from a revision on, in commit order,
-/// none lost and none twice: history first, then live changes; a live
-/// feed that fell behind is caught up from history. (One commit's writes
-/// share a revision; the keys of the current one already given out are
-/// remembered, so that a catch-up in the middle of a commit repeats none.)
-pub struct Watch {
-    store: std::sync::Arc<dyn Store>,
+/// History first, then live changes; a live feed that fell behind is
+/// caught up from history. (One commit's writes share a revision; the keys
+/// of the current one already given out are remembered, so that a catch-up
+/// in the middle of a commit repeats none.)
+struct Follow {
+    store: std::sync::Arc<dyn History>,
     prefix: String,
     last: Revision,
     /// Keys of revision `last` given out; `None` when all of it was
@@ -151,14 +203,11 @@ pub struct Watch {
 /// How many changes one read of history brings.
 const CATCH_UP_BATCH: usize = 1024;
 
-impl Watch {
-    /// Watches keys under `prefix` for changes after revision `after`
-    /// (the revision of a listing, or the last change seen before a
-    /// restart).
-    pub fn new(store: std::sync::Arc<dyn Store>, prefix: &str, after: Revision) -> Watch {
+impl Follow {
+    fn new(store: std::sync::Arc<dyn History>, prefix: &str, after: Revision) -> Follow {
         // Subscribed before history is read, so no change falls between.
         let live = store.subscribe();
-        Watch {
+        Follow {
             store,
             prefix: prefix.to_string(),
             last: after,
@@ -185,11 +234,7 @@ impl Watch {
         true
     }
 
-    /// The next change. [`StoreError::Compacted`] means changes were lost
-    /// to compaction: relist, and watch anew from the listing's revision.
-    /// Reads of history block (call it from a thread of its own, as the
-    /// agent and the scheduler do).
-    pub async fn next(&mut self) -> Result<Change, StoreError> {
+    async fn next(&mut self) -> Result<Change, StoreError> {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             if let Some(c) = self.backlog.pop_front() {

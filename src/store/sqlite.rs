@@ -5,22 +5,27 @@
 //! [`HISTORY`] revisions are kept.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
-use super::{Change, Condition, Record, Revision, Store, StoreError, Write};
+use super::{Change, Condition, History, Record, Revision, Store, StoreError, Watch, Write};
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
+    shared: Arc<Shared>,
+    path: PathBuf,
+}
+
+/// What the store and its watches share.
+struct Shared {
     // One connection for reads and writes: SQLite serialises writers
     // anyway, a mutex keeps revision assignment and publication in commit
     // order, and one warm page cache beat separate read connections (whose
     // caches every commit invalidates): RunTask 476/s against 398/s.
     conn: Mutex<Connection>,
     changes: broadcast::Sender<Change>,
-    path: PathBuf,
 }
 
 /// How many revisions of change history are kept for watches.
@@ -91,8 +96,10 @@ impl SqliteStore {
         }
         let (changes, _) = broadcast::channel(1024);
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            changes,
+            shared: Arc::new(Shared {
+                conn: Mutex::new(conn),
+                changes,
+            }),
             path: path.to_path_buf(),
         })
     }
@@ -102,6 +109,27 @@ impl SqliteStore {
         &self.path
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.shared.lock()
+    }
+
+    /// Changes committed from now on (see [`History::subscribe`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.shared.subscribe()
+    }
+
+    /// Changes after a revision (see [`History::changes_since`]).
+    pub fn changes_since(
+        &self,
+        prefix: &str,
+        after: Revision,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.shared.changes_since(prefix, after, limit)
+    }
+}
+
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -239,7 +267,7 @@ impl Store for SqliteStore {
                 Write::Delete(k) => (k.clone(), true),
             };
             // No subscriber is fine.
-            let _ = self.changes.send(Change {
+            let _ = self.shared.changes.send(Change {
                 revision,
                 key,
                 deleted,
@@ -255,6 +283,12 @@ impl Store for SqliteStore {
             .map_err(io)
     }
 
+    fn watch(&self, prefix: &str, after: Revision) -> Watch {
+        Watch::local(self.shared.clone(), prefix, after)
+    }
+}
+
+impl History for Shared {
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
@@ -471,7 +505,7 @@ mod watch_tests {
         // Written while no one watched, and after a reopen.
         let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
         put(s.as_ref(), &["tasks/b", "services/y", "tasks/c"]);
-        let mut w = Watch::new(s.clone(), "tasks/", seen);
+        let mut w = s.watch("tasks/", seen);
         let r = s.revision().unwrap();
         assert_eq!(
             take(&mut w, 2),
@@ -488,7 +522,7 @@ mod watch_tests {
         let dir = tempfile::tempdir().unwrap();
         let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
         let start = s.revision().unwrap();
-        let mut w = Watch::new(s.clone(), "", start);
+        let mut w = s.watch("", start);
         // First a change taken live, so that the watch is past history.
         let r = put(s.as_ref(), &["first"]);
         assert_eq!(take(&mut w, 1), [(r, "first".to_string())]);

@@ -19,6 +19,52 @@ pub fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
+/// One ECS API call (AWS JSON 1.1, unsigned) to the server at `api`
+/// (HOST:PORT): the HTTP status and the JSON answer.
+pub fn call(api: &str, action: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: AmazonEC2ContainerServiceV20141113.{action}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp[9..12].parse().unwrap();
+    let json = resp.split("\r\n\r\n").nth(1).unwrap_or("{}");
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Calls `action` until `done` holds for its answer, within `timeout`;
+/// returns that answer.
+pub fn wait_until(
+    api: &str,
+    action: &str,
+    body: serde_json::Value,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, out) = call(api, action, body.clone());
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "{action} never answered as wanted within {timeout:?}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts `skiff server` on free ports with `data` as its data directory
 /// (and `extra` arguments); returns it, its API address (HOST:PORT) and its
 /// later stderr lines.
@@ -37,13 +83,15 @@ pub fn start_server(
         .spawn()
         .unwrap();
     let rx = lines(child.stderr.take().unwrap());
+    let mut said = Vec::new();
     let first = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("the server never said where its API is");
+            .unwrap_or_else(|e| panic!("the server never said where its API is ({e}): {said:?}"));
         if line.contains("API on") {
             break line;
         }
+        said.push(line);
     };
     let api = first
         .split("http://")
@@ -52,4 +100,120 @@ pub fn start_server(
         .unwrap_or_else(|| panic!("no API address in {first:?}"))
         .to_string();
     (child, api, rx)
+}
+
+/// A real etcd (Debian's `etcd-server`) on free ports of 127.0.0.1 with its
+/// own data directory, killed when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT` of its client listener.
+    pub addr: String,
+    peer: String,
+    /// Its data directory (kept across [`Etcd::restart`]).
+    pub dir: tempfile::TempDir,
+}
+
+/// A port nobody listens on now (etcd needs concrete ports to advertise).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it serves clients.
+    pub fn start() -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        e.spawn();
+        e
+    }
+
+    /// `etcd://ADDR/NAMESPACE`, for `--store`.
+    pub fn url(&self, namespace: &str) -> String {
+        format!("etcd://{}/{namespace}", self.addr)
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://{}", self.peer);
+        let client = format!("http://{}", self.addr);
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--max-txn-ops", "4096"])
+            .env_remove("ETCD_UNSUPPORTED_ARCH")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "cannot start etcd ({e}): the etcd tests need Debian's etcd-server package (apt-get install etcd-server; .ci/run installs it)"
+            ),
+        };
+        let rx = lines(child.stderr.take().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => {
+                    if l.contains("ready to serve client requests") {
+                        break;
+                    }
+                    said.push(l);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("etcd did not become ready within 60 s: {said:?}")
+                }
+            }
+        }
+        // Keep draining its log, so that it never blocks on a full pipe.
+        std::thread::spawn(move || rx.iter().for_each(drop));
+        self.child = Some(child);
+    }
+
+    /// Kills etcd (-9) and starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills etcd (-9) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `etcdctl` against it; panics unless it succeeds.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=http://{}", self.addr))
+            .args(args)
+            .output()
+            .expect("etcdctl (Debian's etcd-client package) must be installed");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

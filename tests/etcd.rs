@@ -1,0 +1,94 @@
+//! `skiff server --store etcd://...` against a real etcd (Debian's
+//! `etcd-server`) on 127.0.0.1: a service lives in etcd across a `kill -9`
+//! of its server; the namespace belongs to one server at a time.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+fn running(api: &str, service: &str, n: u64) -> serde_json::Value {
+    common::wait_until(
+        api,
+        "DescribeServices",
+        json!({"services": [service]}),
+        Duration::from_secs(60),
+        |out| out["services"][0]["runningCount"] == n && out["services"][0]["pendingCount"] == 0,
+    )
+}
+
+#[test]
+fn a_service_on_etcd_outlives_a_kill_of_its_server_and_the_namespace_has_one_owner() {
+    let etcd = common::Etcd::start();
+    let url = etcd.url("e2e");
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--store", url.as_str(), "--workers", "1"];
+    let (mut server, api, _log) = common::start_server(data.path(), &args);
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
+    let (status, out) = common::call(
+        &api,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [
+            {"name": "web", "image": image, "memory": 32}]}),
+    );
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = common::call(
+        &api,
+        "CreateService",
+        json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
+    );
+    assert_eq!(status, 200, "{out}");
+    running(&api, "web", 2);
+    let before = common::call(&api, "ListTasks", json!({"desiredStatus": "RUNNING"})).1;
+    assert_eq!(before["taskArns"].as_array().unwrap().len(), 2, "{before}");
+    // What skiff wrote is in etcd, under the namespace.
+    let keys = etcd.ctl(&["get", "e2e/", "--prefix", "--keys-only"]);
+    assert!(keys.contains("e2e/services/default/web"), "{keys}");
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // Another server (another data directory, so another node) is refused
+    // while the killed one's claim lives, and says what to do.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["server", "--api", "127.0.0.1:0", "--ingress", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(other.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another skiff server") && err.contains("etcd://HOST:PORT/NAME"),
+        "{err}"
+    );
+
+    // The same node comes back at once, finds its service in etcd, and
+    // replaces the tasks the kill took.
+    let (mut server, api, _log) = common::start_server(data.path(), &args);
+    let svc = running(&api, "web", 2);
+    assert_eq!(svc["services"][0]["desiredCount"], 2);
+    let after = common::call(&api, "ListTasks", json!({"desiredStatus": "RUNNING"})).1;
+    let after = after["taskArns"].as_array().unwrap().clone();
+    assert_eq!(after.len(), 2);
+    for t in before["taskArns"].as_array().unwrap() {
+        assert!(!after.contains(t), "{t} was killed, yet runs");
+    }
+    let old = common::call(&api, "DescribeTasks", json!({"tasks": before["taskArns"]})).1;
+    for t in old["tasks"].as_array().unwrap() {
+        assert_eq!(t["lastStatus"], "STOPPED", "{t}");
+    }
+    // SIGTERM: a clean stop gives the claim back at once.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+    let claim = etcd.ctl(&["get", "e2e/claim"]);
+    assert!(
+        claim.trim().is_empty(),
+        "the claim outlived its server: {claim}"
+    );
+}
