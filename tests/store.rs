@@ -161,6 +161,59 @@ fn watches(s: Arc<dyn Store>) {
     assert_eq!(take(&mut slow, want.len()), want);
 }
 
+/// Leases: a key under one lives while it is kept alive, and goes (a
+/// watched delete) when it is not, or at once when it is revoked.
+fn leases(s: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(3);
+    let l = s.grant(ttl).unwrap();
+    let from = s.revision().unwrap();
+    let mut w = s.watch("lease/", from);
+    let r = s
+        .commit(
+            &[],
+            &[
+                Write::PutLeased("lease/a".into(), b"x".to_vec(), l),
+                Write::Put("lease/b".into(), b"y".to_vec()),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        take(&mut w, 2),
+        [
+            (r, "lease/a".to_string(), false),
+            (r, "lease/b".to_string(), false)
+        ]
+    );
+    // Kept alive for longer than its TTL: still there.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < ttl + Duration::from_secs(1) {
+        s.keep_alive(l).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(s.get("lease/a").unwrap().is_some());
+    // Left alone, it ends: its key is deleted, and the watch says so.
+    let (_, key, deleted) = take(&mut w, 1).remove(0);
+    assert_eq!((key.as_str(), deleted), ("lease/a", true));
+    assert!(s.get("lease/a").unwrap().is_none());
+    assert!(s.get("lease/b").unwrap().is_some());
+    assert_eq!(s.keep_alive(l), Err(StoreError::LeaseEnded(l)));
+    assert_eq!(
+        s.commit(&[], &[Write::PutLeased("lease/c".into(), b"z".to_vec(), l)]),
+        Err(StoreError::LeaseEnded(l))
+    );
+    assert!(s.get("lease/c").unwrap().is_none());
+    // Revoked: its keys go at once; revoking again is no error.
+    let l2 = s.grant(Duration::from_secs(60)).unwrap();
+    s.commit(
+        &[],
+        &[Write::PutLeased("lease/d".into(), b"z".to_vec(), l2)],
+    )
+    .unwrap();
+    s.revoke(l2).unwrap();
+    assert!(s.get("lease/d").unwrap().is_none());
+    s.revoke(l2).unwrap();
+}
+
 #[test]
 fn sqlite_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,12 +221,19 @@ fn sqlite_keeps_the_contract() {
     let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
     records_and_transactions(s.as_ref());
     watches(s.clone());
+    leases(s.clone());
+    let l = s.grant(Duration::from_secs(60)).unwrap();
+    s.commit(&[], &[Write::PutLeased("held".into(), b"x".to_vec(), l)])
+        .unwrap();
     let seen = s.revision().unwrap();
     drop(s);
-    // Reopened: the records and the history are still there.
+    // Reopened: the records and the history are still there; the leases
+    // ended with the process that held them.
     let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    assert!(s.get("held").unwrap().is_none());
+    assert!(s.get("lease/b").unwrap().is_some());
     let r = put(s.as_ref(), &["w/after"]);
-    let mut w = s.watch("w/", seen);
+    let mut w = s.watch("w/", seen + 1);
     assert_eq!(take(&mut w, 1), [(r, "w/after".to_string(), false)]);
 }
 
@@ -186,6 +246,7 @@ fn etcd_keeps_the_contract() {
     put(other.as_ref(), &["a/other"]);
     records_and_transactions(s.as_ref());
     watches(s.clone());
+    leases(s.clone());
     assert_eq!(keys(other.as_ref(), "", None, 100), ["a/other"]);
 
     // A watch goes on across a restart of etcd, losing nothing.

@@ -18,7 +18,7 @@ use etcd_client::{
     WatchOptions,
 };
 
-use super::{Change, Condition, Record, Revision, Store, StoreError, Watch, Write};
+use super::{Change, Condition, LeaseId, Record, Revision, Store, StoreError, Watch, Write};
 
 /// How long one call may take before it is an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -363,25 +363,26 @@ impl Store for EtcdStore {
         // write of a key is the one that counts (as in SQLite).
         let mut last = std::collections::HashMap::new();
         for (i, w) in writes.iter().enumerate() {
-            let k = match w {
-                Write::Put(k, _) | Write::Delete(k) => k.as_str(),
-            };
-            last.insert(k, i);
+            last.insert(w.key(), i);
         }
         let ops: Vec<TxnOp> = writes
             .iter()
             .enumerate()
-            .filter(|(i, w)| {
-                let k = match w {
-                    Write::Put(k, _) | Write::Delete(k) => k.as_str(),
-                };
-                last.get(k) == Some(i)
-            })
+            .filter(|(i, w)| last.get(w.key()) == Some(i))
             .map(|(_, w)| match w {
                 Write::Put(k, v) => TxnOp::put(self.key(k), v.clone(), None),
+                Write::PutLeased(k, v, l) => TxnOp::put(
+                    self.key(k),
+                    v.clone(),
+                    Some(PutOptions::new().with_lease(*l)),
+                ),
                 Write::Delete(k) => TxnOp::delete(self.key(k), None),
             })
             .collect();
+        let lease = writes.iter().find_map(|w| match w {
+            Write::PutLeased(_, _, l) => Some(*l),
+            _ => None,
+        });
         let n = ops.len();
         let mut kv = self.client.kv_client();
         let txn = Txn::new().when(compares).and_then(ops);
@@ -389,6 +390,9 @@ impl Store for EtcdStore {
             StoreError::Io(m) if m.contains("too many operations") => StoreError::Io(format!(
                 "{m}: this commit has {n} writes; start etcd with --max-txn-ops 4096 (its default is 128)"
             )),
+            StoreError::Io(m) if m.contains("lease not found") && lease.is_some() => {
+                StoreError::LeaseEnded(lease.unwrap_or_default())
+            }
             e => e,
         })?;
         if !resp.succeeded() {
@@ -407,6 +411,44 @@ impl Store for EtcdStore {
         resp.header()
             .map(|h| h.revision())
             .ok_or_else(|| StoreError::Io("etcd answered a read without a header".into()))
+    }
+
+    fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        // etcd counts whole seconds.
+        let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let mut client = self.client.clone();
+        self.call(async move { client.lease_grant(secs, None).await })
+            .map(|r| r.id())
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let ttl = self
+            .call(async move {
+                let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+                keeper.keep_alive().await?;
+                Ok(answers.message().await?.map(|a| a.ttl()))
+            })
+            .map_err(|e| match e {
+                StoreError::Io(m) if m.contains("lease not found") => StoreError::LeaseEnded(lease),
+                e => e,
+            })?;
+        match ttl {
+            Some(t) if t > 0 => Ok(()),
+            Some(_) => Err(StoreError::LeaseEnded(lease)),
+            None => Err(StoreError::Io(
+                "etcd closed a lease keep-alive without answering".into(),
+            )),
+        }
+    }
+
+    fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        match self.call(async move { client.lease_revoke(lease).await }) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Io(m)) if m.contains("lease not found") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Watch {

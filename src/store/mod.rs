@@ -47,13 +47,28 @@ pub enum Condition {
     At(String, Revision),
 }
 
+/// A lease: keys written under it are deleted when it ends (revoked, or
+/// not kept alive for its TTL).
+pub type LeaseId = i64;
+
 /// A write in a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Create or replace.
     Put(String, Vec<u8>),
+    /// Create or replace a key that lives as long as the lease.
+    PutLeased(String, Vec<u8>, LeaseId),
     /// Remove (a missing key is not an error).
     Delete(String),
+}
+
+impl Write {
+    /// The key written.
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Put(k, _) | Write::PutLeased(k, _, _) | Write::Delete(k) => k,
+        }
+    }
 }
 
 /// A change, as published to subscribers.
@@ -76,6 +91,8 @@ pub enum StoreError {
     /// those after this revision): list what is there and watch from the
     /// listing's revision.
     Compacted(Revision),
+    /// A write named a lease that has ended; nothing was written.
+    LeaseEnded(LeaseId),
     /// The store could not be read or written.
     Io(String),
 }
@@ -88,6 +105,7 @@ impl fmt::Display for StoreError {
                 f,
                 "the store no longer has the changes asked for (it keeps those after revision {r}); relist"
             ),
+            StoreError::LeaseEnded(l) => write!(f, "the lease {l:x} has ended; grant a new one"),
             StoreError::Io(m) => write!(f, "store error: {m}"),
         }
     }
@@ -117,6 +135,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision.
     fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Grants a lease that ends `ttl` after its last keep-alive.
+    fn grant(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError>;
+
+    /// Renews a lease for its TTL; [`StoreError::LeaseEnded`] when it has
+    /// ended (its keys are gone).
+    fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// Ends a lease now, deleting its keys (an ended one is not an error).
+    fn revoke(&self, lease: LeaseId) -> Result<(), StoreError>;
 
     /// Changes to keys under `prefix` committed after revision `after`
     /// (the revision of a listing, or the last change seen before a

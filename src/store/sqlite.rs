@@ -10,12 +10,37 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
-use super::{Change, Condition, History, Record, Revision, Store, StoreError, Watch, Write};
+use super::{
+    Change, Condition, History, LeaseId, Record, Revision, Store, StoreError, Watch, Write,
+};
 
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
     shared: Arc<Shared>,
     path: PathBuf,
+}
+
+/// Ends leases not kept alive in time, until the store is dropped.
+fn expire_leases(shared: std::sync::Weak<Shared>) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let ended: Vec<LeaseId> = shared
+            .lease_table()
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if !ended.is_empty() {
+            shared.lease_table().retain(|id, _| !ended.contains(id));
+            if let Err(e) = shared.end_leases(|l| ended.contains(&l)) {
+                tracing::error!("cannot delete the keys of ended leases: {e}");
+            }
+        }
+    }
 }
 
 /// What the store and its watches share.
@@ -26,6 +51,9 @@ struct Shared {
     // caches every commit invalidates): RunTask 476/s against 398/s.
     conn: Mutex<Connection>,
     changes: broadcast::Sender<Change>,
+    /// Live leases: their TTL and when they end unless kept alive.
+    leases: Mutex<std::collections::HashMap<LeaseId, (std::time::Duration, std::time::Instant)>>,
+    next_lease: std::sync::atomic::AtomicI64,
 }
 
 /// How many revisions of change history are kept for watches.
@@ -85,6 +113,18 @@ impl SqliteStore {
                  SELECT 'compacted', v FROM meta WHERE k = 'revision';",
         )
         .map_err(corrupt)?;
+        // The lease a key lives under (stores made before leases lack it).
+        let has_lease: bool = conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('kv') WHERE name = 'lease'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(corrupt)?;
+        if !has_lease {
+            conn.execute_batch("ALTER TABLE kv ADD COLUMN lease INTEGER")
+                .map_err(corrupt)?;
+        }
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(corrupt)?;
@@ -95,11 +135,24 @@ impl SqliteStore {
             ));
         }
         let (changes, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            changes,
+            leases: Default::default(),
+            next_lease: std::sync::atomic::AtomicI64::new(1),
+        });
+        // Only one process opens the store (the data directory's lock), so
+        // every lease of an earlier one has ended with it.
+        shared
+            .end_leases(|_| true)
+            .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("skiff-leases".into())
+            .spawn(move || expire_leases(weak))
+            .map_err(|e| format!("cannot start the store's lease thread: {e}"))?;
         Ok(SqliteStore {
-            shared: Arc::new(Shared {
-                conn: Mutex::new(conn),
-                changes,
-            }),
+            shared,
             path: path.to_path_buf(),
         })
     }
@@ -132,6 +185,126 @@ impl SqliteStore {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease_table(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<LeaseId, (std::time::Duration, std::time::Instant)>,
+    > {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes the keys of the leases `ended` picks, in one commit.
+    fn end_leases(&self, ended: impl Fn(LeaseId) -> bool) -> Result<(), StoreError> {
+        let keys: Vec<(String, LeaseId)> = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare_cached("SELECT key, lease FROM kv WHERE lease IS NOT NULL")
+                .map_err(io)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(io)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(io)?
+        };
+        let deletes: Vec<Write> = keys
+            .into_iter()
+            .filter(|(_, l)| ended(*l))
+            .map(|(k, _)| Write::Delete(k))
+            .collect();
+        if deletes.is_empty() {
+            return Ok(());
+        }
+        self.commit(&[], &deletes).map(|_| ())
+    }
+
+    fn commit(&self, conditions: &[Condition], writes: &[Write]) -> Result<Revision, StoreError> {
+        let mut conn = self.lock();
+        {
+            let leases = self.lease_table();
+            for w in writes {
+                if let Write::PutLeased(_, _, l) = w {
+                    if !leases.contains_key(l) {
+                        return Err(StoreError::LeaseEnded(*l));
+                    }
+                }
+            }
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(io)?;
+        for c in conditions {
+            let (key, want) = match c {
+                Condition::Absent(k) => (k, None),
+                Condition::At(k, rev) => (k, Some(*rev)),
+            };
+            let have: Option<i64> = tx
+                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(io)?;
+            if have != want {
+                return Err(StoreError::Conflict);
+            }
+        }
+        let revision: i64 = tx
+            .query_row(
+                "UPDATE meta SET v = v + 1 WHERE k = 'revision' RETURNING v",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(io)?;
+        for (seq, w) in writes.iter().enumerate() {
+            let deleted = matches!(w, Write::Delete(_));
+            tx.execute(
+                "INSERT INTO changes (revision, seq, key, deleted) VALUES (?1, ?2, ?3, ?4)",
+                params![revision, seq as i64, w.key(), deleted],
+            )
+            .map_err(io)?;
+            let (k, v, lease) = match w {
+                Write::Put(k, v) => (k, v, None),
+                Write::PutLeased(k, v, l) => (k, v, Some(*l)),
+                Write::Delete(k) => {
+                    tx.execute("DELETE FROM kv WHERE key = ?1", params![k])
+                        .map_err(io)?;
+                    continue;
+                }
+            };
+            tx.execute(
+                "INSERT INTO kv (key, value, create_rev, mod_rev, lease) VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev,
+                     lease = excluded.lease",
+                params![k, v, revision, lease],
+            )
+            .map_err(io)?;
+        }
+        if revision % COMPACT_EVERY == 0 && revision > HISTORY {
+            let keep_after = revision - HISTORY;
+            tx.execute(
+                "DELETE FROM changes WHERE revision <= ?1",
+                params![keep_after],
+            )
+            .map_err(io)?;
+            tx.execute(
+                "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
+                params![keep_after],
+            )
+            .map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        // Published under the lock, so subscribers see commit order.
+        for w in writes {
+            // No subscriber is fine.
+            let _ = self.changes.send(Change {
+                revision,
+                key: w.key().to_string(),
+                deleted: matches!(w, Write::Delete(_)),
+            });
+        }
+        drop(conn);
+        Ok(revision)
     }
 }
 
@@ -195,86 +368,7 @@ impl Store for SqliteStore {
     }
 
     fn commit(&self, conditions: &[Condition], writes: &[Write]) -> Result<Revision, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(io)?;
-        for c in conditions {
-            let (key, want) = match c {
-                Condition::Absent(k) => (k, None),
-                Condition::At(k, rev) => (k, Some(*rev)),
-            };
-            let have: Option<i64> = tx
-                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(io)?;
-            if have != want {
-                return Err(StoreError::Conflict);
-            }
-        }
-        let revision: i64 = tx
-            .query_row(
-                "UPDATE meta SET v = v + 1 WHERE k = 'revision' RETURNING v",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(io)?;
-        for (seq, w) in writes.iter().enumerate() {
-            let (key, deleted) = match w {
-                Write::Put(k, _) => (k, false),
-                Write::Delete(k) => (k, true),
-            };
-            tx.execute(
-                "INSERT INTO changes (revision, seq, key, deleted) VALUES (?1, ?2, ?3, ?4)",
-                params![revision, seq as i64, key, deleted],
-            )
-            .map_err(io)?;
-            match w {
-                Write::Put(k, v) => {
-                    tx.execute(
-                        "INSERT INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?3)
-                         ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev",
-                        params![k, v, revision],
-                    )
-                    .map_err(io)?;
-                }
-                Write::Delete(k) => {
-                    tx.execute("DELETE FROM kv WHERE key = ?1", params![k])
-                        .map_err(io)?;
-                }
-            }
-        }
-        if revision % COMPACT_EVERY == 0 && revision > HISTORY {
-            let keep_after = revision - HISTORY;
-            tx.execute(
-                "DELETE FROM changes WHERE revision <= ?1",
-                params![keep_after],
-            )
-            .map_err(io)?;
-            tx.execute(
-                "UPDATE meta SET v = ?1 WHERE k = 'compacted'",
-                params![keep_after],
-            )
-            .map_err(io)?;
-        }
-        tx.commit().map_err(io)?;
-        // Published under the lock, so subscribers see commit order.
-        for w in writes {
-            let (key, deleted) = match w {
-                Write::Put(k, _) => (k.clone(), false),
-                Write::Delete(k) => (k.clone(), true),
-            };
-            // No subscriber is fine.
-            let _ = self.shared.changes.send(Change {
-                revision,
-                key,
-                deleted,
-            });
-        }
-        drop(conn);
-        Ok(revision)
+        self.shared.commit(conditions, writes)
     }
 
     fn revision(&self) -> Result<Revision, StoreError> {
@@ -285,6 +379,34 @@ impl Store for SqliteStore {
 
     fn watch(&self, prefix: &str, after: Revision) -> Watch {
         Watch::local(self.shared.clone(), prefix, after)
+    }
+
+    // Leases live in this process's memory: it is the only one that opens
+    // the store, and all of them end with it.
+    fn grant(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
+        let id = self
+            .shared
+            .next_lease
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .lease_table()
+            .insert(id, (ttl, std::time::Instant::now() + ttl));
+        Ok(id)
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        match self.shared.lease_table().get_mut(&lease) {
+            Some((ttl, deadline)) => {
+                *deadline = std::time::Instant::now() + *ttl;
+                Ok(())
+            }
+            None => Err(StoreError::LeaseEnded(lease)),
+        }
+    }
+
+    fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.shared.lease_table().remove(&lease);
+        self.shared.end_leases(|l| l == lease)
     }
 }
 
