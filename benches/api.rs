@@ -5,7 +5,9 @@
 //! what checking SigV4 signatures and a policy costs: ListClusters per
 //! second against a server with `--auth`, signed, and one without (each
 //! client signs its request once and sends it again: the server checks
-//! every copy in full, and the client's signing is left out).
+//! every copy in full, and the client's signing is left out). The store
+//! part runs twice, on SQLite and on a real etcd started here, and prints
+//! their ratios.
 
 mod common;
 
@@ -56,9 +58,17 @@ fn auth_cost() {
     );
 }
 
-fn main() {
-    auth_cost();
-    let (_server, addr, _dir) = common::server(2);
+/// What one store gives: calls per second and RunTask-to-RUNNING.
+struct Numbers {
+    register: f64,
+    run: f64,
+    running_p50: Duration,
+}
+
+/// The API's numbers on a server with `extra` arguments (the store).
+fn measure(label: &str, extra: &[&str]) -> Numbers {
+    println!("-- {label}");
+    let (_server, addr, _dir) = common::server_with(2, extra);
 
     let (clients, per_client) = (8, 250);
     let took = parallel(&addr, clients, per_client, |conn, c, _| {
@@ -69,9 +79,9 @@ fn main() {
         );
     });
     let n = clients * per_client;
+    let register = per_second(n, took);
     println!(
-        "RegisterTaskDefinition: {n} calls from {clients} clients in {took:.2?}: {:.0}/s",
-        per_second(n, took)
+        "RegisterTaskDefinition: {n} calls from {clients} clients in {took:.2?}: {register:.0}/s"
     );
 
     let mut conn = Conn::open(&addr);
@@ -93,7 +103,8 @@ fn main() {
         assert_eq!(out["tasks"].as_array().map(Vec::len), Some(1), "{out}");
     });
     let n = clients * per_client;
-    println!("RunTask (a command that exits at once): {n} calls from {clients} clients in {took:.2?}: {:.0}/s", per_second(n, took));
+    let run = per_second(n, took);
+    println!("RunTask (a command that exits at once): {n} calls from {clients} clients in {took:.2?}: {run:.0}/s");
     // Let the workers finish those tasks before measuring latency.
     let t0 = Instant::now();
     loop {
@@ -136,5 +147,25 @@ fn main() {
         pct(0.9),
         latencies[latencies.len() - 1],
         latencies.len()
+    );
+    Numbers {
+        register,
+        run,
+        running_p50: pct(0.5),
+    }
+}
+
+fn main() {
+    auth_cost();
+    let sqlite = measure("store: SQLite (the default)", &[]);
+    // etcd as Debian packages it, on this machine, in the same run.
+    let etcd = common::etcd::Etcd::start();
+    let url = etcd.url("bench");
+    let on_etcd = measure("store: etcd (--store etcd://...)", &["--store", &url]);
+    println!(
+        "etcd / SQLite: RegisterTaskDefinition {:.2}x, RunTask {:.2}x, RunTask to RUNNING p50 {:.2}x",
+        on_etcd.register / sqlite.register,
+        on_etcd.run / sqlite.run,
+        on_etcd.running_p50.as_secs_f64() / sqlite.running_p50.as_secs_f64()
     );
 }

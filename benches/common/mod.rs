@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "../../tests/common/etcd.rs"]
+#[allow(dead_code)]
+pub mod etcd;
 pub struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
