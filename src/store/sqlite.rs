@@ -465,103 +465,6 @@ impl History for Shared {
 mod tests {
     use super::*;
 
-    fn open() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("store.db")).unwrap();
-        (dir, s)
-    }
-
-    #[test]
-    fn put_get_list_delete() {
-        let (_d, s) = open();
-        let r1 = s
-            .commit(&[], &[Write::Put("a/1".into(), b"x".to_vec())])
-            .unwrap();
-        let r2 = s
-            .commit(
-                &[],
-                &[
-                    Write::Put("a/2".into(), b"y".to_vec()),
-                    Write::Put("b/1".into(), b"z".to_vec()),
-                ],
-            )
-            .unwrap();
-        assert!(r2 > r1);
-        let a1 = s.get("a/1").unwrap().unwrap();
-        assert_eq!(
-            (a1.value.as_slice(), a1.create_revision, a1.mod_revision),
-            (&b"x"[..], r1, r1)
-        );
-        let keys: Vec<_> = s
-            .list("a/", None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.key)
-            .collect();
-        assert_eq!(keys, ["a/1", "a/2"]);
-        let keys: Vec<_> = s
-            .list("a/", Some("a/1"), 10)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.key)
-            .collect();
-        assert_eq!(keys, ["a/2"]);
-        assert_eq!(s.list("", None, 2).unwrap().len(), 2);
-        s.commit(&[], &[Write::Delete("a/1".into())]).unwrap();
-        assert!(s.get("a/1").unwrap().is_none());
-        assert_eq!(s.revision().unwrap(), 3);
-    }
-
-    #[test]
-    fn conditions_guard_writes() {
-        let (_d, s) = open();
-        let r = s
-            .commit(
-                &[Condition::Absent("k".into())],
-                &[Write::Put("k".into(), b"1".to_vec())],
-            )
-            .unwrap();
-        assert_eq!(
-            s.commit(
-                &[Condition::Absent("k".into())],
-                &[Write::Put("k".into(), b"2".to_vec())]
-            ),
-            Err(StoreError::Conflict)
-        );
-        assert_eq!(
-            s.commit(
-                &[Condition::At("k".into(), r + 5)],
-                &[Write::Put("k".into(), b"2".to_vec())]
-            ),
-            Err(StoreError::Conflict)
-        );
-        s.commit(
-            &[Condition::At("k".into(), r)],
-            &[Write::Put("k".into(), b"3".to_vec())],
-        )
-        .unwrap();
-        assert_eq!(s.get("k").unwrap().unwrap().value, b"3");
-        assert_eq!(s.get("k").unwrap().unwrap().create_revision, r);
-    }
-
-    #[test]
-    fn survives_reopen_and_publishes_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            let mut rx = s.subscribe();
-            let rev = s
-                .commit(&[], &[Write::Put("x".into(), b"1".to_vec())])
-                .unwrap();
-            let c = rx.try_recv().unwrap();
-            assert_eq!((c.revision, c.key.as_str(), c.deleted), (rev, "x", false));
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.get("x").unwrap().unwrap().value, b"1");
-        assert_eq!(s.revision().unwrap(), 1);
-    }
-
     #[test]
     fn a_file_that_is_not_a_store_is_refused_with_advice() {
         let dir = tempfile::tempdir().unwrap();
@@ -581,8 +484,6 @@ mod tests {
 #[cfg(test)]
 mod watch_tests {
     use super::*;
-    use crate::store::Watch;
-    use std::sync::Arc;
 
     fn put(s: &dyn Store, keys: &[&str]) -> Revision {
         let writes: Vec<Write> = keys
@@ -590,75 +491,6 @@ mod watch_tests {
             .map(|k| Write::Put(k.to_string(), b"v".to_vec()))
             .collect();
         s.commit(&[], &writes).unwrap()
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    /// The next `n` changes of `w`, as (revision, key).
-    fn take(w: &mut Watch, n: usize) -> Vec<(Revision, String)> {
-        block_on(async {
-            let mut out = Vec::new();
-            for _ in 0..n {
-                let c = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
-                    .await
-                    .expect("a change within 10 s")
-                    .unwrap();
-                out.push((c.revision, c.key));
-            }
-            out
-        })
-    }
-
-    #[test]
-    fn a_watch_resumes_from_a_revision_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let seen = {
-            let s = SqliteStore::open(&path).unwrap();
-            put(&s, &["tasks/a"]);
-            put(&s, &["services/x"])
-        };
-        // Written while no one watched, and after a reopen.
-        let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
-        put(s.as_ref(), &["tasks/b", "services/y", "tasks/c"]);
-        let mut w = s.watch("tasks/", seen);
-        let r = s.revision().unwrap();
-        assert_eq!(
-            take(&mut w, 2),
-            [(r, "tasks/b".to_string()), (r, "tasks/c".to_string())]
-        );
-        // Then live changes, in order, only under the prefix.
-        put(s.as_ref(), &["services/z"]);
-        let r2 = put(s.as_ref(), &["tasks/d"]);
-        assert_eq!(take(&mut w, 1), [(r2, "tasks/d".to_string())]);
-    }
-
-    #[test]
-    fn a_watch_that_falls_behind_catches_up_from_history_losing_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        let start = s.revision().unwrap();
-        let mut w = s.watch("", start);
-        // First a change taken live, so that the watch is past history.
-        let r = put(s.as_ref(), &["first"]);
-        assert_eq!(take(&mut w, 1), [(r, "first".to_string())]);
-        // Then three thousand keys in commits of three: the live feed
-        // holds 1024, so the watch lags and must read history, mid-commit
-        // too.
-        let mut want = Vec::new();
-        for i in 0..1000 {
-            let keys: Vec<String> = (0..3).map(|j| format!("k/{i:04}/{j}")).collect();
-            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let r = put(s.as_ref(), &refs);
-            want.extend(keys.into_iter().map(|k| (r, k)));
-        }
-        assert_eq!(take(&mut w, want.len()), want);
     }
 
     #[test]
