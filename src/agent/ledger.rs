@@ -54,26 +54,50 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                // A conflict (a placement or StopTask wrote a record of
-                // the batch meanwhile) is retried from what is stored until
-                // it commits: dropping a report would leave a task, and
-                // its reservation, stuck.
-                for attempt in 0u32.. {
-                    match apply(store.as_ref(), &batch) {
-                        Ok(()) => break,
-                        Err(StoreError::Conflict) => {
-                            if attempt >= 16 {
-                                std::thread::yield_now();
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!("could not record {} task events: {e}", batch.len());
-                            break;
-                        }
-                    }
-                }
+                commit_batch(store.as_ref(), &batch);
             }
         })
+}
+
+/// How long the ledger retries a batch the store cannot take (etcd out of
+/// reach, say) before it drops it, saying so.
+const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Commits a batch of reports. A conflict (a placement or StopTask wrote a
+/// record of the batch meanwhile) is retried from what is stored at once,
+/// until it commits; a store error (etcd restarting or out of reach) is
+/// retried with backoff for [`GIVE_UP_AFTER`]: dropping a report would
+/// leave a task, and its reservation, stuck. Returns whether it committed.
+fn commit_batch(store: &dyn Store, batch: &[TaskEvent]) -> bool {
+    let t0 = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(20);
+    for attempt in 0u32.. {
+        match apply(store, batch) {
+            Ok(()) => return true,
+            Err(StoreError::Conflict) => {
+                if attempt >= 16 {
+                    std::thread::yield_now();
+                }
+            }
+            Err(e) if t0.elapsed() < GIVE_UP_AFTER => {
+                tracing::warn!(
+                    "could not record {} task events yet ({e}); retrying in {backoff:?}",
+                    batch.len()
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(
+                    "dropped {} task events after {:?} of store errors: {e}",
+                    batch.len(),
+                    t0.elapsed()
+                );
+                return false;
+            }
+        }
+    }
+    false
 }
 
 fn apply(store: &dyn Store, batch: &[TaskEvent]) -> Result<(), StoreError> {
@@ -364,6 +388,83 @@ mod tests {
         record(&mut t, &Event::Running, 6.0);
         assert_eq!(t.last_status, TaskStatus::Stopped);
         assert_eq!(t.started_at, None);
+    }
+
+    /// The real store, whose next `fail` commits fail as an unreachable
+    /// etcd's would.
+    struct Unreachable {
+        inner: crate::store::SqliteStore,
+        fail: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Store for Unreachable {
+        fn get(&self, key: &str) -> Result<Option<crate::store::Record>, StoreError> {
+            self.inner.get(key)
+        }
+        fn list(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::Record>, StoreError> {
+            self.inner.list(prefix, after, limit)
+        }
+        fn commit(
+            &self,
+            conditions: &[crate::store::Condition],
+            writes: &[Write],
+        ) -> Result<crate::store::Revision, StoreError> {
+            use std::sync::atomic::Ordering;
+            if self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StoreError::Io("etcd: connection refused".into()));
+            }
+            self.inner.commit(conditions, writes)
+        }
+        fn revision(&self) -> Result<crate::store::Revision, StoreError> {
+            self.inner.revision()
+        }
+        fn grant(&self, ttl: std::time::Duration) -> Result<crate::store::LeaseId, StoreError> {
+            self.inner.grant(ttl)
+        }
+        fn keep_alive(&self, lease: crate::store::LeaseId) -> Result<(), StoreError> {
+            self.inner.keep_alive(lease)
+        }
+        fn revoke(&self, lease: crate::store::LeaseId) -> Result<(), StoreError> {
+            self.inner.revoke(lease)
+        }
+        fn watch(&self, prefix: &str, after: crate::store::Revision) -> crate::store::Watch {
+            self.inner.watch(prefix, after)
+        }
+    }
+
+    #[test]
+    fn reports_wait_out_a_store_that_is_out_of_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Unreachable {
+            inner: crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+            fail: 3.into(),
+        };
+        store
+            .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&task()))])
+            .unwrap_err();
+        store
+            .inner
+            .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&task()))])
+            .unwrap();
+        let running = TaskEvent {
+            cluster: "default".into(),
+            id: "t1".into(),
+            event: Event::Running,
+            at: 5.0,
+        };
+        // Two failures left: the report is retried until it lands.
+        assert!(commit_batch(&store, &[running]));
+        let t = parse(&store.get(&key("default", "t1")).unwrap().unwrap()).unwrap();
+        assert_eq!(t.last_status, TaskStatus::Running);
     }
 
     #[test]
