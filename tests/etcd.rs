@@ -92,3 +92,55 @@ fn a_service_on_etcd_outlives_a_kill_of_its_server_and_the_namespace_has_one_own
         "the claim outlived its server: {claim}"
     );
 }
+
+#[test]
+fn a_server_rides_out_a_restart_of_etcd() {
+    let mut etcd = common::Etcd::start();
+    let url = etcd.url("restart");
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--store", url.as_str(), "--workers", "1"];
+    let (mut server, api, _log) = common::start_server(data.path(), &args);
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
+    let (status, out) = common::call(
+        &api,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [
+            {"name": "web", "image": image, "memory": 32}]}),
+    );
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = common::call(
+        &api,
+        "CreateService",
+        json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1}),
+    );
+    assert_eq!(status, 200, "{out}");
+    running(&api, "web", 1);
+
+    etcd.restart();
+
+    // After it, every part still acts on the store: the watches came
+    // back (a stop is carried out, and its replacement placed and
+    // started), and the reports reached etcd.
+    let first = common::wait_until(
+        &api,
+        "ListTasks",
+        json!({"serviceName": "web"}),
+        Duration::from_secs(60),
+        |out| out["taskArns"].as_array().is_some_and(|a| a.len() == 1),
+    )["taskArns"][0]
+        .clone();
+    let (status, out) = common::call(&api, "StopTask", json!({"task": first}));
+    assert_eq!(status, 200, "{out}");
+    common::wait_until(
+        &api,
+        "DescribeTasks",
+        json!({"tasks": [first]}),
+        Duration::from_secs(60),
+        |out| out["tasks"][0]["lastStatus"] == "STOPPED",
+    );
+    running(&api, "web", 1);
+    let now = common::call(&api, "ListTasks", json!({"serviceName": "web"})).1;
+    assert_ne!(now["taskArns"][0], first, "{now}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
