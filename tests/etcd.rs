@@ -24,8 +24,26 @@ fn a_service_on_etcd_outlives_a_kill_of_its_server_and_the_namespace_has_one_own
     let etcd = common::Etcd::start();
     let url = etcd.url("e2e");
     let data = tempfile::tempdir().unwrap();
-    let args = ["--store", url.as_str(), "--workers", "1"];
+    let args = [
+        "--store",
+        url.as_str(),
+        "--workers",
+        "1",
+        "--attribute",
+        "zone=eu-1",
+        "--node-ttl",
+        "2s",
+    ];
     let (mut server, api, _log) = common::start_server(data.path(), &args);
+    // The node registered itself, with its attributes, under its lease.
+    let node = std::fs::read_to_string(data.path().join("node-id")).unwrap();
+    let node_key = format!("e2e/nodes/{}", node.trim());
+    let record = etcd.ctl(&["get", &node_key, "--print-value-only"]);
+    assert!(
+        record.contains(r#""zone":"eu-1""#)
+            && record.contains(r#""ecs.availability-zone":"local""#),
+        "{record}"
+    );
     let image = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
     let (status, out) = common::call(
         &api,
@@ -49,6 +67,15 @@ fn a_service_on_etcd_outlives_a_kill_of_its_server_and_the_namespace_has_one_own
 
     server.kill().unwrap();
     server.wait().unwrap();
+    // Its registration lapses with the lease it no longer keeps alive.
+    let t0 = std::time::Instant::now();
+    while !etcd.ctl(&["get", &node_key]).trim().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the node's record outlived its lease"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Another server (another data directory, so another node) is refused
     // while the killed one's claim lives, and says what to do.

@@ -41,6 +41,7 @@ const BATCH: usize = 512;
 /// last events are written.
 pub fn spawn(
     store: Arc<dyn Store>,
+    node: String,
     events: Receiver<TaskEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -54,7 +55,7 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                commit_batch(store.as_ref(), &batch);
+                commit_batch(store.as_ref(), &node, &batch);
             }
         })
 }
@@ -68,11 +69,11 @@ const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 /// until it commits; a store error (etcd restarting or out of reach) is
 /// retried with backoff for [`GIVE_UP_AFTER`]: dropping a report would
 /// leave a task, and its reservation, stuck. Returns whether it committed.
-fn commit_batch(store: &dyn Store, batch: &[TaskEvent]) -> bool {
+fn commit_batch(store: &dyn Store, node: &str, batch: &[TaskEvent]) -> bool {
     let t0 = std::time::Instant::now();
     let mut backoff = std::time::Duration::from_millis(20);
     for attempt in 0u32.. {
-        match apply(store, batch) {
+        match apply(store, node, batch) {
             Ok(()) => return true,
             Err(StoreError::Conflict) => {
                 if attempt >= 16 {
@@ -100,7 +101,7 @@ fn commit_batch(store: &dyn Store, batch: &[TaskEvent]) -> bool {
     false
 }
 
-fn apply(store: &dyn Store, batch: &[TaskEvent]) -> Result<(), StoreError> {
+fn apply(store: &dyn Store, node: &str, batch: &[TaskEvent]) -> Result<(), StoreError> {
     // Each task as read (with whether it was already STOPPED), then with
     // the batch's events applied.
     let mut tasks: BTreeMap<String, (TaskRecord, i64, bool)> = BTreeMap::new();
@@ -132,7 +133,7 @@ fn apply(store: &dyn Store, batch: &[TaskEvent]) -> Result<(), StoreError> {
         .filter(|(t, _, was)| !was && t.last_status == TaskStatus::Stopped)
         .map(|(t, _, _)| (t.worker, t.cpu, t.memory))
         .collect();
-    if let Some((c, w)) = capacity::release_parts(store, capacity::LOCAL, &stopped)? {
+    if let Some((c, w)) = capacity::release_parts(store, node, &stopped)? {
         conditions.push(c);
         writes.push(w);
     }
@@ -462,7 +463,7 @@ mod tests {
             at: 5.0,
         };
         // Two failures left: the report is retried until it lands.
-        assert!(commit_batch(&store, &[running]));
+        assert!(commit_batch(&store, "n1", &[running]));
         let t = parse(&store.get(&key("default", "t1")).unwrap().unwrap()).unwrap();
         assert_eq!(t.last_status, TaskStatus::Running);
     }

@@ -258,6 +258,8 @@ mod tests {
     use crate::store::{Condition, SqliteStore, Write};
     use std::time::Instant;
 
+    const NODE: &str = "local";
+
     fn hello() -> String {
         format!("{}/guests/dist/hello-http.wasm", env!("CARGO_MANIFEST_DIR"))
     }
@@ -272,7 +274,7 @@ mod tests {
             id.to_string()
         });
         t.desired_status = desired;
-        let mut cap = capacity::read(store, capacity::LOCAL).unwrap();
+        let mut cap = capacity::read(store, NODE).unwrap();
         cap.reserve(0, t.cpu, t.memory);
         let (c, w) = cap.commit_parts();
         let k = ledger::key("default", id);
@@ -322,13 +324,19 @@ mod tests {
                 )],
             )
             .unwrap();
-        capacity::register(store.as_ref(), capacity::LOCAL, &[(1024, 256)]).unwrap();
+        capacity::register(
+            store.as_ref(),
+            NODE,
+            &capacity::tests::node(&[(1024, 256)]),
+            capacity::tests::lease(store.as_ref()),
+        )
+        .unwrap();
         // Already in the store when the agent starts: found by the first
         // listing.
         place(store.as_ref(), "before", DesiredStatus::Running);
 
         let (tx, rx) = std::sync::mpsc::channel();
-        let ledger_thread = ledger::spawn(store.clone(), rx).unwrap();
+        let ledger_thread = ledger::spawn(store.clone(), NODE.into(), rx).unwrap();
         let runtime = skiff_runtime::Runtime::new(skiff_runtime::RuntimeConfig {
             cache_dir: Some(dir.path().join("cache")),
             ..Default::default()
@@ -357,7 +365,7 @@ mod tests {
         // Written while it watches: started from the change.
         place(store.as_ref(), "after", DesiredStatus::Running);
         wait_for(store.as_ref(), "after", TaskStatus::Running);
-        let held = capacity::read(store.as_ref(), capacity::LOCAL).unwrap();
+        let held = capacity::read(store.as_ref(), NODE).unwrap();
         assert_eq!(
             (held.loads[0].memory_reserved, held.loads[0].tasks),
             (32, 2)
@@ -383,7 +391,7 @@ mod tests {
             Some("stopped by the test")
         );
         assert!(stopped.started_at.is_some());
-        let held = capacity::read(store.as_ref(), capacity::LOCAL).unwrap();
+        let held = capacity::read(store.as_ref(), NODE).unwrap();
         assert_eq!(
             (held.loads[0].memory_reserved, held.loads[0].tasks),
             (16, 1)
@@ -406,7 +414,7 @@ mod tests {
         );
         drop(agent);
         ledger_thread.join().unwrap();
-        let held = capacity::read(store.as_ref(), capacity::LOCAL).unwrap();
+        let held = capacity::read(store.as_ref(), NODE).unwrap();
         assert_eq!((held.loads[0].memory_reserved, held.loads[0].tasks), (0, 0));
     }
 }

@@ -67,6 +67,9 @@ pub struct Api {
     /// (Other placers, the scheduler or another process, still conflict
     /// and are retried.)
     pub placing: std::sync::Mutex<()>,
+    /// The node RunTask places tasks on (the one there is, until nodes
+    /// share a store).
+    pub node: String,
 }
 
 /// An action: request JSON in, response JSON out.

@@ -90,7 +90,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // one places again from what is stored then.
     let _placing = api.placing.lock().unwrap_or_else(|p| p.into_inner());
     let (placed, failures) = with_retries(|| {
-        let mut capacity = capacity::read(api.store.as_ref(), capacity::LOCAL)?;
+        let mut capacity = capacity::read(api.store.as_ref(), &api.node)?;
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut failures = Vec::new();
         for _ in 0..count {

@@ -69,9 +69,41 @@ pub struct Server {
     /// The most connections the API keeps open at once (past that: 429).
     #[arg(long, value_name = "N", default_value_t = api::MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub api_connections: u32,
+    /// An attribute of this node, NAME=VALUE (repeatable), for placement
+    /// constraints; `ecs.availability-zone` defaults to `local`.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_attribute)]
+    pub attribute: Vec<(String, String)>,
+    /// How long this node's registration outlives its last keep-alive
+    /// (it keeps it alive a third of this apart): 5s, 10s, ...
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::units::parse_duration)]
+    pub node_ttl: std::time::Duration,
     /// How long stopped tasks stay describable: 30m, 1h, ...
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
     pub stopped_task_ttl: std::time::Duration,
+}
+
+/// `NAME=VALUE`, as ECS spells attribute names (letters, digits, `.`,
+/// `-`, `_`, `/`, up to 128) and values (up to 128 characters).
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE (say, zone=eu-1)"))?;
+    let name_ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+    if !name_ok {
+        return Err(format!(
+            "the attribute name {name:?} must be 1 to 128 letters, digits, '.', '-', '_' or '/'"
+        ));
+    }
+    if value.is_empty() || value.chars().count() > 128 || value.chars().any(char::is_control) {
+        return Err(format!(
+            "the value of attribute {name} must be 1 to 128 printable characters"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// The machine's memory in MiB, from /proc/meminfo.
@@ -157,7 +189,7 @@ impl DataDir {
                 path.display()
             ));
         }
-        let mut bytes = [0u8; 8];
+        let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a node id: {e}"))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&path, format!("{id}\n"))
@@ -263,16 +295,24 @@ impl Server {
             },
             host_roots: host_roots.clone(),
         };
-        // What this node's workers have, and what the stored tasks hold of
-        // it (nothing, after the recovery above, on one node).
-        crate::scheduler::capacity::register(
-            store.as_ref(),
-            crate::scheduler::capacity::LOCAL,
-            &agent_config.worker_capacity(),
-        )
-        .map_err(|e| e.to_string())?;
+        // This node: what its workers have, under a lease it keeps alive,
+        // and what the stored tasks hold of it (nothing, after the
+        // recovery above, on one node).
+        let node = data.node_id()?;
+        let mut attributes: std::collections::BTreeMap<String, String> =
+            self.attribute.iter().cloned().collect();
+        attributes
+            .entry("ecs.availability-zone".into())
+            .or_insert_with(|| "local".into());
+        let record = crate::scheduler::capacity::Node {
+            workers: agent_config.worker_capacity(),
+            attributes,
+            registered_at: crate::model::now(),
+        };
+        let registration = Registration::start(store.clone(), node.clone(), record, self.node_ttl)
+            .map_err(|e| format!("cannot register this node: {e}"))?;
         let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let ledger_thread = ledger::spawn(store.clone(), events_rx)
+        let ledger_thread = ledger::spawn(store.clone(), node.clone(), events_rx)
             .map_err(|e| format!("cannot start the ledger: {e}"))?;
         let routes = Arc::new(Routes::new(&self.domain));
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -299,11 +339,13 @@ impl Server {
             keys,
             host_roots: host_roots.clone(),
             placing: Default::default(),
+            node: node.clone(),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let scheduler_thread = crate::scheduler::controller::spawn(store.clone(), shutdown.clone())
-            .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+        let scheduler_thread =
+            crate::scheduler::controller::spawn(store.clone(), node.clone(), shutdown.clone())
+                .map_err(|e| format!("cannot start the scheduler: {e}"))?;
         let tracker = tokio_util::task::TaskTracker::new();
         tracker.spawn(api::serve(
             api_listener,
@@ -378,6 +420,7 @@ impl Server {
             scheduler_thread,
             agent,
             ledger_thread,
+            registration,
             data,
         })
     }
@@ -399,7 +442,65 @@ pub struct Engine {
     scheduler_thread: std::thread::JoinHandle<()>,
     agent: Arc<Agent>,
     ledger_thread: std::thread::JoinHandle<()>,
+    registration: Registration,
     data: DataDir,
+}
+
+/// This node's registration (`nodes/ID`, under a lease), kept alive by a
+/// thread of its own, and registered again if the lease ended (the store
+/// out of reach for longer than the TTL).
+struct Registration {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Registration {
+    fn start(
+        store: Arc<dyn Store>,
+        node: String,
+        record: crate::scheduler::capacity::Node,
+        ttl: std::time::Duration,
+    ) -> Result<Registration, crate::store::StoreError> {
+        use crate::scheduler::capacity;
+        use crate::store::StoreError;
+        let register = move |store: &dyn Store| -> Result<_, StoreError> {
+            let lease = store.grant(ttl)?;
+            capacity::register(store, &node, &record, lease)?;
+            Ok(lease)
+        };
+        let mut lease = register(store.as_ref())?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("skiff-node".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(ttl / 3) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => {
+                        // Stopping: the node is gone at once, not a TTL later.
+                        let _ = store.revoke(lease);
+                        return;
+                    }
+                }
+                match store.keep_alive(lease) {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseEnded(_)) => {
+                        tracing::warn!("this node's registration lapsed; registering again");
+                        match register(store.as_ref()) {
+                            Ok(l) => lease = l,
+                            Err(e) => tracing::error!("cannot register this node again: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot keep this node's registration alive: {e}"),
+                }
+            })
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(Registration { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 impl Engine {
@@ -422,6 +523,8 @@ impl Engine {
         drop(self.api);
         let ledger = self.ledger_thread;
         let _ = tokio::task::spawn_blocking(move || ledger.join()).await;
+        let registration = self.registration;
+        let _ = tokio::task::spawn_blocking(move || registration.stop()).await;
         drop(self.data);
     }
 }

@@ -15,11 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::placement::WorkerLoad;
 use crate::agent::ledger;
 use crate::model::task::{TaskRecord, TaskStatus};
-use crate::store::{Condition, Revision, Store, StoreError, Write};
-
-/// The name of the one node there is until nodes register themselves
-/// (scale-out).
-pub const LOCAL: &str = "local";
+use crate::store::{Condition, LeaseId, Revision, Store, StoreError, Write};
 
 /// The store key of a node's workers.
 pub fn node_key(node: &str) -> String {
@@ -31,11 +27,20 @@ pub fn reservations_key(node: &str) -> String {
     format!("nodes/{node}/reservations")
 }
 
-/// A node: what each of its workers has.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A node, as it registers itself: what each of its workers has, and its
+/// attributes. The record lives under the node's lease: when the node
+/// stops keeping it alive, the record goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     /// Per worker: CPU units (1024, one thread) and MiB it may hand out.
     pub workers: Vec<(u32, u64)>,
+    /// Its attributes (`ecs.availability-zone`, and those given with
+    /// `--attribute`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// When it registered (seconds since the epoch).
+    #[serde(default)]
+    pub registered_at: f64,
 }
 
 /// What a node's workers have promised to their tasks.
@@ -70,10 +75,16 @@ fn holds(t: &TaskRecord) -> bool {
     t.last_status < TaskStatus::Stopped
 }
 
-/// Registers this node with its workers, and sets its reservations to
-/// what the stored tasks hold (so that a restart, or a crash between a
-/// task's stop and its release, leaves nothing promised twice).
-pub fn register(store: &dyn Store, node: &str, workers: &[(u32, u64)]) -> Result<(), StoreError> {
+/// Registers this node (`record`, under `lease`), and sets its
+/// reservations to what the stored tasks hold (so that a restart, or a
+/// crash between a task's stop and its release, leaves nothing promised
+/// twice).
+pub fn register(
+    store: &dyn Store,
+    node: &str,
+    record: &Node,
+    lease: LeaseId,
+) -> Result<(), StoreError> {
     loop {
         let mut held = Reservations::default();
         for r in store.list("tasks/", None, usize::MAX)? {
@@ -88,13 +99,15 @@ pub fn register(store: &dyn Store, node: &str, workers: &[(u32, u64)]) -> Result
             Some(r) => Condition::At(rk.clone(), r.mod_revision),
             None => Condition::Absent(rk.clone()),
         };
-        let node_record = Node {
-            workers: workers.to_vec(),
-        };
-        let writes = [
-            Write::Put(node_key(node), to_vec(&node_record)),
+        let mut writes = vec![
+            Write::PutLeased(node_key(node), to_vec(record), lease),
             Write::Put(rk, to_vec(&held)),
         ];
+        // Stores from before nodes had ids knew one node, `local`.
+        if node != "local" && store.get(&node_key("local"))?.is_some() {
+            writes.push(Write::Delete(node_key("local")));
+            writes.push(Write::Delete(reservations_key("local")));
+        }
         match store.commit(&[cond], &writes) {
             Ok(_) => return Ok(()),
             Err(StoreError::Conflict) => continue,
@@ -218,8 +231,22 @@ pub fn worker_count(store: &dyn Store) -> Result<usize, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A node record with these workers.
+    pub fn node(workers: &[(u32, u64)]) -> Node {
+        Node {
+            workers: workers.to_vec(),
+            attributes: Default::default(),
+            registered_at: 0.0,
+        }
+    }
+
+    /// A lease for a test's node.
+    pub fn lease(s: &dyn Store) -> LeaseId {
+        s.grant(std::time::Duration::from_secs(600)).unwrap()
+    }
 
     fn store() -> (tempfile::TempDir, crate::store::SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -230,9 +257,9 @@ mod tests {
     #[test]
     fn two_placers_racing_for_a_worker_conflict() {
         let (_d, s) = store();
-        register(&s, LOCAL, &[(1024, 100)]).unwrap();
-        let mut a = read(&s, LOCAL).unwrap();
-        let mut b = read(&s, LOCAL).unwrap();
+        register(&s, "n1", &node(&[(1024, 100)]), lease(&s)).unwrap();
+        let mut a = read(&s, "n1").unwrap();
+        let mut b = read(&s, "n1").unwrap();
         a.reserve(0, 0, 60);
         b.reserve(0, 0, 60);
         let (ca, wa) = a.commit_parts();
@@ -240,7 +267,7 @@ mod tests {
         let (cb, wb) = b.commit_parts();
         assert_eq!(s.commit(&[cb], &[wb]), Err(StoreError::Conflict));
         // Read again: the worker has 40 MiB left.
-        let again = read(&s, LOCAL).unwrap();
+        let again = read(&s, "n1").unwrap();
         assert_eq!(again.loads[0].memory_reserved, 60);
         assert_eq!(again.loads[0].tasks, 1);
     }
@@ -248,21 +275,21 @@ mod tests {
     #[test]
     fn release_gives_back_and_register_recounts_from_the_tasks() {
         let (_d, s) = store();
-        register(&s, LOCAL, &[(1024, 100), (1024, 100)]).unwrap();
-        let mut snap = read(&s, LOCAL).unwrap();
+        register(&s, "n1", &node(&[(1024, 100), (1024, 100)]), lease(&s)).unwrap();
+        let mut snap = read(&s, "n1").unwrap();
         snap.reserve(1, 256, 30);
         let (c, w) = snap.commit_parts();
         s.commit(&[c], &[w]).unwrap();
-        let (c, w) = release_parts(&s, LOCAL, &[(1, 256, 30)]).unwrap().unwrap();
+        let (c, w) = release_parts(&s, "n1", &[(1, 256, 30)]).unwrap().unwrap();
         s.commit(&[c], &[w]).unwrap();
-        assert_eq!(read(&s, LOCAL).unwrap().loads[1].memory_reserved, 0);
+        assert_eq!(read(&s, "n1").unwrap().loads[1].memory_reserved, 0);
         // A reservation with no task behind it is gone after register.
-        let mut snap = read(&s, LOCAL).unwrap();
+        let mut snap = read(&s, "n1").unwrap();
         snap.reserve(0, 0, 50);
         let (c, w) = snap.commit_parts();
         s.commit(&[c], &[w]).unwrap();
-        register(&s, LOCAL, &[(1024, 100), (1024, 100)]).unwrap();
-        assert_eq!(read(&s, LOCAL).unwrap().loads[0].memory_reserved, 0);
+        register(&s, "n1", &node(&[(1024, 100), (1024, 100)]), lease(&s)).unwrap();
+        assert_eq!(read(&s, "n1").unwrap().loads[0].memory_reserved, 0);
         assert_eq!(worker_count(&s).unwrap(), 2);
     }
 }

@@ -66,10 +66,11 @@ impl Ids for RandomIds {
 /// shutdown are not replaced.
 pub fn spawn(
     store: Arc<dyn Store>,
+    node: String,
     shutdown: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
     crate::threads::spawn("skiff-scheduler", move || async move {
-        Controller::new(store).run(shutdown).await
+        Controller::new(store, node).run(shutdown).await
     })
 }
 
@@ -77,6 +78,9 @@ pub fn spawn(
 /// from the store.
 pub struct Controller {
     store: Arc<dyn Store>,
+    /// The node it places tasks on (the one there is, until nodes share a
+    /// store).
+    node: String,
     /// Which service each known task belongs to (task key → service key).
     owners: HashMap<String, String>,
     /// Parsed task definitions (they never change once registered).
@@ -86,10 +90,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller over `store`, placing tasks on the capacity it holds.
-    pub fn new(store: Arc<dyn Store>) -> Controller {
+    /// A controller over `store`, placing tasks on the capacity `node`
+    /// has there.
+    pub fn new(store: Arc<dyn Store>, node: String) -> Controller {
         Controller {
             store,
+            node,
             owners: HashMap::new(),
             definitions: HashMap::new(),
             own: VecDeque::new(),
@@ -244,7 +250,7 @@ impl Controller {
         let mut requeue = plan.requeue;
 
         // Place the new tasks.
-        let mut capacity = capacity::read(self.store.as_ref(), capacity::LOCAL)?;
+        let mut capacity = capacity::read(self.store.as_ref(), &self.node)?;
         let mut group_tasks = vec![0usize; capacity.loads.len()];
         for (t, _) in &tasks {
             if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
