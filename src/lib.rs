@@ -9,7 +9,8 @@
 //! - [`api`]: the ECS API (AWS JSON 1.1), one module per resource.
 //! - [`auth`]: access keys, SigV4 signatures and IAM policies.
 //! - [`model`]: ECS documents as validated types; ARNs and names.
-//! - [`store`]: the durable store (a trait shaped for etcd; SQLite).
+//! - [`store`]: the durable store: SQLite (one node's default) or etcd, with
+//!   watches from a revision and leases.
 //! - [`scheduler`]: what nodes have and have promised (capacity, in the
 //!   store); placement of tasks on workers; the service scheduler (a pure
 //!   reconcile step and the controller that runs it on changes).

@@ -1,7 +1,7 @@
 //! The store: desired state (clusters, task definitions, tags) and observed
 //! state (tasks) as versioned key/value records.
 //!
-//! The trait is shaped for etcd as a second backend: every write bumps one
+//! The trait is etcd's shape, which SQLite follows: every write bumps one
 //! store-wide revision, records carry their create and modify revisions,
 //! writes are transactions guarded by conditions (compare-and-swap), and
 //! changes can be watched from any revision the store still remembers
