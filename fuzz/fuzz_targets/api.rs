@@ -56,6 +56,9 @@ fn ctx() -> &'static Ctx {
             api_connections: 16,
             host_root: Vec::new(),
             stopped_task_ttl: std::time::Duration::from_secs(60),
+            store: None,
+            attribute: Vec::new(),
+            node_ttl: std::time::Duration::from_secs(5),
         };
         let engine = rt.block_on(server.start()).expect("engine");
         Ctx { _rt: rt, engine }
