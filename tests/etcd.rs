@@ -19,6 +19,26 @@ fn running(api: &str, service: &str, n: u64) -> serde_json::Value {
     )
 }
 
+/// Registers `web` (hello-http) and runs it as the service `web` of `n`
+/// tasks; returns when they run.
+fn web_service(api: &str, n: u64) {
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
+    let (status, out) = common::call(
+        api,
+        "RegisterTaskDefinition",
+        json!({"family": "web", "containerDefinitions": [
+            {"name": "web", "image": image, "memory": 32}]}),
+    );
+    assert_eq!(status, 200, "{out}");
+    let (status, out) = common::call(
+        api,
+        "CreateService",
+        json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": n}),
+    );
+    assert_eq!(status, 200, "{out}");
+    running(api, "web", n);
+}
+
 #[test]
 fn a_service_on_etcd_outlives_a_kill_of_its_server_and_the_namespace_has_one_owner() {
     let etcd = common::Etcd::start();
@@ -44,21 +64,7 @@ fn a_service_on_etcd_outlives_a_kill_of_its_server_and_the_namespace_has_one_own
             && record.contains(r#""ecs.availability-zone":"local""#),
         "{record}"
     );
-    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
-    let (status, out) = common::call(
-        &api,
-        "RegisterTaskDefinition",
-        json!({"family": "web", "containerDefinitions": [
-            {"name": "web", "image": image, "memory": 32}]}),
-    );
-    assert_eq!(status, 200, "{out}");
-    let (status, out) = common::call(
-        &api,
-        "CreateService",
-        json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 2}),
-    );
-    assert_eq!(status, 200, "{out}");
-    running(&api, "web", 2);
+    web_service(&api, 2);
     let before = common::call(&api, "ListTasks", json!({"desiredStatus": "RUNNING"})).1;
     assert_eq!(before["taskArns"].as_array().unwrap().len(), 2, "{before}");
     // What skiff wrote is in etcd, under the namespace.
@@ -127,21 +133,7 @@ fn a_server_rides_out_a_restart_of_etcd() {
     let data = tempfile::tempdir().unwrap();
     let args = ["--store", url.as_str(), "--workers", "1"];
     let (mut server, api, _log) = common::start_server(data.path(), &args);
-    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
-    let (status, out) = common::call(
-        &api,
-        "RegisterTaskDefinition",
-        json!({"family": "web", "containerDefinitions": [
-            {"name": "web", "image": image, "memory": 32}]}),
-    );
-    assert_eq!(status, 200, "{out}");
-    let (status, out) = common::call(
-        &api,
-        "CreateService",
-        json!({"serviceName": "web", "taskDefinition": "web", "desiredCount": 1}),
-    );
-    assert_eq!(status, 200, "{out}");
-    running(&api, "web", 1);
+    web_service(&api, 1);
 
     etcd.restart();
 
