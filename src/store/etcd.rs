@@ -211,6 +211,7 @@ impl EtcdStore {
         let who = node.to_string();
         let mut client = self.client.clone();
         let taken = self
+            .rt
             .call(async move {
                 let lease = client.lease_grant(CLAIM_TTL, None).await?.id();
                 let put = TxnOp::put(
@@ -294,14 +295,6 @@ impl EtcdStore {
             mod_revision: kv.mod_revision(),
         })
     }
-
-    fn call<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-    {
-        self.rt.call(f)
-    }
 }
 
 impl Drop for EtcdStore {
@@ -310,7 +303,9 @@ impl Drop for EtcdStore {
         let lease = self.claim.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(lease) = lease {
             let mut client = self.client.clone();
-            let _ = self.call(async move { client.lease_revoke(lease).await });
+            let _ = self
+                .rt
+                .call(async move { client.lease_revoke(lease).await });
         }
     }
 }
@@ -319,7 +314,7 @@ impl Store for EtcdStore {
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let mut kv = self.client.kv_client();
         let k = self.key(key);
-        let resp = self.call(async move { kv.get(k, None).await })?;
+        let resp = self.rt.call(async move { kv.get(k, None).await })?;
         resp.kvs().first().map(|r| self.record(r)).transpose()
     }
 
@@ -347,7 +342,9 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(end)
             .with_limit(limit.min(i64::MAX as usize) as i64);
-        let resp = self.call(async move { kv.get(start, Some(options)).await })?;
+        let resp = self
+            .rt
+            .call(async move { kv.get(start, Some(options)).await })?;
         resp.kvs().iter().map(|r| self.record(r)).collect()
     }
 
@@ -386,7 +383,7 @@ impl Store for EtcdStore {
         let n = ops.len();
         let mut kv = self.client.kv_client();
         let txn = Txn::new().when(compares).and_then(ops);
-        let resp = self.call(async move { kv.txn(txn).await }).map_err(|e| match e {
+        let resp = self.rt.call(async move { kv.txn(txn).await }).map_err(|e| match e {
             StoreError::Io(m) if m.contains("too many operations") => StoreError::Io(format!(
                 "{m}: this commit has {n} writes; start etcd with --max-txn-ops 4096 (its default is 128)"
             )),
@@ -406,8 +403,9 @@ impl Store for EtcdStore {
     fn revision(&self) -> Result<Revision, StoreError> {
         let mut kv = self.client.kv_client();
         let k = self.key("");
-        let resp =
-            self.call(async move { kv.get(k, Some(GetOptions::new().with_count_only())).await })?;
+        let resp = self
+            .rt
+            .call(async move { kv.get(k, Some(GetOptions::new().with_count_only())).await })?;
         resp.header()
             .map(|h| h.revision())
             .ok_or_else(|| StoreError::Io("etcd answered a read without a header".into()))
@@ -417,13 +415,15 @@ impl Store for EtcdStore {
         // etcd counts whole seconds.
         let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
         let mut client = self.client.clone();
-        self.call(async move { client.lease_grant(secs, None).await })
+        self.rt
+            .call(async move { client.lease_grant(secs, None).await })
             .map(|r| r.id())
     }
 
     fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
         let mut client = self.client.clone();
         let ttl = self
+            .rt
             .call(async move {
                 let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
@@ -444,7 +444,10 @@ impl Store for EtcdStore {
 
     fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
         let mut client = self.client.clone();
-        match self.call(async move { client.lease_revoke(lease).await }) {
+        match self
+            .rt
+            .call(async move { client.lease_revoke(lease).await })
+        {
             Ok(_) => Ok(()),
             Err(StoreError::Io(m)) if m.contains("lease not found") => Ok(()),
             Err(e) => Err(e),
