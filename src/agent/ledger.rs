@@ -210,16 +210,17 @@ fn stopping(t: &mut TaskRecord, code: StopCode, reason: &str, at: f64) {
     }
 }
 
-/// At start-up: tasks the store says were running died with the previous
-/// server process. Reports them STOPPED, saying so (their reservations are
-/// recounted by [`capacity::register`], which runs after). Returns how
-/// many.
-pub fn recover(store: &dyn Store) -> Result<usize, StoreError> {
+/// At start-up: tasks the store says were running on this node died with
+/// its previous process. Reports them STOPPED, saying so (their
+/// reservations are recounted by [`capacity::register`], which runs
+/// after). Tasks of other nodes are theirs. Returns how many.
+pub fn recover(store: &dyn Store, node: &str) -> Result<usize, StoreError> {
     let now = crate::model::now();
     let mut n = 0;
     for r in store.list("tasks/", None, usize::MAX)? {
         let Some(mut t) = parse(&r) else { continue };
-        if t.last_status == TaskStatus::Stopped {
+        // Records from before nodes had ids were all this node's.
+        if t.last_status == TaskStatus::Stopped || !(t.node == node || t.node.is_empty()) {
             continue;
         }
         record(
@@ -297,6 +298,8 @@ mod tests {
             launch_type: "FARGATE".into(),
             last_status: TaskStatus::Provisioning,
             desired_status: DesiredStatus::Running,
+            node: "n1".into(),
+            zone: None,
             worker: 0,
             cpu: 0,
             memory: 16,
@@ -477,14 +480,24 @@ mod tests {
         store
             .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&running))])
             .unwrap();
-        assert_eq!(recover(&store).unwrap(), 1);
+        let mut elsewhere = running.clone();
+        elsewhere.node = "n2".into();
+        store
+            .commit(
+                &[],
+                &[Write::Put(key("default", "t2"), to_bytes(&elsewhere))],
+            )
+            .unwrap();
+        assert_eq!(recover(&store, "n1").unwrap(), 1);
+        let t2 = parse(&store.get(&key("default", "t2")).unwrap().unwrap()).unwrap();
+        assert_eq!(t2.last_status, TaskStatus::Running, "another node's task");
         let t = parse(&store.get(&key("default", "t1")).unwrap().unwrap()).unwrap();
         assert_eq!(t.last_status, TaskStatus::Stopped);
         assert_eq!(t.stop_code, Some(StopCode::TerminationNotice));
         assert_eq!(t.containers[0].last_status, ContainerStatus::Stopped);
         // Not yet old enough.
         assert_eq!(reap(&store, dir.path(), 3600.0).unwrap(), 0);
-        assert_eq!(reap(&store, dir.path(), -1.0).unwrap(), 1);
+        assert_eq!(reap(&store, dir.path(), -1.0).unwrap(), 1, "t2 still runs");
         assert!(store.get(&key("default", "t1")).unwrap().is_none());
     }
 }

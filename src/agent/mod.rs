@@ -215,6 +215,8 @@ pub struct AgentConfig {
     pub identity: Identity,
     /// Where tasks' images and host volumes may be.
     pub host_roots: hostfs::HostRoots,
+    /// This node's id: the agent runs the tasks placed on it.
+    pub node: String,
 }
 
 impl AgentConfig {
@@ -266,6 +268,7 @@ impl Agent {
             logs_dir,
             identity,
             host_roots,
+            node,
             ..
         } = config;
         let ctx = WorkerContext {
@@ -296,7 +299,7 @@ impl Agent {
             senders.push(tx);
         }
         let stop_watching = tokio_util::sync::CancellationToken::new();
-        let watch = watch::spawn(store, senders, events, stop_watching.clone())?;
+        let watch = watch::spawn(store, node, senders, events, stop_watching.clone())?;
         Ok(Agent {
             workers: Mutex::new(threads),
             runtimes,

@@ -1,9 +1,9 @@
 //! The agent's watch: reads the tasks assigned to this node from the store
 //! and makes the workers match them, level-triggered.
 //!
-//! For every task record it sees (each change from a [`Watch`] of
-//! `tasks/`, and a full relisting at start, every [`RELIST`], and when the
-//! store's history was compacted past the watch):
+//! For every task record of this node it sees (each change from a
+//! [`Watch`] of `tasks/`, and a full relisting at start, every [`RELIST`],
+//! and when the store's history was compacted past the watch):
 //!
 //! - PROVISIONING with desiredStatus RUNNING, not yet started here: build
 //!   its spec from the stored task definition and hand it to its worker;
@@ -11,6 +11,9 @@
 //!   (once), with the stop code and reason the record carries;
 //! - desiredStatus STOPPED and never started: report it STOPPED at once
 //!   (the ledger records it and gives back its reservation);
+//! - STOPPED and started here, never told to stop: stop it (the leader
+//!   recorded it STOPPED while this node was taken for lost), then forget
+//!   it;
 //! - STOPPED or gone: forget it.
 //!
 //! A task is started only from PROVISIONING, so a record that moved on
@@ -37,6 +40,7 @@ pub const RELIST: Duration = Duration::from_secs(10);
 /// the workers' command channels.
 pub(super) fn spawn(
     store: Arc<dyn Store>,
+    node: String,
     workers: Vec<UnboundedSender<Command>>,
     events: std::sync::mpsc::Sender<TaskEvent>,
     stop: CancellationToken,
@@ -44,6 +48,7 @@ pub(super) fn spawn(
     crate::threads::spawn("skiff-agent", move || async move {
         let mut w = Watcher {
             store,
+            node,
             workers,
             events,
             started: HashSet::new(),
@@ -57,6 +62,8 @@ pub(super) fn spawn(
 /// The watch's state.
 struct Watcher {
     store: Arc<dyn Store>,
+    /// This node: only its tasks are looked at.
+    node: String,
     workers: Vec<UnboundedSender<Command>>,
     events: std::sync::mpsc::Sender<TaskEvent>,
     /// Tasks handed to a worker here, until their records say STOPPED.
@@ -144,9 +151,21 @@ impl Watcher {
     }
 
     fn sync(&mut self, key: &str, t: &TaskRecord) {
+        if t.node != self.node {
+            return;
+        }
         if t.last_status == TaskStatus::Stopped {
-            self.started.remove(key);
-            self.stopped.remove(key);
+            if self.started.remove(key) && !self.stopped.remove(key) {
+                // Recorded STOPPED without this node's word: the leader
+                // took the node for lost. It must not run on (a stop of a
+                // task that already ended is ignored by its worker).
+                let id = t.id.clone();
+                let code = t.stop_code.unwrap_or(StopCode::TerminationNotice);
+                let reason = t.stopped_reason.clone().unwrap_or_default();
+                if let Some(w) = self.workers.get(t.worker) {
+                    let _ = w.send(Command::Stop { id, code, reason });
+                }
+            }
             return;
         }
         let started = self.started.contains(key);
@@ -258,7 +277,14 @@ mod tests {
     use crate::store::{Condition, SqliteStore, Write};
     use std::time::Instant;
 
-    const NODE: &str = "local";
+    const NODE: &str = "n1";
+
+    /// Node n1's load on worker 0: MiB reserved and tasks.
+    fn held(store: &dyn Store) -> (u64, usize) {
+        let fleet = capacity::Fleet::read(store).unwrap();
+        let l = fleet.members[fleet.index(NODE).unwrap()].loads[0];
+        (l.memory_reserved, l.tasks)
+    }
 
     fn hello() -> String {
         format!("{}/guests/dist/hello-http.wasm", env!("CARGO_MANIFEST_DIR"))
@@ -270,20 +296,18 @@ mod tests {
         let doc = serde_json::json!({"family": "web", "containerDefinitions": [
             {"name": "web", "image": hello(), "memory": 16}]});
         let td = TaskDefinition::parse(&doc).unwrap();
-        let mut t = TaskRecord::placed(&td, 1, "default", 0, crate::model::now(), &mut || {
-            id.to_string()
-        });
+        let mut t =
+            TaskRecord::placed(&td, 1, "default", NODE, 0, crate::model::now(), &mut || {
+                id.to_string()
+            });
         t.desired_status = desired;
-        let mut cap = capacity::read(store, NODE).unwrap();
-        cap.reserve(0, t.cpu, t.memory);
-        let (c, w) = cap.commit_parts();
+        let mut fleet = capacity::Fleet::read(store).unwrap();
+        fleet.reserve(fleet.index(NODE).unwrap(), 0, t.cpu, t.memory);
+        let (mut c, mut w) = fleet.commit_parts();
         let k = ledger::key("default", id);
-        store
-            .commit(
-                &[c, Condition::Absent(k.clone())],
-                &[w, Write::Put(k, ledger::to_bytes(&t))],
-            )
-            .unwrap();
+        c.push(Condition::Absent(k.clone()));
+        w.push(Write::Put(k, ledger::to_bytes(&t)));
+        store.commit(&c, &w).unwrap();
     }
 
     fn task(store: &dyn Store, id: &str) -> TaskRecord {
@@ -353,6 +377,7 @@ mod tests {
                     account: "000000000000".into(),
                 },
                 host_roots: None,
+                node: NODE.into(),
             },
             store.clone(),
             tx,
@@ -365,11 +390,7 @@ mod tests {
         // Written while it watches: started from the change.
         place(store.as_ref(), "after", DesiredStatus::Running);
         wait_for(store.as_ref(), "after", TaskStatus::Running);
-        let held = capacity::read(store.as_ref(), NODE).unwrap();
-        assert_eq!(
-            (held.loads[0].memory_reserved, held.loads[0].tasks),
-            (32, 2)
-        );
+        assert_eq!(held(store.as_ref()), (32, 2));
 
         // desiredStatus STOPPED, as StopTask writes it: stopped, with the
         // record's reason, and its reservation given back.
@@ -391,11 +412,7 @@ mod tests {
             Some("stopped by the test")
         );
         assert!(stopped.started_at.is_some());
-        let held = capacity::read(store.as_ref(), NODE).unwrap();
-        assert_eq!(
-            (held.loads[0].memory_reserved, held.loads[0].tasks),
-            (16, 1)
-        );
+        assert_eq!(held(store.as_ref()), (16, 1));
 
         // Stopped before it ever ran: reported STOPPED, never started.
         place(store.as_ref(), "never", DesiredStatus::Stopped);
@@ -414,7 +431,6 @@ mod tests {
         );
         drop(agent);
         ledger_thread.join().unwrap();
-        let held = capacity::read(store.as_ref(), NODE).unwrap();
-        assert_eq!((held.loads[0].memory_reserved, held.loads[0].tasks), (0, 0));
+        assert_eq!(held(store.as_ref()), (0, 0));
     }
 }

@@ -57,8 +57,9 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
             }
         }
         _ => {
-            // The request's cluster, and the clusters of any task, service
-            // or deployment ARNs it names (each names its own cluster).
+            // The request's cluster, and the clusters of any task, service,
+            // deployment or container-instance ARNs it names (each names
+            // its own cluster).
             let mut out = vec![cluster_arn(scope, s("cluster"))];
             for field in [
                 "task",
@@ -66,6 +67,8 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
                 "service",
                 "services",
                 "serviceDeploymentArns",
+                "containerInstance",
+                "containerInstances",
             ] {
                 let refs: Vec<&str> = match req.get(field) {
                     Some(Value::String(r)) => vec![r.as_str()],

@@ -115,12 +115,15 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
         "status".into(),
         record.get("status").cloned().unwrap_or(json!("ACTIVE")),
     );
-    // Each worker thread is a container instance of the cluster.
+    // Every node is a container instance of every cluster.
+    let fleet = crate::scheduler::capacity::Fleet::read(api.store.as_ref())?;
     out.insert(
         "registeredContainerInstancesCount".into(),
-        json!(crate::scheduler::capacity::worker_count(
-            api.store.as_ref()
-        )?),
+        json!(fleet
+            .members
+            .iter()
+            .filter(|m| m.status != crate::scheduler::capacity::InstanceStatus::Inactive)
+            .count()),
     );
     out.insert("runningTasksCount".into(), json!(running));
     out.insert("pendingTasksCount".into(), json!(pending));

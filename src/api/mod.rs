@@ -15,6 +15,7 @@
 pub mod access;
 pub mod clusters;
 pub mod error;
+pub mod instances;
 pub mod logs;
 pub mod page;
 pub mod services;
@@ -67,9 +68,6 @@ pub struct Api {
     /// (Other placers, the scheduler or another process, still conflict
     /// and are retried.)
     pub placing: std::sync::Mutex<()>,
-    /// The node RunTask places tasks on (the one there is, until nodes
-    /// share a store).
-    pub node: String,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -102,6 +100,10 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("ListServices", services::list),
     ("ListServiceDeployments", services::list_deployments),
     ("DescribeServiceDeployments", services::describe_deployments),
+    ("ListContainerInstances", instances::list),
+    ("DescribeContainerInstances", instances::describe),
+    ("UpdateContainerInstancesState", instances::update_state),
+    ("DeregisterContainerInstance", instances::deregister),
     ("TagResource", tags::tag),
     ("UntagResource", tags::untag),
     ("ListTagsForResource", tags::list),

@@ -121,16 +121,17 @@ struct Alarms {
 }
 
 #[derive(Deserialize)]
-struct PlacementStrategy {
+pub(super) struct PlacementStrategy {
     #[serde(rename = "type")]
     kind: Option<String>,
     field: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct PlacementConstraint {
+pub(super) struct PlacementConstraint {
     #[serde(rename = "type")]
     kind: Option<String>,
+    expression: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -224,11 +225,17 @@ fn deployment_config(
     Ok(c)
 }
 
-/// `placementStrategy`, validated, beside the client's JSON of it.
+/// A service's `placementStrategy`, validated, beside the client's JSON
+/// of it.
 fn placement(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(Vec<Strategy>, Value)>> {
     let Some(items) = &r.placement_strategy else {
         return Ok(None);
     };
+    Ok(Some((strategies(items)?, req["placementStrategy"].clone())))
+}
+
+/// `placementStrategy` (of a service or RunTask), validated.
+pub(super) fn strategies(items: &[PlacementStrategy]) -> ApiResult<Vec<Strategy>> {
     if items.len() > 5 {
         return Err(ApiError::invalid(
             "placementStrategy can have at most 5 strategies",
@@ -240,7 +247,17 @@ fn placement(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(Vec<Strategy>
         let kind = s.kind.as_deref().unwrap_or("");
         let field = s.field.as_deref().map(str::to_ascii_lowercase);
         out.push(match (kind, field.as_deref()) {
-            ("spread", _) => Strategy::Spread,
+            ("spread", None | Some("instanceid" | "host")) => Strategy::Spread,
+            ("spread", Some(f)) if f.starts_with("attribute:") && f.len() > 10 => {
+                // Attribute names keep their case.
+                let raw = s.field.as_deref().unwrap_or_default();
+                Strategy::SpreadAttribute(raw["attribute:".len()..].to_string())
+            }
+            ("spread", Some(_)) => {
+                return Err(ApiError::invalid(format!(
+                    "{at}.field must be instanceId, host or attribute:NAME for spread"
+                )))
+            }
             ("binpack", Some("cpu")) => Strategy::BinpackCpu,
             ("binpack", Some("memory")) => Strategy::BinpackMemory,
             ("binpack", _) => {
@@ -256,28 +273,38 @@ fn placement(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(Vec<Strategy>
             }
         });
     }
-    Ok(Some((out, req["placementStrategy"].clone())))
+    Ok(out)
 }
 
-/// `placementConstraints`, validated, beside the client's JSON of them.
-fn constraints(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(bool, Value)>> {
-    let Some(items) = &r.placement_constraints else {
-        return Ok(None);
-    };
+/// `placementConstraints` as placement reads them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Constraints {
+    /// `distinctInstance` is among them.
+    pub distinct_instance: bool,
+    /// The `memberOf` expressions (each parses).
+    pub member_of: Vec<String>,
+}
+
+/// `placementConstraints` (of a service or RunTask), validated.
+pub(super) fn constraints(items: &[PlacementConstraint]) -> ApiResult<Constraints> {
     if items.len() > 10 {
         return Err(ApiError::invalid(
             "placementConstraints can have at most 10 constraints",
         ));
     }
     let mut distinct = false;
+    let mut member_of = Vec::new();
     for (i, c) in items.iter().enumerate() {
         match c.kind.as_deref() {
             Some("distinctInstance") => distinct = true,
             Some("memberOf") => {
-                return Err(ApiError::new(
-                    Kind::UnsupportedFeature,
-                    format!("placementConstraints[{i}]: memberOf is not supported (workers have no attributes); use distinctInstance"),
-                ))
+                let e = c.expression.as_deref().unwrap_or_default();
+                crate::scheduler::expr::parse(e).map_err(|why| {
+                    ApiError::invalid(format!(
+                        "placementConstraints[{i}].expression {e:?}: {why}"
+                    ))
+                })?;
+                member_of.push(e.to_string());
             }
             other => {
                 return Err(ApiError::invalid(format!(
@@ -286,7 +313,22 @@ fn constraints(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(bool, Value
             }
         }
     }
-    Ok(Some((distinct, req["placementConstraints"].clone())))
+    Ok(Constraints {
+        distinct_instance: distinct,
+        member_of,
+    })
+}
+
+/// A service's `placementConstraints`, validated, beside the client's
+/// JSON of them.
+fn service_constraints(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(Constraints, Value)>> {
+    let Some(items) = &r.placement_constraints else {
+        return Ok(None);
+    };
+    Ok(Some((
+        constraints(items)?,
+        req["placementConstraints"].clone(),
+    )))
 }
 
 /// What skiff does not have an equivalent for, refused with what to do.
@@ -319,7 +361,7 @@ fn refuse_unsupported(r: &ServiceRequest) -> ApiResult<()> {
         if s != "REPLICA" {
             return Err(ApiError::new(
                 Kind::UnsupportedFeature,
-                format!("schedulingStrategy {s:?} is not supported: use REPLICA (with a distinctInstance constraint to keep one task per worker)"),
+                format!("schedulingStrategy {s:?} is not supported: use REPLICA (with a distinctInstance constraint to keep one task per container instance)"),
             ));
         }
     }
@@ -394,10 +436,14 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         r.deployment_configuration.as_ref(),
         DeploymentConfig::default(),
     )?;
-    let (strategy, placement_strategy) =
-        placement(&r, req)?.unwrap_or((vec![Strategy::Spread], json!([])));
-    let (distinct_instance, placement_constraints) =
-        constraints(&r, req)?.unwrap_or((false, json!([])));
+    let (strategy, placement_strategy) = placement(&r, req)?.unwrap_or((vec![], json!([])));
+    let (
+        Constraints {
+            distinct_instance,
+            member_of,
+        },
+        placement_constraints,
+    ) = service_constraints(&r, req)?.unwrap_or_else(|| (Constraints::default(), json!([])));
     let grace = int(
         "healthCheckGracePeriodSeconds",
         r.health_check_grace_period_seconds,
@@ -424,6 +470,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         placement_strategy,
         placement_constraints,
         distinct_instance,
+        member_of,
         health_check_grace_period_seconds: grace,
         created_at: now,
         extra,
@@ -504,7 +551,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     };
     let force = r.force_new_deployment.unwrap_or(false);
     let placement = placement(&r, req)?;
-    let constraints = constraints(&r, req)?;
+    let constraints = service_constraints(&r, req)?;
     let grace = int(
         "healthCheckGracePeriodSeconds",
         r.health_check_grace_period_seconds,
@@ -524,15 +571,12 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             s.desired_count = d;
         }
         if let Some((strategy, raw)) = placement.clone() {
-            s.strategy = if strategy.is_empty() {
-                vec![Strategy::Spread]
-            } else {
-                strategy
-            };
+            s.strategy = strategy;
             s.placement_strategy = raw;
         }
-        if let Some((distinct, raw)) = constraints.clone() {
-            s.distinct_instance = distinct;
+        if let Some((c, raw)) = constraints.clone() {
+            s.distinct_instance = c.distinct_instance;
+            s.member_of = c.member_of;
             s.placement_constraints = raw;
         }
         if let Some(g) = grace {

@@ -1,7 +1,7 @@
 //! Tasks: RunTask, StopTask, DescribeTasks, ListTasks.
 //!
-//! RunTask places each task on a worker (reserving its cpu and memory in
-//! the store) and writes the tasks as PROVISIONING, with the
+//! RunTask places each task on a node's worker (reserving its cpu and
+//! memory in the store) and writes the tasks as PROVISIONING, with the
 //! reservations, in one transaction; StopTask writes desiredStatus
 //! STOPPED. Neither calls the agent: it reads the tasks from the store
 //! and starts or stops them, and its workers' reports move them on.
@@ -13,14 +13,15 @@ use super::error::{ApiError, ApiResult};
 use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
 use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
-use crate::model::task::{DesiredStatus, StopCode, TaskRecord};
+use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::scheduler::{capacity, placement};
+use crate::scheduler::capacity::Fleet;
+use crate::scheduler::placement;
 use crate::store::{Condition, Write};
 
 /// RunTask's fields that skiff reads (`cluster` is read by
-/// [`clusters::active`]; placement and network fields are accepted and
-/// have no effect on one node).
+/// [`clusters::active`]; network fields are accepted and have no
+/// effect).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RunTaskRequest {
@@ -32,6 +33,8 @@ struct RunTaskRequest {
     #[serde(default)]
     overrides: Value,
     tags: Option<Value>,
+    placement_constraints: Option<Vec<super::services::PlacementConstraint>>,
+    placement_strategy: Option<Vec<super::services::PlacementStrategy>>,
 }
 
 /// RunTask.
@@ -82,6 +85,20 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         r.overrides
     };
     let new_tags = tags::parse(r.tags.as_ref())?;
+    let constraints = match &r.placement_constraints {
+        Some(c) => super::services::constraints(c)?,
+        None => Default::default(),
+    };
+    let distinct_instance = constraints.distinct_instance;
+    let member_of: Vec<crate::scheduler::expr::Expr> = constraints
+        .member_of
+        .iter()
+        .filter_map(|e| crate::scheduler::expr::parse(e).ok())
+        .collect();
+    let strategies = match &r.placement_strategy {
+        Some(s) => super::services::strategies(s)?,
+        None => Vec::new(),
+    };
 
     let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
     let now = crate::model::now();
@@ -90,33 +107,84 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // one places again from what is stored then.
     let _placing = api.placing.lock().unwrap_or_else(|p| p.into_inner());
     let (placed, failures) = with_retries(|| {
-        let mut capacity = capacity::read(api.store.as_ref(), &api.node)?;
+        let mut fleet = Fleet::read(api.store.as_ref())?;
+        // What spread counts: the group's tasks per node and worker when a
+        // strategy or distinctInstance asks (a listing of the cluster's
+        // tasks), otherwise all tasks (from the reservations read).
+        let by_group = distinct_instance || !strategies.is_empty();
+        let mut group_tasks: Vec<Vec<usize>> = fleet
+            .members
+            .iter()
+            .map(|m| {
+                m.loads
+                    .iter()
+                    .map(|l| if by_group { 0 } else { l.tasks })
+                    .collect()
+            })
+            .collect();
+        let listed = if by_group {
+            api.store
+                .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
+        } else {
+            Vec::new()
+        };
+        for rec in listed {
+            if let Some(t) = ledger::parse(&rec) {
+                if t.group == group && t.last_status < TaskStatus::Stopped {
+                    if let Some(n) = fleet
+                        .index(&t.node)
+                        .and_then(|h| group_tasks[h].get_mut(t.worker))
+                    {
+                        *n += 1;
+                    }
+                }
+            }
+        }
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut failures = Vec::new();
         for _ in 0..count {
-            match placement::spread(&capacity.loads, cpu, memory) {
-                Ok(worker) => {
-                    capacity.reserve(worker, cpu, memory);
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            let chosen = placement::place(
+                &fleet.hosts(),
+                &placement::Request {
+                    strategies: &strategies,
+                    distinct_instance,
+                    member_of: &member_of,
+                    group_tasks: &group_tasks,
+                    cpu,
+                    memory,
+                    seed: u64::from_le_bytes(seed),
+                },
+            );
+            match chosen {
+                Ok((h, worker)) => {
+                    fleet.reserve(h, worker, cpu, memory);
+                    group_tasks[h][worker] += 1;
+                    let m = &fleet.members[h];
                     let mut t = TaskRecord::placed(
                         &td,
                         revision,
                         &cluster,
+                        &m.id,
                         worker,
                         now,
                         &mut super::new_id,
                     );
+                    t.zone = m.node.attributes.get("ecs.availability-zone").cloned();
                     t.group = group.clone();
                     t.started_by = started_by.clone();
                     t.launch_type = launch_type.clone();
                     t.overrides = raw_overrides.clone();
                     placed.push(t);
                 }
-                Err(no_fit) => failures.push(json!({
+                Err(why) => failures.push(json!({
                     "arn": scope.task_definition(&td.family, revision),
-                    "reason": no_fit.to_string(),
+                    "reason": why.to_string(),
                     "detail": format!(
-                        "no worker has {cpu} CPU units and {memory} MiB free (workers: {})",
-                        capacity.loads.len()
+                        "the task needs {cpu} CPU units and {memory} MiB on one worker; container instances: {}, of which {} take tasks",
+                        fleet.members.len(),
+                        fleet.members.iter().filter(|m| m.accepts()).count(),
                     ),
                 })),
             }
@@ -124,9 +192,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         if placed.is_empty() {
             return Ok(Ok((placed, failures)));
         }
-        let (held, reservations) = capacity.commit_parts();
-        let mut conditions = vec![held];
-        let mut writes = vec![reservations];
+        let (mut conditions, mut writes) = fleet.commit_parts();
         for t in &placed {
             let k = ledger::key(&t.cluster, &t.id);
             conditions.push(Condition::Absent(k.clone()));
@@ -187,30 +253,45 @@ pub fn stop(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     if reason.len() > 255 {
         return Err(ApiError::invalid("reason must be at most 255 characters"));
     }
-    let task = with_retries(|| {
-        let Some((mut t, rev)) = load(api, &cluster, &id)? else {
-            return Err(ApiError::invalid(format!(
-                "The referenced task was not found: {id:?} in cluster {cluster:?}"
-            )));
+    let task = desire_stopped(api, &cluster, &id, &reason)?.ok_or_else(|| {
+        ApiError::invalid(format!(
+            "The referenced task was not found: {id:?} in cluster {cluster:?}"
+        ))
+    })?;
+    // The agent that runs it sees desiredStatus STOPPED and stops it.
+    Ok(json!({ "task": task.view(scope) }))
+}
+
+/// Writes desiredStatus STOPPED (UserInitiated, with `reason`, unless it
+/// already has its reason) to a stored task, guarded by its revision and
+/// retried from what is stored; the task as written, or `None` if there
+/// is none.
+pub(super) fn desire_stopped(
+    api: &Api,
+    cluster: &str,
+    id: &str,
+    reason: &str,
+) -> ApiResult<Option<TaskRecord>> {
+    with_retries(|| {
+        let Some((mut t, rev)) = load(api, cluster, id)? else {
+            return Ok(Ok(None));
         };
         if t.desired_status == DesiredStatus::Stopped {
-            return Ok(Ok(t));
+            return Ok(Ok(Some(t)));
         }
         t.desired_status = DesiredStatus::Stopped;
         t.stop_code.get_or_insert(StopCode::UserInitiated);
-        t.stopped_reason.get_or_insert_with(|| reason.clone());
+        t.stopped_reason.get_or_insert_with(|| reason.to_string());
         t.version += 1;
-        let k = ledger::key(&cluster, &id);
+        let k = ledger::key(cluster, id);
         Ok(api
             .store
             .commit(
                 &[Condition::At(k.clone(), rev)],
                 &[Write::Put(k, ledger::to_bytes(&t))],
             )
-            .map(|_| t))
-    })?;
-    // The agent that runs it sees desiredStatus STOPPED and stops it.
-    Ok(json!({ "task": task.view(scope) }))
+            .map(|_| Some(t)))
+    })
 }
 
 /// DescribeTasks' fields.

@@ -291,6 +291,21 @@ pub fn short(arn: &str) -> String {
     arn.rsplit('/').next().unwrap_or(arn).to_string()
 }
 
+/// Where a task runs, as `NODE/WORKER`: the first 8 characters of its
+/// node's id (its container instance) and its worker thread.
+pub fn node_and_worker(task: &Value) -> String {
+    let node = short(task["containerInstanceArn"].as_str().unwrap_or(""));
+    let node: String = node.chars().take(8).collect();
+    let worker = task["attributes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == "skiff.worker")
+        .and_then(|a| a["value"].as_str())
+        .unwrap_or("?");
+    format!("{node}/{worker}")
+}
+
 /// How long ago `epoch_secs` was, in words (`5s`, `3m`, `2h`, `4d`).
 pub fn age(epoch_secs: Option<f64>) -> String {
     let Some(t) = epoch_secs else {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::client::{age, finish, print_json, short, CliError, Endpoint};
+use super::client::{age, finish, node_and_worker, print_json, short, CliError, Endpoint};
 
 /// Describe a task or a service.
 #[derive(clap::Args)]
@@ -98,7 +98,7 @@ fn task(v: &Value) {
     );
     println!("  definition  {}", short(s(&v["taskDefinitionArn"])));
     println!("  group       {}", s(&v["group"]));
-    println!("  worker      {}", short(s(&v["containerInstanceArn"])));
+    println!("  node/worker {}", node_and_worker(v));
     println!("  health      {}", s(&v["healthStatus"]));
     println!("  created     {} ago", age(v["createdAt"].as_f64()));
     if v["stopCode"].is_string() {

@@ -1,11 +1,14 @@
-//! `skiff ps`: the cluster's tasks with their status, health, worker,
+//! `skiff ps`: the cluster's tasks with their status, health, node and
+//! worker,
 //! uptime and their service's restarts.
 
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::client::{age, finish, print_json, short, table, tasks, CliError, Endpoint};
+use super::client::{
+    age, finish, node_and_worker, print_json, short, table, tasks, CliError, Endpoint,
+};
 
 /// List tasks.
 #[derive(clap::Args)]
@@ -67,7 +70,7 @@ impl Ps {
                     short(t["taskDefinitionArn"].as_str().unwrap_or("")),
                     t["lastStatus"].as_str().unwrap_or("").to_string(),
                     t["healthStatus"].as_str().unwrap_or("").to_string(),
-                    short(t["containerInstanceArn"].as_str().unwrap_or("")),
+                    node_and_worker(t),
                     uptime,
                     if group.starts_with("service:") {
                         restarts.get(&group).copied().unwrap_or(0).to_string()
@@ -84,7 +87,7 @@ impl Ps {
                 "DEFINITION",
                 "STATUS",
                 "HEALTH",
-                "WORKER",
+                "NODE/WORKER",
                 "UPTIME",
                 "RESTARTS",
             ],

@@ -13,6 +13,7 @@ use crate::agent::{ledger, Agent, AgentConfig, Identity};
 use crate::api::{self, Api};
 use crate::ingress::front::Front;
 use crate::ingress::routes::Routes;
+use crate::scheduler::leader::NodeLease;
 use crate::store::{EtcdStore, SqliteStore, Store};
 
 /// Run the engine: the ECS API, the store and the ingress.
@@ -256,7 +257,6 @@ impl Server {
             None => Arc::new(SqliteStore::open(&data.path.join("store.db"))?),
             Some(url) => {
                 let etcd = EtcdStore::open(url)?;
-                etcd.claim(&data.node_id()?)?;
                 tracing::info!(
                     "store: etcd at {}, namespace {}",
                     etcd.endpoints().join(", "),
@@ -266,7 +266,10 @@ impl Server {
             }
         };
         crate::api::clusters::ensure_default(store.as_ref())?;
-        let recovered = ledger::recover(store.as_ref()).map_err(|e| e.to_string())?;
+        let node = data.node_id()?;
+        crate::scheduler::capacity::forget_legacy_node(store.as_ref())
+            .map_err(|e| e.to_string())?;
+        let recovered = ledger::recover(store.as_ref(), &node).map_err(|e| e.to_string())?;
         let logs_dir = data.path.join("logs");
         let ttl = self.stopped_task_ttl.as_secs_f64();
         ledger::reap(store.as_ref(), &logs_dir, ttl).map_err(|e| e.to_string())?;
@@ -294,11 +297,11 @@ impl Server {
                 account: self.account.clone(),
             },
             host_roots: host_roots.clone(),
+            node: node.clone(),
         };
         // This node: what its workers have, under a lease it keeps alive,
         // and what the stored tasks hold of it (nothing, after the
-        // recovery above, on one node).
-        let node = data.node_id()?;
+        // recovery above).
         let mut attributes: std::collections::BTreeMap<String, String> =
             self.attribute.iter().cloned().collect();
         attributes
@@ -309,8 +312,9 @@ impl Server {
             attributes,
             registered_at: crate::model::now(),
         };
-        let registration = Registration::start(store.clone(), node.clone(), record, self.node_ttl)
-            .map_err(|e| format!("cannot register this node: {e}"))?;
+        let (registration, lease) =
+            Registration::start(store.clone(), node.clone(), record, self.node_ttl)
+                .map_err(|e| format!("cannot register this node: {e}"))?;
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let ledger_thread = ledger::spawn(store.clone(), node.clone(), events_rx)
             .map_err(|e| format!("cannot start the ledger: {e}"))?;
@@ -339,13 +343,16 @@ impl Server {
             keys,
             host_roots: host_roots.clone(),
             placing: Default::default(),
-            node: node.clone(),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let scheduler_thread =
-            crate::scheduler::controller::spawn(store.clone(), node.clone(), shutdown.clone())
-                .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+        let scheduler_thread = crate::scheduler::controller::spawn(
+            store.clone(),
+            node.clone(),
+            lease,
+            shutdown.clone(),
+        )
+        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
         let tracker = tokio_util::task::TaskTracker::new();
         tracker.spawn(api::serve(
             api_listener,
@@ -460,15 +467,18 @@ impl Registration {
         node: String,
         record: crate::scheduler::capacity::Node,
         ttl: std::time::Duration,
-    ) -> Result<Registration, crate::store::StoreError> {
+    ) -> Result<(Registration, NodeLease), crate::store::StoreError> {
         use crate::scheduler::capacity;
         use crate::store::StoreError;
+        use std::sync::atomic::Ordering;
         let register = move |store: &dyn Store| -> Result<_, StoreError> {
             let lease = store.grant(ttl)?;
             capacity::register(store, &node, &record, lease)?;
             Ok(lease)
         };
         let mut lease = register(store.as_ref())?;
+        let shared: NodeLease = Arc::new(lease.into());
+        let current = shared.clone();
         let (stop, stopped) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("skiff-node".into())
@@ -486,7 +496,10 @@ impl Registration {
                     Err(StoreError::LeaseEnded(_)) => {
                         tracing::warn!("this node's registration lapsed; registering again");
                         match register(store.as_ref()) {
-                            Ok(l) => lease = l,
+                            Ok(l) => {
+                                lease = l;
+                                current.store(l, Ordering::SeqCst);
+                            }
                             Err(e) => tracing::error!("cannot register this node again: {e}"),
                         }
                     }
@@ -494,7 +507,7 @@ impl Registration {
                 }
             })
             .map_err(|e| StoreError::Io(e.to_string()))?;
-        Ok(Registration { stop, thread })
+        Ok((Registration { stop, thread }, shared))
     }
 
     fn stop(self) {

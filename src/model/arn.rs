@@ -31,13 +31,10 @@ impl Scope {
         format!("{}:task/{cluster}/{id}", self.prefix())
     }
 
-    /// `arn:aws:ecs:REGION:ACCOUNT:container-instance/CLUSTER/worker-N`:
-    /// a worker thread of this node.
-    pub fn container_instance(&self, cluster: &str, worker: usize) -> String {
-        format!(
-            "{}:container-instance/{cluster}/worker-{worker}",
-            self.prefix()
-        )
+    /// `arn:aws:ecs:REGION:ACCOUNT:container-instance/CLUSTER/NODE`: a
+    /// skiff node.
+    pub fn container_instance(&self, cluster: &str, node: &str) -> String {
+        format!("{}:container-instance/{cluster}/{node}", self.prefix())
     }
 
     /// `arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/NAME`

@@ -133,12 +133,16 @@ impl DeploymentConfig {
     }
 }
 
-/// How tasks are placed on workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How tasks are placed on nodes and their workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
-    /// Evenly over workers (by this service's tasks, then all tasks).
+    /// Evenly over container instances (nodes), by the service's tasks
+    /// (`spread` on `instanceId`).
     Spread,
+    /// Evenly over the values of a node attribute (`spread` on
+    /// `attribute:NAME`).
+    SpreadAttribute(String),
     /// On the worker with the least CPU left that fits.
     BinpackCpu,
     /// On the worker with the least memory left that fits.
@@ -274,8 +278,11 @@ pub struct ServiceRecord {
     pub placement_strategy: Value,
     /// `placementConstraints` as given, shown back.
     pub placement_constraints: Value,
-    /// One task per worker at most.
+    /// One task per container instance (node) at most.
     pub distinct_instance: bool,
+    /// `memberOf` expressions (each parsed when stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
     pub health_check_grace_period_seconds: u32,
     pub created_at: f64,
     /// Settings ECS has and skiff keeps and shows, as given.

@@ -145,7 +145,14 @@ pub struct TaskRecord {
     pub launch_type: String,
     pub last_status: TaskStatus,
     pub desired_status: DesiredStatus,
-    /// The worker the task was placed on.
+    /// The node (container instance) the task was placed on; empty in
+    /// records from before nodes had ids.
+    #[serde(default)]
+    pub node: String,
+    /// The availability zone of its node, when placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The worker of its node it was placed on.
     pub worker: usize,
     pub cpu: u32,
     pub memory: u64,
@@ -174,13 +181,14 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    /// A task of `td` placed on `worker`, about to be provisioned: group
-    /// `family:FAMILY`, launch type FARGATE and no overrides until the
-    /// caller says otherwise. Ids come from `new_id`.
+    /// A task of `td` placed on `worker` of `node`, about to be
+    /// provisioned: group `family:FAMILY`, launch type FARGATE and no
+    /// overrides until the caller says otherwise. Ids come from `new_id`.
     pub fn placed(
         td: &TaskDefinition,
         revision: u32,
         cluster: &str,
+        node: &str,
         worker: usize,
         now: f64,
         new_id: &mut dyn FnMut() -> String,
@@ -213,6 +221,8 @@ impl TaskRecord {
             launch_type: "FARGATE".into(),
             last_status: TaskStatus::Provisioning,
             desired_status: DesiredStatus::Running,
+            node: node.to_string(),
+            zone: None,
             worker,
             cpu: td.reserved_cpu(),
             memory: td.reserved_memory(),
@@ -322,7 +332,7 @@ impl TaskRecord {
         let mut v = json!({
             "taskArn": task_arn,
             "clusterArn": scope.cluster(&self.cluster),
-            "containerInstanceArn": scope.container_instance(&self.cluster, self.worker),
+            "containerInstanceArn": scope.container_instance(&self.cluster, &self.node),
             "taskDefinitionArn": scope.task_definition(&self.family, self.revision),
             "group": self.group,
             "launchType": self.launch_type,
@@ -336,7 +346,9 @@ impl TaskRecord {
             "version": self.version,
             "healthStatus": self.health_status.as_str(),
             "attachments": [],
-            "availabilityZone": format!("{}a", scope.region),
+            "availabilityZone": self.zone.clone().unwrap_or_else(|| format!("{}a", scope.region)),
+            // Which of its node's worker threads runs it.
+            "attributes": [{"name": "skiff.worker", "value": self.worker.to_string()}],
             "platformVersion": "1.4.0",
             "platformFamily": "wasi",
         });

@@ -1,8 +1,11 @@
-//! A node's capacity, in the store: what its workers have (`nodes/NODE`)
-//! and what the tasks placed on them reserve (`nodes/NODE/reservations`).
+//! Nodes and their capacity, in the store: what a live node's workers
+//! have (`nodes/NODE`, under the node's lease), what the tasks placed on
+//! them reserve (`nodes/NODE/reservations`), and the node as an ECS
+//! container instance (`instances/NODE`: its status and what it last
+//! registered, kept after the lease lapses).
 //!
 //! Whoever places a task (RunTask in the API, the service scheduler) reads
-//! both, chooses a worker, and writes the task and the new reservations in
+//! them all (a [`Fleet`]), chooses a node and worker, and writes the task and the new reservations in
 //! one transaction guarded by the reservations' revision: two placers
 //! racing for the same MiB conflict, and the loser places again from what
 //! is stored. The ledger gives a task's reservation back in the
@@ -10,9 +13,11 @@
 //! process's memory, so the placer and the node that runs the task need
 //! not be the same process.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::placement::WorkerLoad;
+use super::placement::{Host, WorkerLoad};
 use crate::agent::ledger;
 use crate::model::task::{TaskRecord, TaskStatus};
 use crate::store::{Condition, LeaseId, Revision, Store, StoreError, Write};
@@ -27,6 +32,11 @@ pub fn reservations_key(node: &str) -> String {
     format!("nodes/{node}/reservations")
 }
 
+/// The store key of a node's container-instance record.
+pub fn instance_key(node: &str) -> String {
+    format!("instances/{node}")
+}
+
 /// A node, as it registers itself: what each of its workers has, and its
 /// attributes. The record lives under the node's lease: when the node
 /// stops keeping it alive, the record goes.
@@ -37,10 +47,49 @@ pub struct Node {
     /// Its attributes (`ecs.availability-zone`, and those given with
     /// `--attribute`).
     #[serde(default)]
-    pub attributes: std::collections::BTreeMap<String, String>,
+    pub attributes: BTreeMap<String, String>,
     /// When it registered (seconds since the epoch).
     #[serde(default)]
     pub registered_at: f64,
+}
+
+/// A container instance's status, as ECS has it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum InstanceStatus {
+    #[default]
+    Active,
+    /// Takes no new tasks; its service tasks are replaced elsewhere.
+    Draining,
+    /// Deregistered: takes nothing until the node registers again.
+    Inactive,
+}
+
+impl InstanceStatus {
+    /// The API's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Active => "ACTIVE",
+            InstanceStatus::Draining => "DRAINING",
+            InstanceStatus::Inactive => "INACTIVE",
+        }
+    }
+}
+
+/// A node as a container instance (`instances/NODE`, not leased): what it
+/// last registered, and the status the API set. It outlives the node's
+/// lease, so that a lost node is still listed (agentConnected false)
+/// until it is deregistered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// ACTIVE, DRAINING or INACTIVE.
+    pub status: InstanceStatus,
+    /// What the node last registered.
+    pub node: Node,
+    /// Bumped at every change, as ECS's `version`.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// What a node's workers have promised to their tasks.
@@ -75,10 +124,11 @@ fn holds(t: &TaskRecord) -> bool {
     t.last_status < TaskStatus::Stopped
 }
 
-/// Registers this node (`record`, under `lease`), and sets its
-/// reservations to what the stored tasks hold (so that a restart, or a
-/// crash between a task's stop and its release, leaves nothing promised
-/// twice).
+/// Registers this node (`record`, under `lease`) and its container
+/// instance (ACTIVE again after a deregistration; DRAINING stays), and
+/// sets its reservations to what the stored tasks on it hold (so that a
+/// restart, or a crash between a task's stop and its release, leaves
+/// nothing promised twice).
 pub fn register(
     store: &dyn Store,
     node: &str,
@@ -89,26 +139,38 @@ pub fn register(
         let mut held = Reservations::default();
         for r in store.list("tasks/", None, usize::MAX)? {
             if let Some(t) = ledger::parse(&r) {
-                if holds(&t) {
+                if t.node == node && holds(&t) {
                     held.add(t.worker, t.cpu, t.memory);
                 }
             }
         }
         let rk = reservations_key(node);
+        let ik = instance_key(node);
+        let (instance, instance_cond) = match store.get(&ik)? {
+            Some(r) => (
+                serde_json::from_slice::<Instance>(&r.value).ok(),
+                Condition::At(ik.clone(), r.mod_revision),
+            ),
+            None => (None, Condition::Absent(ik.clone())),
+        };
+        let instance = Instance {
+            status: match instance.as_ref().map(|i| i.status) {
+                Some(InstanceStatus::Draining) => InstanceStatus::Draining,
+                _ => InstanceStatus::Active,
+            },
+            node: record.clone(),
+            version: instance.map_or(1, |i| i.version + 1),
+        };
         let cond = match store.get(&rk)? {
             Some(r) => Condition::At(rk.clone(), r.mod_revision),
             None => Condition::Absent(rk.clone()),
         };
-        let mut writes = vec![
+        let writes = vec![
             Write::PutLeased(node_key(node), to_vec(record), lease),
             Write::Put(rk, to_vec(&held)),
+            Write::Put(ik, to_vec(&instance)),
         ];
-        // Stores from before nodes had ids knew one node, `local`.
-        if node != "local" && store.get(&node_key("local"))?.is_some() {
-            writes.push(Write::Delete(node_key("local")));
-            writes.push(Write::Delete(reservations_key("local")));
-        }
-        match store.commit(&[cond], &writes) {
+        match store.commit(&[cond, instance_cond], &writes) {
             Ok(_) => return Ok(()),
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e),
@@ -116,82 +178,188 @@ pub fn register(
     }
 }
 
-fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
+/// Stores from before nodes had ids knew one node, `local`: its records
+/// go (once, at start-up).
+pub fn forget_legacy_node(store: &dyn Store) -> Result<(), StoreError> {
+    if store.get(&reservations_key("local"))?.is_some() {
+        store.commit(
+            &[],
+            &[
+                Write::Delete(node_key("local")),
+                Write::Delete(reservations_key("local")),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// A node's workers and reservations as read, to place tasks on and to
-/// write back with them.
+/// A node as the fleet holds it: its instance record, whether its lease
+/// is alive, its workers' loads and its reservations as read.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
-    node: String,
-    /// Each worker's capacity and what is reserved on it, for placement.
+pub struct Member {
+    /// The node id.
+    pub id: String,
+    /// What it registered.
+    pub node: Node,
+    /// Its container instance's status.
+    pub status: InstanceStatus,
+    /// Its instance record's version.
+    pub version: u64,
+    /// Whether its lease is alive (`agentConnected`).
+    pub connected: bool,
+    /// Each worker's capacity and what is reserved on it.
     pub loads: Vec<WorkerLoad>,
     reservations: Reservations,
     revision: Option<Revision>,
+    touched: bool,
 }
 
-/// Reads a node's capacity. A node that has not registered has no
-/// workers (every placement on it fails).
-pub fn read(store: &dyn Store, node: &str) -> Result<Snapshot, StoreError> {
-    let workers: Vec<(u32, u64)> = match store.get(&node_key(node))? {
-        Some(r) => serde_json::from_slice::<Node>(&r.value)
-            .map(|n| n.workers)
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let (reservations, revision) = match store.get(&reservations_key(node))? {
-        Some(r) => (
-            serde_json::from_slice(&r.value).unwrap_or_default(),
-            Some(r.mod_revision),
-        ),
-        None => (Reservations::default(), None),
-    };
-    let reservations: Reservations = reservations;
-    let loads = workers
-        .iter()
-        .enumerate()
-        .map(|(i, &(cpu, memory))| {
-            let (cpu_reserved, memory_reserved, tasks) =
-                reservations.workers.get(i).copied().unwrap_or_default();
-            WorkerLoad {
-                cpu_capacity: cpu,
-                memory_capacity: memory,
-                cpu_reserved,
-                memory_reserved,
-                tasks,
+impl Member {
+    /// Whether new tasks may go to it.
+    pub fn accepts(&self) -> bool {
+        self.connected && self.status == InstanceStatus::Active
+    }
+}
+
+/// Every node the store knows, to place tasks on and to write back the
+/// reservations made with the tasks placed. Sorted by node id.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// The nodes.
+    pub members: Vec<Member>,
+}
+
+impl Fleet {
+    /// Reads the nodes: their instance records, which of them are
+    /// connected, and their reservations.
+    pub fn read(store: &dyn Store) -> Result<Fleet, StoreError> {
+        let mut members: BTreeMap<String, Member> = BTreeMap::new();
+        let blank = |id: &str| Member {
+            id: id.to_string(),
+            node: Node {
+                workers: Vec::new(),
+                attributes: BTreeMap::new(),
+                registered_at: 0.0,
+            },
+            status: InstanceStatus::Active,
+            version: 0,
+            connected: false,
+            loads: Vec::new(),
+            reservations: Reservations::default(),
+            revision: None,
+            touched: false,
+        };
+        for r in store.list("instances/", None, usize::MAX)? {
+            let id = &r.key["instances/".len()..];
+            if let Ok(i) = serde_json::from_slice::<Instance>(&r.value) {
+                let m = members.entry(id.to_string()).or_insert_with(|| blank(id));
+                m.node = i.node;
+                m.status = i.status;
+                m.version = i.version;
             }
-        })
-        .collect();
-    Ok(Snapshot {
-        node: node.to_string(),
-        loads,
-        reservations,
-        revision,
-    })
-}
+        }
+        for r in store.list("nodes/", None, usize::MAX)? {
+            let rest = &r.key["nodes/".len()..];
+            match rest.split_once('/') {
+                None => {
+                    if let Ok(n) = serde_json::from_slice::<Node>(&r.value) {
+                        let m = members
+                            .entry(rest.to_string())
+                            .or_insert_with(|| blank(rest));
+                        m.node = n;
+                        m.connected = true;
+                    }
+                }
+                Some((id, "reservations")) => {
+                    let m = members.entry(id.to_string()).or_insert_with(|| blank(id));
+                    m.reservations = serde_json::from_slice(&r.value).unwrap_or_default();
+                    m.revision = Some(r.mod_revision);
+                }
+                Some(_) => {}
+            }
+        }
+        let mut members: Vec<Member> = members.into_values().collect();
+        for m in &mut members {
+            m.loads = m
+                .node
+                .workers
+                .iter()
+                .enumerate()
+                .map(|(i, &(cpu, memory))| {
+                    let (cpu_reserved, memory_reserved, tasks) =
+                        m.reservations.workers.get(i).copied().unwrap_or_default();
+                    WorkerLoad {
+                        cpu_capacity: cpu,
+                        memory_capacity: memory,
+                        cpu_reserved,
+                        memory_reserved,
+                        tasks,
+                    }
+                })
+                .collect();
+        }
+        Ok(Fleet { members })
+    }
 
-impl Snapshot {
-    /// Reserves `cpu` and `memory` on `worker` (placement chose it from
-    /// [`Snapshot::loads`]).
-    pub fn reserve(&mut self, worker: usize, cpu: u32, memory: u64) {
-        self.reservations.add(worker, cpu, memory);
-        if let Some(l) = self.loads.get_mut(worker) {
+    /// The nodes as placement sees them.
+    pub fn hosts(&self) -> Vec<Host<'_>> {
+        self.members
+            .iter()
+            .map(|m| Host {
+                id: &m.id,
+                attributes: &m.node.attributes,
+                workers: &m.loads,
+                accepts: m.accepts(),
+            })
+            .collect()
+    }
+
+    /// The index of node `id`.
+    pub fn index(&self, id: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.id == id)
+    }
+
+    /// How many workers the connected nodes have.
+    pub fn workers(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.connected)
+            .map(|m| m.loads.len())
+            .sum()
+    }
+
+    /// Reserves `cpu` and `memory` on worker `worker` of node `member`
+    /// (placement chose them).
+    pub fn reserve(&mut self, member: usize, worker: usize, cpu: u32, memory: u64) {
+        let m = &mut self.members[member];
+        m.reservations.add(worker, cpu, memory);
+        m.touched = true;
+        if let Some(l) = m.loads.get_mut(worker) {
             l.cpu_reserved += cpu;
             l.memory_reserved += memory;
             l.tasks += 1;
         }
     }
 
-    /// The condition and write that commit the reservations made, to go
-    /// in the same transaction as the tasks placed.
-    pub fn commit_parts(&self) -> (Condition, Write) {
-        let k = reservations_key(&self.node);
-        let cond = match self.revision {
-            Some(rev) => Condition::At(k.clone(), rev),
-            None => Condition::Absent(k.clone()),
-        };
-        (cond, Write::Put(k, to_vec(&self.reservations)))
+    /// The conditions and writes that commit the reservations made, to go
+    /// in the same transaction as the tasks placed: each node's
+    /// reservations guarded by the revision they were read at.
+    pub fn commit_parts(&self) -> (Vec<Condition>, Vec<Write>) {
+        let mut conditions = Vec::new();
+        let mut writes = Vec::new();
+        for m in self.members.iter().filter(|m| m.touched) {
+            let k = reservations_key(&m.id);
+            conditions.push(match m.revision {
+                Some(rev) => Condition::At(k.clone(), rev),
+                None => Condition::Absent(k.clone()),
+            });
+            writes.push(Write::Put(k, to_vec(&m.reservations)));
+        }
+        (conditions, writes)
     }
 }
 
@@ -219,17 +387,6 @@ pub fn release_parts(
     )))
 }
 
-/// How many workers the nodes have, together.
-pub fn worker_count(store: &dyn Store) -> Result<usize, StoreError> {
-    Ok(store
-        .list("nodes/", None, usize::MAX)?
-        .iter()
-        .filter(|r| !r.key.ends_with("/reservations"))
-        .filter_map(|r| serde_json::from_slice::<Node>(&r.value).ok())
-        .map(|n| n.workers.len())
-        .sum())
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -254,42 +411,78 @@ pub(crate) mod tests {
         (dir, s)
     }
 
+    /// Reserves on node `id`'s worker and commits the reservation alone.
+    fn reserve(s: &dyn Store, fleet: &mut Fleet, id: &str, worker: usize, cpu: u32, mem: u64) {
+        let i = fleet.index(id).unwrap();
+        fleet.reserve(i, worker, cpu, mem);
+        let (c, w) = fleet.commit_parts();
+        s.commit(&c, &w).unwrap();
+    }
+
     #[test]
     fn two_placers_racing_for_a_worker_conflict() {
         let (_d, s) = store();
         register(&s, "n1", &node(&[(1024, 100)]), lease(&s)).unwrap();
-        let mut a = read(&s, "n1").unwrap();
-        let mut b = read(&s, "n1").unwrap();
-        a.reserve(0, 0, 60);
-        b.reserve(0, 0, 60);
+        register(&s, "n2", &node(&[(1024, 100)]), lease(&s)).unwrap();
+        let mut a = Fleet::read(&s).unwrap();
+        let mut b = Fleet::read(&s).unwrap();
+        a.reserve(0, 0, 0, 60);
+        b.reserve(0, 0, 0, 60);
         let (ca, wa) = a.commit_parts();
-        s.commit(&[ca], &[wa]).unwrap();
+        assert_eq!(ca.len(), 1, "only the node reserved on is written");
+        s.commit(&ca, &wa).unwrap();
         let (cb, wb) = b.commit_parts();
-        assert_eq!(s.commit(&[cb], &[wb]), Err(StoreError::Conflict));
+        assert_eq!(s.commit(&cb, &wb), Err(StoreError::Conflict));
         // Read again: the worker has 40 MiB left.
-        let again = read(&s, "n1").unwrap();
-        assert_eq!(again.loads[0].memory_reserved, 60);
-        assert_eq!(again.loads[0].tasks, 1);
+        let again = Fleet::read(&s).unwrap();
+        assert_eq!(again.members[0].loads[0].memory_reserved, 60);
+        assert_eq!(again.members[0].loads[0].tasks, 1);
+        assert_eq!(again.members[1].loads[0].tasks, 0);
     }
 
     #[test]
     fn release_gives_back_and_register_recounts_from_the_tasks() {
         let (_d, s) = store();
         register(&s, "n1", &node(&[(1024, 100), (1024, 100)]), lease(&s)).unwrap();
-        let mut snap = read(&s, "n1").unwrap();
-        snap.reserve(1, 256, 30);
-        let (c, w) = snap.commit_parts();
-        s.commit(&[c], &[w]).unwrap();
+        let mut fleet = Fleet::read(&s).unwrap();
+        reserve(&s, &mut fleet, "n1", 1, 256, 30);
         let (c, w) = release_parts(&s, "n1", &[(1, 256, 30)]).unwrap().unwrap();
         s.commit(&[c], &[w]).unwrap();
-        assert_eq!(read(&s, "n1").unwrap().loads[1].memory_reserved, 0);
+        let fleet = Fleet::read(&s).unwrap();
+        assert_eq!(fleet.members[0].loads[1].memory_reserved, 0);
         // A reservation with no task behind it is gone after register.
-        let mut snap = read(&s, "n1").unwrap();
-        snap.reserve(0, 0, 50);
-        let (c, w) = snap.commit_parts();
-        s.commit(&[c], &[w]).unwrap();
+        let mut fleet = Fleet::read(&s).unwrap();
+        reserve(&s, &mut fleet, "n1", 0, 0, 50);
         register(&s, "n1", &node(&[(1024, 100), (1024, 100)]), lease(&s)).unwrap();
-        assert_eq!(read(&s, "n1").unwrap().loads[0].memory_reserved, 0);
-        assert_eq!(worker_count(&s).unwrap(), 2);
+        let fleet = Fleet::read(&s).unwrap();
+        assert_eq!(fleet.members[0].loads[0].memory_reserved, 0);
+        assert_eq!(fleet.workers(), 2);
+    }
+
+    #[test]
+    fn a_lost_node_stays_an_instance_and_draining_survives_a_restart() {
+        let (_d, s) = store();
+        let l = lease(&s);
+        register(&s, "n1", &node(&[(1024, 100)]), l).unwrap();
+        let fleet = Fleet::read(&s).unwrap();
+        assert!(fleet.members[0].accepts());
+        // DRAINING, as UpdateContainerInstancesState writes it.
+        let r = s.get(&instance_key("n1")).unwrap().unwrap();
+        let mut i: Instance = serde_json::from_slice(&r.value).unwrap();
+        i.status = InstanceStatus::Draining;
+        s.commit(&[], &[Write::Put(instance_key("n1"), to_vec(&i))])
+            .unwrap();
+        assert!(!Fleet::read(&s).unwrap().members[0].accepts());
+        // The lease ends: still listed, not connected.
+        s.revoke(l).unwrap();
+        let fleet = Fleet::read(&s).unwrap();
+        assert_eq!(fleet.members.len(), 1);
+        assert!(!fleet.members[0].connected);
+        assert_eq!(fleet.members[0].loads.len(), 1);
+        // Registered again: connected, and still DRAINING.
+        register(&s, "n1", &node(&[(1024, 100)]), lease(&s)).unwrap();
+        let fleet = Fleet::read(&s).unwrap();
+        assert!(fleet.members[0].connected);
+        assert_eq!(fleet.members[0].status, InstanceStatus::Draining);
     }
 }

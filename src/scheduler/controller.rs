@@ -20,11 +20,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::capacity;
+use super::expr::Expr;
+use super::leader::{Leadership, NodeLease, LEADER_KEY};
 use super::placement::{self, Request};
-use super::reconcile::{reconcile, Ids};
+use super::reconcile::{reconcile_draining, Ids};
 use crate::agent::ledger;
 use crate::model::service::{self, ServiceRecord, ServiceStatus};
-use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::model::task::{ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Revision, Store, StoreError, Write};
 
@@ -67,10 +69,11 @@ impl Ids for RandomIds {
 pub fn spawn(
     store: Arc<dyn Store>,
     node: String,
+    lease: NodeLease,
     shutdown: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
     crate::threads::spawn("skiff-scheduler", move || async move {
-        Controller::new(store, node).run(shutdown).await
+        Controller::new(store, node, lease).run(shutdown).await
     })
 }
 
@@ -78,9 +81,9 @@ pub fn spawn(
 /// from the store.
 pub struct Controller {
     store: Arc<dyn Store>,
-    /// The node it places tasks on (the one there is, until nodes share a
-    /// store).
-    node: String,
+    /// This node's side of the election: only the leader reconciles, and
+    /// its writes are fenced.
+    leadership: Leadership,
     /// Which service each known task belongs to (task key → service key).
     owners: HashMap<String, String>,
     /// Parsed task definitions (they never change once registered).
@@ -90,12 +93,12 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// A controller over `store`, placing tasks on the capacity `node`
-    /// has there.
-    pub fn new(store: Arc<dyn Store>, node: String) -> Controller {
+    /// A controller over `store` for node `node`, whose records live
+    /// under `lease`.
+    pub fn new(store: Arc<dyn Store>, node: String, lease: NodeLease) -> Controller {
         Controller {
             store,
-            node,
+            leadership: Leadership::new(node, lease),
             owners: HashMap::new(),
             definitions: HashMap::new(),
             own: VecDeque::new(),
@@ -123,15 +126,38 @@ impl Controller {
         }
     }
 
-    /// Reconciles on every change until `shutdown`.
+    /// Campaigns, and once this node leads: every service is looked at,
+    /// and lost nodes' tasks are recorded STOPPED.
+    fn lead(&mut self, dirty: &mut BTreeSet<String>) {
+        let was = self.leadership.leading();
+        let leads = match self.leadership.campaign(self.store.as_ref()) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("the scheduler cannot campaign for the lead: {e}");
+                false
+            }
+        };
+        if leads && !was {
+            dirty.extend(self.all_services());
+            self.sweep_lost(dirty);
+        }
+    }
+
+    /// Reconciles on every change until `shutdown`, while this node leads;
+    /// otherwise waits for the lead to be free.
     pub async fn run(&mut self, shutdown: CancellationToken) {
         // Watch from the revision before the first listing, so that no
         // change falls between.
         let mut watch = self.store.watch("", self.revision());
-        let mut dirty = self.all_services();
+        let mut dirty = BTreeSet::new();
+        self.lead(&mut dirty);
         let mut timers: HashMap<String, Instant> = HashMap::new();
         let mut resync = Instant::now() + RESYNC;
         loop {
+            if !self.leadership.leading() {
+                dirty.clear();
+                timers.clear();
+            }
             while let Some(key) = dirty.pop_first() {
                 timers.remove(&key);
                 if let Some(after) = self.sync(&key) {
@@ -143,7 +169,26 @@ impl Controller {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 change = watch.next() => match change {
-                    Ok(c) => self.on_change(&c.key, c.revision, &mut dirty),
+                    Ok(c) if c.key == LEADER_KEY => {
+                        if Some(c.revision) != self.leadership.revision() {
+                            let _ = self.leadership.check(self.store.as_ref());
+                            self.lead(&mut dirty);
+                        }
+                    }
+                    Ok(c) => {
+                        if self.leadership.leading() {
+                            self.on_change(&c.key, c.revision, &mut dirty);
+                            // A node record changed or went (its lease
+                            // lapsed).
+                            let node_record = c
+                                .key
+                                .strip_prefix("nodes/")
+                                .is_some_and(|rest| !rest.contains('/'));
+                            if node_record {
+                                self.sweep_lost(&mut dirty);
+                            }
+                        }
+                    }
                     Err(e) => {
                         // Compacted past the watch (or the store failed):
                         // every service is looked at again.
@@ -151,14 +196,24 @@ impl Controller {
                             tracing::error!("the scheduler's watch of the store failed: {e}");
                         }
                         watch = self.store.watch("", self.revision());
-                        dirty.extend(self.all_services());
+                        if self.leadership.leading() {
+                            dirty.extend(self.all_services());
+                        }
                     }
                 },
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
                     if now >= resync {
-                        dirty.extend(self.all_services());
                         resync = now + RESYNC;
+                        if self.leadership.leading() {
+                            let _ = self.leadership.check(self.store.as_ref());
+                        }
+                        if self.leadership.leading() {
+                            dirty.extend(self.all_services());
+                            self.sweep_lost(&mut dirty);
+                        } else {
+                            self.lead(&mut dirty);
+                        }
                     }
                     timers.retain(|k, at| {
                         if *at <= now {
@@ -170,6 +225,99 @@ impl Controller {
                     });
                 }
             }
+        }
+    }
+
+    /// Records STOPPED the tasks of nodes whose lease lapsed (they are
+    /// not running anywhere the store can tell; their node, if it comes
+    /// back, stops them), and marks their services dirty, so that they
+    /// are replaced elsewhere. Fenced: a deposed leader writes nothing.
+    fn sweep_lost(&mut self, dirty: &mut BTreeSet<String>) {
+        let lost: Vec<String> = match capacity::Fleet::read(self.store.as_ref()) {
+            // Never this node: while it runs, what it runs is its own to
+            // report (and if its lease lapsed, it does not lead either).
+            Ok(f) => f
+                .members
+                .into_iter()
+                .filter(|m| !m.connected && m.id != self.leadership.node())
+                .map(|m| m.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("the scheduler cannot read the nodes: {e}");
+                return;
+            }
+        };
+        if lost.is_empty() {
+            return;
+        }
+        let records = match self.store.list("tasks/", None, usize::MAX) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("the scheduler cannot list tasks: {e}");
+                return;
+            }
+        };
+        let now = crate::model::now();
+        for r in records {
+            let Some(mut t) = ledger::parse(&r) else {
+                continue;
+            };
+            if t.last_status == TaskStatus::Stopped || !lost.contains(&t.node) {
+                continue;
+            }
+            let Some(fence) = self.leadership.fence() else {
+                return;
+            };
+            let reason = format!(
+                "Task stopped because its container instance {} was lost (its node stopped renewing its lease)",
+                t.node
+            );
+            ledger::record(
+                &mut t,
+                &crate::agent::Event::Stopped {
+                    code: StopCode::TerminationNotice,
+                    reason,
+                },
+                now,
+            );
+            for c in &mut t.containers {
+                if c.last_status != ContainerStatus::Stopped {
+                    c.last_status = ContainerStatus::Stopped;
+                    c.reason = Some("its node was lost".into());
+                }
+            }
+            match self.store.commit(
+                &[Condition::At(r.key.clone(), r.mod_revision), fence],
+                &[Write::Put(r.key.clone(), ledger::to_bytes(&t))],
+            ) {
+                Ok(rev) => {
+                    self.remember(rev);
+                    tracing::warn!(
+                        "task {} of node {} recorded STOPPED: the node was lost",
+                        t.id,
+                        t.node
+                    );
+                    if let Some(svc) = &t.service {
+                        dirty.insert(service::key(&t.cluster, svc));
+                    }
+                }
+                Err(StoreError::Conflict) => {
+                    if !self.leadership.check(self.store.as_ref()).unwrap_or(false) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("the scheduler cannot record task {} stopped: {e}", t.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn remember(&mut self, revision: Revision) {
+        self.own.push_back(revision);
+        if self.own.len() > 64 {
+            self.own.pop_front();
         }
     }
 
@@ -202,7 +350,12 @@ impl Controller {
         for _ in 0..16 {
             match self.attempt(key) {
                 Ok(requeue) => return requeue,
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    // Deposed: the new leader reconciles.
+                    if !self.leadership.check(self.store.as_ref()).unwrap_or(false) {
+                        return None;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!("the scheduler could not reconcile {key}: {e}; retrying in 1s");
                     return Some(1.0);
@@ -242,7 +395,14 @@ impl Controller {
         }
         let observed: Vec<TaskRecord> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let now = crate::model::now();
-        let plan = reconcile(&svc, &observed, now, &mut RandomIds);
+        let mut fleet = capacity::Fleet::read(self.store.as_ref())?;
+        let draining: Vec<String> = fleet
+            .members
+            .iter()
+            .filter(|m| m.status == capacity::InstanceStatus::Draining)
+            .map(|m| m.id.clone())
+            .collect();
+        let plan = reconcile_draining(&svc, &observed, &draining, now, &mut RandomIds);
         if !plan.acts(&svc) {
             return Ok(plan.requeue);
         }
@@ -250,15 +410,26 @@ impl Controller {
         let mut requeue = plan.requeue;
 
         // Place the new tasks.
-        let mut capacity = capacity::read(self.store.as_ref(), &self.node)?;
-        let mut group_tasks = vec![0usize; capacity.loads.len()];
+        let mut group_tasks: Vec<Vec<usize>> = fleet
+            .members
+            .iter()
+            .map(|m| vec![0; m.loads.len()])
+            .collect();
         for (t, _) in &tasks {
             if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
-                if let Some(n) = group_tasks.get_mut(t.worker) {
+                if let Some(n) = fleet
+                    .index(&t.node)
+                    .and_then(|h| group_tasks[h].get_mut(t.worker))
+                {
                     *n += 1;
                 }
             }
         }
+        let member_of: Vec<Expr> = s
+            .member_of
+            .iter()
+            .filter_map(|e| super::expr::parse(e).ok())
+            .collect();
         let mut placed: Vec<(TaskRecord, TaskDefinition)> = Vec::new();
         for st in &plan.start {
             let td = match self.definition(&st.family, st.revision) {
@@ -276,10 +447,11 @@ impl Controller {
             let mut seed = [0u8; 8];
             let _ = getrandom::fill(&mut seed);
             let chosen = placement::place(
-                &capacity.loads,
+                &fleet.hosts(),
                 &Request {
                     strategies: &s.strategy,
                     distinct_instance: s.distinct_instance,
+                    member_of: &member_of,
                     group_tasks: &group_tasks,
                     cpu,
                     memory,
@@ -287,19 +459,20 @@ impl Controller {
                 },
             );
             match chosen {
-                Ok(worker) => {
-                    capacity.reserve(worker, cpu, memory);
-                    if let Some(n) = group_tasks.get_mut(worker) {
-                        *n += 1;
-                    }
+                Ok((h, worker)) => {
+                    fleet.reserve(h, worker, cpu, memory);
+                    group_tasks[h][worker] += 1;
+                    let m = &fleet.members[h];
                     let mut t = TaskRecord::placed(
                         &td,
                         st.revision,
                         &s.cluster,
+                        &m.id,
                         worker,
                         now,
                         &mut crate::api::new_id,
                     );
+                    t.zone = m.node.attributes.get("ecs.availability-zone").cloned();
                     t.group = service::group(&s.name);
                     t.service = Some(s.name.clone());
                     t.started_by = Some(st.deployment.clone());
@@ -308,9 +481,10 @@ impl Controller {
                 }
                 Err(why) => {
                     let msg = format!(
-                        "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (task needs {cpu} CPU units and {memory} MiB; workers: {}).",
+                        "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; container instances: {}, of which {} take tasks).",
                         s.name,
-                        capacity.loads.len()
+                        fleet.members.len(),
+                        fleet.members.iter().filter(|m| m.accepts()).count(),
                     );
                     if !s.said_recently(&msg, now, 60.0) {
                         s.event(RandomIds.event_id(), now, msg);
@@ -335,15 +509,18 @@ impl Controller {
             );
         }
 
-        let mut conditions = vec![Condition::At(key.to_string(), rec.mod_revision)];
+        let Some(fence) = self.leadership.fence() else {
+            return Ok(None);
+        };
+        let mut conditions = vec![Condition::At(key.to_string(), rec.mod_revision), fence];
         let mut writes = vec![Write::Put(
             key.to_string(),
             serde_json::to_vec(&s).unwrap_or_default(),
         )];
         if !placed.is_empty() {
-            let (held, reservations) = capacity.commit_parts();
-            conditions.push(held);
-            writes.push(reservations);
+            let (held, reservations) = fleet.commit_parts();
+            conditions.extend(held);
+            writes.extend(reservations);
         }
         for (t, _) in &placed {
             let tk = ledger::key(&t.cluster, &t.id);
@@ -371,10 +548,7 @@ impl Controller {
             writes.push(Write::Put(tk, ledger::to_bytes(&t)));
         }
         let revision = self.store.commit(&conditions, &writes)?;
-        self.own.push_back(revision);
-        if self.own.len() > 64 {
-            self.own.pop_front();
-        }
+        self.remember(revision);
         for (t, _) in placed {
             self.owners
                 .insert(ledger::key(&t.cluster, &t.id), key.to_string());

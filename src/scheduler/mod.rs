@@ -1,10 +1,13 @@
 //! The scheduler: where tasks go and how many. `capacity` is what nodes
 //! have and have promised, in the store; `placement` answers which
-//! worker a task goes to; `reconcile` compares a service with its tasks
+//! node and worker a task goes to (`expr` reads its `memberOf`
+//! constraints); `reconcile` compares a service with its tasks
 //! and says what to start and stop; `controller` runs reconcile on every
 //! change and carries out its plans.
 
 pub mod capacity;
 pub mod controller;
+pub mod expr;
+pub mod leader;
 pub mod placement;
 pub mod reconcile;

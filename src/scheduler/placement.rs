@@ -1,11 +1,13 @@
 //! Placement: the worker a task goes to, or why it fits nowhere.
 //!
-//! A pure function of the workers' loads, so that it is tested without
-//! threads, and so that placing over several nodes later is the same
-//! question asked of more workers.
+//! A pure function of the nodes (ECS's container instances), their
+//! attributes and their workers' loads, so that it is tested without
+//! threads or a store. A task goes to one worker of one node.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use super::expr::Expr;
 use crate::model::service::Strategy;
 
 /// What a worker has and has promised.
@@ -62,38 +64,33 @@ impl fmt::Display for NoFit {
     }
 }
 
-/// Spread: among the workers the task fits on, the one with the fewest
-/// tasks, then the most free memory, then the lowest index.
-pub fn spread(workers: &[WorkerLoad], cpu: u32, memory: u64) -> Result<usize, NoFit> {
-    let best = workers
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| w.fits_cpu(cpu) && w.fits_memory(memory))
-        .min_by_key(|(i, w)| {
-            (
-                w.tasks,
-                std::cmp::Reverse(w.memory_capacity - w.memory_reserved),
-                *i,
-            )
-        });
-    match best {
-        Some((i, _)) => Ok(i),
-        None if workers.iter().any(|w| w.fits_cpu(cpu)) => Err(NoFit::Memory),
-        None => Err(NoFit::Cpu),
-    }
+/// A container instance (a node) as placement sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    /// Its id (what `instanceId` in an expression names).
+    pub id: &'a str,
+    /// Its attributes.
+    pub attributes: &'a BTreeMap<String, String>,
+    /// Its workers.
+    pub workers: &'a [WorkerLoad],
+    /// Whether it takes new tasks: connected (its lease alive) and ACTIVE
+    /// (not DRAINING, not deregistered).
+    pub accepts: bool,
 }
 
-/// What a service asks of placement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a task asks of placement.
+#[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// Strategies in order: the first decides, later ones break its ties
-    /// (the worker index breaks the last ties).
+    /// Strategies in order: the first decides, later ones break its ties.
+    /// None: spread over `ecs.availability-zone`, then over instances.
     pub strategies: &'a [Strategy],
-    /// At most one of the service's tasks per worker.
+    /// At most one task of the group per container instance.
     pub distinct_instance: bool,
-    /// The service's live tasks on each worker.
-    pub group_tasks: &'a [usize],
-    /// CPU units and MiB of the task.
+    /// `memberOf`: the instances whose attributes match every one.
+    pub member_of: &'a [Expr],
+    /// The group's live tasks on each host's workers (`[host][worker]`).
+    pub group_tasks: &'a [Vec<usize>],
+    /// CPU units of the task.
     pub cpu: u32,
     /// MiB of the task.
     pub memory: u64,
@@ -101,106 +98,142 @@ pub struct Request<'a> {
     pub seed: u64,
 }
 
-/// Why a service's task cannot be placed.
+/// Why a task cannot be placed, as ECS words it in `failures[].reason`
+/// and in service events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unplaceable {
-    /// No worker has the resources.
+    /// No container instance is connected and ACTIVE.
+    NoInstance,
+    /// No instance matches the `memberOf` constraints.
+    MemberOf,
+    /// No worker of a matching instance has the resources.
     Resources(NoFit),
-    /// Every worker that fits already has one of the service's tasks.
+    /// Every instance that fits already has one of the group's tasks.
     DistinctInstance,
 }
 
 impl fmt::Display for Unplaceable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Unplaceable::NoInstance => f.write_str("no ACTIVE container instance is connected"),
+            Unplaceable::MemberOf => f.write_str("memberOf placement constraint"),
             Unplaceable::Resources(n) => n.fmt(f),
             Unplaceable::DistinctInstance => f.write_str("distinctInstance placement constraint"),
         }
     }
 }
 
-/// Places a service's task: the worker chosen by the service's strategies
-/// among those it fits on and its constraint allows.
-pub fn place(workers: &[WorkerLoad], req: &Request<'_>) -> Result<usize, Unplaceable> {
-    let fitting: Vec<usize> = (0..workers.len())
-        .filter(|&i| workers[i].fits_cpu(req.cpu) && workers[i].fits_memory(req.memory))
+/// The default strategies: over zones, then over instances.
+pub fn default_strategies() -> Vec<Strategy> {
+    vec![
+        Strategy::SpreadAttribute("ecs.availability-zone".into()),
+        Strategy::Spread,
+    ]
+}
+
+/// Places a task: the (host, worker) its strategies choose among those
+/// its constraints allow and it fits on. Ties go to the worker with the
+/// fewest of the group's tasks, then the fewest tasks, then the lowest
+/// host and worker index.
+pub fn place(hosts: &[Host<'_>], req: &Request<'_>) -> Result<(usize, usize), Unplaceable> {
+    let open: Vec<usize> = (0..hosts.len()).filter(|&h| hosts[h].accepts).collect();
+    if open.is_empty() {
+        return Err(Unplaceable::NoInstance);
+    }
+    let members: Vec<usize> = open
+        .into_iter()
+        .filter(|&h| {
+            req.member_of
+                .iter()
+                .all(|e| e.matches(hosts[h].id, hosts[h].attributes))
+        })
+        .collect();
+    if members.is_empty() {
+        return Err(Unplaceable::MemberOf);
+    }
+    let group = |h: usize, w: usize| {
+        req.group_tasks
+            .get(h)
+            .and_then(|g| g.get(w))
+            .copied()
+            .unwrap_or(0)
+    };
+    let host_group = |h: usize| -> usize { (0..hosts[h].workers.len()).map(|w| group(h, w)).sum() };
+    let fitting: Vec<(usize, usize)> = members
+        .iter()
+        .flat_map(|&h| (0..hosts[h].workers.len()).map(move |w| (h, w)))
+        .filter(|&(h, w)| {
+            let l = &hosts[h].workers[w];
+            l.fits_cpu(req.cpu) && l.fits_memory(req.memory)
+        })
         .collect();
     if fitting.is_empty() {
-        return Err(Unplaceable::Resources(
-            if workers.iter().any(|w| w.fits_cpu(req.cpu)) {
-                NoFit::Memory
-            } else {
-                NoFit::Cpu
-            },
-        ));
+        let cpu_somewhere = members
+            .iter()
+            .flat_map(|&h| hosts[h].workers.iter())
+            .any(|l| l.fits_cpu(req.cpu));
+        return Err(Unplaceable::Resources(if cpu_somewhere {
+            NoFit::Memory
+        } else {
+            NoFit::Cpu
+        }));
     }
-    let group = |i: usize| req.group_tasks.get(i).copied().unwrap_or(0);
-    let allowed: Vec<usize> = fitting
+    let allowed: Vec<(usize, usize)> = fitting
         .into_iter()
-        .filter(|&i| !req.distinct_instance || group(i) == 0)
+        .filter(|&(h, _)| !req.distinct_instance || host_group(h) == 0)
         .collect();
     if allowed.is_empty() {
         return Err(Unplaceable::DistinctInstance);
     }
-    let key = |i: usize| -> Vec<u64> {
-        let w = &workers[i];
-        let mut k: Vec<u64> = req
-            .strategies
+    let defaults;
+    let strategies = if req.strategies.is_empty() {
+        defaults = default_strategies();
+        &defaults[..]
+    } else {
+        req.strategies
+    };
+    // The group's tasks on the hosts sharing each value of an attribute.
+    let by_value = |name: &str, value: Option<&String>| -> usize {
+        (0..hosts.len())
+            .filter(|&h| hosts[h].attributes.get(name) == value)
+            .map(host_group)
+            .sum()
+    };
+    let key = |(h, w): (usize, usize)| -> Vec<u64> {
+        let l = &hosts[h].workers[w];
+        let mut k: Vec<u64> = strategies
             .iter()
             .map(|s| match s {
-                Strategy::Spread => group(i) as u64,
-                Strategy::BinpackCpu => (w.cpu_capacity - w.cpu_reserved) as u64,
-                Strategy::BinpackMemory => w.memory_capacity - w.memory_reserved,
+                Strategy::Spread => host_group(h) as u64,
+                Strategy::SpreadAttribute(name) => {
+                    by_value(name, hosts[h].attributes.get(name)) as u64
+                }
+                Strategy::BinpackCpu => (l.cpu_capacity - l.cpu_reserved) as u64,
+                Strategy::BinpackMemory => l.memory_capacity - l.memory_reserved,
                 Strategy::Random => {
-                    // A stable shuffle of workers by the seed.
-                    (req.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    // A stable shuffle of the workers by the seed.
+                    let i = ((h as u64) << 32) | w as u64;
+                    (req.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
                         .wrapping_mul(0xBF58_476D_1CE4_E5B9)
                         >> 1
                 }
             })
             .collect();
-        if req.strategies.is_empty() {
-            k.push(group(i) as u64);
-        }
-        // Then the fewest tasks overall, then the lowest index.
-        k.push(w.tasks as u64);
-        k.push(i as u64);
+        k.push(group(h, w) as u64);
+        k.push(l.tasks as u64);
+        k.push(h as u64);
+        k.push(w as u64);
         k
     };
     Ok(allowed
         .into_iter()
-        .min_by_key(|&i| key(i))
+        .min_by_key(|&s| key(s))
         .expect("allowed is not empty"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spreads_over_workers() {
-        let mut w = vec![WorkerLoad::new(1024, 1000); 3];
-        let mut placed = Vec::new();
-        for _ in 0..6 {
-            let i = spread(&w, 256, 100).unwrap();
-            w[i].cpu_reserved += 256;
-            w[i].memory_reserved += 100;
-            w[i].tasks += 1;
-            placed.push(i);
-        }
-        assert_eq!(placed, [0, 1, 2, 0, 1, 2]);
-    }
-
-    #[test]
-    fn says_which_resource_is_short() {
-        let mut w = vec![WorkerLoad::new(1024, 1000)];
-        assert_eq!(spread(&w, 2048, 10), Err(NoFit::Cpu));
-        assert_eq!(spread(&w, 256, 2000), Err(NoFit::Memory));
-        w[0].cpu_reserved = 1024;
-        assert_eq!(spread(&w, 1, 1), Err(NoFit::Cpu));
-        assert_eq!(spread(&w, 0, 1), Ok(0));
-        assert_eq!(NoFit::Memory.to_string(), "RESOURCE:MEMORY");
-    }
 
     fn load(cpu_reserved: u32, memory_reserved: u64, tasks: usize) -> WorkerLoad {
         WorkerLoad {
@@ -212,10 +245,11 @@ mod tests {
         }
     }
 
-    fn req<'a>(strategies: &'a [Strategy], group: &'a [usize]) -> Request<'a> {
+    fn req<'a>(strategies: &'a [Strategy], group: &'a [Vec<usize>]) -> Request<'a> {
         Request {
             strategies,
             distinct_instance: false,
+            member_of: &[],
             group_tasks: group,
             cpu: 100,
             memory: 100,
@@ -223,23 +257,65 @@ mod tests {
         }
     }
 
+    fn no_attributes() -> &'static BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        &EMPTY
+    }
+
+    /// One host with these workers.
+    fn one(workers: &[WorkerLoad]) -> Vec<Host<'_>> {
+        vec![Host {
+            id: "n0",
+            attributes: no_attributes(),
+            workers,
+            accepts: true,
+        }]
+    }
+
+    #[test]
+    fn spreads_over_workers_and_says_which_resource_is_short() {
+        let mut w = vec![WorkerLoad::new(1024, 1000); 3];
+        let mut group = vec![vec![0; 3]];
+        let mut placed = Vec::new();
+        for _ in 0..6 {
+            let (_, i) = place(&one(&w), &req(&[], &group)).unwrap();
+            w[i].cpu_reserved += 100;
+            w[i].memory_reserved += 100;
+            w[i].tasks += 1;
+            group[0][i] += 1;
+            placed.push(i);
+        }
+        assert_eq!(placed, [0, 1, 2, 0, 1, 2]);
+        let mut r = req(&[], &[]);
+        r.cpu = 2048;
+        assert_eq!(place(&one(&w), &r), Err(Unplaceable::Resources(NoFit::Cpu)));
+        r.cpu = 1;
+        r.memory = 2000;
+        assert_eq!(
+            place(&one(&w), &r),
+            Err(Unplaceable::Resources(NoFit::Memory))
+        );
+        assert_eq!(NoFit::Memory.to_string(), "RESOURCE:MEMORY");
+    }
+
     #[test]
     fn service_strategies_choose_their_worker() {
         let w = [load(512, 100, 3), load(0, 800, 1), load(100, 0, 0)];
-        // Spread by the service's own tasks, whatever else runs there.
-        assert_eq!(place(&w, &req(&[Strategy::Spread], &[0, 2, 1])), Ok(0));
-        assert_eq!(place(&w, &req(&[], &[1, 1, 0])), Ok(2));
+        let h = one(&w);
+        // Spread by the group's own tasks, whatever else runs there.
+        assert_eq!(place(&h, &req(&[], &[vec![0, 2, 1]])), Ok((0, 0)));
+        assert_eq!(place(&h, &req(&[], &[vec![1, 1, 0]])), Ok((0, 2)));
         // Binpack: the least of the resource left.
-        assert_eq!(place(&w, &req(&[Strategy::BinpackCpu], &[])), Ok(0));
-        assert_eq!(place(&w, &req(&[Strategy::BinpackMemory], &[])), Ok(1));
+        assert_eq!(place(&h, &req(&[Strategy::BinpackCpu], &[])), Ok((0, 0)));
+        assert_eq!(place(&h, &req(&[Strategy::BinpackMemory], &[])), Ok((0, 1)));
         // Ties of the first strategy go to the next.
         let tied = [load(0, 100, 0), load(0, 500, 0)];
         assert_eq!(
             place(
-                &tied,
-                &req(&[Strategy::Spread, Strategy::BinpackMemory], &[1, 1])
+                &one(&tied),
+                &req(&[Strategy::Spread, Strategy::BinpackMemory], &[vec![1, 1]])
             ),
-            Ok(1)
+            Ok((0, 1))
         );
         // Random lands on every worker for some seed, and only where it fits.
         let mut seen = [false; 3];
@@ -248,7 +324,7 @@ mod tests {
                 seed,
                 ..req(&[Strategy::Random], &[])
             };
-            seen[place(&w, &r).unwrap()] = true;
+            seen[place(&h, &r).unwrap().1] = true;
         }
         assert_eq!(seen, [true, true, true]);
         let full = [load(1024, 0, 1), load(0, 0, 0)];
@@ -257,19 +333,85 @@ mod tests {
                 seed,
                 ..req(&[Strategy::Random], &[])
             };
-            assert_eq!(place(&full, &r), Ok(1));
+            assert_eq!(place(&one(&full), &r), Ok((0, 1)));
         }
     }
 
+    fn zoned<'a>(
+        zones: &'a [BTreeMap<String, String>],
+        workers: &'a [WorkerLoad],
+    ) -> Vec<Host<'a>> {
+        const IDS: [&str; 4] = ["n0", "n1", "n2", "n3"];
+        zones
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Host {
+                id: IDS[i],
+                attributes: a,
+                workers,
+                accepts: true,
+            })
+            .collect()
+    }
+
+    fn zone(z: &str) -> BTreeMap<String, String> {
+        [("ecs.availability-zone".to_string(), z.to_string())].into()
+    }
+
     #[test]
-    fn distinct_instance_keeps_one_task_per_worker() {
-        let w = [load(0, 0, 1), load(0, 0, 0)];
-        let mut r = req(&[Strategy::BinpackCpu], &[1, 0]);
+    fn spreads_over_zones_then_instances_and_keeps_to_constraints() {
+        // Two nodes in zone a, one in zone b: by default six tasks go
+        // three to each zone, and within zone a over both nodes.
+        let zones = [zone("a"), zone("a"), zone("b")];
+        let w = [WorkerLoad::new(4096, 10_000)];
+        let hosts = zoned(&zones, &w);
+        let mut group = vec![vec![0]; 3];
+        for _ in 0..6 {
+            let (h, _) = place(&hosts, &req(&[], &group)).unwrap();
+            group[h][0] += 1;
+        }
+        assert_eq!(group, [vec![2], vec![1], vec![3]]);
+        // spread by instanceId alone: even over the nodes.
+        let mut group = vec![vec![0]; 3];
+        for _ in 0..6 {
+            let (h, _) = place(&hosts, &req(&[Strategy::Spread], &group)).unwrap();
+            group[h][0] += 1;
+        }
+        assert_eq!(group, [vec![2], vec![2], vec![2]]);
+        // memberOf: only zone b; nothing if no node matches.
+        let only_b =
+            [crate::scheduler::expr::parse("attribute:ecs.availability-zone == b").unwrap()];
+        let mut r = req(&[], &[]);
+        r.member_of = &only_b;
+        assert_eq!(place(&hosts, &r), Ok((2, 0)));
+        let none = [crate::scheduler::expr::parse("attribute:ecs.availability-zone == c").unwrap()];
+        r.member_of = &none;
+        assert_eq!(place(&hosts, &r), Err(Unplaceable::MemberOf));
+        // A node that does not accept tasks (lost or DRAINING) gets none.
+        let mut closed = hosts.clone();
+        closed[2].accepts = false;
+        r.member_of = &only_b;
+        assert_eq!(place(&closed, &r), Err(Unplaceable::MemberOf));
+        for h in &mut closed {
+            h.accepts = false;
+        }
+        assert_eq!(place(&closed, &r), Err(Unplaceable::NoInstance));
+    }
+
+    #[test]
+    fn distinct_instance_keeps_one_task_per_node() {
+        let w = [load(0, 0, 0), load(0, 0, 0)];
+        let zones = [zone("a"), zone("a")];
+        let hosts = zoned(&zones, &w);
+        let mut r = req(&[Strategy::BinpackCpu], &[]);
         r.distinct_instance = true;
-        assert_eq!(place(&w, &r), Ok(1));
-        r.group_tasks = &[1, 1];
-        assert_eq!(place(&w, &r), Err(Unplaceable::DistinctInstance));
+        let g1 = [vec![0, 1], vec![0, 0]];
+        r.group_tasks = &g1;
+        assert_eq!(place(&hosts, &r), Ok((1, 0)));
+        let g2 = [vec![0, 1], vec![1, 0]];
+        r.group_tasks = &g2;
+        assert_eq!(place(&hosts, &r), Err(Unplaceable::DistinctInstance));
         r.cpu = 4096;
-        assert_eq!(place(&w, &r), Err(Unplaceable::Resources(NoFit::Cpu)));
+        assert_eq!(place(&hosts, &r), Err(Unplaceable::Resources(NoFit::Cpu)));
     }
 }

@@ -113,6 +113,20 @@ impl Stops {
 
 /// Decides what to do for `svc` given its `tasks` at time `now` (seconds).
 pub fn reconcile(svc: &ServiceRecord, tasks: &[TaskRecord], now: f64, ids: &mut dyn Ids) -> Plan {
+    reconcile_draining(svc, tasks, &[], now, ids)
+}
+
+/// [`reconcile`], with the nodes (container instances) that are DRAINING:
+/// the service's tasks on them are moved away as a deployment moves old
+/// tasks: replacements start within maximumPercent, and they stop as
+/// long as minimumHealthyPercent holds.
+pub fn reconcile_draining(
+    svc: &ServiceRecord,
+    tasks: &[TaskRecord],
+    draining: &[String],
+    now: f64,
+    ids: &mut dyn Ids,
+) -> Plan {
     let mut plan = Plan {
         service: svc.clone(),
         start: Vec::new(),
@@ -130,7 +144,7 @@ pub fn reconcile(svc: &ServiceRecord, tasks: &[TaskRecord], now: f64, ids: &mut 
             plan
         }
         ServiceStatus::Active => {
-            active(&mut plan, &mine, now, ids);
+            active(&mut plan, &mine, draining, now, ids);
             plan
         }
     }
@@ -178,7 +192,7 @@ fn drain(plan: &mut Plan, mine: &[&TaskRecord], now: f64) {
     }
 }
 
-fn active(plan: &mut Plan, mine: &[&TaskRecord], now: f64, ids: &mut dyn Ids) {
+fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, ids: &mut dyn Ids) {
     let name = plan.service.name.clone();
     let desired = plan.service.desired_count;
     let cfg = plan.service.config;
@@ -267,12 +281,17 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], now: f64, ids: &mut dyn Ids) {
             format!("Task is not part of a deployment of service {name}"),
         );
     }
-    let primary_live: Vec<&TaskRecord> =
-        live_tasks.iter().copied().filter(|t| of(t, &pid)).collect();
+    // A task on a DRAINING node is moved away as an old deployment's is.
+    let leaving = |t: &TaskRecord| draining.contains(&t.node);
+    let primary_live: Vec<&TaskRecord> = live_tasks
+        .iter()
+        .copied()
+        .filter(|t| of(t, &pid) && !leaving(t))
+        .collect();
     let old_live: Vec<&TaskRecord> = live_tasks
         .iter()
         .copied()
-        .filter(|t| !of(t, &pid) && known.iter().any(|k| of(t, k)))
+        .filter(|t| (!of(t, &pid) || leaving(t)) && known.iter().any(|k| of(t, k)))
         .collect();
     let primary_bad: Vec<&TaskRecord> = primary_live
         .iter()
@@ -373,10 +392,17 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], now: f64, ids: &mut dyn Ids) {
         if stops.has(&t.id) {
             continue;
         }
-        let reason = format!(
-            "Scaling activity initiated by (deployment {})",
-            t.started_by.as_deref().unwrap_or("")
-        );
+        let reason = if leaving(t) {
+            format!(
+                "Task moved away from container instance {}, which is DRAINING",
+                t.node
+            )
+        } else {
+            format!(
+                "Scaling activity initiated by (deployment {})",
+                t.started_by.as_deref().unwrap_or("")
+            )
+        };
         if !healthy(t) {
             stops.add(t, reason);
         } else if budget > 0 {

@@ -29,19 +29,11 @@ const WATCH_RETRY: Duration = Duration::from_millis(200);
 /// Changes a watch holds for a slow reader before etcd's stream waits.
 const WATCH_BUFFER: usize = 1024;
 
-/// The key a server holds, under a lease, while it uses a namespace.
-pub const CLAIM_KEY: &str = "claim";
-
-/// How long a claim outlives its server's last keep-alive (seconds).
-const CLAIM_TTL: i64 = 10;
-
 /// The etcd-backed [`Store`].
 pub struct EtcdStore {
     client: Client,
     namespace: String,
     endpoints: Vec<String>,
-    /// The lease of this server's claim on the namespace.
-    claim: std::sync::Mutex<Option<i64>>,
     rt: ClientRuntime,
 }
 
@@ -197,65 +189,8 @@ impl EtcdStore {
             client,
             namespace: target.namespace,
             endpoints: target.endpoints,
-            claim: Default::default(),
             rt,
         })
-    }
-
-    /// Claims the namespace for the node `node` while this store lives (a
-    /// key under a lease, kept alive): one node per namespace until nodes
-    /// share one (the scale-out issue). The same node restarting takes its
-    /// claim back at once; another is refused with what to do.
-    pub fn claim(&self, node: &str) -> Result<(), String> {
-        let key = self.key(CLAIM_KEY);
-        let who = node.to_string();
-        let mut client = self.client.clone();
-        let taken = self
-            .rt
-            .call(async move {
-                let lease = client.lease_grant(CLAIM_TTL, None).await?.id();
-                let put = TxnOp::put(
-                    key.clone(),
-                    who.clone(),
-                    Some(PutOptions::new().with_lease(lease)),
-                );
-                let txn = Txn::new()
-                    .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
-                    .and_then(vec![put.clone()]);
-                if client.txn(txn).await?.succeeded() {
-                    return Ok(Ok(lease));
-                }
-                // Ours from before a restart: take it over.
-                let txn = Txn::new()
-                    .when(vec![Compare::value(key.clone(), CompareOp::Equal, who)])
-                    .and_then(vec![put]);
-                if client.txn(txn).await?.succeeded() {
-                    return Ok(Ok(lease));
-                }
-                client.lease_revoke(lease).await?;
-                let holder = client.get(key, None).await?;
-                let holder = holder
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-                    .unwrap_or_default();
-                Ok(Err(holder))
-            })
-            .map_err(|e| format!("cannot claim the etcd namespace {}: {e}", self.namespace))?;
-        let lease = taken.map_err(|holder| {
-            format!(
-                "another skiff server (node {holder}) is using the namespace {} of etcd at {}; several nodes sharing one namespace are not built yet: stop it, or give this server its own namespace (--store etcd://HOST:PORT/NAME)",
-                self.namespace,
-                self.endpoints.join(", ")
-            )
-        })?;
-        *self.claim.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
-        self.rt.spawn(keep_alive(
-            self.client.clone(),
-            lease,
-            self.namespace.clone(),
-        ));
-        Ok(())
     }
 
     /// The namespace keys live under (ends in `/`).
@@ -294,19 +229,6 @@ impl EtcdStore {
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
         })
-    }
-}
-
-impl Drop for EtcdStore {
-    fn drop(&mut self) {
-        // Let the next server claim the namespace at once.
-        let lease = self.claim.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(lease) = lease {
-            let mut client = self.client.clone();
-            let _ = self
-                .rt
-                .call(async move { client.lease_revoke(lease).await });
-        }
     }
 }
 
@@ -465,33 +387,6 @@ impl Store for EtcdStore {
             tx,
         ));
         Watch::channel(rx)
-    }
-}
-
-/// Keeps a claim's lease alive (a third of its TTL apart), connecting
-/// again when the stream breaks; says so if the lease was lost.
-async fn keep_alive(mut client: Client, lease: i64, namespace: String) {
-    let every = Duration::from_secs((CLAIM_TTL / 3).max(1) as u64);
-    loop {
-        if let Ok((mut keeper, mut answers)) = client.lease_keep_alive(lease).await {
-            loop {
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match answers.message().await {
-                    Ok(Some(a)) if a.ttl() > 0 => {}
-                    Ok(Some(_)) => {
-                        tracing::error!(
-                            "this server's claim on the etcd namespace {namespace} expired (etcd was out of reach for over {CLAIM_TTL} s); restart it to claim the namespace again"
-                        );
-                        return;
-                    }
-                    _ => break,
-                }
-                tokio::time::sleep(every).await;
-            }
-        }
-        tokio::time::sleep(WATCH_RETRY).await;
     }
 }
 

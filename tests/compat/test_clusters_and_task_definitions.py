@@ -214,9 +214,9 @@ def test_tags_on_task_definitions_and_clusters(ecs):
 
 def test_unsupported_action_names_it(ecs):
     with pytest.raises(ClientError) as e:
-        ecs.list_container_instances()
+        ecs.describe_capacity_providers()
     assert error_code(e) == "UnsupportedFeatureException"
-    assert "ListContainerInstances" in error_message(e)
+    assert "DescribeCapacityProviders" in error_message(e)
 
 
 def test_aws_cli_works_unchanged(server):

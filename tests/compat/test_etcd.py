@@ -3,6 +3,7 @@ etcd (Debian's etcd-server) on 127.0.0.1: the same API on the other store,
 and the state in etcd, not in the server: a second server, on another data
 directory, sees what the first one wrote."""
 
+import json
 import os
 import shutil
 import socket
@@ -100,3 +101,103 @@ def test_the_api_on_etcd_and_a_second_server_sees_the_first_ones_state(etcd):
         second.stop()
         shutil.rmtree(first_dir, ignore_errors=True)
         shutil.rmtree(second_dir, ignore_errors=True)
+
+
+def aws(endpoint, *args):
+    out = subprocess.run(
+        [os.path.join(ROOT, ".venv", "bin", "aws"), "ecs", *args,
+         "--endpoint-url", endpoint, "--region", "us-west-2", "--output", "json"],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIDSKIFFTEST", "AWS_SECRET_ACCESS_KEY": "x"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_three_nodes_one_state_container_instances_and_draining(etcd):
+    store = f"etcd://{etcd}/{uniq('ns')}"
+    dirs = [tempfile.mkdtemp() for _ in range(3)]
+    nodes = [
+        Server(d, "--store", store, "--workers", "1", "--memory", "512",
+               "--attribute", f"ecs.availability-zone=z{i}", "--attribute", f"tier={'gold' if i == 0 else 'std'}").start()
+        for i, d in enumerate(dirs)
+    ]
+    try:
+        ecs = [n.client() for n in nodes]
+        arns = wait_for("3 container instances", lambda: (lambda a: len(a) == 3 and a)(
+            ecs[0].list_container_instances()["containerInstanceArns"]))
+        # aws-cli against another node sees the same instances.
+        assert sorted(aws(nodes[2].endpoint, "list-container-instances")["containerInstanceArns"]) == sorted(arns)
+        described = ecs[1].describe_container_instances(containerInstances=arns)["containerInstances"]
+        by_zone = {}
+        for ci in described:
+            attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+            by_zone[attrs["ecs.availability-zone"]] = ci
+            assert ci["status"] == "ACTIVE" and ci["agentConnected"] is True
+            cpu = next(r for r in ci["registeredResources"] if r["name"] == "CPU")
+            mem = next(r for r in ci["registeredResources"] if r["name"] == "MEMORY")
+            assert cpu["integerValue"] == 1024 and mem["integerValue"] == 512
+        gold = ecs[0].list_container_instances(filter="attribute:tier == gold")["containerInstanceArns"]
+        assert gold == [by_zone["z0"]["containerInstanceArn"]]
+        with pytest.raises(ecs[0].exceptions.InvalidParameterException, match="filter"):
+            ecs[0].list_container_instances(filter="attribute:tier ~ gold")
+
+        family = uniq("web")
+        image = os.path.join(DIST, "hello-http.wasm")
+        ecs[0].register_task_definition(
+            family=family, containerDefinitions=[{"name": "web", "image": image, "memory": 32}])
+        # memberOf: RunTask only on the gold node.
+        run = ecs[1].run_task(taskDefinition=family, count=2, placementConstraints=[
+            {"type": "memberOf", "expression": "attribute:tier == gold"}])
+        assert not run["failures"], run
+        assert {t["containerInstanceArn"] for t in run["tasks"]} == {gold[0]}
+        assert {t["availabilityZone"] for t in run["tasks"]} == {"z0"}
+        nowhere = ecs[1].run_task(taskDefinition=family, placementConstraints=[
+            {"type": "memberOf", "expression": "attribute:tier == platinum"}])
+        assert nowhere["failures"][0]["reason"] == "memberOf placement constraint"
+        with pytest.raises(ecs[1].exceptions.InvalidParameterException, match=r"placementConstraints\[0\].expression"):
+            ecs[1].run_task(taskDefinition=family, placementConstraints=[
+                {"type": "memberOf", "expression": "tier == gold"}])
+        for t in run["tasks"]:
+            ecs[0].stop_task(task=t["taskArn"])
+
+        # A service of 3, one per zone; the z1 node set DRAINING: its task
+        # moves to the others, and it takes no new ones.
+        svc = uniq("svc")
+        ecs[2].create_service(serviceName=svc, taskDefinition=family, desiredCount=3)
+
+        def zones():
+            arns = ecs[0].list_tasks(serviceName=svc, desiredStatus="RUNNING")["taskArns"]
+            ts = ecs[0].describe_tasks(tasks=arns)["tasks"] if arns else []
+            return sorted(t["availabilityZone"] for t in ts if t["lastStatus"] == "RUNNING")
+
+        wait_for("one task per zone", lambda: zones() == ["z0", "z1", "z2"])
+        z1 = by_zone["z1"]["containerInstanceArn"]
+        out = aws(nodes[1].endpoint, "update-container-instances-state",
+                  "--container-instances", z1, "--status", "DRAINING")
+        assert out["containerInstances"][0]["status"] == "DRAINING"
+        moved = wait_for("the z1 task moved", lambda: (lambda z: len(z) == 3 and "z1" not in z and z)(zones()))
+        assert sorted(set(moved)) == ["z0", "z2"]
+        ci = ecs[2].describe_container_instances(containerInstances=[z1])["containerInstances"][0]
+        assert ci["status"] == "DRAINING"
+        wait_for("z1 runs nothing", lambda: ecs[2].describe_container_instances(
+            containerInstances=[z1])["containerInstances"][0]["runningTasksCount"] == 0)
+        stopped = ecs[0].list_tasks(serviceName=svc, desiredStatus="STOPPED")["taskArns"]
+        reasons = [t.get("stoppedReason", "") for t in ecs[0].describe_tasks(tasks=stopped)["tasks"]]
+        assert any("which is DRAINING" in r for r in reasons), reasons
+        # Deregistering a node that runs tasks needs force.
+        z0 = by_zone["z0"]["containerInstanceArn"]
+        with pytest.raises(ecs[0].exceptions.InvalidParameterException, match="force"):
+            ecs[0].deregister_container_instance(containerInstance=z0)
+        gone = ecs[0].deregister_container_instance(containerInstance=z0, force=True)["containerInstance"]
+        assert gone["status"] == "INACTIVE"
+        # Its task is stopped and replaced on z2, the one node left ACTIVE.
+        wait_for("all on z2", lambda: zones() == ["z2", "z2", "z2"])
+        assert ecs[1].list_container_instances(status="INACTIVE")["containerInstanceArns"] == [z0]
+        ecs[0].update_container_instances_state(containerInstances=[z1], status="ACTIVE")
+        ecs[0].update_service(service=svc, desiredCount=0)
+    finally:
+        for n in nodes:
+            n.stop()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)

@@ -401,7 +401,10 @@ def two_workers():
 
 
 def workers_of(ecs, name):
-    return sorted(t["containerInstanceArn"].split("/")[-1] for t in running_tasks(ecs, name))
+    """The worker threads of the one node that run the service's tasks."""
+    def worker(t):
+        return next("worker-" + a["value"] for a in t["attributes"] if a["name"] == "skiff.worker")
+    return sorted(worker(t) for t in running_tasks(ecs, name))
 
 
 def test_placement_strategies_and_distinct_instance(two_workers):
@@ -428,11 +431,13 @@ def test_placement_strategies_and_distinct_instance(two_workers):
 
     def unplaced():
         svc = describe(ecs, distinct)
-        return svc["runningCount"] == 2 and any("was unable to place a task" in m for m in messages(svc)) and svc
+        return svc["runningCount"] == 1 and any("was unable to place a task" in m for m in messages(svc)) and svc
 
-    svc = wait_for("two tasks and a placement event", unplaced, timeout=30)
+    # One node is one container instance: one task of the service on it.
+    svc = wait_for("one task and a placement event", unplaced, timeout=30)
     assert any("distinctInstance" in m for m in messages(svc))
-    assert workers_of(ecs, distinct) == ["worker-0", "worker-1"]
+    arns = {t["containerInstanceArn"] for t in running_tasks(ecs, distinct)}
+    assert len(arns) == 1 and ":container-instance/default/" in arns.pop()
     # A task that fits nowhere says which resource is short.
     huge = register(ecs, [web(memory=4096)])
     big = uniq("big")

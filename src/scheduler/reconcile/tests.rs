@@ -30,6 +30,7 @@ fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         placement_strategy: serde_json::json!([]),
         placement_constraints: serde_json::json!([]),
         distinct_instance: false,
+        member_of: vec![],
         health_check_grace_period_seconds: 0,
         created_at: 0.0,
         extra: serde_json::json!({}),
@@ -47,6 +48,9 @@ struct World {
     now: f64,
     ids: Seq,
     checked: bool,
+    /// The node new tasks go to, and the nodes DRAINING.
+    node: String,
+    draining: Vec<String>,
 }
 
 impl World {
@@ -57,12 +61,20 @@ impl World {
             now: 1.0,
             ids: Seq(100),
             checked: false,
+            node: "a".into(),
+            draining: vec![],
         }
     }
 
     /// Runs reconcile and applies its plan as the controller would.
     fn step(&mut self) -> Plan {
-        let plan = reconcile(&self.svc, &self.tasks, self.now, &mut self.ids);
+        let plan = reconcile_draining(
+            &self.svc,
+            &self.tasks,
+            &self.draining,
+            self.now,
+            &mut self.ids,
+        );
         for s in &plan.start {
             let mut container =
                 serde_json::json!({"name": "main", "image": "x.wasm", "memory": 16});
@@ -74,10 +86,12 @@ impl World {
             )
             .unwrap();
             let ids = &mut self.ids;
-            let mut t = TaskRecord::placed(&td, s.revision, "default", 0, self.now, &mut || {
-                ids.0 += 1;
-                format!("t{}", ids.0)
-            });
+            let node = self.node.clone();
+            let mut t =
+                TaskRecord::placed(&td, s.revision, "default", &node, 0, self.now, &mut || {
+                    ids.0 += 1;
+                    format!("t{}", ids.0)
+                });
             t.group = "service:web".into();
             t.started_by = Some(s.deployment.clone());
             self.tasks.push(t);
@@ -253,6 +267,42 @@ fn rolling_from_4_within_50_and_150_percent() -> (World, String) {
     w.converge(true);
     let new = w.deploy(2);
     (w, new)
+}
+
+#[test]
+fn tasks_on_a_draining_node_are_replaced_before_they_stop() {
+    let mut w = World::new(4, DeploymentConfig::default());
+    w.converge(true);
+    w.draining = vec!["a".into()];
+    w.node = "b".into();
+    for _ in 0..20 {
+        let plan = w.step();
+        let on_b = w
+            .tasks
+            .iter()
+            .filter(|t| healthy(t) && t.node == "b")
+            .count();
+        let healthy = w.tasks.iter().filter(|t| healthy(t)).count();
+        assert!(w.live().len() <= 8, "at most 200% of 4 tasks");
+        assert!(healthy >= 4, "at least 100% of 4 healthy: {healthy}");
+        if !plan.acts(&w.svc) && on_b == 4 {
+            break;
+        }
+        w.settle(true);
+    }
+    w.converge(true);
+    let live: Vec<&str> = w.live().iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(live, ["b"; 4]);
+    let moved = w
+        .tasks
+        .iter()
+        .filter(|t| {
+            t.stopped_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("container instance a, which is DRAINING"))
+        })
+        .count();
+    assert_eq!(moved, 4);
 }
 
 #[test]
