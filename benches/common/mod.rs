@@ -156,6 +156,17 @@ pub fn server_with_ingress(
     extra: &[&str],
 ) -> (Killed, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    let (child, api, ingress) = server_in(dir.path(), workers, extra);
+    (child, api, ingress, dir)
+}
+
+/// [`server_with_ingress`] on the data directory `dir` (which the caller
+/// keeps, to start the same node again).
+pub fn server_in(
+    dir: &std::path::Path,
+    workers: usize,
+    extra: &[&str],
+) -> (Killed, String, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
         .args([
             "server",
@@ -167,7 +178,7 @@ pub fn server_with_ingress(
         ])
         .arg(workers.to_string())
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::piped())
@@ -203,7 +214,7 @@ pub fn server_with_ingress(
     let ingress = addr_in(&line);
     // Keep reading, so that the server never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, addr, ingress, dir)
+    (child, addr, ingress)
 }
 
 /// The `p` quantile (0 to 1) of sorted durations.
