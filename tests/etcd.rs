@@ -194,12 +194,21 @@ impl Node {
 
     /// The status of GET / for the service `web` on its ingress.
     fn get_web(&self) -> u16 {
+        self.get("web", "")
+    }
+
+    /// The status of GET / for `service` on its ingress, with `headers`
+    /// (each ending in CRLF).
+    fn get(&self, service: &str, headers: &str) -> u16 {
         use std::io::{Read, Write};
         let Ok(mut c) = std::net::TcpStream::connect(&self.ingress) else {
             return 0;
         };
         let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {service}.localhost\r\n{headers}Connection: close\r\n\r\n"
+        );
+        let _ = c.write_all(req.as_bytes());
         let mut out = String::new();
         let _ = c.read_to_string(&mut out);
         out.split(' ')
@@ -358,6 +367,42 @@ fn three_nodes_share_a_store_and_replace_a_lost_node() {
         assert_eq!(ci["status"], "ACTIVE", "{ci}");
     }
 
+    // A service with one task, on the zone-a node only: every node's
+    // ingress answers for it, the other two by forwarding once.
+    let (status, out) = common::call(
+        &nodes[2].api,
+        "CreateService",
+        json!({"serviceName": "one", "taskDefinition": "web", "desiredCount": 1,
+               "placementConstraints": [{"type": "memberOf",
+                   "expression": "attribute:ecs.availability-zone == zone-a"}]}),
+    );
+    assert_eq!(status, 200, "{out}");
+    running(&nodes[1].api, "one", 1);
+    for n in &nodes {
+        common::wait_until(
+            &n.api,
+            "ListClusters",
+            json!({}),
+            Duration::from_secs(30),
+            |_| n.get("one", "") == 200,
+        );
+    }
+    // A request already forwarded is not forwarded again.
+    assert_eq!(
+        nodes[1].get("one", "x-skiff-forwarded-service: default/one\r\n"),
+        404
+    );
+    assert_eq!(
+        nodes[0].get("one", "x-skiff-forwarded-service: default/one\r\n"),
+        200
+    );
+    let (status, out) = common::call(
+        &nodes[2].api,
+        "UpdateService",
+        json!({"service": "one", "desiredCount": 0}),
+    );
+    assert_eq!(status, 200, "{out}");
+
     // kill -9 of a node that does not lead: its tasks are recorded
     // STOPPED and replaced on the other two.
     let leader = || {
@@ -426,7 +471,10 @@ fn three_nodes_share_a_store_and_replace_a_lost_node() {
     let l = ids.iter().position(|i| *i == leader()).unwrap();
     let on_leader = placement(&nodes[l].api).get(&ids[l]).copied().unwrap_or(0);
     assert!(on_leader > 0, "the leader runs some of web");
-    assert_eq!(nodes[l].get_web(), 200);
+    assert_eq!(
+        nodes[l].get("web", "x-skiff-forwarded-service: default/web\r\n"),
+        200
+    );
     nodes[l].signal(libc::SIGSTOP);
     let other = (l + 1) % 3;
     let t0 = std::time::Instant::now();
@@ -437,8 +485,9 @@ fn three_nodes_share_a_store_and_replace_a_lost_node() {
     six_running(&nodes[other].api, &[&ids[l]]);
     nodes[l].signal(libc::SIGCONT);
     nodes[l].said("no longer leads the scheduler");
+    // Asked as a forwarded request, it answers from its own tasks only.
     let t0 = std::time::Instant::now();
-    while nodes[l].get_web() == 200 {
+    while nodes[l].get("web", "x-skiff-forwarded-service: default/web\r\n") == 200 {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "the thawed node still serves web"
@@ -446,6 +495,8 @@ fn three_nodes_share_a_store_and_replace_a_lost_node() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_ne!(leader(), ids[l]);
+    // Through any node's ingress, web still answers.
+    assert_eq!(nodes[l].get_web(), 200);
     let p = six_running(&nodes[l].api, &[&ids[l]]);
     assert_eq!(p.values().sum::<usize>(), 6, "no duplicates: {p:?}");
     for n in &mut nodes {

@@ -59,6 +59,7 @@ fn ctx() -> &'static Ctx {
             store: None,
             attribute: Vec::new(),
             node_ttl: std::time::Duration::from_secs(5),
+            advertise_ingress: None,
         };
         let engine = rt.block_on(server.start()).expect("engine");
         Ctx { _rt: rt, engine }

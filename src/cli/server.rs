@@ -33,6 +33,11 @@ pub struct Server {
     /// Address of the HTTP ingress (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub ingress: SocketAddr,
+    /// Where other nodes reach this node's ingress (HOST:PORT), to forward
+    /// requests for its tasks. Default: the --ingress address, when it is
+    /// not 0.0.0.0 or [::].
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub advertise_ingress: Option<String>,
     /// The account id in ARNs.
     #[arg(long, value_name = "ID", default_value = "000000000000")]
     pub account: String,
@@ -105,6 +110,24 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// `HOST:PORT`, a host name or address and a port (1-65535).
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT (say, 10.0.0.5:8080)"))?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c));
+    if !host_ok {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(s.to_string()),
+        _ => Err(format!("{port:?} is not a port (1 to 65535)")),
+    }
 }
 
 /// The machine's memory in MiB, from /proc/meminfo.
@@ -311,6 +334,18 @@ impl Server {
             workers: agent_config.worker_capacity(),
             attributes,
             registered_at: crate::model::now(),
+            ingress: match &self.advertise_ingress {
+                Some(a) => Some(a.clone()),
+                None if ingress_addr.ip().is_unspecified() => {
+                    if self.store.is_some() {
+                        tracing::warn!(
+                            "the ingress listens on {ingress_addr}: other nodes cannot forward requests to this node's tasks until it is given --advertise-ingress HOST:PORT"
+                        );
+                    }
+                    None
+                }
+                None => Some(ingress_addr.to_string()),
+            },
         };
         let (registration, lease) =
             Registration::start(store.clone(), node.clone(), record, self.node_ttl)
@@ -368,6 +403,10 @@ impl Server {
             shutdown.clone(),
             ingress_addr.ip(),
             self.max_request_body,
+            Some(Arc::new(crate::ingress::peers::Peers::new(
+                store.clone(),
+                node.clone(),
+            ))),
         );
         routes.set_opener(Box::new(front.clone()));
         front

@@ -4,8 +4,10 @@
 //! A request goes to the service its Host names (or its hostPort's
 //! service), to the task [`Routes::pick`] chooses. When that task runs on
 //! the worker that accepted the connection, its instance runs right there;
-//! otherwise the request is handed to the task's worker. Nothing queues: a
-//! request no task can take now is answered 503 with Retry-After at once.
+//! otherwise the request is handed to the task's worker. A request no task
+//! of this node can take goes to another node that runs the service
+//! ([`Peers`]). Nothing queues: a request no task can take now is answered
+//! 503 with Retry-After at once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -21,6 +23,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::peers::{self, Peers};
 use super::routes::{Admitted, Pick, PortOpener, Routes, ServiceKey};
 use super::{accept_loop, failure_response};
 
@@ -48,6 +51,8 @@ pub struct Front {
     shutdown: CancellationToken,
     ip: IpAddr,
     max_body: u64,
+    /// Other nodes, for requests no task here can take.
+    peers: Option<Arc<Peers>>,
 }
 
 impl Front {
@@ -60,6 +65,7 @@ impl Front {
         shutdown: CancellationToken,
         ip: IpAddr,
         max_body: u64,
+        peers: Option<Arc<Peers>>,
     ) -> Arc<Front> {
         Arc::new(Front {
             routes,
@@ -69,6 +75,7 @@ impl Front {
             shutdown,
             ip,
             max_body,
+            peers,
         })
     }
 
@@ -140,9 +147,11 @@ impl Front {
         target: &Target,
         id: &str,
     ) -> Response<ResponseBody> {
-        let service = match target {
-            Target::Service(s) => s.clone(),
-            Target::Host => {
+        let forwarded = peers::forwarded_service(&req);
+        let service = match (target, &forwarded) {
+            (_, Some(s)) => s.clone(),
+            (Target::Service(s), None) => s.clone(),
+            (Target::Host, None) => {
                 let host = req
                     .headers()
                     .get(HOST)
@@ -178,6 +187,25 @@ impl Front {
             );
         }
         let pick = self.routes.pick(&service, local);
+        // No task here can take it: another node's may (a forwarded
+        // request is never forwarded again).
+        if !matches!(pick, Pick::To(_)) && forwarded.is_none() {
+            if let Some(peers) = &self.peers {
+                let endpoints = peers.endpoints(&service).await;
+                if !endpoints.is_empty() {
+                    let m = self.metrics.service(cluster, name);
+                    let started = std::time::Instant::now();
+                    let max = self.max_body;
+                    let req = req.map(move |b| limit(b, max));
+                    let resp = match peers.forward(req, &service, &endpoints).await {
+                        Ok(r) => r,
+                        Err(why) => peers::unreachable(why),
+                    };
+                    m.request(resp.status().as_u16(), started.elapsed());
+                    return resp;
+                }
+            }
+        }
         if let Pick::Unknown = pick {
             return plain(
                 StatusCode::NOT_FOUND,

@@ -5,10 +5,12 @@
 //!
 //! [`routes`] is the table of services and their tasks and the choice of a
 //! task per request; [`front`] runs the accept loops on the worker threads
-//! and answers requests (routing, admission, 404/413/503, request ids).
+//! and answers requests (routing, admission, 404/413/503, request ids);
+//! [`peers`] forwards a request to another node that runs the service.
 //! [`serve`] is the one-handler server of `skiff exec`.
 
 pub mod front;
+pub mod peers;
 pub mod routes;
 
 use std::future::Future;

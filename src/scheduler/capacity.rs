@@ -51,6 +51,10 @@ pub struct Node {
     /// When it registered (seconds since the epoch).
     #[serde(default)]
     pub registered_at: f64,
+    /// Where other nodes reach its ingress (HOST:PORT), to forward
+    /// requests for its tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
 }
 
 /// A container instance's status, as ECS has it.
@@ -244,6 +248,7 @@ impl Fleet {
                 workers: Vec::new(),
                 attributes: BTreeMap::new(),
                 registered_at: 0.0,
+                ingress: None,
             },
             status: InstanceStatus::Active,
             version: 0,
@@ -397,6 +402,7 @@ pub(crate) mod tests {
             workers: workers.to_vec(),
             attributes: Default::default(),
             registered_at: 0.0,
+            ingress: None,
         }
     }
 
