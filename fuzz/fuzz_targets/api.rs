@@ -60,6 +60,7 @@ fn ctx() -> &'static Ctx {
             attribute: Vec::new(),
             node_ttl: std::time::Duration::from_secs(5),
             advertise_ingress: None,
+            advertise_api: None,
         };
         let engine = rt.block_on(server.start()).expect("engine");
         Ctx { _rt: rt, engine }

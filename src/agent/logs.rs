@@ -77,27 +77,37 @@ pub fn sink(
     }))
 }
 
-/// A task's logs as text: each line `CONTAINER STREAM LINE` (preceded by
-/// its time in ms since the epoch with `timestamps`), in time order across
-/// containers. `None` when the task has no logs.
-pub fn read(logs_dir: &Path, cluster: &str, task: &str, timestamps: bool) -> Option<String> {
+/// A task's log files as they are: container name to text (each line
+/// `MS STREAM TEXT`). `None` when the task has no logs here.
+pub type TaskFiles = std::collections::BTreeMap<String, String>;
+
+/// The log files of a task on this node.
+pub fn task_files(logs_dir: &Path, cluster: &str, task: &str) -> Option<TaskFiles> {
     let dir = task_dir(logs_dir, cluster, task);
-    let mut lines: Vec<(u128, String)> = Vec::new();
+    let mut out = TaskFiles::new();
     for entry in std::fs::read_dir(&dir).ok()? {
         let path = entry.ok()?.path();
         let container = path.file_stem()?.to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for l in text.lines() {
-            let mut parts = l.splitn(3, ' ');
-            let (Some(ms), Some(stream), rest) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            let ms: u128 = ms.parse().unwrap_or(0);
-            let line = format!("{container} {stream} {}", rest.unwrap_or(""));
+        out.insert(
+            container,
+            std::fs::read_to_string(&path).unwrap_or_default(),
+        );
+    }
+    Some(out)
+}
+
+/// A task's logs as text: each line `CONTAINER STREAM LINE` (preceded by
+/// its time in ms since the epoch with `timestamps`), in time order across
+/// containers.
+pub fn format(files: &TaskFiles, timestamps: bool) -> String {
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    for (container, text) in files {
+        for l in parse(text) {
+            let line = format!("{container} {} {}", l.stream, l.text);
             lines.push((
-                ms,
+                l.ms,
                 if timestamps {
-                    format!("{ms} {line}")
+                    format!("{} {line}", l.ms)
                 } else {
                     line
                 },
@@ -105,7 +115,7 @@ pub fn read(logs_dir: &Path, cluster: &str, task: &str, timestamps: bool) -> Opt
         }
     }
     lines.sort_by_key(|(ms, _)| *ms);
-    Some(lines.into_iter().map(|(_, l)| l + "\n").collect())
+    lines.into_iter().map(|(_, l)| l + "\n").collect()
 }
 
 /// One line of a container's log.
@@ -119,16 +129,8 @@ pub struct Line {
     pub text: String,
 }
 
-/// The size of a container's log file in bytes (0 when it has none).
-pub fn container_log_size(logs_dir: &Path, cluster: &str, task: &str, container: &str) -> u64 {
-    let path = task_dir(logs_dir, cluster, task).join(format!("{container}.log"));
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// A container's log lines, oldest first (empty when it has none).
-pub fn container_lines(logs_dir: &Path, cluster: &str, task: &str, container: &str) -> Vec<Line> {
-    let path = task_dir(logs_dir, cluster, task).join(format!("{container}.log"));
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+/// The lines of a container's log file, oldest first.
+pub fn parse(text: &str) -> Vec<Line> {
     text.lines()
         .filter_map(|l| {
             let mut parts = l.splitn(3, ' ');

@@ -40,12 +40,19 @@ struct Stream {
 }
 
 impl Stream {
+    /// The container's log file, wherever its task ran.
+    fn text(&self, api: &Api) -> String {
+        super::peer::task_files(api, &self.cluster, &self.task)
+            .and_then(|mut f| f.remove(&self.container))
+            .unwrap_or_default()
+    }
+
     fn lines(&self, api: &Api) -> Vec<Line> {
-        files::container_lines(&api.logs_dir, &self.cluster, &self.task, &self.container)
+        files::parse(&self.text(api))
     }
 
     fn bytes(&self, api: &Api) -> u64 {
-        files::container_log_size(&api.logs_dir, &self.cluster, &self.task, &self.container)
+        self.text(api).len() as u64
     }
 }
 

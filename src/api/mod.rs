@@ -18,6 +18,7 @@ pub mod error;
 pub mod instances;
 pub mod logs;
 pub mod page;
+pub mod peer;
 pub mod services;
 pub mod tags;
 pub mod task_definitions;
@@ -68,6 +69,10 @@ pub struct Api {
     /// (Other placers, the scheduler or another process, still conflict
     /// and are retried.)
     pub placing: std::sync::Mutex<()>,
+    /// This node's id (a task's logs are read here when it ran here).
+    pub node: String,
+    /// The nodes' shared secret, for reads between nodes (empty: none).
+    pub peer_secret: Vec<u8>,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -281,10 +286,13 @@ fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
     let timestamps = query.split('&').any(|kv| kv == "timestamps=1");
     let (cluster, task) = logs_path(path);
     let (status, body) = match (valid_id(cluster) && valid_id(task))
-        .then(|| crate::agent::logs::read(&api.logs_dir, cluster, task, timestamps))
+        .then(|| peer::task_files(api, cluster, task))
         .flatten()
     {
-        Some(text) => (StatusCode::OK, text),
+        Some(files) => (
+            StatusCode::OK,
+            crate::agent::logs::format(&files, timestamps),
+        ),
         None => (
             StatusCode::NOT_FOUND,
             format!("no logs for task {task:?} in cluster {cluster:?}\n"),
@@ -343,6 +351,30 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     };
     let get = parts.method == hyper::Method::GET;
     let path = parts.uri.path().to_string();
+    if get && path.starts_with(peer::LOGS_PATH) {
+        let signed = parts
+            .headers
+            .get(peer::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| peer::verify(&api.peer_secret, &path, v));
+        if !signed {
+            let e = ApiError::new(
+                Kind::AccessDenied,
+                "only skiff nodes read this (a request signed with the nodes' secret)",
+            );
+            return error_response(&e, &request_id);
+        }
+        return tokio::task::spawn_blocking(move || match peer::serve_task_files(&api, &path) {
+            Some(json) => text_response(StatusCode::OK, "application/json", json),
+            None => text_response(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                String::new(),
+            ),
+        })
+        .await
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    }
     if get && path.starts_with("/logs/") {
         let query = parts.uri.query().unwrap_or("").to_string();
         return tokio::task::spawn_blocking(move || {

@@ -38,6 +38,11 @@ pub struct Server {
     /// not 0.0.0.0 or [::].
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub advertise_ingress: Option<String>,
+    /// Where other nodes reach this node's API (HOST:PORT), to read the
+    /// logs of its tasks. Default: the --api address, when it is not
+    /// 0.0.0.0 or [::].
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub advertise_api: Option<String>,
     /// The account id in ARNs.
     #[arg(long, value_name = "ID", default_value = "000000000000")]
     pub account: String,
@@ -293,6 +298,7 @@ impl Server {
         crate::scheduler::capacity::forget_legacy_node(store.as_ref())
             .map_err(|e| e.to_string())?;
         let recovered = ledger::recover(store.as_ref(), &node).map_err(|e| e.to_string())?;
+        let peer_secret = api::peer::secret(store.as_ref()).map_err(|e| e.to_string())?;
         let logs_dir = data.path.join("logs");
         let ttl = self.stopped_task_ttl.as_secs_f64();
         ledger::reap(store.as_ref(), &logs_dir, ttl).map_err(|e| e.to_string())?;
@@ -346,6 +352,18 @@ impl Server {
                 }
                 None => Some(ingress_addr.to_string()),
             },
+            api: match &self.advertise_api {
+                Some(a) => Some(a.clone()),
+                None if api_addr.ip().is_unspecified() => {
+                    if self.store.is_some() {
+                        tracing::warn!(
+                            "the API listens on {api_addr}: other nodes cannot read the logs of this node's tasks until it is given --advertise-api HOST:PORT"
+                        );
+                    }
+                    None
+                }
+                None => Some(api_addr.to_string()),
+            },
         };
         let (registration, lease) =
             Registration::start(store.clone(), node.clone(), record, self.node_ttl)
@@ -378,6 +396,8 @@ impl Server {
             keys,
             host_roots: host_roots.clone(),
             placing: Default::default(),
+            node: node.clone(),
+            peer_secret,
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();

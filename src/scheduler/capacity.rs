@@ -55,6 +55,10 @@ pub struct Node {
     /// requests for its tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<String>,
+    /// Where other nodes reach its API (HOST:PORT), to read the logs of
+    /// its tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
 }
 
 /// A container instance's status, as ECS has it.
@@ -249,6 +253,7 @@ impl Fleet {
                 attributes: BTreeMap::new(),
                 registered_at: 0.0,
                 ingress: None,
+                api: None,
             },
             status: InstanceStatus::Active,
             version: 0,
@@ -403,6 +408,7 @@ pub(crate) mod tests {
             attributes: Default::default(),
             registered_at: 0.0,
             ingress: None,
+            api: None,
         }
     }
 

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -160,6 +162,27 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
                 {"type": "memberOf", "expression": "tier == gold"}])
         for t in run["tasks"]:
             ecs[0].stop_task(task=t["taskArn"])
+
+        # A task's logs, written on the gold node, read through the others.
+        logged, group = uniq("logged"), f"/ecs/{uniq('app')}"
+        ecs[0].register_task_definition(family=logged, containerDefinitions=[{
+            "name": "job", "image": os.path.join(DIST, "echo.wasm"), "memory": 16,
+            "command": ["from-z0"],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": group, "awslogs-stream-prefix": "p", "awslogs-region": "us-west-2"}}}])
+        job = ecs[0].run_task(taskDefinition=logged, placementConstraints=[
+            {"type": "memberOf", "expression": "attribute:tier == gold"}])["tasks"][0]["taskArn"]
+        ecs[2].get_waiter("tasks_stopped").wait(tasks=[job], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        job_id = job.split("/")[-1]
+        for n in nodes[1:]:
+            events = n.client("logs").get_log_events(
+                logGroupName=group, logStreamName=f"p/job/{job_id}", startFromHead=True)["events"]
+            assert "argv[1]=from-z0" in [e["message"] for e in events], events
+            with urllib.request.urlopen(f"{n.endpoint}/logs/default/{job_id}", timeout=30) as r:
+                assert "job stdout argv[1]=from-z0" in r.read().decode()
+        # Only nodes may read a node's files.
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{nodes[0].endpoint}/_skiff/logs/default/{job_id}", timeout=30)
 
         # A service of 3, one per zone; the z1 node set DRAINING: its task
         # moves to the others, and it takes no new ones.

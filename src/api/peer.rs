@@ -1,0 +1,188 @@
+//! Reads between nodes: a task's logs live on the node that ran it, and
+//! any node's API serves them, asking that node for them.
+//!
+//! A node answers `GET /_skiff/logs/CLUSTER/TASK` (the task's log files,
+//! as JSON: container name to text) only to a request that carries
+//! [`HEADER`], an HMAC-SHA256 of the path under the secret all nodes read
+//! from the store (`secrets/peer`, made by the first node that starts):
+//! whoever can read the store is trusted with everything already.
+
+use std::io::{Read, Write as _};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::Api;
+use crate::agent::ledger;
+use crate::agent::logs::{self, TaskFiles};
+use crate::scheduler::capacity::{self, Instance};
+use crate::store::{Condition, Store, StoreError, Write};
+
+/// The header that proves a request comes from a node.
+pub const HEADER: &str = "x-skiff-peer";
+
+/// The path prefix of a task's log files, for nodes.
+pub const LOGS_PATH: &str = "/_skiff/logs/";
+
+/// The store key of the nodes' shared secret.
+const SECRET_KEY: &str = "secrets/peer";
+
+/// The nodes' shared secret: read, or made if this is the first node.
+pub fn secret(store: &dyn Store) -> Result<Vec<u8>, StoreError> {
+    loop {
+        if let Some(r) = store.get(SECRET_KEY)? {
+            return Ok(r.value);
+        }
+        let mut b = [0u8; 32];
+        getrandom::fill(&mut b).map_err(|e| StoreError::Io(format!("no randomness: {e}")))?;
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        match store.commit(
+            &[Condition::Absent(SECRET_KEY.into())],
+            &[Write::Put(SECRET_KEY.into(), hex.into_bytes())],
+        ) {
+            Ok(_) | Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn mac(secret: &[u8], path: &str) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    m.update(b"GET ");
+    m.update(path.as_bytes());
+    m
+}
+
+/// The header value for a GET of `path`.
+pub fn sign(secret: &[u8], path: &str) -> String {
+    mac(secret, path)
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `value` is the header for a GET of `path` (compared in
+/// constant time).
+pub fn verify(secret: &[u8], path: &str, value: &str) -> bool {
+    if secret.is_empty() || value.len() != 64 {
+        return false;
+    }
+    let Some(bytes) = (0..32)
+        .map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    mac(secret, path).verify_slice(&bytes).is_ok()
+}
+
+/// A task's log files, wherever its node is: read here when it ran here,
+/// asked of its node otherwise. `None` when there are none (or its node
+/// cannot be reached, which is logged).
+pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
+    let node = api
+        .store
+        .get(&ledger::key(cluster, task))
+        .ok()
+        .flatten()
+        .and_then(|r| ledger::parse(&r))
+        .map(|t| t.node)
+        .unwrap_or_default();
+    if node.is_empty() || node == api.node || api.peer_secret.is_empty() {
+        return logs::task_files(&api.logs_dir, cluster, task);
+    }
+    // The instance record outlives the node's lease: a node that is away
+    // is asked all the same (it may be back).
+    let addr = api
+        .store
+        .get(&capacity::instance_key(&node))
+        .ok()
+        .flatten()
+        .and_then(|r| serde_json::from_slice::<Instance>(&r.value).ok())
+        .and_then(|i| i.node.api)?;
+    let path = format!("{LOGS_PATH}{cluster}/{task}");
+    match fetch(&addr, &path, &sign(&api.peer_secret, &path)) {
+        Ok(Some(body)) => serde_json::from_str(&body).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the logs of task {task} from its node {node} at {addr}: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// The answer to a node's `GET /_skiff/logs/CLUSTER/TASK`: the files as
+/// JSON, or `None` (404).
+pub fn serve_task_files(api: &Api, path: &str) -> Option<String> {
+    let rest = path.strip_prefix(LOGS_PATH)?;
+    let (cluster, task) = rest.split_once('/')?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !ok(cluster) || !ok(task) {
+        return None;
+    }
+    let files = logs::task_files(&api.logs_dir, cluster, task)?;
+    serde_json::to_string(&files).ok()
+}
+
+/// GET `path` from the node API at `addr` (HOST:PORT) with the peer
+/// header: `Some(body)` for 200, `None` for 404.
+fn fetch(addr: &str, path: &str, signature: &str) -> Result<Option<String>, String> {
+    let target = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut c =
+        TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{HEADER}: {signature}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    c.take(256 << 20)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the answer has no headers")?;
+    let status = head.split(' ').nth(1).unwrap_or("");
+    match status {
+        "200" => Ok(Some(body.to_string())),
+        "404" => Ok(None),
+        other => Err(format!("it answered {other}: {}", body.trim())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_secret_signs_a_path() {
+        let s = b"0123456789abcdef";
+        let sig = sign(s, "/_skiff/logs/default/t1");
+        assert!(verify(s, "/_skiff/logs/default/t1", &sig));
+        assert!(!verify(s, "/_skiff/logs/default/t2", &sig));
+        assert!(!verify(
+            b"another secret!!",
+            "/_skiff/logs/default/t1",
+            &sig
+        ));
+        assert!(!verify(s, "/_skiff/logs/default/t1", "zz"));
+        assert!(!verify(b"", "/_skiff/logs/default/t1", &sig));
+    }
+}
