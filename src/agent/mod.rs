@@ -11,10 +11,11 @@
 //! happens to their tasks as [`Event`]s; the [`ledger`] writes them to the
 //! store (observed state), and gives back a stopped task's reservation.
 
+pub mod blobs;
 pub mod hostfs;
 pub mod ledger;
 pub mod logs;
-mod task;
+pub(crate) mod task;
 mod watch;
 
 pub use task::{image_path, outbound_policy};
@@ -50,6 +51,9 @@ pub struct TaskSpec {
     pub overrides: Vec<ContainerOverride>,
     /// The worker it was placed on.
     pub worker: usize,
+    /// Per container: the SHA-256 (hex) of its image as registered, to
+    /// fetch from another node when the path is not on this machine.
+    pub digests: Vec<Option<String>>,
 }
 
 /// RunTask's `containerOverrides` entry, validated.
@@ -217,6 +221,8 @@ pub struct AgentConfig {
     pub host_roots: hostfs::HostRoots,
     /// This node's id: the agent runs the tasks placed on it.
     pub node: String,
+    /// Module bytes by digest, for images not on this machine.
+    pub blobs: Option<Arc<blobs::Blobs>>,
 }
 
 impl AgentConfig {
@@ -249,6 +255,7 @@ pub(crate) struct WorkerContext {
     pub identity: Identity,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub host_roots: hostfs::HostRoots,
+    pub blobs: Option<Arc<blobs::Blobs>>,
 }
 
 impl Agent {
@@ -269,6 +276,7 @@ impl Agent {
             identity,
             host_roots,
             node,
+            blobs,
             ..
         } = config;
         let ctx = WorkerContext {
@@ -280,6 +288,7 @@ impl Agent {
             identity,
             metrics,
             host_roots,
+            blobs,
         };
         let mut threads = Vec::with_capacity(capacity.len());
         let mut senders = Vec::with_capacity(capacity.len());

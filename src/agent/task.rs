@@ -331,8 +331,18 @@ async fn run(
         let rt = task.ctx.runtime.clone();
         let path = image_path(&c.image);
         let roots = task.ctx.host_roots.clone();
+        let digest = task.spec.digests.get(i).cloned().flatten();
+        let blobs = task.ctx.blobs.clone();
         let loaded = tokio::select! {
             r = tokio::task::spawn_blocking(move || {
+                // Not on this machine: the bytes registered, from the
+                // node that holds them, by digest.
+                if let (false, Some(hex), Some(blobs)) = (path.exists(), digest, blobs) {
+                    let bytes = blobs.fetch(&hex).map_err(|e| {
+                        format!("{} is not on this node, and fetching its module sha256:{hex} failed: {e}", path.display())
+                    })?;
+                    return rt.load(&bytes).map_err(|e| e.to_string());
+                }
                 let path = super::hostfs::confine("image", &path, &roots)?;
                 rt.load_file(&path).map_err(|e| e.to_string())
             }) => r,

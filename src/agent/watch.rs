@@ -59,6 +59,9 @@ pub(super) fn spawn(
     })
 }
 
+/// A stored task definition: parsed, and its images' digests.
+type Definition = (TaskDefinition, Vec<Option<String>>);
+
 /// The watch's state.
 struct Watcher {
     store: Arc<dyn Store>,
@@ -70,8 +73,9 @@ struct Watcher {
     started: HashSet<String>,
     /// Tasks told to stop (or reported stopped) here.
     stopped: HashSet<String>,
-    /// Parsed task definitions (they never change once registered).
-    definitions: HashMap<(String, u32), TaskDefinition>,
+    /// Parsed task definitions (they never change once registered), with
+    /// their images' digests.
+    definitions: HashMap<(String, u32), Definition>,
 }
 
 impl Watcher {
@@ -234,8 +238,8 @@ impl Watcher {
     /// What the worker needs to run `t`, from the store.
     fn spec(&mut self, t: &TaskRecord) -> Result<TaskSpec, String> {
         let k = (t.family.clone(), t.revision);
-        let definition = match self.definitions.get(&k) {
-            Some(td) => td.clone(),
+        let (definition, digests) = match self.definitions.get(&k) {
+            Some(d) => d.clone(),
             None => {
                 let key = crate::api::task_definitions::key(&t.family, t.revision);
                 let r = self
@@ -251,8 +255,13 @@ impl Watcher {
                 let v: serde_json::Value = serde_json::from_slice(&r.value)
                     .map_err(|e| format!("the task definition is unreadable: {e}"))?;
                 let td = TaskDefinition::parse(&v["document"]).map_err(|e| e.to_string())?;
-                self.definitions.insert(k, td.clone());
-                td
+                let digests: Vec<Option<String>> = td
+                    .containers
+                    .iter()
+                    .map(|c| v["digests"][&c.name].as_str().map(str::to_string))
+                    .collect();
+                self.definitions.insert(k, (td.clone(), digests.clone()));
+                (td, digests)
             }
         };
         let overrides =
@@ -265,6 +274,7 @@ impl Watcher {
             service: t.service.clone(),
             overrides,
             worker: t.worker,
+            digests,
         })
     }
 }
@@ -378,6 +388,7 @@ mod tests {
                 },
                 host_roots: None,
                 node: NODE.into(),
+                blobs: None,
             },
             store.clone(),
             tx,

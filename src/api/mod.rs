@@ -73,6 +73,8 @@ pub struct Api {
     pub node: String,
     /// The nodes' shared secret, for reads between nodes (empty: none).
     pub peer_secret: Vec<u8>,
+    /// Module bytes by digest: kept at registration, served to nodes.
+    pub blobs: Option<Arc<crate::agent::blobs::Blobs>>,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -196,7 +198,7 @@ fn error_response(e: &ApiError, request_id: &str) -> Response<Full<Bytes>> {
     resp
 }
 
-fn text_response(
+pub(crate) fn text_response(
     status: StatusCode,
     content_type: &'static str,
     body: String,
@@ -351,7 +353,7 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     };
     let get = parts.method == hyper::Method::GET;
     let path = parts.uri.path().to_string();
-    if get && path.starts_with(peer::LOGS_PATH) {
+    if get && path.starts_with("/_skiff/") {
         let signed = parts
             .headers
             .get(peer::HEADER)
@@ -364,16 +366,9 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             );
             return error_response(&e, &request_id);
         }
-        return tokio::task::spawn_blocking(move || match peer::serve_task_files(&api, &path) {
-            Some(json) => text_response(StatusCode::OK, "application/json", json),
-            None => text_response(
-                StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                String::new(),
-            ),
-        })
-        .await
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        return tokio::task::spawn_blocking(move || peer::serve(&api, &path))
+            .await
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     }
     if get && path.starts_with("/logs/") {
         let query = parts.uri.query().unwrap_or("").to_string();

@@ -2,7 +2,8 @@
 //! any node's API serves them, asking that node for them.
 //!
 //! A node answers `GET /_skiff/logs/CLUSTER/TASK` (the task's log files,
-//! as JSON: container name to text) only to a request that carries
+//! as JSON: container name to text) and `GET /_skiff/blobs/HEX` (a module
+//! by its digest, see [`crate::agent::blobs`]) only to a request that carries
 //! [`HEADER`], an HMAC-SHA256 of the path under the secret all nodes read
 //! from the store (`secrets/peer`, made by the first node that starts):
 //! whoever can read the store is trusted with everything already.
@@ -11,7 +12,11 @@ use std::io::{Read, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
 use sha2::Sha256;
 
 use super::Api;
@@ -105,8 +110,8 @@ pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
         .and_then(|r| serde_json::from_slice::<Instance>(&r.value).ok())
         .and_then(|i| i.node.api)?;
     let path = format!("{LOGS_PATH}{cluster}/{task}");
-    match fetch(&addr, &path, &sign(&api.peer_secret, &path)) {
-        Ok(Some(body)) => serde_json::from_str(&body).ok(),
+    match get(&addr, &path, &api.peer_secret) {
+        Ok(Some(body)) => serde_json::from_slice(&body).ok(),
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(
@@ -117,9 +122,33 @@ pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
     }
 }
 
-/// The answer to a node's `GET /_skiff/logs/CLUSTER/TASK`: the files as
-/// JSON, or `None` (404).
-pub fn serve_task_files(api: &Api, path: &str) -> Option<String> {
+/// The answer to a node's signed GET of `path`: a task's log files
+/// (`/_skiff/logs/CLUSTER/TASK`, as JSON) or a blob (`/_skiff/blobs/HEX`);
+/// 404 for what is not here.
+pub fn serve(api: &Api, path: &str) -> Response<Full<Bytes>> {
+    let found = if let Some(hex) = path.strip_prefix(crate::agent::blobs::BLOBS_PATH) {
+        api.blobs
+            .as_ref()
+            .and_then(|b| b.local(hex))
+            .map(|b| ("application/wasm", b))
+    } else {
+        task_files_json(api, path).map(|j| ("application/json", j.into_bytes()))
+    };
+    let Some((content_type, body)) = found else {
+        return super::text_response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            String::new(),
+        );
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A task's log files here, as JSON, for `/_skiff/logs/CLUSTER/TASK`.
+fn task_files_json(api: &Api, path: &str) -> Option<String> {
     let rest = path.strip_prefix(LOGS_PATH)?;
     let (cluster, task) = rest.split_once('/')?;
     let ok = |s: &str| {
@@ -134,9 +163,10 @@ pub fn serve_task_files(api: &Api, path: &str) -> Option<String> {
     serde_json::to_string(&files).ok()
 }
 
-/// GET `path` from the node API at `addr` (HOST:PORT) with the peer
-/// header: `Some(body)` for 200, `None` for 404.
-fn fetch(addr: &str, path: &str, signature: &str) -> Result<Option<String>, String> {
+/// GET `path` from the node API at `addr` (HOST:PORT), signed with
+/// `secret`: `Some(body)` for 200, `None` for 404.
+pub(crate) fn get(addr: &str, path: &str, secret: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let signature = sign(secret, path);
     let target = addr
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
@@ -144,7 +174,7 @@ fn fetch(addr: &str, path: &str, signature: &str) -> Result<Option<String>, Stri
         .ok_or("no address")?;
     let mut c =
         TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))
+    c.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     write!(
         c,
@@ -155,15 +185,20 @@ fn fetch(addr: &str, path: &str, signature: &str) -> Result<Option<String>, Stri
     c.take(256 << 20)
         .read_to_end(&mut raw)
         .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or("the answer has no headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = raw.split_off(end + 4);
     let status = head.split(' ').nth(1).unwrap_or("");
     match status {
-        "200" => Ok(Some(body.to_string())),
+        "200" => Ok(Some(body)),
         "404" => Ok(None),
-        other => Err(format!("it answered {other}: {}", body.trim())),
+        other => Err(format!(
+            "it answered {other}: {}",
+            String::from_utf8_lossy(&body).trim()
+        )),
     }
 }
 

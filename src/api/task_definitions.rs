@@ -118,6 +118,34 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let document = Value::Object(document);
     let td = TaskDefinition::parse(&document)?;
     check_host_paths(api, &document)?;
+    // Images on this machine are kept by digest, for nodes that do not
+    // have the path.
+    let mut digests = serde_json::Map::new();
+    let mut held = Vec::new();
+    if let Some(blobs) = &api.blobs {
+        for c in &td.containers {
+            let path = crate::agent::task::image_path(&c.image);
+            if !path.is_file() {
+                continue;
+            }
+            // Symlinks resolved: what is kept is what a task may load.
+            let path = crate::agent::hostfs::confine("image", &path, &api.host_roots)
+                .map_err(ApiError::client)?;
+            match blobs.keep(&path) {
+                Ok(Some((hex, write))) => {
+                    digests.insert(c.name.clone(), json!(hex));
+                    held.push(write);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ApiError::client(format!(
+                        "containerDefinitions: the image {} of container {} cannot be read: {e}",
+                        c.image, c.name
+                    )))
+                }
+            }
+        }
+    }
     let family = td.family.clone();
     let fk = family_key(&family);
     let record = with_retries(|| {
@@ -137,8 +165,9 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             "status": "ACTIVE",
             "registeredAt": now(),
             "document": document,
+            "digests": digests,
         });
-        let writes = vec![
+        let mut writes = vec![
             Write::Put(
                 fk.clone(),
                 to_bytes(&json!({"latest": revision, "active": active + 1})),
@@ -150,6 +179,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 &new_tags,
             ),
         ];
+        writes.extend(held.iter().cloned());
         Ok(api.store.commit(&[cond], &writes).map(|_| record))
     })?;
     Ok(json!({ "taskDefinition": view(scope, &record), "tags": tags::to_json(&new_tags) }))

@@ -299,6 +299,12 @@ impl Server {
             .map_err(|e| e.to_string())?;
         let recovered = ledger::recover(store.as_ref(), &node).map_err(|e| e.to_string())?;
         let peer_secret = api::peer::secret(store.as_ref()).map_err(|e| e.to_string())?;
+        let blobs = Arc::new(crate::agent::blobs::Blobs::new(
+            data.path.join("blobs"),
+            store.clone(),
+            node.clone(),
+            peer_secret.clone(),
+        ));
         let logs_dir = data.path.join("logs");
         let ttl = self.stopped_task_ttl.as_secs_f64();
         ledger::reap(store.as_ref(), &logs_dir, ttl).map_err(|e| e.to_string())?;
@@ -327,6 +333,7 @@ impl Server {
             },
             host_roots: host_roots.clone(),
             node: node.clone(),
+            blobs: Some(blobs.clone()),
         };
         // This node: what its workers have, under a lease it keeps alive,
         // and what the stored tasks hold of it (nothing, after the
@@ -398,6 +405,7 @@ impl Server {
             placing: Default::default(),
             node: node.clone(),
             peer_secret,
+            blobs: Some(blobs),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();

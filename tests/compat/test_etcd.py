@@ -180,6 +180,24 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
             assert "argv[1]=from-z0" in [e["message"] for e in events], events
             with urllib.request.urlopen(f"{n.endpoint}/logs/default/{job_id}", timeout=30) as r:
                 assert "job stdout argv[1]=from-z0" in r.read().decode()
+        # A module registered on z0 from a path that then goes away: the
+        # other nodes fetch it from z0 by its digest.
+        gone = os.path.join(dirs[0], "gone.wasm")
+        shutil.copy(os.path.join(DIST, "echo.wasm"), gone)
+        moved = uniq("moved")
+        ecs[0].register_task_definition(family=moved, containerDefinitions=[{
+            "name": "job", "image": gone, "memory": 16, "command": ["fetched"],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": group, "awslogs-stream-prefix": "m", "awslogs-region": "us-west-2"}}}])
+        os.remove(gone)
+        job = ecs[1].run_task(taskDefinition=moved, placementConstraints=[
+            {"type": "memberOf", "expression": "attribute:ecs.availability-zone == z2"}])["tasks"][0]["taskArn"]
+        ecs[1].get_waiter("tasks_stopped").wait(tasks=[job], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        done = ecs[1].describe_tasks(tasks=[job])["tasks"][0]
+        assert done["containers"][0].get("exitCode") == 0, (done.get("stoppedReason"), done["containers"][0].get("reason"))
+        events = nodes[1].client("logs").get_log_events(
+            logGroupName=group, logStreamName=f"m/job/{job.split('/')[-1]}", startFromHead=True)["events"]
+        assert "argv[1]=fetched" in [e["message"] for e in events], events
         # Only nodes may read a node's files.
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"{nodes[0].endpoint}/_skiff/logs/default/{job_id}", timeout=30)

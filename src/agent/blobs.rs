@@ -1,0 +1,235 @@
+//! Module bytes between nodes, by their SHA-256 digest.
+//!
+//! A task definition names its images by path, on the machine of the node
+//! that registers it. That node keeps a copy of each image that exists
+//! there under its digest (`DATA_DIR/blobs/HEX`), records the digest in
+//! the task definition, and says in the store that it holds it
+//! (`blobs/HEX/NODE`). A node that starts a task whose image path does
+//! not exist on its machine asks a node that holds the digest for the
+//! bytes (`GET /_skiff/blobs/HEX`, signed as nodes sign), checks them
+//! against the digest, keeps them and says it holds them too. A path that
+//! does exist is loaded as it is, as on one node (a module rebuilt at its
+//! path is what new tasks run, as an image tag would be).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, Write};
+
+/// The path prefix nodes fetch blobs under.
+pub const BLOBS_PATH: &str = "/_skiff/blobs/";
+
+/// The store key that says `node` holds blob `hex`.
+pub fn holder_key(hex: &str, node: &str) -> String {
+    format!("blobs/{hex}/{node}")
+}
+
+/// The SHA-256 of `bytes`, as 64 hex digits.
+pub fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn valid_hex(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// A file's identity for the digest cache: its length and mtime.
+type Stamp = (u64, std::time::SystemTime);
+
+/// This node's blobs.
+pub struct Blobs {
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    node: String,
+    secret: Vec<u8>,
+    /// Digests of image files already kept, by path and stamp.
+    known: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blobs")
+            .field("dir", &self.dir)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Blobs {
+    /// Blobs kept in `dir`, for node `node`, fetched from the other nodes
+    /// with the nodes' `secret`.
+    pub fn new(dir: PathBuf, store: Arc<dyn Store>, node: String, secret: Vec<u8>) -> Blobs {
+        Blobs {
+            dir,
+            store,
+            node,
+            secret,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn path(&self, hex: &str) -> PathBuf {
+        self.dir.join(hex)
+    }
+
+    /// Keeps the bytes of the image file at `path` (when it exists):
+    /// returns its digest and the write that records this node holding
+    /// it, to commit with the task definition. `Ok(None)`: no such file
+    /// here (other nodes must have the path).
+    pub fn keep(&self, path: &Path) -> Result<Option<(String, Write)>, String> {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Ok(None);
+        };
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let stamp = (meta.len(), meta.modified().map_err(|e| e.to_string())?);
+        let cached = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, hex)| hex.clone());
+        let hex = match cached {
+            Some(hex) if self.path(&hex).exists() => hex,
+            _ => {
+                let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                let hex = digest(&bytes);
+                self.put(&hex, &bytes)?;
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path.to_path_buf(), (stamp, hex.clone()));
+                hex
+            }
+        };
+        let held = Write::Put(holder_key(&hex, &self.node), Vec::new());
+        Ok(Some((hex, held)))
+    }
+
+    /// Writes a blob here (through a temporary file, so that a reader
+    /// never sees half of one).
+    fn put(&self, hex: &str, bytes: &[u8]) -> Result<(), String> {
+        let path = self.path(hex);
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let tmp = self.dir.join(format!(".{hex}.{}", crate::api::new_id()));
+        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+    }
+
+    /// A blob held here, checked against its digest (a damaged copy is
+    /// removed and not served).
+    pub fn local(&self, hex: &str) -> Option<Vec<u8>> {
+        if !valid_hex(hex) {
+            return None;
+        }
+        let path = self.path(hex);
+        let bytes = std::fs::read(&path).ok()?;
+        if digest(&bytes) != hex {
+            tracing::error!("the blob {} is damaged; removing it", path.display());
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// The bytes of blob `hex`: held here, or fetched from a node that
+    /// holds it, checked, and then held here too.
+    pub fn fetch(&self, hex: &str) -> Result<Vec<u8>, String> {
+        if !valid_hex(hex) {
+            return Err(format!("{hex:?} is not a SHA-256 digest"));
+        }
+        if let Some(b) = self.local(hex) {
+            return Ok(b);
+        }
+        let holders = self
+            .store
+            .list(&format!("blobs/{hex}/"), None, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        let mut why = format!("no node holds the module sha256:{hex}");
+        for h in holders {
+            let Some(node) = h.key.rsplit('/').next() else {
+                continue;
+            };
+            if node == self.node {
+                continue;
+            }
+            let Some(addr) = self
+                .store
+                .get(&crate::scheduler::capacity::instance_key(node))
+                .ok()
+                .flatten()
+                .and_then(|r| {
+                    serde_json::from_slice::<crate::scheduler::capacity::Instance>(&r.value).ok()
+                })
+                .and_then(|i| i.node.api)
+            else {
+                continue;
+            };
+            let path = format!("{BLOBS_PATH}{hex}");
+            match crate::api::peer::get(&addr, &path, &self.secret) {
+                Ok(Some(bytes)) if digest(&bytes) == hex => {
+                    self.put(hex, &bytes)?;
+                    let _ = self
+                        .store
+                        .commit(&[], &[Write::Put(holder_key(hex, &self.node), Vec::new())]);
+                    return Ok(bytes);
+                }
+                Ok(Some(_)) => {
+                    why = format!(
+                        "node {node} sent bytes that are not sha256:{hex}; they were refused"
+                    )
+                }
+                Ok(None) => why = format!("node {node} no longer holds sha256:{hex}"),
+                Err(e) => why = format!("node {node} at {addr}: {e}"),
+            }
+        }
+        Err(why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_blobs_are_checked_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let blobs = Blobs::new(
+            dir.path().join("blobs"),
+            store.clone(),
+            "n1".into(),
+            vec![1],
+        );
+        let image = dir.path().join("m.wasm");
+        std::fs::write(&image, b"\0asm\x01\0\0\0").unwrap();
+        let (hex, held) = blobs.keep(&image).unwrap().unwrap();
+        assert_eq!(hex, digest(b"\0asm\x01\0\0\0"));
+        assert_eq!(held, Write::Put(holder_key(&hex, "n1"), Vec::new()));
+        assert_eq!(blobs.keep(&dir.path().join("none.wasm")), Ok(None));
+        // Gone from its path: still here by digest.
+        std::fs::remove_file(&image).unwrap();
+        assert_eq!(blobs.fetch(&hex).unwrap(), b"\0asm\x01\0\0\0");
+        // A damaged copy is not served, and no other node holds it.
+        std::fs::write(dir.path().join("blobs").join(&hex), b"other").unwrap();
+        assert_eq!(blobs.local(&hex), None);
+        let err = blobs.fetch(&hex).unwrap_err();
+        assert!(err.contains("no node holds"), "{err}");
+        assert!(blobs.fetch("../../etc/passwd").is_err());
+    }
+}
