@@ -504,3 +504,44 @@ fn three_nodes_share_a_store_and_replace_a_lost_node() {
         n.child.wait().unwrap();
     }
 }
+
+#[test]
+fn a_node_cut_off_from_etcd_past_its_ttl_stops_its_tasks() {
+    let mut etcd = common::Etcd::start();
+    let url = etcd.url("cut");
+    let args: Vec<String> = ["--store", &url, "--workers", "1", "--node-ttl", "2s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let node = Node::start(tempfile::tempdir().unwrap(), args);
+    web_service(&node.api, 1);
+    let local = "x-skiff-forwarded-service: default/web\r\n";
+    assert_eq!(node.get("web", local), 200);
+    // etcd gone: once no keep-alive got through for longer than the TTL,
+    // the node takes its lease for lapsed and stops its task (the other
+    // nodes' leader would replace it).
+    etcd.kill();
+    node.said("lost its lease");
+    let t0 = std::time::Instant::now();
+    while node.get("web", local) == 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the task still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // etcd back: the node registers again and the service runs again.
+    etcd.restart();
+    let t0 = std::time::Instant::now();
+    while node.get("web", local) != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "web never ran again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running(&node.api, "web", 1);
+    node.signal(libc::SIGTERM);
+    let mut child = node.child;
+    child.wait().unwrap();
+}

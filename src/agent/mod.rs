@@ -204,6 +204,8 @@ pub struct Agent {
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     runtimes: Vec<tokio::runtime::Handle>,
     watch: Mutex<Option<(JoinHandle<()>, tokio_util::sync::CancellationToken)>>,
+    /// Tells every worker to stop all its tasks, with the reason.
+    fence: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// How the agent is set up.
@@ -290,6 +292,7 @@ impl Agent {
             host_roots,
             blobs,
         };
+        let (fence, fenced) = tokio::sync::watch::channel(None);
         let mut threads = Vec::with_capacity(capacity.len());
         let mut senders = Vec::with_capacity(capacity.len());
         let mut runtimes = Vec::with_capacity(capacity.len());
@@ -303,7 +306,10 @@ impl Agent {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("skiff-worker-{i}"))
-                    .spawn(move || worker_main(rt, ctx, rx))?,
+                    .spawn({
+                        let fenced = fenced.clone();
+                        move || worker_main(rt, ctx, rx, fenced)
+                    })?,
             );
             senders.push(tx);
         }
@@ -313,7 +319,17 @@ impl Agent {
             workers: Mutex::new(threads),
             runtimes,
             watch: Mutex::new(Some((watch, stop_watching))),
+            fence,
         })
+    }
+
+    /// Stops every task of this node now (TerminationNotice, `reason`):
+    /// the node lost its lease while cut off from the store, so the leader
+    /// takes its tasks for lost and replaces them elsewhere; they must not
+    /// run on beside their replacements. The workers stay, for what the
+    /// store gives this node later.
+    pub fn fence(&self, reason: String) {
+        let _ = self.fence.send(Some(reason));
     }
 
     /// Each worker's async runtime: work spawned there runs on that
@@ -349,6 +365,7 @@ fn worker_main(
     rt: tokio::runtime::Runtime,
     ctx: WorkerContext,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    mut fenced: tokio::sync::watch::Receiver<Option<String>>,
 ) {
     rt.block_on(async move {
         let mut running: std::collections::HashMap<
@@ -380,6 +397,14 @@ fn worker_main(
                 },
                 Some(id) = done_rx.recv() => {
                     running.remove(&id);
+                }
+                Ok(()) = fenced.changed() => {
+                    let reason = fenced.borrow_and_update().clone();
+                    if let Some(reason) = reason {
+                        for (_, stop) in running.drain() {
+                            let _ = stop.send((StopCode::TerminationNotice, reason.clone()));
+                        }
+                    }
                 }
             }
         }

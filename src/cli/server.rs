@@ -372,8 +372,21 @@ impl Server {
                 None => Some(api_addr.to_string()),
             },
         };
+        // With other nodes (etcd), a node whose lease lapsed stops its
+        // tasks: the leader replaces them elsewhere. One node alone (SQLite)
+        // has no one to hand them to.
+        let fenced_agent: Arc<std::sync::OnceLock<Arc<Agent>>> = Default::default();
+        let lost: Option<Box<dyn Fn(String) + Send>> = self.store.is_some().then(|| {
+            let cell = fenced_agent.clone();
+            Box::new(move |reason: String| {
+                tracing::warn!("this node lost its lease: stopping its tasks ({reason})");
+                if let Some(agent) = cell.get() {
+                    agent.fence(reason);
+                }
+            }) as Box<dyn Fn(String) + Send>
+        });
         let (registration, lease) =
-            Registration::start(store.clone(), node.clone(), record, self.node_ttl)
+            Registration::start(store.clone(), node.clone(), record, self.node_ttl, lost)
                 .map_err(|e| format!("cannot register this node: {e}"))?;
         let (events_tx, events_rx) = std::sync::mpsc::channel();
         let ledger_thread = ledger::spawn(store.clone(), node.clone(), events_rx)
@@ -392,6 +405,7 @@ impl Server {
             )
             .map_err(|e| format!("cannot start the workers: {e}"))?,
         );
+        let _ = fenced_agent.set(agent.clone());
 
         let api = Arc::new(Api {
             store: store.clone(),
@@ -529,11 +543,15 @@ struct Registration {
 }
 
 impl Registration {
+    /// Registers the node and keeps it registered. `lost` is called
+    /// (once per lapse) when the lease has surely lapsed: no keep-alive
+    /// got through for longer than the TTL, or the store says it ended.
     fn start(
         store: Arc<dyn Store>,
         node: String,
         record: crate::scheduler::capacity::Node,
         ttl: std::time::Duration,
+        lost: Option<Box<dyn Fn(String) + Send>>,
     ) -> Result<(Registration, NodeLease), crate::store::StoreError> {
         use crate::scheduler::capacity;
         use crate::store::StoreError;
@@ -549,7 +567,18 @@ impl Registration {
         let (stop, stopped) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("skiff-node".into())
-            .spawn(move || loop {
+            .spawn(move || {
+                let mut kept = std::time::Instant::now();
+                let mut fenced = false;
+                let lapsed = |why: &str, fenced: &mut bool| {
+                    if let (Some(lost), false) = (&lost, *fenced) {
+                        *fenced = true;
+                        lost(format!(
+                            "Task stopped because its node lost its lease ({why}); it is replaced on another node"
+                        ));
+                    }
+                };
+                loop {
                 match stopped.recv_timeout(ttl / 3) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     _ => {
@@ -559,8 +588,12 @@ impl Registration {
                     }
                 }
                 match store.keep_alive(lease) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        kept = std::time::Instant::now();
+                        fenced = false;
+                    }
                     Err(StoreError::LeaseEnded(_)) => {
+                        lapsed("the store let it lapse", &mut fenced);
                         tracing::warn!("this node's registration lapsed; registering again");
                         match register(store.as_ref()) {
                             Ok(l) => {
@@ -570,7 +603,16 @@ impl Registration {
                             Err(e) => tracing::error!("cannot register this node again: {e}"),
                         }
                     }
-                    Err(e) => tracing::warn!("cannot keep this node's registration alive: {e}"),
+                    Err(e) => {
+                        tracing::warn!("cannot keep this node's registration alive: {e}");
+                        if kept.elapsed() > ttl {
+                            lapsed(
+                                &format!("the store was out of reach for {:.0?}", kept.elapsed()),
+                                &mut fenced,
+                            );
+                        }
+                    }
+                }
                 }
             })
             .map_err(|e| StoreError::Io(e.to_string()))?;
