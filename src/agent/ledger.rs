@@ -250,8 +250,35 @@ pub fn recover(store: &dyn Store, node: &str) -> Result<usize, StoreError> {
 }
 
 /// Forgets tasks stopped more than `ttl_secs` ago: their records, tags
-/// and logs. Returns how many.
+/// and logs; then removes this node's logs of tasks the store no longer
+/// has (another node reaped them). Returns how many tasks it forgot.
 pub fn reap(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usize, StoreError> {
+    let n = reap_records(store, logs_dir, ttl_secs)?;
+    prune_logs(store, logs_dir)?;
+    Ok(n)
+}
+
+/// Removes the log directories of tasks whose records are gone.
+fn prune_logs(store: &dyn Store, logs_dir: &Path) -> Result<(), StoreError> {
+    let Ok(clusters) = std::fs::read_dir(logs_dir) else {
+        return Ok(());
+    };
+    for c in clusters.flatten() {
+        let Ok(tasks) = std::fs::read_dir(c.path()) else {
+            continue;
+        };
+        let cluster = c.file_name().to_string_lossy().into_owned();
+        for t in tasks.flatten() {
+            let id = t.file_name().to_string_lossy().into_owned();
+            if store.get(&key(&cluster, &id))?.is_none() {
+                super::logs::remove(logs_dir, &cluster, &id);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn reap_records(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usize, StoreError> {
     let cutoff = crate::model::now() - ttl_secs;
     let mut n = 0;
     for r in store.list("tasks/", None, usize::MAX)? {
@@ -497,7 +524,17 @@ mod tests {
         assert_eq!(t.containers[0].last_status, ContainerStatus::Stopped);
         // Not yet old enough.
         assert_eq!(reap(&store, dir.path(), 3600.0).unwrap(), 0);
-        assert_eq!(reap(&store, dir.path(), -1.0).unwrap(), 1, "t2 still runs");
+        // Logs of a task another node reaped go too; a live task's stay.
+        for id in ["t2", "gone"] {
+            std::fs::create_dir_all(dir.path().join("logs/default").join(id)).unwrap();
+        }
+        assert_eq!(
+            reap(&store, &dir.path().join("logs"), -1.0).unwrap(),
+            1,
+            "t2 still runs"
+        );
+        assert!(dir.path().join("logs/default/t2").exists());
+        assert!(!dir.path().join("logs/default/gone").exists());
         assert!(store.get(&key("default", "t1")).unwrap().is_none());
     }
 }
