@@ -123,13 +123,14 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let mut digests = serde_json::Map::new();
     let mut held = Vec::new();
     if let Some(blobs) = &api.blobs {
-        for c in &td.containers {
+        for (i, c) in td.containers.iter().enumerate() {
             let path = crate::agent::task::image_path(&c.image);
             if !path.is_file() {
                 continue;
             }
             // Symlinks resolved: what is kept is what a task may load.
-            let path = crate::agent::hostfs::confine("image", &path, &api.host_roots)
+            let field = format!("containerDefinitions[{i}].image");
+            let path = crate::agent::hostfs::confine(&field, &path, &api.host_roots)
                 .map_err(ApiError::client)?;
             match blobs.keep(&path) {
                 Ok(Some((hex, write))) => {

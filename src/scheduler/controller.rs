@@ -33,6 +33,10 @@ use crate::store::{Condition, Revision, Store, StoreError, Write};
 /// How often every service is reconciled even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
 
+/// The most tasks one reconcile pass of a service places: each costs
+/// three or four writes in the pass's one transaction.
+const MAX_STARTS_PER_PASS: usize = 24;
+
 /// How long a service whose task could not be placed waits before trying
 /// again (a stopping task frees resources sooner, and is a change too).
 const PLACE_RETRY: f64 = 5.0;
@@ -431,7 +435,11 @@ impl Controller {
             .filter_map(|e| super::expr::parse(e).ok())
             .collect();
         let mut placed: Vec<(TaskRecord, TaskDefinition)> = Vec::new();
-        for st in &plan.start {
+        // A pass places a bounded number (one transaction each: etcd's
+        // default --max-txn-ops is 128); the rest go in the next pass, at
+        // once.
+        let mut unplaced = false;
+        for st in plan.start.iter().take(MAX_STARTS_PER_PASS) {
             let td = match self.definition(&st.family, st.revision) {
                 Ok(td) => td,
                 Err(e) => {
@@ -440,6 +448,7 @@ impl Controller {
                         s.event(RandomIds.event_id(), now, msg);
                     }
                     requeue = Some(PLACE_RETRY);
+                    unplaced = true;
                     break;
                 }
             };
@@ -490,9 +499,13 @@ impl Controller {
                         s.event(RandomIds.event_id(), now, msg);
                     }
                     requeue = Some(requeue.map_or(PLACE_RETRY, |r| r.min(PLACE_RETRY)));
+                    unplaced = true;
                     break;
                 }
             }
+        }
+        if plan.start.len() > MAX_STARTS_PER_PASS && !unplaced {
+            requeue = Some(0.0);
         }
         if !placed.is_empty() {
             let n = placed.len();

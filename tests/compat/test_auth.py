@@ -393,7 +393,15 @@ def test_with_auth_tasks_name_host_files_only_under_the_host_roots(tmp_path):
 
         ok = run(register(str(root / "echo.wasm")))
         assert ok["containers"][0]["exitCode"] == 0
-        planted = run(register(str(root / "planted.wasm")))
+        # A link that leads out is refused when it is registered...
+        r = error_of(lambda: register(str(root / "planted.wasm")))
+        assert "containerDefinitions[0].image" in r["Error"]["Message"], r
+        assert "outside the directories" in r["Error"]["Message"], r
+        # ... and when it is planted after the registration, when the
+        # task starts.
+        late = register(str(root / "late.wasm"))
+        os.symlink(os.path.join(ROOT, "guests", "dist", "echo.wasm"), root / "late.wasm")
+        planted = run(late)
         assert planted["stopCode"] == "TaskFailedToStart"
         assert "outside the directories" in planted["stoppedReason"], planted["stoppedReason"]
     finally:
