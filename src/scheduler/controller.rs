@@ -34,8 +34,13 @@ use crate::store::{Condition, Revision, Store, StoreError, Write};
 pub const RESYNC: Duration = Duration::from_secs(10);
 
 /// The most tasks one reconcile pass of a service places: each costs
-/// three or four writes in the pass's one transaction.
+/// two to four writes in the pass's one transaction.
 const MAX_STARTS_PER_PASS: usize = 24;
+
+/// The most writes one pass commits (etcd refuses a transaction of more
+/// than 128 by default): tasks to stop past it wait for the next pass,
+/// which follows at once.
+const MAX_WRITES_PER_PASS: usize = 120;
 
 /// How long a service whose task could not be placed waits before trying
 /// again (a stopping task frees resources sooner, and is a change too).
@@ -545,7 +550,12 @@ impl Controller {
                 Vec::new(),
             ));
         }
-        for st in &plan.stop {
+        // Stops within the pass's budget of writes too; the rest next pass.
+        let room = MAX_WRITES_PER_PASS.saturating_sub(writes.len());
+        if plan.stop.len() > room {
+            requeue = Some(0.0);
+        }
+        for st in plan.stop.iter().take(room) {
             let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
                 continue;
             };
