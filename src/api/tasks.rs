@@ -15,8 +15,7 @@ use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::scheduler::capacity::Fleet;
-use crate::scheduler::placement;
+use crate::scheduler::capacity::{Fleet, PlacementAsk};
 use crate::store::{Condition, Write};
 
 /// RunTask's fields that skiff reads (`cluster` is read by
@@ -143,35 +142,25 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut failures = Vec::new();
         for _ in 0..count {
-            let mut seed = [0u8; 8];
-            let _ = getrandom::fill(&mut seed);
-            let chosen = placement::place(
-                &fleet.hosts(),
-                &placement::Request {
-                    strategies: &strategies,
-                    distinct_instance,
-                    member_of: &member_of,
-                    group_tasks: &group_tasks,
-                    cpu,
-                    memory,
-                    seed: u64::from_le_bytes(seed),
-                },
-            );
-            match chosen {
-                Ok((h, worker)) => {
-                    fleet.reserve(h, worker, cpu, memory);
-                    group_tasks[h][worker] += 1;
-                    let m = &fleet.members[h];
+            let ask = PlacementAsk {
+                strategies: &strategies,
+                distinct_instance,
+                member_of: &member_of,
+                cpu,
+                memory,
+            };
+            match fleet.place(&ask, &mut group_tasks) {
+                Ok((node, worker, zone)) => {
                     let mut t = TaskRecord::placed(
                         &td,
                         revision,
                         &cluster,
-                        &m.id,
+                        &node,
                         worker,
                         now,
                         &mut super::new_id,
                     );
-                    t.zone = m.node.attributes.get("ecs.availability-zone").cloned();
+                    t.zone = zone;
                     t.group = group.clone();
                     t.started_by = started_by.clone();
                     t.launch_type = launch_type.clone();
@@ -182,9 +171,8 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                     "arn": scope.task_definition(&td.family, revision),
                     "reason": why.to_string(),
                     "detail": format!(
-                        "the task needs {cpu} CPU units and {memory} MiB on one worker; container instances: {}, of which {} take tasks",
-                        fleet.members.len(),
-                        fleet.members.iter().filter(|m| m.accepts()).count(),
+                        "the task needs {cpu} CPU units and {memory} MiB on one worker; {}",
+                        fleet.summary()
                     ),
                 })),
             }

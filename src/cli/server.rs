@@ -117,6 +117,31 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// The address other nodes reach a listener at: the one given with
+/// `--advertise-WHAT`, or the bound one unless it is 0.0.0.0 or [::]
+/// (then none, which is said when there are other nodes).
+fn advertised(
+    given: &Option<String>,
+    bound: SocketAddr,
+    shared: bool,
+    what: &str,
+    for_what: &str,
+) -> Option<String> {
+    match given {
+        Some(a) => Some(a.clone()),
+        None if bound.ip().is_unspecified() => {
+            if shared {
+                tracing::warn!(
+                    "the {what} listens on {bound}: other nodes cannot {for_what} until it is given --advertise-{} HOST:PORT",
+                    what.to_ascii_lowercase()
+                );
+            }
+            None
+        }
+        None => Some(bound.to_string()),
+    }
+}
+
 /// `HOST:PORT`, a host name or address and a port (1-65535).
 fn parse_host_port(s: &str) -> Result<String, String> {
     let (host, port) = s
@@ -347,30 +372,20 @@ impl Server {
             workers: agent_config.worker_capacity(),
             attributes,
             registered_at: crate::model::now(),
-            ingress: match &self.advertise_ingress {
-                Some(a) => Some(a.clone()),
-                None if ingress_addr.ip().is_unspecified() => {
-                    if self.store.is_some() {
-                        tracing::warn!(
-                            "the ingress listens on {ingress_addr}: other nodes cannot forward requests to this node's tasks until it is given --advertise-ingress HOST:PORT"
-                        );
-                    }
-                    None
-                }
-                None => Some(ingress_addr.to_string()),
-            },
-            api: match &self.advertise_api {
-                Some(a) => Some(a.clone()),
-                None if api_addr.ip().is_unspecified() => {
-                    if self.store.is_some() {
-                        tracing::warn!(
-                            "the API listens on {api_addr}: other nodes cannot read the logs of this node's tasks until it is given --advertise-api HOST:PORT"
-                        );
-                    }
-                    None
-                }
-                None => Some(api_addr.to_string()),
-            },
+            ingress: advertised(
+                &self.advertise_ingress,
+                ingress_addr,
+                self.store.is_some(),
+                "ingress",
+                "forward requests to this node's tasks",
+            ),
+            api: advertised(
+                &self.advertise_api,
+                api_addr,
+                self.store.is_some(),
+                "API",
+                "read the logs of this node's tasks",
+            ),
         };
         // With other nodes (etcd), a node whose lease lapsed stops its
         // tasks: the leader replaces them elsewhere. One node alone (SQLite)

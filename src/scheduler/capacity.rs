@@ -17,7 +17,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::placement::{Host, WorkerLoad};
+use super::expr::Expr;
+use super::placement::{self, Host, Request, Unplaceable, WorkerLoad};
+use crate::model::service::Strategy;
+
+/// What a task asks of [`Fleet::place`]: the placement request without
+/// the counts and randomness the fleet supplies.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementAsk<'a> {
+    /// Strategies (none: the default).
+    pub strategies: &'a [Strategy],
+    /// One task of the group per node.
+    pub distinct_instance: bool,
+    /// `memberOf` expressions.
+    pub member_of: &'a [Expr],
+    /// CPU units.
+    pub cpu: u32,
+    /// MiB.
+    pub memory: u64,
+}
 use crate::agent::ledger;
 use crate::model::task::{TaskRecord, TaskStatus};
 use crate::store::{Condition, LeaseId, Revision, Store, StoreError, Write};
@@ -353,6 +371,54 @@ impl Fleet {
             l.memory_reserved += memory;
             l.tasks += 1;
         }
+    }
+
+    /// Places a task (placement chooses among the nodes), reserves its
+    /// `req.cpu` and `req.memory` there, and counts it in the group's
+    /// `group_tasks`: the node's id, the worker, and the node's zone.
+    pub fn place(
+        &mut self,
+        req: &PlacementAsk<'_>,
+        group_tasks: &mut [Vec<usize>],
+    ) -> Result<(String, usize, Option<String>), Unplaceable> {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        let (h, worker) = placement::place(
+            &self.hosts(),
+            &Request {
+                strategies: req.strategies,
+                distinct_instance: req.distinct_instance,
+                member_of: req.member_of,
+                group_tasks,
+                cpu: req.cpu,
+                memory: req.memory,
+                seed: u64::from_le_bytes(seed),
+            },
+        )?;
+        self.reserve(h, worker, req.cpu, req.memory);
+        if let Some(n) = group_tasks.get_mut(h).and_then(|g| g.get_mut(worker)) {
+            *n += 1;
+        }
+        let m = &self.members[h];
+        let zone = m.node.attributes.get("ecs.availability-zone").cloned();
+        Ok((m.id.clone(), worker, zone))
+    }
+
+    /// Per node, per worker: zero (to count a group's tasks in).
+    pub fn no_tasks(&self) -> Vec<Vec<usize>> {
+        self.members
+            .iter()
+            .map(|m| vec![0; m.loads.len()])
+            .collect()
+    }
+
+    /// A summary for messages: how many nodes there are and take tasks.
+    pub fn summary(&self) -> String {
+        format!(
+            "container instances: {}, of which {} take tasks",
+            self.members.len(),
+            self.members.iter().filter(|m| m.accepts()).count()
+        )
     }
 
     /// The conditions and writes that commit the reservations made, to go

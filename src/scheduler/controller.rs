@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use super::capacity;
 use super::expr::Expr;
 use super::leader::{Leadership, NodeLease, LEADER_KEY};
-use super::placement::{self, Request};
 use super::reconcile::{reconcile_draining, Ids};
 use crate::agent::ledger;
 use crate::model::service::{self, ServiceRecord, ServiceStatus};
@@ -419,11 +418,7 @@ impl Controller {
         let mut requeue = plan.requeue;
 
         // Place the new tasks.
-        let mut group_tasks: Vec<Vec<usize>> = fleet
-            .members
-            .iter()
-            .map(|m| vec![0; m.loads.len()])
-            .collect();
+        let mut group_tasks = fleet.no_tasks();
         for (t, _) in &tasks {
             if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
                 if let Some(n) = fleet
@@ -458,35 +453,25 @@ impl Controller {
                 }
             };
             let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
-            let mut seed = [0u8; 8];
-            let _ = getrandom::fill(&mut seed);
-            let chosen = placement::place(
-                &fleet.hosts(),
-                &Request {
-                    strategies: &s.strategy,
-                    distinct_instance: s.distinct_instance,
-                    member_of: &member_of,
-                    group_tasks: &group_tasks,
-                    cpu,
-                    memory,
-                    seed: u64::from_le_bytes(seed),
-                },
-            );
-            match chosen {
-                Ok((h, worker)) => {
-                    fleet.reserve(h, worker, cpu, memory);
-                    group_tasks[h][worker] += 1;
-                    let m = &fleet.members[h];
+            let ask = capacity::PlacementAsk {
+                strategies: &s.strategy,
+                distinct_instance: s.distinct_instance,
+                member_of: &member_of,
+                cpu,
+                memory,
+            };
+            match fleet.place(&ask, &mut group_tasks) {
+                Ok((node, worker, zone)) => {
                     let mut t = TaskRecord::placed(
                         &td,
                         st.revision,
                         &s.cluster,
-                        &m.id,
+                        &node,
                         worker,
                         now,
                         &mut crate::api::new_id,
                     );
-                    t.zone = m.node.attributes.get("ecs.availability-zone").cloned();
+                    t.zone = zone;
                     t.group = service::group(&s.name);
                     t.service = Some(s.name.clone());
                     t.started_by = Some(st.deployment.clone());
@@ -495,10 +480,9 @@ impl Controller {
                 }
                 Err(why) => {
                     let msg = format!(
-                        "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; container instances: {}, of which {} take tasks).",
+                        "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; {}).",
                         s.name,
-                        fleet.members.len(),
-                        fleet.members.iter().filter(|m| m.accepts()).count(),
+                        fleet.summary(),
                     );
                     if !s.said_recently(&msg, now, 60.0) {
                         s.event(RandomIds.event_id(), now, msg);
