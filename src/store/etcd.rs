@@ -23,6 +23,9 @@ use super::{Change, Condition, LeaseId, Record, Revision, Store, StoreError, Wat
 /// How long one call may take before it is an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a lease keep-alive may take.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long a broken watch waits before it connects again.
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 
@@ -59,18 +62,26 @@ impl ClientRuntime {
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
+        self.call_within(CALL_TIMEOUT, f)
+    }
+
+    /// [`ClientRuntime::call`], waiting at most `limit`.
+    fn call_within<T, F>(&self, limit: Duration, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
         let Some(rt) = &self.0 else {
             return Err(StoreError::Io("the etcd client was stopped".into()));
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
-            let _ = tx.send(tokio::time::timeout(CALL_TIMEOUT, f).await);
+            let _ = tx.send(tokio::time::timeout(limit, f).await);
         });
         match rx.recv() {
             Ok(Ok(r)) => r.map_err(io),
             Ok(Err(_)) => Err(StoreError::Io(format!(
-                "etcd did not answer within {} s",
-                CALL_TIMEOUT.as_secs()
+                "etcd did not answer within {limit:?}"
             ))),
             Err(_) => Err(StoreError::Io("the etcd client was stopped".into())),
         }
@@ -344,9 +355,12 @@ impl Store for EtcdStore {
 
     fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
         let mut client = self.client.clone();
+        // Short: a keep-alive that cannot get through soon is tried again
+        // at the next beat, and a node cut off learns it within about a
+        // TTL (it then stops its tasks), not after the long call timeout.
         let ttl = self
             .rt
-            .call(async move {
+            .call_within(KEEP_ALIVE_TIMEOUT, async move {
                 let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 Ok(answers.message().await?.map(|a| a.ttl()))
