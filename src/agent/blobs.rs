@@ -82,10 +82,11 @@ impl Blobs {
     }
 
     /// Keeps the bytes of the image file at `path` (when it exists):
-    /// returns its digest and the write that records this node holding
-    /// it, to commit with the task definition. `Ok(None)`: no such file
+    /// returns its digest and, unless the store has it already, the write
+    /// that records this node holding it, to commit with the task
+    /// definition. `Ok(None)`: no such file
     /// here (other nodes must have the path).
-    pub fn keep(&self, path: &Path) -> Result<Option<(String, Write)>, String> {
+    pub fn keep(&self, path: &Path) -> Result<Option<(String, Option<Write>)>, String> {
         let Ok(meta) = std::fs::metadata(path) else {
             return Ok(None);
         };
@@ -113,7 +114,13 @@ impl Blobs {
                 hex
             }
         };
-        let held = Write::Put(holder_key(&hex, &self.node), Vec::new());
+        // Said once: a registration of an image already held here writes
+        // nothing more to the store.
+        let key = holder_key(&hex, &self.node);
+        let held = match self.store.get(&key) {
+            Ok(Some(_)) => None,
+            _ => Some(Write::Put(key, Vec::new())),
+        };
         Ok(Some((hex, held)))
     }
 
@@ -220,7 +227,7 @@ mod tests {
         std::fs::write(&image, b"\0asm\x01\0\0\0").unwrap();
         let (hex, held) = blobs.keep(&image).unwrap().unwrap();
         assert_eq!(hex, digest(b"\0asm\x01\0\0\0"));
-        assert_eq!(held, Write::Put(holder_key(&hex, "n1"), Vec::new()));
+        assert_eq!(held, Some(Write::Put(holder_key(&hex, "n1"), Vec::new())));
         assert_eq!(blobs.keep(&dir.path().join("none.wasm")), Ok(None));
         // Gone from its path: still here by digest.
         std::fs::remove_file(&image).unwrap();

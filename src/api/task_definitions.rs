@@ -135,7 +135,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             match blobs.keep(&path) {
                 Ok(Some((hex, write))) => {
                     digests.insert(c.name.clone(), json!(hex));
-                    held.push(write);
+                    held.extend(write);
                 }
                 Ok(None) => {}
                 Err(e) => {
