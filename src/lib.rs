@@ -31,6 +31,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod images;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;

@@ -422,3 +422,18 @@ impl Metrics {
         out
     }
 }
+
+/// The registry client's counters: layers pulled from registries, and the
+/// bytes its cache bound counts (pulled images and compiled code).
+pub fn render_registry(out: &mut String, registry: &crate::images::Registry) {
+    let _ = writeln!(
+        out,
+        "# HELP skiff_image_pulls_total Image layers fetched from registries (cache hits and waits on another pull excluded).\n# TYPE skiff_image_pulls_total counter\nskiff_image_pulls_total {}",
+        registry.pulls()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP skiff_image_cache_bytes Bytes of pulled images and compiled code on disk, kept under --image-cache-mib.\n# TYPE skiff_image_cache_bytes gauge\nskiff_image_cache_bytes {}",
+        registry.cache().size()
+    );
+}

@@ -61,6 +61,13 @@ fn ctx() -> &'static Ctx {
             node_ttl: std::time::Duration::from_secs(5),
             advertise_ingress: None,
             advertise_api: None,
+            registry: skiff::cli::push::RegistryArgs {
+                insecure_registry: Vec::new(),
+                docker_config: None,
+                registry_secrets: None,
+                max_image_mib: 16,
+                image_cache_mib: 64,
+            },
         };
         let engine = rt.block_on(server.start()).expect("engine");
         Ctx { _rt: rt, engine }

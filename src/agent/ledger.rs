@@ -147,6 +147,11 @@ pub fn record(t: &mut TaskRecord, event: &Event, at: f64) {
         Event::Pending => {
             t.advance(TaskStatus::Pending);
         }
+        Event::ImagePulled { index, digest } => {
+            if let Some(c) = t.containers.get_mut(*index) {
+                c.image_digest = Some(digest.clone());
+            }
+        }
         Event::Activating => {
             t.advance(TaskStatus::Activating);
         }
@@ -340,6 +345,7 @@ mod tests {
                 id: "c1".into(),
                 name: "main".into(),
                 image: "x.wasm".into(),
+                image_digest: None,
                 last_status: ContainerStatus::Pending,
                 exit_code: None,
                 reason: None,

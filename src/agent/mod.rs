@@ -54,6 +54,9 @@ pub struct TaskSpec {
     /// Per container: the SHA-256 (hex) of its image as registered, to
     /// fetch from another node when the path is not on this machine.
     pub digests: Vec<Option<String>>,
+    /// Per container: the manifest digest of its registry image, when the
+    /// task was made with one (its deployment resolved the tag).
+    pub image_digests: Vec<Option<String>>,
 }
 
 /// RunTask's `containerOverrides` entry, validated.
@@ -135,6 +138,14 @@ pub fn container_overrides(
 pub enum Event {
     /// The worker has the task and is loading its images.
     Pending,
+    /// Container `index`'s registry image was pulled at `digest` (a task
+    /// made without a digest records the one its tag named).
+    ImagePulled {
+        /// Which container.
+        index: usize,
+        /// The manifest digest.
+        digest: String,
+    },
     /// Its images are loaded; containers are about to start.
     Activating,
     /// Its first container started.
@@ -225,6 +236,9 @@ pub struct AgentConfig {
     pub node: String,
     /// Module bytes by digest, for images not on this machine.
     pub blobs: Option<Arc<blobs::Blobs>>,
+    /// Registries, for images named by OCI reference (`None`: such an
+    /// image cannot be pulled here).
+    pub registry: Option<Arc<crate::images::Registry>>,
 }
 
 impl AgentConfig {
@@ -258,6 +272,7 @@ pub(crate) struct WorkerContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub host_roots: hostfs::HostRoots,
     pub blobs: Option<Arc<blobs::Blobs>>,
+    pub registry: Option<Arc<crate::images::Registry>>,
 }
 
 impl Agent {
@@ -279,6 +294,7 @@ impl Agent {
             host_roots,
             node,
             blobs,
+            registry,
             ..
         } = config;
         let ctx = WorkerContext {
@@ -291,6 +307,7 @@ impl Agent {
             metrics,
             host_roots,
             blobs,
+            registry,
         };
         let (fence, fenced) = tokio::sync::watch::channel(None);
         let mut threads = Vec::with_capacity(capacity.len());

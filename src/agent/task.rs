@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::{Event, TaskEvent, TaskSpec, WorkerContext};
 use crate::ingress::routes::Endpoint;
+use crate::model::image::ImageSource;
 use crate::model::task::{HealthStatus, StopCode};
 use crate::model::taskdef::{ContainerDefinition, DependencyCondition, HealthCheck};
 
@@ -329,12 +330,36 @@ async fn run(
     let mut guests: Vec<Guest> = Vec::with_capacity(n);
     for (i, c) in containers.iter().enumerate() {
         let rt = task.ctx.runtime.clone();
-        let path = image_path(&c.image);
-        let roots = task.ctx.host_roots.clone();
-        let digest = task.spec.digests.get(i).cloned().flatten();
-        let blobs = task.ctx.blobs.clone();
-        let loaded = tokio::select! {
-            r = tokio::task::spawn_blocking(move || {
+        let loading = async {
+            if let Ok(ImageSource::Oci(reference)) = ImageSource::parse(&c.image) {
+                let Some(registry) = task.ctx.registry.clone() else {
+                    return Err("this node has no registry client".to_string());
+                };
+                let pinned = task.spec.image_digests.get(i).cloned().flatten();
+                let pulled = registry
+                    .pull(
+                        &reference,
+                        pinned.as_deref(),
+                        c.repository_credentials.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if pinned.as_deref() != Some(pulled.digest.as_str()) {
+                    task.report(Event::ImagePulled {
+                        index: i,
+                        digest: pulled.digest.clone(),
+                    });
+                }
+                return match tokio::task::spawn_blocking(move || rt.load(&pulled.bytes)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("loading failed: {e}")),
+                };
+            }
+            let path = image_path(&c.image);
+            let roots = task.ctx.host_roots.clone();
+            let digest = task.spec.digests.get(i).cloned().flatten();
+            let blobs = task.ctx.blobs.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
                 // Not on this machine: the bytes registered, from the
                 // node that holds them, by digest.
                 if let (false, Some(hex), Some(blobs)) = (path.exists(), digest, blobs) {
@@ -345,7 +370,15 @@ async fn run(
                 }
                 let path = super::hostfs::confine("image", &path, &roots)?;
                 rt.load_file(&path).map_err(|e| e.to_string())
-            }) => r,
+            })
+            .await;
+            match loaded {
+                Ok(r) => r,
+                Err(e) => Err(format!("loading failed: {e}")),
+            }
+        };
+        let loaded = tokio::select! {
+            r = loading => r,
             s = &mut *stop => {
                 let (code, reason) = s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
                 never_started(task, None, &reason);
@@ -353,12 +386,11 @@ async fn run(
             }
         };
         let err = match loaded {
-            Ok(Ok(g)) => {
+            Ok(g) => {
                 guests.push(g);
                 continue;
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => format!("loading failed: {e}"),
+            Err(e) => e,
         };
         let reason = format!(
             "CannotPullContainerError: container {}, image {}: {err}",

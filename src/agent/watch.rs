@@ -275,6 +275,11 @@ impl Watcher {
             overrides,
             worker: t.worker,
             digests,
+            image_digests: t
+                .containers
+                .iter()
+                .map(|c| c.image_digest.clone())
+                .collect(),
         })
     }
 }
@@ -389,6 +394,7 @@ mod tests {
                 host_roots: None,
                 node: NODE.into(),
                 blobs: None,
+                registry: None,
             },
             store.clone(),
             tx,

@@ -75,6 +75,8 @@ pub struct Api {
     pub peer_secret: Vec<u8>,
     /// Module bytes by digest: kept at registration, served to nodes.
     pub blobs: Option<Arc<crate::agent::blobs::Blobs>>,
+    /// Registries, to resolve the tags of a deployment's images.
+    pub registry: Option<Arc<crate::images::Registry>>,
 }
 
 /// An action: request JSON in, response JSON out.
@@ -418,7 +420,10 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
                     return error_response(&e, &request_id);
                 }
             }
-            let text = api.metrics.render(api.store.as_ref(), api.runtime.as_ref());
+            let mut text = api.metrics.render(api.store.as_ref(), api.runtime.as_ref());
+            if let Some(r) = &api.registry {
+                crate::metrics::render_registry(&mut text, r);
+            }
             text_response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -5,6 +5,8 @@
 //! controller sees the change and starts or stops tasks. Counts of running
 //! and pending tasks are observed from the service's tasks when shown.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -17,6 +19,7 @@ use crate::model::service::{
     ServiceRecord, ServiceStatus, Strategy,
 };
 use crate::model::task::TaskRecord;
+use crate::model::taskdef::TaskDefinition;
 use crate::scheduler::controller::RandomIds;
 use crate::scheduler::reconcile::Ids;
 use crate::store::{Condition, Revision, Write};
@@ -389,8 +392,24 @@ fn keep_extra(req: &Value, extra: &mut Value) {
     }
 }
 
-/// Resolves an ACTIVE task definition: (family, revision).
-fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32)> {
+/// The manifest digests a new deployment of `td` pins its registry images
+/// to: what their tags name now.
+pub(crate) fn pin_images(api: &Api, td: &TaskDefinition) -> BTreeMap<String, String> {
+    match &api.registry {
+        Some(r)
+            if td
+                .containers
+                .iter()
+                .any(|c| crate::model::image::is_reference(&c.image)) =>
+        {
+            crate::images::resolve_definition(r, td)
+        }
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Resolves an ACTIVE task definition: (family, revision, document).
+fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32, TaskDefinition)> {
     let (record, _) = task_definitions::resolve(api, reference)?
         .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
     if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
@@ -400,10 +419,10 @@ fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32)> {
     }
     // Validated when registered; parse again so a service never refers to
     // a document that cannot run.
-    crate::model::taskdef::TaskDefinition::parse(&record["document"])?;
+    let td = TaskDefinition::parse(&record["document"])?;
     let family = record["family"].as_str().unwrap_or_default().to_string();
     let revision = record["revision"].as_u64().unwrap_or(0) as u32;
-    Ok((family, revision))
+    Ok((family, revision, td))
 }
 
 /// CreateService.
@@ -419,7 +438,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let reference = r.task_definition.as_deref().ok_or_else(|| {
         ApiError::invalid("taskDefinition is required (family, family:revision or ARN)")
     })?;
-    let (family, revision) = definition(api, reference)?;
+    let (family, revision, td) = definition(api, reference)?;
     let desired = int("desiredCount", r.desired_count, 0, 10_000)?.ok_or_else(|| {
         ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
     })?;
@@ -456,7 +475,8 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     keep_extra(req, &mut extra);
     let now = crate::model::now();
     let mut ids = RandomIds;
-    let deployment = Deployment::new(ids.deployment_id(), &family, revision, config, now);
+    let mut deployment = Deployment::new(ids.deployment_id(), &family, revision, config, now);
+    deployment.image_digests = pin_images(api, &td);
     let svc = ServiceRecord {
         name: name.clone(),
         cluster: cluster.clone(),
@@ -550,6 +570,20 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         None => None,
     };
     let force = r.force_new_deployment.unwrap_or(false);
+    // A new deployment pins its images' tags (a forced one again, which is
+    // how a moved tag is taken up), resolved before the service is read
+    // and written.
+    let pinned: Option<((String, u32), BTreeMap<String, String>)> = match &target {
+        Some((f, rev, td)) => Some(((f.clone(), *rev), pin_images(api, td))),
+        None if force => match load(api, &cluster, &name)? {
+            Some((s, _)) => definition(api, &format!("{}:{}", s.family, s.revision))
+                .ok()
+                .map(|(f, rev, td)| ((f, rev), pin_images(api, &td))),
+            None => None,
+        },
+        None => None,
+    };
+    let target = target.map(|(f, rev, _)| (f, rev));
     let placement = placement(&r, req)?;
     let constraints = service_constraints(&r, req)?;
     let grace = int(
@@ -590,6 +624,12 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             let (family, revision) = target.clone().unwrap_or((s.family.clone(), s.revision));
             let mut d =
                 Deployment::new(RandomIds.deployment_id(), &family, revision, s.config, now);
+            if let Some((_, digests)) = pinned
+                .as_ref()
+                .filter(|(at, _)| at.0 == family && at.1 == revision)
+            {
+                d.image_digests = digests.clone();
+            }
             d.sources = s
                 .deployments
                 .iter()

@@ -81,7 +81,11 @@ fn check_host_paths(api: &Api, doc: &Value) -> ApiResult<()> {
             .unwrap_or_default()
     };
     for (i, c) in list("containerDefinitions").iter().enumerate() {
-        if let Some(image) = c.get("image").and_then(Value::as_str) {
+        if let Some(image) = c
+            .get("image")
+            .and_then(Value::as_str)
+            .filter(|i| !crate::model::image::is_reference(i))
+        {
             let path = crate::agent::image_path(image);
             within_lexically(
                 &format!("containerDefinitions[{i}].image"),
@@ -125,7 +129,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     if let Some(blobs) = &api.blobs {
         for (i, c) in td.containers.iter().enumerate() {
             let path = crate::agent::task::image_path(&c.image);
-            if !path.is_file() {
+            if crate::model::image::is_reference(&c.image) || !path.is_file() {
                 continue;
             }
             // Symlinks resolved: what is kept is what a task may load.

@@ -99,6 +99,8 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         None => Vec::new(),
     };
 
+    // The tasks run what the images' tags name now.
+    let pinned = super::services::pin_images(api, &td);
     let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
     let now = crate::model::now();
     // Placed on the workers' capacity as stored, and committed with the
@@ -165,6 +167,9 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                     t.started_by = started_by.clone();
                     t.launch_type = launch_type.clone();
                     t.overrides = raw_overrides.clone();
+                    for c in &mut t.containers {
+                        c.image_digest = pinned.get(&c.name).cloned();
+                    }
                     placed.push(t);
                 }
                 Err(why) => failures.push(json!({

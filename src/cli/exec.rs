@@ -24,7 +24,8 @@ use crate::units::parse_duration;
 #[command(trailing_var_arg = true)]
 pub struct Exec {
     /// The image: a .wasm file (a WASI command module or component, or a
-    /// wasi:http component), or WAT text.
+    /// wasi:http component), WAT text, or an OCI reference
+    /// (REGISTRY/REPOSITORY:TAG or @sha256:DIGEST) to pull.
     pub image: PathBuf,
     /// CPU units, 1024 = one core. Below 1024 the guest is throttled to that
     /// share of a core. Default: no quota.
@@ -64,6 +65,8 @@ pub struct Exec {
     /// Compile every time; keep nothing on disk.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub registry: super::push::RegistryArgs,
     /// Arguments for the guest (after `--`).
     #[arg(value_name = "ARGS")]
     pub args: Vec<String>,
@@ -190,8 +193,39 @@ impl Exec {
             }
         };
         let path = self.image.clone();
+        // A registry image is pulled into the cache next to the compiled code.
+        let pulled = match self
+            .image
+            .to_str()
+            .map(crate::model::image::ImageSource::parse)
+        {
+            Some(Err(e)) => {
+                eprintln!("skiff: {e}");
+                return 125;
+            }
+            Some(Ok(crate::model::image::ImageSource::Oci(reference))) => {
+                let dir = self
+                    .cache_dir
+                    .clone()
+                    .or_else(default_cache_dir)
+                    .filter(|_| !self.no_cache)
+                    .unwrap_or_else(|| std::env::temp_dir().join("skiff-exec"));
+                let registry = self.registry.registry(dir.join("images"), None);
+                match registry.pull(&reference, None, None).await {
+                    Ok(p) => Some(p.bytes),
+                    Err(e) => {
+                        eprintln!("skiff: CannotPullContainerError: {e}");
+                        return 125;
+                    }
+                }
+            }
+            _ => None,
+        };
         let loader = runtime.clone();
-        let mut loading = tokio::task::spawn_blocking(move || loader.load_file(&path));
+        let mut loading = tokio::task::spawn_blocking(move || match pulled {
+            Some(bytes) => loader.load(&bytes),
+            None => loader.load_file(&path),
+        });
         // Compiling a large module takes a while the first time: say so on a
         // terminal after half a second; stay quiet when piped.
         let loaded = tokio::select! {

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod exec;
 pub mod logs;
 pub mod ps;
+pub mod push;
 pub mod register;
 pub mod run;
 pub mod scale;
@@ -33,6 +34,8 @@ pub enum Command {
     Describe(describe::Describe),
     /// Print a task's or a service's logs.
     Logs(logs::Logs),
+    /// Push a wasm file to an OCI registry (as a CNCF wasm artifact).
+    Push(push::Push),
     /// Register a task definition from a JSON file.
     Register(register::Register),
     /// Run tasks of a task definition.
@@ -60,6 +63,7 @@ impl Command {
             Command::Services(c) => c.execute(),
             Command::Describe(c) => c.execute(),
             Command::Logs(c) => c.execute(),
+            Command::Push(c) => c.execute(),
             Command::Register(c) => c.execute(),
             Command::Run(c) => c.execute(),
             Command::Stop(c) => c.execute(),

@@ -91,6 +91,8 @@ pub struct Server {
     /// How long stopped tasks stay describable: 30m, 1h, ...
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
     pub stopped_task_ttl: std::time::Duration,
+    #[command(flatten)]
+    pub registry: super::push::RegistryArgs,
 }
 
 /// `NAME=VALUE`, as ECS spells attribute names (letters, digits, `.`,
@@ -338,6 +340,10 @@ impl Server {
         let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
         let ingress_addr = ingress_listener.local_addr().map_err(|e| e.to_string())?;
 
+        let registry = Arc::new(
+            self.registry
+                .registry(data.path.join("images"), Some(data.path.join("cache"))),
+        );
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data.path.join("cache")),
             ..RuntimeConfig::default()
@@ -359,6 +365,7 @@ impl Server {
             host_roots: host_roots.clone(),
             node: node.clone(),
             blobs: Some(blobs.clone()),
+            registry: Some(registry.clone()),
         };
         // This node: what its workers have, under a lease it keeps alive,
         // and what the stored tasks hold of it (nothing, after the
@@ -435,6 +442,7 @@ impl Server {
             node: node.clone(),
             peer_secret,
             blobs: Some(blobs),
+            registry: Some(registry),
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();

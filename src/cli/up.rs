@@ -79,7 +79,11 @@ impl App {
             .and_then(Value::as_array_mut)
         {
             for c in containers {
-                if let Some(image) = c.get("image").and_then(Value::as_str) {
+                if let Some(image) = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .filter(|i| !crate::model::image::is_reference(i))
+                {
                     let raw = image.strip_prefix("file://").unwrap_or(image);
                     if Path::new(raw).is_relative() {
                         let abs = std::path::absolute(base.join(raw))
@@ -254,7 +258,8 @@ mod tests {
         std::fs::write(
             dir.path().join("taskdef.json"),
             r#"{"family": "a", "containerDefinitions": [{"name": "w", "image": "w.wasm", "memory": 16},
-                {"name": "x", "image": "/abs/x.wasm", "memory": 16}],
+                {"name": "x", "image": "/abs/x.wasm", "memory": 16},
+                {"name": "y", "image": "127.0.0.1:5000/y:v1", "memory": 16}],
                 "volumes": [{"name": "s", "host": {"sourcePath": "state"}}, {"name": "t"}]}"#,
         )
         .unwrap();
@@ -268,6 +273,11 @@ mod tests {
         assert_eq!(
             app.taskdef["containerDefinitions"][1]["image"],
             "/abs/x.wasm"
+        );
+        // A registry reference is left as it is.
+        assert_eq!(
+            app.taskdef["containerDefinitions"][2]["image"],
+            "127.0.0.1:5000/y:v1"
         );
         assert_eq!(
             app.taskdef["volumes"][0]["host"]["sourcePath"],

@@ -6,6 +6,8 @@
 //! from the service's tasks whenever the service is shown, so they are
 //! never stale.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -199,6 +201,11 @@ pub struct Deployment {
     pub sources: Vec<String>,
     /// The deployment configuration it rolls out with.
     pub config: DeploymentConfig,
+    /// Per container (by name): the manifest digest its registry image's
+    /// tag named when the deployment was made. Every task of the
+    /// deployment runs that digest, wherever the tag moves later.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub image_digests: BTreeMap<String, String>,
 }
 
 impl Deployment {
@@ -228,6 +235,7 @@ impl Deployment {
             restores: None,
             sources: Vec::new(),
             config,
+            image_digests: BTreeMap::new(),
         }
     }
 

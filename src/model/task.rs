@@ -108,6 +108,11 @@ pub struct ContainerRecord {
     pub id: String,
     pub name: String,
     pub image: String,
+    /// The manifest digest of a registry image: set when the task is made
+    /// from a deployment that resolved its tags, else by the agent when it
+    /// pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     pub last_status: ContainerStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -200,6 +205,7 @@ impl TaskRecord {
                 id: new_id(),
                 name: c.name.clone(),
                 image: c.image.clone(),
+                image_digest: None,
                 last_status: ContainerStatus::Pending,
                 exit_code: None,
                 reason: None,

@@ -60,6 +60,14 @@ pub mod raw {
         #[serde(default)]
         pub mount_points: Vec<MountPoint>,
         pub log_configuration: Option<LogConfiguration>,
+        pub repository_credentials: Option<RepositoryCredentials>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct RepositoryCredentials {
+        pub credentials_parameter: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -152,8 +160,13 @@ pub struct TaskDefinition {
 pub struct ContainerDefinition {
     /// Unique within the task definition.
     pub name: String,
-    /// The wasm image: a path or `file://` URL.
+    /// The wasm image: a path, a `file://` URL or an OCI reference
+    /// (see [`crate::model::image`]).
     pub image: String,
+    /// `repositoryCredentials.credentialsParameter`: the name (or a
+    /// Secrets Manager ARN ending in the name) of the secret with the
+    /// registry's username and password.
+    pub repository_credentials: Option<String>,
     /// CPU units (0: no quota of its own).
     pub cpu: u32,
     /// Hard memory limit in MiB.
@@ -584,9 +597,27 @@ fn container(
     let image = rc.image.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
         FieldError::new(
             at("image"),
-            "required: the path of a .wasm file, or a file:// URL",
+            "required: the path of a .wasm file, a file:// URL, or an OCI reference (REGISTRY/REPOSITORY:TAG)",
         )
     })?;
+    let source =
+        super::image::ImageSource::parse(&image).map_err(|e| FieldError::new(at("image"), e))?;
+    let repository_credentials = match rc.repository_credentials {
+        None => None,
+        Some(r) => {
+            let f = at("repositoryCredentials.credentialsParameter");
+            let p = r.credentials_parameter.filter(|p| !p.trim().is_empty()).ok_or_else(|| {
+                FieldError::new(&f, "required: the name of a secret in the server's --registry-secrets directory")
+            })?;
+            if source.reference().is_none() {
+                return Err(FieldError::new(
+                    f,
+                    format!("is only for images in a registry; the image {image:?} is a file"),
+                ));
+            }
+            Some(p)
+        }
+    };
 
     let cpu = non_negative(&at("cpu"), rc.cpu, 10 * 1024 * 192)?.unwrap_or(0) as u32;
     let memory = rc.memory;
@@ -766,6 +797,7 @@ fn container(
     Ok(ContainerDefinition {
         name,
         image,
+        repository_credentials,
         cpu,
         memory: memory.map(|m| m as u64),
         memory_reservation: reservation.map(|m| m as u64),

@@ -476,6 +476,11 @@ impl Controller {
                     t.service = Some(s.name.clone());
                     t.started_by = Some(st.deployment.clone());
                     t.launch_type = s.launch_type.clone();
+                    if let Some(d) = s.deployments.iter().find(|d| d.id == st.deployment) {
+                        for c in &mut t.containers {
+                            c.image_digest = d.image_digests.get(&c.name).cloned();
+                        }
+                    }
                     placed.push((t, td));
                 }
                 Err(why) => {

@@ -518,6 +518,8 @@ fn trip(plan: &mut Plan, pi: usize, rollback: bool, now: f64, ids: &mut dyn Ids)
                 now,
             );
             r.restores = Some(pid.clone());
+            // Back to exactly what ran: the same image digests.
+            r.image_digests = prev.image_digests.clone();
             r.sources = s
                 .deployments
                 .iter()
