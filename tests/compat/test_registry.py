@@ -354,3 +354,58 @@ def test_exec_runs_a_reference(registry):
         assert "unauthorized" in out.stderr, out.stderr
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_failed_pulls_trip_the_circuit_breaker_and_the_rollback_keeps_its_digest(node, registry):
+    ecs = node.client()
+    d1 = push(registry, HELLO, "breaker:v1")
+    good = register(ecs, f"{registry.host}/breaker:v1")
+    bad = register(ecs, f"{registry.host}/breaker:never-pushed")
+    name = uniq("breaker")
+    ecs.create_service(
+        serviceName=name, taskDefinition=good, desiredCount=2,
+        deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+    )
+
+    def on(digest, family):
+        ts = [t for t in tasks_of(ecs, serviceName=name)
+              if t["lastStatus"] == "RUNNING" and t["desiredStatus"] == "RUNNING"]
+        ok = len(ts) == 2 and all(
+            t["containers"][0].get("imageDigest") == digest and f"/{family}:" in t["taskDefinitionArn"]
+            for t in ts)
+        return ts if ok else None
+
+    wait_for("two tasks on v1", lambda: on(d1, good))
+    # The tag moves before the failing deployment: the rollback must go back
+    # to what ran (d1), not to what the tag names now.
+    moved = variant(HELLO, "moved")
+    d2 = push(registry, moved, "breaker:v1")
+    os.unlink(moved)
+    assert d2 != d1
+    ecs.update_service(service=name, taskDefinition=bad)
+
+    def rolled_back():
+        svc = ecs.describe_services(services=[name])["services"][0]
+        msgs = [e["message"] for e in svc["events"]]
+        return any("rolling back to deployment" in m for m in msgs) and svc
+
+    wait_for("the circuit breaker's rollback", rolled_back, timeout=90)
+    before = wait_for("two tasks on v1's digest again", lambda: on(d1, good), timeout=60)
+    # A task the rollback deployment starts now runs what ran before, too.
+    ecs.stop_task(task=before[0]["taskArn"], reason="replace me")
+
+    def replaced():
+        ts = on(d1, good)
+        return ts and before[0]["taskArn"] not in [t["taskArn"] for t in ts] and ts
+
+    after = wait_for("a replacement on v1's digest", replaced, timeout=60)
+    primary = ecs.describe_services(services=[name])["services"][0]["deployments"][0]["id"]
+    assert any(t.get("startedBy") == primary for t in after), (primary, after)
+    stopped_bad = [t for t in tasks_of(ecs, serviceName=name, desiredStatus="STOPPED")
+                   if f"/{bad}:" in t["taskDefinitionArn"]]
+    # (The rollback may stop a last one before its pull fails.)
+    assert any(
+        t["stoppedReason"].startswith("CannotPullContainerError") and "not found" in t["stoppedReason"]
+        for t in stopped_bad), [t["stoppedReason"] for t in stopped_bad]
+    ecs.update_service(service=name, desiredCount=0)
+    ecs.delete_service(service=name)
