@@ -21,7 +21,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{quantile, Conn};
+use common::{get_status, quantile, Conn};
 use serde_json::json;
 
 fn free_port() -> u16 {
@@ -52,20 +52,6 @@ fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
     leb(body.len(), &mut out);
     out.extend(body);
     out
-}
-
-fn get_status(ingress: &str, host: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(ingress).ok()?;
-    s.set_nodelay(true).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 fn deploy(conn: &mut Conn, ingress: &str, family: &str, image: &str) -> Duration {

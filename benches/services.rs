@@ -28,7 +28,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{quantile, Conn};
+use common::{get_status, quantile, Conn};
 use serde_json::{json, Value};
 
 fn running_tasks(conn: &mut Conn, service: &str) -> Vec<Value> {
@@ -226,19 +226,4 @@ fn main() {
     );
     report("the two API calls answered", api_calls);
     report("the first 200", first);
-}
-
-/// The status of `GET /` for `host` on the ingress, on a new connection.
-fn get_status(ingress: &str, host: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(ingress).ok()?;
-    s.set_nodelay(true).ok()?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }

@@ -221,3 +221,18 @@ pub fn server_in(
 pub fn quantile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// The status of `GET /` for `host` on the ingress, on a new connection.
+pub fn get_status(ingress: &str, host: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(ingress).ok()?;
+    s.set_nodelay(true).ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}

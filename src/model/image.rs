@@ -37,8 +37,16 @@ impl ImageSource {
             .parse::<oci_client::Reference>()
             .map(ImageSource::Oci)
             .map_err(|e| {
+                let repository = image
+                    .split_once('/')
+                    .map_or("", |(_, r)| r.split(['@', ':']).next().unwrap_or(r));
+                let why = if repository.chars().any(|c| c.is_ascii_uppercase()) {
+                    "a repository name is lowercase".to_string()
+                } else {
+                    e.to_string()
+                };
                 format!(
-                    "{image:?} is not a valid OCI reference ({e}); write REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST, or ./{image} for a file"
+                    "{image:?} is not a valid OCI reference ({why}); write REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST, or ./{image} for a file"
                 )
             })
     }

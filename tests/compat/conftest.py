@@ -5,6 +5,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -22,6 +23,15 @@ REGION = "us-west-2"
 def uniq(prefix):
     """A name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def free_port():
+    """A port free on 127.0.0.1 now (for servers that cannot be given port 0)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_for(what, fn, timeout=60.0):

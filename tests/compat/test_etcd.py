@@ -15,15 +15,10 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, Server, uniq, wait_for
+from conftest import ROOT, Server, free_port, uniq, wait_for
 
 DIST = os.path.join(ROOT, "guests", "dist")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

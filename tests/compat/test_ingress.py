@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, uniq, wait_for
+from conftest import ROOT, free_port, uniq, wait_for
 
 DIST = os.path.join(ROOT, "guests", "dist")
 
@@ -208,13 +208,6 @@ def test_http2_cleartext(server, ecs):
     assert out == "hello from skiff\n\n2"
     delete(ecs, name)
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def test_host_port_opens_a_listener_of_its_own(server, ecs):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -18,19 +17,12 @@ import urllib.request
 import bcrypt
 import pytest
 
-from conftest import ROOT, SKIFF, Server, uniq, wait_for
+from conftest import ROOT, SKIFF, Server, free_port, uniq, wait_for
 
 HELLO = os.path.join(ROOT, "guests", "dist", "hello-http.wasm")
 ECHO = os.path.join(ROOT, "guests", "dist", "echo.wasm")
 USER, PASSWORD = "skiff", "s3cret-pw"
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def custom_section(name, payload):
