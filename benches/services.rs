@@ -18,6 +18,10 @@
 //!    deploy) and CreateService of one task, until the ingress answers its
 //!    host with a 200 (polled every 0.2 ms, a new connection each time).
 //!    `DEPLOYS` times (default 50); p50, p90, p99, max.
+//! 5. Its peer: `wasmtime serve` 48.0.8 of the same module (code cached)
+//!    from spawn to its first 200, `PEER_STARTS` times (default 20), and
+//!    the ratio of the p50s (needs `cargo install wasmtime-cli --version
+//!    48.0.8 --locked`; said and skipped without it).
 //!
 //! ECS itself takes tens of seconds for each of these (a Fargate task takes
 //! 30-60 s to start); there is no ECS here to run beside it, so the
@@ -225,5 +229,65 @@ fn main() {
         "deploy: RegisterTaskDefinition + CreateService of 1 task -> first 200 through the ingress, over {deploys} deploys (target: p50 under 10 ms)"
     );
     report("the two API calls answered", api_calls);
+    first.sort();
+    let skiff_p50 = quantile(&first, 0.5);
     report("the first 200", first);
+
+    // 5. The peer: deploying with `wasmtime serve` is starting it; from
+    // spawn to its first 200, compiled code cached (-C cache=y; the first
+    // start compiles and is not counted).
+    let wasmtime = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".cargo/bin/wasmtime"))
+        .filter(|p| p.exists());
+    let version = wasmtime.as_ref().and_then(|w| {
+        let out = std::process::Command::new(w)
+            .arg("--version")
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    match (wasmtime, version) {
+        (Some(w), Some(v)) if v.contains("48.0.8") => {
+            let starts: usize = std::env::var("PEER_STARTS")
+                .ok()
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(20);
+            let guest = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/dist/hello-http.wasm");
+            let mut peer = Vec::new();
+            for i in 0..=starts {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let addr = format!("127.0.0.1:{port}");
+                let t0 = Instant::now();
+                let child = std::process::Command::new(&w)
+                    .args(["serve", "-Scli", "-C", "cache=y", "--addr", &addr, guest])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let _child = common::Killed(child);
+                while get_status(&addr, "localhost") != Some(200) {
+                    assert!(t0.elapsed() < Duration::from_secs(60), "wasmtime serve never answered");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                if i > 0 {
+                    peer.push(t0.elapsed());
+                }
+            }
+            peer.sort();
+            let peer_p50 = quantile(&peer, 0.5);
+            println!("peer: `{v} serve` from spawn to its first 200 (cached code), over {starts} starts");
+            report("the first 200", peer);
+            println!(
+                "deploy to first 200, skiff / wasmtime serve: {:.2}x the time at p50 (below 1 is faster)",
+                skiff_p50.as_secs_f64() / peer_p50.as_secs_f64()
+            );
+        }
+        _ => println!(
+            "peer not measured: wasmtime-cli 48.0.8 is not in ~/.cargo/bin (cargo install wasmtime-cli --version 48.0.8 --locked)"
+        ),
+    }
 }

@@ -267,6 +267,11 @@ impl Runtime {
                 }
             };
             if let Ok(c) = loaded {
+                // Marks it used: whoever bounds the cache directory evicts
+                // the least recently used artifacts first.
+                if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
                 return Ok((c, true));
             }
             // A corrupt or stale artifact: compile again and overwrite it.
