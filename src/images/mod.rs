@@ -146,6 +146,12 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A registry client with `config`.
     pub fn new(config: RegistryConfig) -> Registry {
+        // HTTPS through rustls with ring, chosen once for the process (a
+        // provider installed before is kept).
+        static PROVIDER: std::sync::Once = std::sync::Once::new();
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
         let cache = Cache::new(
             config.cache_dir.clone(),
             config.compiled_dir.clone(),
