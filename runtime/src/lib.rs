@@ -53,7 +53,7 @@ mod sandbox;
 pub use engine::{Allocation, Metering, PoolStats, Runtime, RuntimeConfig};
 pub use http::{full_body, BodyError, HttpHandler, ResponseBody};
 pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
-pub use load::{Digest, Guest, GuestKind, LoadError};
+pub use load::{binary_kind, Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};
 pub use sandbox::{
     DenyAll, DiscardLogs, LogSink, LogStream, Mount, OutboundPolicy, Sandbox, MAX_LINE,

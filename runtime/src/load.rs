@@ -382,8 +382,8 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 /// Reads the 8-byte preamble: `true` for a component, `false` for a core
-/// module.
-fn binary_kind(bytes: &[u8]) -> Result<bool, LoadError> {
+/// module; an error says what the bytes are instead.
+pub fn binary_kind(bytes: &[u8]) -> Result<bool, LoadError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         let head = &bytes[..bytes.len().min(8)];
         let found = if head.is_empty() {

@@ -15,8 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
+use crate::model::image::valid_hex;
 use crate::store::{Store, Write};
 
 /// The path prefix nodes fetch blobs under.
@@ -29,17 +28,7 @@ pub fn holder_key(hex: &str, node: &str) -> String {
 
 /// The SHA-256 of `bytes`, as 64 hex digits.
 pub fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn valid_hex(hex: &str) -> bool {
-    hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    crate::auth::sigv4::sha256_hex(bytes)
 }
 
 /// A file's identity for the digest cache: its length and mtime.

@@ -331,35 +331,40 @@ async fn run(
     for (i, c) in containers.iter().enumerate() {
         let rt = task.ctx.runtime.clone();
         let loading = async {
-            if let Ok(ImageSource::Oci(reference)) = ImageSource::parse(&c.image) {
-                let Some(registry) = task.ctx.registry.clone() else {
-                    return Err("this node has no registry client".to_string());
-                };
-                let pinned = task.spec.image_digests.get(i).cloned().flatten();
-                let pulled = registry
-                    .pull(
-                        &reference,
-                        pinned.as_deref(),
-                        c.repository_credentials.as_deref(),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if pinned.as_deref() != Some(pulled.digest.as_str()) {
-                    task.report(Event::ImagePulled {
-                        index: i,
-                        digest: pulled.digest.clone(),
-                    });
+            // A registry image is pulled here (the pull is async); a file
+            // is read, or fetched from a node by digest, off the worker.
+            let pulled = match ImageSource::parse(&c.image) {
+                Ok(ImageSource::Oci(reference)) => {
+                    let Some(registry) = task.ctx.registry.clone() else {
+                        return Err("this node has no registry client".to_string());
+                    };
+                    let pinned = task.spec.image_digests.get(i).cloned().flatten();
+                    let pulled = registry
+                        .pull(
+                            &reference,
+                            pinned.as_deref(),
+                            c.repository_credentials.as_deref(),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if pinned.as_deref() != Some(pulled.digest.as_str()) {
+                        task.report(Event::ImagePulled {
+                            index: i,
+                            digest: pulled.digest,
+                        });
+                    }
+                    Some(pulled.bytes)
                 }
-                return match tokio::task::spawn_blocking(move || rt.load(&pulled.bytes)).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("loading failed: {e}")),
-                };
-            }
+                _ => None,
+            };
             let path = image_path(&c.image);
             let roots = task.ctx.host_roots.clone();
             let digest = task.spec.digests.get(i).cloned().flatten();
             let blobs = task.ctx.blobs.clone();
             let loaded = tokio::task::spawn_blocking(move || {
+                if let Some(bytes) = pulled {
+                    return rt.load(&bytes).map_err(|e| e.to_string());
+                }
                 // Not on this machine: the bytes registered, from the
                 // node that holds them, by digest.
                 if let (false, Some(hex), Some(blobs)) = (path.exists(), digest, blobs) {

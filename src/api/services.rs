@@ -395,17 +395,10 @@ fn keep_extra(req: &Value, extra: &mut Value) {
 /// The manifest digests a new deployment of `td` pins its registry images
 /// to: what their tags name now.
 pub(crate) fn pin_images(api: &Api, td: &TaskDefinition) -> BTreeMap<String, String> {
-    match &api.registry {
-        Some(r)
-            if td
-                .containers
-                .iter()
-                .any(|c| crate::model::image::is_reference(&c.image)) =>
-        {
-            crate::images::resolve_definition(r, td)
-        }
-        _ => BTreeMap::new(),
-    }
+    api.registry
+        .as_ref()
+        .map(|r| crate::images::resolve_definition(r, td))
+        .unwrap_or_default()
 }
 
 /// Resolves an ACTIVE task definition: (family, revision, document).

@@ -251,7 +251,7 @@ impl Endpoint {
 
 /// An error and its causes, in one line (`connection refused` is the
 /// cause of hyper's `client error (Connect)`).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -244,13 +244,8 @@ impl Registry {
             ),
             None => reference.clone(),
         };
-        if let Some(d) = target.digest() {
-            if let Some(bytes) = self.cache.image(d) {
-                return Ok(Pulled {
-                    digest: d.to_string(),
-                    bytes,
-                });
-            }
+        if let Some(p) = self.cached(&target) {
+            return Ok(p);
         }
         let key = target.whole();
         let gate = self
@@ -271,6 +266,16 @@ impl Registry {
         result
     }
 
+    /// The image a digest reference names, when the cache has it.
+    fn cached(&self, target: &Reference) -> Option<Pulled> {
+        let d = target.digest()?;
+        let bytes = self.cache.image(d)?;
+        Some(Pulled {
+            digest: d.to_string(),
+            bytes,
+        })
+    }
+
     async fn pull_now(
         &self,
         reference: &Reference,
@@ -279,13 +284,8 @@ impl Registry {
     ) -> Result<Pulled, ImageError> {
         // Another task's pull may have filled the cache while this one
         // waited.
-        if let Some(d) = target.digest() {
-            if let Some(bytes) = self.cache.image(d) {
-                return Ok(Pulled {
-                    digest: d.to_string(),
-                    bytes,
-                });
-            }
+        if let Some(p) = self.cached(target) {
+            return Ok(p);
         }
         let whole = target.whole();
         let fail = |kind, detail: String| ImageError {
@@ -401,6 +401,13 @@ pub fn resolve_definition(
     registry: &Registry,
     td: &crate::model::taskdef::TaskDefinition,
 ) -> std::collections::BTreeMap<String, String> {
+    if !td
+        .containers
+        .iter()
+        .any(|c| crate::model::image::is_reference(&c.image))
+    {
+        return Default::default();
+    }
     let work = async {
         let mut out = std::collections::BTreeMap::new();
         for c in &td.containers {
@@ -514,7 +521,7 @@ fn classify(reference: String, e: OciDistributionError, insecure: &[String]) -> 
         }
         OciDistributionError::RequestError(r) => {
             let registry = reference.split('/').next().unwrap_or_default().to_string();
-            let mut words = format!("cannot reach the registry: {}", chain(r));
+            let mut words = format!("cannot reach the registry: {}", crate::cli::client::error_chain(r));
             if !insecure.contains(&registry) {
                 words.push_str(&format!(
                     " (if {registry} serves plain HTTP, pass --insecure-registry {registry})"
@@ -529,18 +536,6 @@ fn classify(reference: String, e: OciDistributionError, insecure: &[String]) -> 
         kind,
         detail,
     }
-}
-
-/// An error and its causes, in one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut words = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        words.push_str(": ");
-        words.push_str(&s.to_string());
-        source = s.source();
-    }
-    words
 }
 
 /// A writer that refuses to grow past `max` bytes.
@@ -584,36 +579,25 @@ impl tokio::io::AsyncWrite for Bounded {
 /// OS (`wasip1` for a module, `wasip2` for a component) and, for a
 /// component, the interfaces of its world.
 pub fn artifact_config(wasm: &[u8]) -> Result<serde_json::Value, String> {
-    let kind = wasm.get(..8).filter(|h| &h[..4] == b"\0asm").map(|h| {
-        (
-            u16::from_le_bytes([h[4], h[5]]),
-            u16::from_le_bytes([h[6], h[7]]),
-        )
-    });
+    let is_component = skiff_runtime::binary_kind(wasm).map_err(|e| e.to_string())?;
     let digest = format!("sha256:{}", crate::agent::blobs::digest(wasm));
     let created = rfc3339(std::time::SystemTime::now());
-    match kind {
-        Some((1, 0)) => Ok(serde_json::json!({
+    if !is_component {
+        return Ok(serde_json::json!({
             "created": created,
             "architecture": "wasm",
             "os": "wasip1",
             "layerDigests": [digest],
-        })),
-        Some((0xd, 1)) => {
-            let (imports, exports) = world(wasm)?;
-            Ok(serde_json::json!({
-                "created": created,
-                "architecture": "wasm",
-                "os": "wasip2",
-                "layerDigests": [digest],
-                "component": {"imports": imports, "exports": exports, "target": null},
-            }))
-        }
-        _ => Err(
-            "it is not a wasm binary (a module or a component starts with \\0asm and its version)"
-                .into(),
-        ),
+        }));
     }
+    let (imports, exports) = world(wasm)?;
+    Ok(serde_json::json!({
+        "created": created,
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [digest],
+        "component": {"imports": imports, "exports": exports, "target": null},
+    }))
 }
 
 /// `t` as RFC 3339 in UTC (`2026-12-01T19:50:10Z`).

@@ -80,12 +80,15 @@ pub fn is_reference(image: &str) -> bool {
 
 /// `sha256:` and 64 lowercase hex digits: a digest as registries write it.
 pub fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    d.strip_prefix("sha256:").is_some_and(valid_hex)
+}
+
+/// 64 lowercase hex digits: a SHA-256 as skiff names blobs by it.
+pub fn valid_hex(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
