@@ -18,6 +18,7 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
+echo "== [$(date -u +%H:%M:%S)] fuzz build"
 cargo fuzz build --sanitizer none
 for t in "${targets[@]}"; do
   work=$(mktemp -d)

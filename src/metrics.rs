@@ -198,6 +198,23 @@ impl Metrics {
         }
     }
 
+    /// An ACME certificate order ended: `issued` or `failed`.
+    pub fn acme_order(&self, result: &str) {
+        self.count(
+            "skiff_acme_orders_total",
+            format!("result=\"{}\"", esc(result)),
+        );
+    }
+
+    /// The ACME manager compared the claimed domains with the
+    /// certificates it holds, and ordered what was missing or due.
+    pub fn acme_check(&self, directory: &str) {
+        self.count(
+            "skiff_acme_checks_total",
+            format!("directory=\"{}\"", esc(directory)),
+        );
+    }
+
     /// The text exposition: everything above plus what the store and the
     /// runtime say now.
     pub fn render(&self, store: &dyn Store, runtime: Option<&Runtime>) -> String {
@@ -289,6 +306,14 @@ impl Metrics {
             (
                 "skiff_service_restarts_total",
                 "Tasks of a service that failed (and were replaced).",
+            ),
+            (
+                "skiff_acme_orders_total",
+                "Certificates ordered from the ACME CA, by result (issued, failed).",
+            ),
+            (
+                "skiff_acme_checks_total",
+                "Times the claimed domains were compared with the certificates held (each pass orders what is missing or due).",
             ),
         ] {
             head(&mut out, name, "counter", help);

@@ -13,4 +13,5 @@ fi
 # Pinned versions: a no-op when they are installed already.
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
 cargo build --release --bin skiff
+echo "== [$(date -u +%H:%M:%S)] compat suite (boto3, aws-cli, real skiff servers)"
 SKIFF_BIN="$PWD/target/release/skiff" .venv/bin/python -m pytest -q tests/compat

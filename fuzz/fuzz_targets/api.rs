@@ -68,6 +68,7 @@ fn ctx() -> &'static Ctx {
                 max_image_mib: 16,
                 image_cache_mib: 64,
             },
+            tls: Default::default(),
         };
         let engine = rt.block_on(server.start()).expect("engine");
         Ctx { _rt: rt, engine }

@@ -172,7 +172,7 @@ pub async fn serve(
         connections,
         refusal: throttled(connections),
     };
-    crate::ingress::accept_loop(listener, shutdown, limits, move |req| {
+    crate::ingress::accept_loop(listener, shutdown, limits, None, move |req| {
         handle(api.clone(), req)
     })
     .await;

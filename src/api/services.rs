@@ -5,7 +5,7 @@
 //! controller sees the change and starts or stops tasks. Counts of running
 //! and pending tasks are observed from the service's tasks when shown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult, Kind};
 use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
 use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
+use crate::model::domain;
 use crate::model::service::{
     self, CircuitBreaker, Deployment, DeploymentConfig, DeploymentStatus, ServiceDeploymentStatus,
     ServiceRecord, ServiceStatus, Strategy,
@@ -491,6 +492,8 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         events: Vec::new(),
         steady: false,
         deleted_at: None,
+        domains: td.domains(),
+        https_redirect: td.https_redirect(),
     };
     let k = service::key(&cluster, &name);
     let condition = match load(api, &cluster, &name)? {
@@ -502,12 +505,16 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             )))
         }
     };
-    let writes = [
-        Write::Put(k, serde_json::to_vec(&svc).unwrap_or_default()),
-        tags::write("service", &format!("{cluster}/{name}"), &new_tags),
-    ];
+    let (mut conditions, mut writes) = claims(api, &BTreeSet::new(), &svc)?;
+    conditions.push(condition);
+    writes.push(Write::Put(k, serde_json::to_vec(&svc).unwrap_or_default()));
+    writes.push(tags::write(
+        "service",
+        &format!("{cluster}/{name}"),
+        &new_tags,
+    ));
     api.store
-        .commit(&[condition], &writes)
+        .commit(&conditions, &writes)
         .map_err(|e| match e {
             crate::store::StoreError::Conflict => ApiError::invalid(format!(
                 "Creation of service was not idempotent: service {name:?} was created concurrently"
@@ -519,6 +526,60 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         v["tags"] = tags::to_json(&new_tags);
     }
     Ok(json!({ "service": v }))
+}
+
+/// The store conditions and writes that move a service's domain claims
+/// from `before` to what `svc` claims now: each name it claims must be
+/// free or its own (a name another service holds is refused, naming that
+/// service); names it no longer claims are released. Guarded by each
+/// claim's revision, so two services claiming one name at once cannot
+/// both win.
+fn claims(
+    api: &Api,
+    before: &BTreeSet<String>,
+    svc: &ServiceRecord,
+) -> ApiResult<(Vec<Condition>, Vec<Write>)> {
+    let mut conditions = Vec::new();
+    let mut writes = Vec::new();
+    let claim = domain::Claim {
+        cluster: svc.cluster.clone(),
+        service: svc.name.clone(),
+        https_redirect: svc.https_redirect,
+    };
+    let value = serde_json::to_vec(&claim).unwrap_or_default();
+    for d in svc.domains.iter().chain(before) {
+        let k = domain::claim_key(d);
+        let held = api.store.get(&k)?;
+        let owner = held
+            .as_ref()
+            .and_then(|r| serde_json::from_slice::<domain::Claim>(&r.value).ok());
+        let ours = owner
+            .as_ref()
+            .is_some_and(|o| o.cluster == svc.cluster && o.service == svc.name);
+        let keep = svc.domains.contains(d);
+        match (&held, owner) {
+            (Some(_), Some(o)) if keep && !ours => {
+                return Err(ApiError::invalid(format!(
+                    "domain {d:?} (skiff.domains) is already claimed by service {:?} in cluster {:?}; remove it there first, or claim another name",
+                    o.service, o.cluster
+                )))
+            }
+            (None, _) if keep => {
+                conditions.push(Condition::Absent(k.clone()));
+                writes.push(Write::Put(k, value.clone()));
+            }
+            (Some(r), _) if keep => {
+                conditions.push(Condition::At(k.clone(), r.mod_revision));
+                writes.push(Write::Put(k, value.clone()));
+            }
+            (Some(r), _) if ours => {
+                conditions.push(Condition::At(k.clone(), r.mod_revision));
+                writes.push(Write::Delete(k));
+            }
+            _ => {}
+        }
+    }
+    Ok((conditions, writes))
 }
 
 /// Reads a service, lets `change` edit it (it returns whether anything is
@@ -535,17 +596,20 @@ fn modify(
         let Some((mut s, rev)) = load(api, cluster, name)? else {
             return Err(not_found(name, cluster));
         };
+        let before = s.domains.clone();
+        let redirect = s.https_redirect;
         if !change(&mut s)? {
             return Ok(Ok(s));
         }
+        let (mut conditions, mut writes) = if before != s.domains || redirect != s.https_redirect {
+            claims(api, &before, &s)?
+        } else {
+            Default::default()
+        };
         let k = service::key(cluster, name);
-        Ok(api
-            .store
-            .commit(
-                &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k, serde_json::to_vec(&s).unwrap_or_default())],
-            )
-            .map(|_| s))
+        conditions.push(Condition::At(k.clone(), rev));
+        writes.push(Write::Put(k, serde_json::to_vec(&s).unwrap_or_default()));
+        Ok(api.store.commit(&conditions, &writes).map(|_| s))
     })?;
     let tasks = tasks_of(api, cluster, name)?;
     Ok(json!({ "service": svc.view(scope, &tasks) }))
@@ -576,6 +640,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         },
         None => None,
     };
+    let target_td = target.clone();
     let target = target.map(|(f, rev, _)| (f, rev));
     let placement = placement(&r, req)?;
     let constraints = service_constraints(&r, req)?;
@@ -643,6 +708,13 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 }
             }
             s.deployments.insert(0, d);
+            if let Some((_, _, td)) = target_td
+                .as_ref()
+                .filter(|(f, r, _)| *f == family && *r == revision)
+            {
+                s.domains = td.domains();
+                s.https_redirect = td.https_redirect();
+            }
             s.family = family;
             s.revision = revision;
             s.steady = false;
@@ -685,6 +757,8 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         }
         s.status = ServiceStatus::Draining;
         s.desired_count = 0;
+        s.domains.clear();
+        s.https_redirect = false;
         s.deleted_at = Some(crate::model::now());
         Ok(true)
     })

@@ -93,6 +93,38 @@ pub struct Server {
     pub stopped_task_ttl: std::time::Duration,
     #[command(flatten)]
     pub registry: super::push::RegistryArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// HTTPS at the ingress.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// Address of the HTTPS ingress (port 0 picks a free one): TLS with
+    /// the certificate the client's server name (SNI) asks for, HTTP/2 or
+    /// HTTP/1.1 by ALPN. Needs --tls-cert-dir or --acme-directory.
+    #[arg(long, value_name = "ADDR")]
+    pub ingress_tls: Option<SocketAddr>,
+    /// Certificates to serve: NAME.crt (PEM chain, leaf first) with
+    /// NAME.key beside it; each serves the DNS names it lists, and is
+    /// read again when its files change. default.crt is shown to clients
+    /// that send no server name.
+    #[arg(long, value_name = "DIR")]
+    pub tls_cert_dir: Option<PathBuf>,
+    /// An ACME CA's directory URL (Let's Encrypt:
+    /// https://acme-v02.api.letsencrypt.org/directory): certificates for
+    /// the services' skiff.domains are ordered there, proved by HTTP-01
+    /// on the plain ingress (which the CA must reach on port 80), kept in
+    /// DATA_DIR/acme and renewed when a third of their life is left.
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// The ACME account's contact address.
+    #[arg(long, value_name = "EMAIL", requires = "acme_directory")]
+    pub acme_email: Option<String>,
+    /// A PEM root certificate to trust for the ACME CA's own HTTPS (a
+    /// test CA such as pebble), instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca_root: Option<PathBuf>,
 }
 
 /// `NAME=VALUE`, as ECS spells attribute names (letters, digits, `.`,
@@ -339,6 +371,19 @@ impl Server {
         let ingress_listener = bind(self.ingress, "ingress", "--ingress").await?;
         let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
         let ingress_addr = ingress_listener.local_addr().map_err(|e| e.to_string())?;
+        let tls_listener = match self.tls.ingress_tls {
+            Some(addr) => {
+                if self.tls.tls_cert_dir.is_none() && self.tls.acme_directory.is_none() {
+                    return Err("--ingress-tls needs certificates: give --tls-cert-dir DIR, --acme-directory URL, or both".into());
+                }
+                Some(bind(addr, "HTTPS ingress", "--ingress-tls").await?)
+            }
+            None => None,
+        };
+        let tls_addr = match &tls_listener {
+            Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+            None => None,
+        };
 
         let registry = Arc::new(
             self.registry
@@ -460,20 +505,59 @@ impl Server {
             self.api_connections as usize,
             shutdown.clone().cancelled_owned(),
         ));
+        // HTTPS: the domains services claim, the certificates for them.
+        crate::ingress::domains::follow(store.clone(), routes.domains().clone(), shutdown.clone())?;
+        let certs = Arc::new(crate::ingress::tls::Certificates::default());
+        if let Some(dir) = &self.tls.tls_cert_dir {
+            crate::ingress::tls::watch_dir(dir.clone(), certs.clone(), shutdown.clone())?;
+        }
+        let challenges = match &self.tls.acme_directory {
+            Some(directory) => {
+                let challenges = Arc::new(crate::ingress::acme::Challenges::default());
+                crate::ingress::acme::spawn(
+                    crate::ingress::acme::AcmeConfig {
+                        directory: directory.clone(),
+                        email: self.tls.acme_email.clone(),
+                        ca_root: self.tls.acme_ca_root.clone(),
+                        dir: data.path.join("acme"),
+                    },
+                    routes.domains().clone(),
+                    certs.clone(),
+                    challenges.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )?;
+                Some(challenges)
+            }
+            None => None,
+        };
         // The workers accept and answer the ingress's requests themselves.
         let front = Front::new(
             routes.clone(),
             metrics,
             agent.runtimes().to_vec(),
             shutdown.clone(),
-            ingress_addr.ip(),
-            self.max_request_body,
             Some(Arc::new(crate::ingress::peers::Peers::new(
                 store.clone(),
                 node.clone(),
             ))),
+            crate::ingress::front::Settings {
+                ip: ingress_addr.ip(),
+                max_body: self.max_request_body,
+                challenges,
+                https_port: tls_addr.map(|a| a.port()),
+            },
         );
         routes.set_opener(Box::new(front.clone()));
+        if let Some(l) = tls_listener {
+            front
+                .listen_tls(
+                    l.into_std()
+                        .map_err(|e| format!("cannot use the HTTPS ingress listener: {e}"))?,
+                    crate::ingress::tls::acceptor(certs),
+                )
+                .map_err(|e| format!("cannot use the HTTPS ingress listener: {e}"))?;
+        }
         front
             .listen(
                 ingress_listener
@@ -501,6 +585,13 @@ impl Server {
             (None, false) => "without authentication (loopback only)".to_string(),
         };
         tracing::info!("API on http://{api_addr}/ (AWS JSON 1.1, like ECS), {auth}");
+        if let Some(a) = tls_addr {
+            tracing::info!(
+                "HTTPS ingress on https://{a}/ (services answer on their skiff.domains, and at https://SERVICE.CLUSTER.{}:{}/ with a certificate for them)",
+                self.domain,
+                a.port()
+            );
+        }
         tracing::info!(
             "ingress on http://{ingress_addr}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
             self.domain,
@@ -524,6 +615,7 @@ impl Server {
             api: api_handle,
             api_addr,
             ingress_addr,
+            ingress_tls_addr: tls_addr,
             domain: self.domain,
             shutdown,
             tracker,
@@ -545,6 +637,8 @@ pub struct Engine {
     pub api_addr: SocketAddr,
     /// Where the ingress listens.
     pub ingress_addr: SocketAddr,
+    /// Where the HTTPS ingress listens, when it does.
+    pub ingress_tls_addr: Option<SocketAddr>,
     /// The domain services answer under.
     pub domain: String,
     shutdown: tokio_util::sync::CancellationToken,

@@ -49,23 +49,34 @@ pub struct Front {
     workers: Vec<Handle>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    ip: IpAddr,
-    max_body: u64,
     /// Other nodes, for requests no task here can take.
     peers: Option<Arc<Peers>>,
+    settings: Settings,
+}
+
+/// How a front answers.
+#[derive(Clone)]
+pub struct Settings {
+    /// Where hostPort listeners bind.
+    pub ip: IpAddr,
+    /// The largest request body passed to a guest.
+    pub max_body: u64,
+    /// HTTP-01 challenges of ACME orders in flight, answered on plain
+    /// listeners.
+    pub challenges: Option<Arc<super::acme::Challenges>>,
+    /// The HTTPS ingress's port, for `skiff.https-redirect` redirects.
+    pub https_port: Option<u16>,
 }
 
 impl Front {
-    /// A front over the workers' runtimes. `ip` is where hostPort
-    /// listeners bind.
+    /// A front over the workers' runtimes.
     pub fn new(
         routes: Arc<Routes>,
         metrics: Arc<crate::metrics::Metrics>,
         workers: Vec<Handle>,
         shutdown: CancellationToken,
-        ip: IpAddr,
-        max_body: u64,
         peers: Option<Arc<Peers>>,
+        settings: Settings,
     ) -> Arc<Front> {
         Arc::new(Front {
             routes,
@@ -73,21 +84,30 @@ impl Front {
             workers,
             tracker: TaskTracker::new(),
             shutdown,
-            ip,
-            max_body,
             peers,
+            settings,
         })
     }
 
     /// Accepts on `listener` (by Host) on every worker.
     pub fn listen(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
-        self.listen_for(listener, Target::Host)
+        self.listen_for(listener, Target::Host, None)
+    }
+
+    /// Accepts HTTPS on `listener` (by Host) on every worker.
+    pub fn listen_tls(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<()> {
+        self.listen_for(listener, Target::Host, Some(tls))
     }
 
     fn listen_for(
         self: &Arc<Self>,
         listener: std::net::TcpListener,
         target: Target,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         for (i, w) in self.workers.iter().enumerate() {
@@ -95,6 +115,7 @@ impl Front {
             let front = self.clone();
             let target = target.clone();
             let stop = self.shutdown.clone();
+            let tls = tls.clone();
             w.spawn(self.tracker.track_future(async move {
                 let Ok(l) = tokio::net::TcpListener::from_std(l) else {
                     return;
@@ -104,6 +125,7 @@ impl Front {
                     l,
                     stop.cancelled_owned(),
                     super::Limits::default(),
+                    tls,
                     move |req| {
                         let front = answer_front.clone();
                         let target = target.clone();
@@ -159,6 +181,11 @@ impl Front {
                     .or_else(|| req.uri().authority().map(|a| a.as_str()))
                     .unwrap_or("")
                     .to_string();
+                if req.extensions().get::<super::Secure>().is_none() {
+                    if let Some(early) = self.plain_edge(&req, &host) {
+                        return early;
+                    }
+                }
                 match self.routes.service_of_host(&host) {
                     Some(s) => s,
                     None => {
@@ -180,10 +207,13 @@ impl Front {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body) {
+        if declared.is_some_and(|n| n > self.settings.max_body) {
             return plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {} bytes", self.max_body),
+                format!(
+                    "the request body is larger than {} bytes",
+                    self.settings.max_body
+                ),
             );
         }
         let pick = self.routes.pick(&service, local);
@@ -195,7 +225,7 @@ impl Front {
                 if !endpoints.is_empty() {
                     let m = self.metrics.service(cluster, name);
                     let started = std::time::Instant::now();
-                    let max = self.max_body;
+                    let max = self.settings.max_body;
                     let req = req.map(move |b| limit(b, max));
                     let resp = match peers.forward(req, &service, &endpoints).await {
                         Ok(r) => r,
@@ -224,6 +254,52 @@ impl Front {
         resp
     }
 
+    /// What a plain-HTTP request gets before routing, if anything: the
+    /// answer to an ACME HTTP-01 challenge, or a redirect to HTTPS for a
+    /// domain whose service asks for one (`skiff.https-redirect`).
+    fn plain_edge(&self, req: &Request<Incoming>, host: &str) -> Option<Response<ResponseBody>> {
+        let path = req.uri().path();
+        if let Some(answer) = self
+            .settings
+            .challenges
+            .as_ref()
+            .and_then(|c| c.answer(path))
+        {
+            let mut resp = Response::new(full_body(answer));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return Some(resp);
+        }
+        let port = self.settings.https_port?;
+        let claim = self.routes.domains().lookup(host)?;
+        if !claim.https_redirect {
+            return None;
+        }
+        let (name, _) = crate::model::domain::lookup_names(host)?;
+        let authority = if port == 443 {
+            name
+        } else {
+            format!("{name}:{port}")
+        };
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let location = format!("https://{authority}{target}");
+        let mut resp = plain(
+            StatusCode::PERMANENT_REDIRECT,
+            format!("this service is served over HTTPS: {location}"),
+        );
+        resp.headers_mut().insert(
+            hyper::header::LOCATION,
+            HeaderValue::from_str(&location).ok()?,
+        );
+        Some(resp)
+    }
+
     /// Answers a request the routes have picked for.
     async fn dispatch(
         &self,
@@ -248,7 +324,7 @@ impl Front {
             }
         };
         let ep = admitted.endpoint().clone();
-        let max = self.max_body;
+        let max = self.settings.max_body;
         let req = req.map(move |b| limit(b, max));
         let handler = ep.handler.clone();
         let result = if ep.worker == local {
@@ -296,9 +372,9 @@ impl Front {
 
 impl PortOpener for Arc<Front> {
     fn open(&self, port: u16, service: ServiceKey) -> Result<(), String> {
-        let l = std::net::TcpListener::bind(SocketAddr::new(self.ip, port))
+        let l = std::net::TcpListener::bind(SocketAddr::new(self.settings.ip, port))
             .map_err(|e| e.to_string())?;
-        self.listen_for(l, Target::Service(service))
+        self.listen_for(l, Target::Service(service), None)
             .map_err(|e| e.to_string())
     }
 }

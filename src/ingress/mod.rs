@@ -9,9 +9,12 @@
 //! [`peers`] forwards a request to another node that runs the service.
 //! [`serve`] is the one-handler server of `skiff exec`.
 
+pub mod acme;
+pub mod domains;
 pub mod front;
 pub mod peers;
 pub mod routes;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -64,14 +67,23 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
-/// Accepts HTTP/1.1 and h2c connections on `listener` and answers each
-/// request with `answer`, until `shutdown` resolves; then stops accepting
-/// and lets open connections finish (up to a few seconds). The caller binds
-/// the listener, so a test can bind port 0.
+/// In a request's extensions when it came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
+
+/// How long a client gets to finish its TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Accepts HTTP/1.1 and h2c connections on `listener` (or, with `tls`,
+/// HTTPS: HTTP/2 or HTTP/1.1 as ALPN agrees) and answers each request
+/// with `answer`, until `shutdown` resolves; then stops accepting and lets
+/// open connections finish (up to a few seconds). The caller binds the
+/// listener, so a test can bind port 0.
 pub async fn accept_loop<A, Fut, B>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     answer: A,
 ) where
     A: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -115,37 +127,65 @@ pub async fn accept_loop<A, Fut, B>(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        // A second handle on the socket, to close it gently when hyper is
-        // done with it.
-        let keep = {
-            use std::os::fd::AsFd;
-            stream
-                .as_fd()
-                .try_clone_to_owned()
-                .ok()
-                .map(std::net::TcpStream::from)
-        };
+        // A second handle on a plain socket, to close it gently when hyper
+        // is done with it.
+        let keep = tls
+            .is_none()
+            .then(|| {
+                use std::os::fd::AsFd;
+                stream
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .ok()
+                    .map(std::net::TcpStream::from)
+            })
+            .flatten();
         let answer = answer.clone();
+        let secure = tls.is_some();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let answer = answer.clone();
             req.extensions_mut().insert(Peer(peer));
+            if secure {
+                req.extensions_mut().insert(Secure);
+            }
             async move { Ok::<_, std::convert::Infallible>(answer(req).await) }
         });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
         open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let open = open.clone();
-        tokio::spawn(async move {
-            // A client that goes away mid-request is not an error of ours.
-            let _ = conn.await;
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(keep) = keep.and_then(|k| tokio::net::TcpStream::from_std(k).ok()) {
-                linger(keep).await;
+        match &tls {
+            None => {
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    // A client that goes away mid-request is not an error
+                    // of ours.
+                    let _ = conn.await;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(keep) = keep.and_then(|k| tokio::net::TcpStream::from_std(k).ok()) {
+                        linger(keep).await;
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, so a
+                // slow client holds up no one else.
+                let handshake = acceptor.accept(stream);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, handshake).await {
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let _ = watcher.watch(conn).await;
+                    }
+                    open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        }
     }
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
 }
@@ -181,7 +221,7 @@ pub async fn serve(
     handler: HttpHandler,
     shutdown: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, shutdown, Limits::default(), move |req| {
+    accept_loop(listener, shutdown, Limits::default(), None, move |req| {
         let handler = handler.clone();
         async move { answer(&handler, req).await }
     })

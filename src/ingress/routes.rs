@@ -140,6 +140,8 @@ struct Table {
 /// The routing table of this node.
 pub struct Routes {
     domain: String,
+    /// Custom domains services claim, from the store.
+    domains: Arc<super::domains::Domains>,
     table: RwLock<Table>,
     opener: OnceLock<Box<dyn PortOpener>>,
 }
@@ -149,6 +151,7 @@ impl Routes {
     pub fn new(domain: &str) -> Routes {
         Routes {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
+            domains: Default::default(),
             table: RwLock::new(Table::default()),
             opener: OnceLock::new(),
         }
@@ -157,6 +160,12 @@ impl Routes {
     /// The domain hosts are under.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// The custom domains services claim (kept current by
+    /// [`super::domains::follow`]).
+    pub fn domains(&self) -> &Arc<super::domains::Domains> {
+        &self.domains
     }
 
     /// Sets what opens hostPort listeners (once).
@@ -172,9 +181,13 @@ impl Routes {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The service a Host header names: `SERVICE.CLUSTER.DOMAIN`, or
-    /// `SERVICE.DOMAIN` for the default cluster. The port is ignored.
+    /// The service a Host header names: a custom domain a service claims,
+    /// else `SERVICE.CLUSTER.DOMAIN`, or `SERVICE.DOMAIN` for the default
+    /// cluster. The port is ignored.
     pub fn service_of_host(&self, host: &str) -> Option<ServiceKey> {
+        if let Some(c) = self.domains.lookup(host) {
+            return Some((c.cluster, c.service));
+        }
         let host = host.trim().to_ascii_lowercase();
         let host = match host.rsplit_once(':') {
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),

@@ -6,7 +6,7 @@
 //! from the service's tasks whenever the service is shown, so they are
 //! never stale.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -304,6 +304,13 @@ pub struct ServiceRecord {
     /// When DeleteService was called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<f64>,
+    /// The custom domains it claims (its task definition's
+    /// `skiff.domains`; none once it is deleted).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub domains: BTreeSet<String>,
+    /// Plain HTTP for its domains is redirected to HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
 }
 
 /// The store key of a service.

@@ -287,17 +287,25 @@ pub struct Extensions {
     /// `skiff.allowed-outbound-hosts`: the hosts the container may send
     /// HTTP requests to, separated by commas (none without the label).
     pub allowed_outbound_hosts: super::outbound::OutboundRules,
+    /// `skiff.domains`: hostnames the service answers on besides
+    /// `SERVICE.CLUSTER.DOMAIN` (see [`super::domain`]).
+    pub domains: Vec<String>,
+    /// `skiff.https-redirect`: plain HTTP requests for the service's
+    /// domains are answered with a redirect to HTTPS.
+    pub https_redirect: bool,
 }
 
 /// The concurrency limit of an HTTP container without `skiff.concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
 
 /// The `skiff.` labels skiff knows.
-pub const LABELS: [&str; 4] = [
+pub const LABELS: [&str; 6] = [
     "skiff.timeout",
     "skiff.max-fuel",
     "skiff.concurrency",
     "skiff.allowed-outbound-hosts",
+    "skiff.domains",
+    "skiff.https-redirect",
 ];
 
 /// The smallest hard memory limit of a container, in MiB (as ECS).
@@ -398,6 +406,21 @@ fn in_range(
 }
 
 impl TaskDefinition {
+    /// The custom domains its containers claim (`skiff.domains`), sorted,
+    /// each once.
+    pub fn domains(&self) -> std::collections::BTreeSet<String> {
+        self.containers
+            .iter()
+            .flat_map(|c| c.extensions.domains.iter().cloned())
+            .collect()
+    }
+
+    /// Whether plain HTTP requests for its domains are redirected to
+    /// HTTPS (`skiff.https-redirect` on any container).
+    pub fn https_redirect(&self) -> bool {
+        self.containers.iter().any(|c| c.extensions.https_redirect)
+    }
+
     /// Validates a RegisterTaskDefinition document.
     pub fn parse(doc: &Value) -> Result<TaskDefinition, FieldError> {
         let raw: raw::TaskDefinition = serde_path_to_error::deserialize(doc).map_err(|e| {
@@ -855,6 +878,22 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
                     .map(super::outbound::OutboundRule::parse)
                     .collect::<Result<_, _>>()
                     .map_err(|m| FieldError::new(&at, m))?;
+            }
+            "skiff.domains" => {
+                ext.domains =
+                    super::domain::parse_list(v).map_err(|m| FieldError::new(&at, m))?;
+            }
+            "skiff.https-redirect" => {
+                ext.https_redirect = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(FieldError::new(
+                            &at,
+                            format!("{v:?} is not true or false"),
+                        ))
+                    }
+                }
             }
             _ => {
                 return Err(FieldError::new(

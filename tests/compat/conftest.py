@@ -57,11 +57,12 @@ class Server:
         self.proc = None
         self.endpoint = None
         self.ingress = None
+        self.ingress_tls = None
 
-    def start(self, timeout=60, api="127.0.0.1:0"):
+    def start(self, timeout=60, api="127.0.0.1:0", ingress="127.0.0.1:0"):
         self.proc = subprocess.Popen(
             self.wrap
-            + [SKIFF, "server", "--data-dir", self.data_dir, "--api", api, "--ingress", "127.0.0.1:0"]
+            + [SKIFF, "server", "--data-dir", self.data_dir, "--api", api, "--ingress", ingress]
             + self.args,
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -84,6 +85,9 @@ class Server:
             m = re.search(r"API on (http://[0-9.:]+)/", line)
             if m:
                 self.endpoint = m.group(1)
+            m = re.search(r"HTTPS ingress on https://([0-9.]+):([0-9]+)/", line)
+            if m:
+                self.ingress_tls = (m.group(1), int(m.group(2)))
             m = re.search(r"ingress on http://([0-9.]+):([0-9]+)/", line)
             if m:
                 self.ingress = (m.group(1), int(m.group(2)))

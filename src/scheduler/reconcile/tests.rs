@@ -38,6 +38,8 @@ fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         events: vec![],
         steady: false,
         deleted_at: None,
+        domains: Default::default(),
+        https_redirect: false,
     }
 }
 
