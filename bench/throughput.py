@@ -3,6 +3,8 @@
 
 Drives the same guests/dist/hello-http.wasm through
   (a) skiff: a 2-task service behind the ingress, --workers = server cores,
+      over plain HTTP and over HTTPS (the same server's --ingress-tls, a
+      self-signed P-256 certificate, keep-alive connections),
   (b) skiff --workers 1 on one core (so throughput per core can be compared),
   (c) wasmtime serve 48.0.8 in its best configuration
       (-Scli -O pooling-allocator=y -O pooling-memory-keep-resident=10485760
@@ -101,11 +103,30 @@ def start(cmd, cpu_list, **kw):
     )
 
 
-def skiff(workers, cpu_list, data):
-    api_port, ingress_port = free_port(), free_port()
+def self_signed(directory):
+    """default.crt and default.key (a self-signed certificate for
+    hello.localhost), shown to clients that send no server name, as wrk
+    does when it connects to an IP address."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=hello.localhost",
+         "-addext", "subjectAltName=DNS:hello.localhost",
+         "-keyout", os.path.join(directory, "default.key"), "-out", os.path.join(directory, "default.crt")],
+        check=True, capture_output=True,
+    )
+
+
+def skiff(workers, cpu_list, data, tls=False):
+    api_port, ingress_port, tls_port = free_port(), free_port(), free_port()
+    extra = []
+    if tls:
+        certs = os.path.join(data, "certs")
+        os.makedirs(certs)
+        self_signed(certs)
+        extra = ["--ingress-tls", f"127.0.0.1:{tls_port}", "--tls-cert-dir", certs]
     proc = start(
         [SKIFF, "server", "--workers", str(workers), "--data-dir", data,
-         "--api", f"127.0.0.1:{api_port}", "--ingress", f"127.0.0.1:{ingress_port}"],
+         "--api", f"127.0.0.1:{api_port}", "--ingress", f"127.0.0.1:{ingress_port}"] + extra,
         cpu_list,
     )
     api = f"http://127.0.0.1:{api_port}/"
@@ -128,7 +149,7 @@ def skiff(workers, cpu_list, data):
         time.sleep(0.1)
     url = f"http://127.0.0.1:{ingress_port}/"
     wait_http(url, "hello.localhost")
-    return proc, url
+    return proc, url, f"https://127.0.0.1:{tls_port}/"
 
 
 def run_wrk(t, load_cpus, duration):
@@ -176,13 +197,15 @@ def main():
         w = len(server_cpus)
         d = tempfile.mkdtemp(prefix="skiff-bench-")
         dirs.append(d)
-        p, url = skiff(w, server_cpus, d)
+        p, url, tls_url = skiff(w, server_cpus, d, tls=True)
         procs.append(p)
         targets.append(Target(f"skiff --workers {w}", w, url, "hello.localhost"))
+        https = Target("skiff https", w, tls_url, "hello.localhost")
+        targets.append(https)
         if w > 1:
             d = tempfile.mkdtemp(prefix="skiff-bench-")
             dirs.append(d)
-            p, url = skiff(1, server_cpus[:1], d)
+            p, url, _ = skiff(1, server_cpus[:1], d)
             procs.append(p)
             targets.append(Target("skiff --workers 1", 1, url, "hello.localhost"))
         port = free_port()
@@ -231,8 +254,10 @@ def main():
     print()
     print(f"skiff / wasmtime serve: {med(main_t, 'rps') / med(wasmtime, 'rps'):.2f}x requests/s (target, issue #15: at least 2.5x)")
     print(f"skiff / native hyper:   {med(main_t, 'rps') / med(native, 'rps'):.2f}x requests/s (target, issue #15: at least 0.5x)")
-    if len(targets) == 4:
-        one = targets[1]
+    print(f"skiff https / http:     {med(https, 'rps') / med(main_t, 'rps'):.2f}x requests/s, same server, "
+          f"keep-alive connections (target, issue #14: at least 0.8x)")
+    one = next((t for t in targets if t.name == "skiff --workers 1"), None)
+    if one:
         print(f"skiff per core, {main_t.cores} workers vs 1: "
               f"{(med(main_t, 'rps') / main_t.cores) / med(one, 'rps'):.2f} (1.00 means it holds)")
         if set(load_cpus) & set(server_cpus):

@@ -37,8 +37,18 @@ impl Conn {
     }
 
     pub fn call(&mut self, action: &str, body: &Value) -> Value {
+        self.call_to("AmazonEC2ContainerServiceV20141113", action, body)
+    }
+
+    /// A call to another JSON 1.1 service of the API (`prefix` is its
+    /// X-Amz-Target prefix, such as `AnyScaleFrontendService`).
+    pub fn call_to(&mut self, prefix: &str, action: &str, body: &Value) -> Value {
         let body = body.to_string();
-        let target = format!("AmazonEC2ContainerServiceV20141113.{action}");
+        let target = format!("{prefix}.{action}");
+        let service = match prefix {
+            "AnyScaleFrontendService" => "application-autoscaling",
+            _ => "ecs",
+        };
         let mut head = format!(
             "POST / HTTP/1.1\r\nhost: bench\r\nx-amz-target: {target}\r\ncontent-type: application/x-amz-json-1.1\r\n"
         );
@@ -59,7 +69,8 @@ impl Conn {
                 body: body.as_bytes(),
             };
             let now = skiff::auth::sigv4::now_secs();
-            let (date, authz) = skiff::auth::sigv4::sign(&req, id, secret, "us-east-1", "ecs", now);
+            let (date, authz) =
+                skiff::auth::sigv4::sign(&req, id, secret, "us-east-1", service, now);
             let auth = format!("x-amz-date: {date}\r\nauthorization: {authz}\r\n");
             head.push_str(&auth);
             self.signed = Some((request, auth));

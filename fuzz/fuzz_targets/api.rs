@@ -59,6 +59,7 @@ fn ctx() -> &'static Ctx {
             store: None,
             attribute: Vec::new(),
             node_ttl: std::time::Duration::from_secs(5),
+            scale_in_window: std::time::Duration::from_secs(60),
             advertise_ingress: None,
             advertise_api: None,
             registry: skiff::cli::push::RegistryArgs {

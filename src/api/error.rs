@@ -28,6 +28,9 @@ pub enum Kind {
     AccessDenied,
     RequestTooLarge,
     Throttling,
+    Validation,
+    ObjectNotFound,
+    InvalidNextToken,
     Server,
 }
 
@@ -51,6 +54,9 @@ impl Kind {
             Kind::AccessDenied => "AccessDeniedException",
             Kind::RequestTooLarge => "RequestEntityTooLargeException",
             Kind::Throttling => "ThrottlingException",
+            Kind::Validation => "ValidationException",
+            Kind::ObjectNotFound => "ObjectNotFoundException",
+            Kind::InvalidNextToken => "InvalidNextTokenException",
             Kind::Server => "ServerException",
         }
     }

@@ -13,6 +13,7 @@
 //! loopback) and `GET /logs/CLUSTER/TASK` (a task's output as text).
 
 pub mod access;
+pub mod autoscaling;
 pub mod clusters;
 pub mod error;
 pub mod instances;
@@ -125,7 +126,10 @@ pub fn targets() -> impl Iterator<Item = String> {
     let logs = logs::ACTIONS
         .iter()
         .map(|(n, _)| format!("{}.{n}", logs::LOGS_TARGET));
-    ecs.chain(logs)
+    let scaling = autoscaling::ACTIONS
+        .iter()
+        .map(|(n, _)| format!("{}.{n}", autoscaling::TARGET));
+    ecs.chain(logs).chain(scaling)
 }
 
 fn lookup(table: &[(&str, Action)], name: &str) -> Option<Action> {
@@ -459,6 +463,8 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         let _entered = in_span.enter();
         let service = if target.starts_with(logs::LOGS_TARGET) {
             "logs"
+        } else if target.starts_with(autoscaling::TARGET) {
+            "application-autoscaling"
         } else {
             "ecs"
         };
@@ -543,12 +549,17 @@ pub fn call(
     let (act, iam) = match service {
         ECS_TARGET => (lookup(ECS_ACTIONS, name), "ecs"),
         logs::LOGS_TARGET => (lookup(logs::ACTIONS, name), "logs"),
+        autoscaling::TARGET => (
+            lookup(autoscaling::ACTIONS, name),
+            "application-autoscaling",
+        ),
         _ => {
             return Err(ApiError::new(
                 Kind::UnsupportedFeature,
                 format!(
-                "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action> or {}.<Action>",
-                logs::LOGS_TARGET
+                "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action>, {}.<Action> or {}.<Action>",
+                logs::LOGS_TARGET,
+                autoscaling::TARGET
             ),
             ))
         }
@@ -580,7 +591,10 @@ pub fn call(
     if caller.is_some() {
         let resources = match iam {
             "ecs" => access::ecs_resources(scope, name, &body),
-            _ => access::logs_resources(scope, name, &body),
+            "logs" => access::logs_resources(scope, name, &body),
+            // Application Auto Scaling's actions act on no particular
+            // resource in IAM (`*`), as in AWS.
+            _ => vec!["*".to_string()],
         };
         authorize(api, caller, &format!("{iam}:{name}"), &resources)?;
     }

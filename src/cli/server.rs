@@ -88,6 +88,10 @@ pub struct Server {
     /// (it keeps it alive a third of this apart): 5s, 10s, ...
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub node_ttl: std::time::Duration,
+    /// How long every scaling policy must ask for fewer tasks before a
+    /// service is scaled in (then its ScaleInCooldown applies): 30s, 5m, ...
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
+    pub scale_in_window: std::time::Duration,
     /// How long stopped tasks stay describable: 30m, 1h, ...
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
     pub stopped_task_ttl: std::time::Duration,
@@ -491,10 +495,12 @@ impl Server {
         });
         let api_handle = api.clone();
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let load_lease = lease.clone();
         let scheduler_thread = crate::scheduler::controller::spawn(
             store.clone(),
             node.clone(),
             lease,
+            self.scale_in_window,
             shutdown.clone(),
         )
         .map_err(|e| format!("cannot start the scheduler: {e}"))?;
@@ -507,6 +513,18 @@ impl Server {
         ));
         // HTTPS: the domains services claim, the certificates for them.
         crate::ingress::domains::follow(store.clone(), routes.domains().clone(), shutdown.clone())?;
+        let scale_to_zero = Arc::new(crate::ingress::domains::ScaleToZero::default());
+        crate::ingress::domains::follow(store.clone(), scale_to_zero.clone(), shutdown.clone())?;
+        let waiting = Arc::new(crate::ingress::load::Waiting::default());
+        crate::ingress::load::spawn(
+            store.clone(),
+            node.clone(),
+            load_lease,
+            routes.clone(),
+            waiting.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| format!("cannot start the load reports: {e}"))?;
         let certs = Arc::new(crate::ingress::tls::Certificates::default());
         if let Some(dir) = &self.tls.tls_cert_dir {
             crate::ingress::tls::watch_dir(dir.clone(), certs.clone(), shutdown.clone())?;
@@ -546,6 +564,8 @@ impl Server {
                 max_body: self.max_request_body,
                 challenges,
                 https_port: tls_addr.map(|a| a.port()),
+                scale_to_zero,
+                waiting,
             },
         );
         routes.set_opener(Box::new(front.clone()));

@@ -1,6 +1,6 @@
-//! The custom domains every node's ingress answers on: a copy of the
-//! store's domain claims (`domains/NAME`, written by the API with the
-//! service that claims them), kept current by a watch.
+//! What every node's ingress keeps a copy of, current by a watch: the
+//! custom domains services claim (`domains/NAME`, written by the API with
+//! the service that claims them), and which services scale to zero.
 //!
 //! A lookup tries the host itself, then the wildcard one label up
 //! (`api.example.com`, then `*.example.com`).
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::domain::{self, Claim};
-use crate::store::{Revision, Store, StoreError};
+use crate::store::{Record, Revision, Store, StoreError};
 
 /// The claimed names and their services.
 #[derive(Default)]
@@ -44,19 +44,24 @@ impl Domains {
     fn set(&self, all: HashMap<String, Claim>) {
         *self.names.write().unwrap_or_else(|p| p.into_inner()) = all;
     }
+}
 
-    fn put(&self, name: String, claim: Option<Claim>) {
-        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        match claim {
-            Some(c) => names.insert(name, c),
-            None => names.remove(&name),
-        };
+/// A table kept as a copy of the records under a store prefix.
+pub trait Mirror: Send + Sync + 'static {
+    /// The prefix copied.
+    fn prefix(&self) -> &'static str;
+    /// Replaces the table with `records` (every record under the prefix).
+    fn reset(&self, records: &[Record]);
+    /// One key changed: its record now, or `None` when it was deleted.
+    fn apply(&self, key: &str, record: Option<&Record>);
+}
+
+impl Mirror for Domains {
+    fn prefix(&self) -> &'static str {
+        domain::PREFIX
     }
 
-    /// Reads every claim; returns the revision to watch from.
-    fn relist(&self, store: &dyn Store) -> Result<Revision, StoreError> {
-        let revision = store.revision()?;
-        let records = store.list(domain::PREFIX, None, usize::MAX)?;
+    fn reset(&self, records: &[Record]) {
         self.set(
             records
                 .iter()
@@ -66,56 +71,118 @@ impl Domains {
                 })
                 .collect(),
         );
-        Ok(revision)
     }
 
-    fn sync_key(&self, store: &dyn Store, key: &str) -> Result<(), StoreError> {
+    fn apply(&self, key: &str, record: Option<&Record>) {
         let Some(name) = key.strip_prefix(domain::PREFIX) else {
-            return Ok(());
+            return;
         };
-        let claim = store
-            .get(key)?
-            .and_then(|r| serde_json::from_slice(&r.value).ok());
-        self.put(name.to_string(), claim);
-        Ok(())
+        let claim = record.and_then(|r| serde_json::from_slice(&r.value).ok());
+        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+        match claim {
+            Some(c) => names.insert(name.to_string(), c),
+            None => names.remove(name),
+        };
     }
 }
 
-/// Reads the claims now (so that the ingress knows them before it takes
-/// a request), then follows them on a thread of its own until `stop`.
-pub fn follow(
+/// Services that scale to zero (a scalable target with MinCapacity 0):
+/// a request for one with no task is held while a task starts.
+#[derive(Default)]
+pub struct ScaleToZero {
+    services: RwLock<std::collections::HashSet<(String, String)>>,
+}
+
+impl ScaleToZero {
+    /// Whether `service` scales to zero.
+    pub fn holds(&self, service: &(String, String)) -> bool {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(service)
+    }
+
+    fn parse(r: &Record) -> Option<(String, String)> {
+        let t: crate::model::scaling::ScalableTarget = serde_json::from_slice(&r.value).ok()?;
+        (t.min == 0).then_some((t.cluster, t.service))
+    }
+
+    fn service_of(key: &str) -> Option<(String, String)> {
+        let (c, s) = key
+            .strip_prefix(crate::model::scaling::TARGETS)?
+            .split_once('/')?;
+        Some((c.to_string(), s.to_string()))
+    }
+}
+
+impl Mirror for ScaleToZero {
+    fn prefix(&self) -> &'static str {
+        crate::model::scaling::TARGETS
+    }
+
+    fn reset(&self, records: &[Record]) {
+        *self.services.write().unwrap_or_else(|p| p.into_inner()) =
+            records.iter().filter_map(Self::parse).collect();
+    }
+
+    fn apply(&self, key: &str, record: Option<&Record>) {
+        let Some(service) = Self::service_of(key) else {
+            return;
+        };
+        let mut set = self.services.write().unwrap_or_else(|p| p.into_inner());
+        match record.and_then(Self::parse) {
+            Some(s) => set.insert(s),
+            None => set.remove(&service),
+        };
+    }
+}
+
+fn relist(store: &dyn Store, table: &dyn Mirror) -> Result<Revision, StoreError> {
+    let revision = store.revision()?;
+    table.reset(&store.list(table.prefix(), None, usize::MAX)?);
+    Ok(revision)
+}
+
+/// Reads `table`'s records now (so that the ingress knows them before it
+/// takes a request), then follows them on a thread of its own until
+/// `stop`.
+pub fn follow<T: Mirror>(
     store: Arc<dyn Store>,
-    domains: Arc<Domains>,
+    table: Arc<T>,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>, String> {
-    let from = domains
-        .relist(store.as_ref())
-        .map_err(|e| format!("cannot read the domain claims: {e}"))?;
-    crate::threads::spawn("skiff-domains", move || async move {
-        let mut watch = store.watch(domain::PREFIX, from);
+    let prefix = table.prefix();
+    let from =
+        relist(store.as_ref(), table.as_ref()).map_err(|e| format!("cannot read {prefix}: {e}"))?;
+    crate::threads::spawn("skiff-mirror", move || async move {
+        let mut watch = store.watch(prefix, from);
         loop {
             let failed = tokio::select! {
                 _ = stop.cancelled() => return,
                 change = watch.next() => match change {
-                    Ok(c) => domains.sync_key(store.as_ref(), &c.key).err(),
+                    Ok(c) => match store.get(&c.key) {
+                        Ok(r) => {
+                            table.apply(&c.key, r.as_ref());
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
                     Err(e) => Some(e),
                 },
             };
             let Some(e) = failed else { continue };
             if !matches!(e, StoreError::Compacted(_)) {
-                tracing::error!(
-                    "the ingress's watch of domain claims failed: {e}; relisting in 1s"
-                );
+                tracing::error!("the ingress's watch of {prefix} failed: {e}; relisting in 1s");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
-            match domains.relist(store.as_ref()) {
-                Ok(from) => watch = store.watch(domain::PREFIX, from),
-                Err(e) => tracing::error!("cannot read the domain claims: {e}"),
+            match relist(store.as_ref(), table.as_ref()) {
+                Ok(from) => watch = store.watch(prefix, from),
+                Err(e) => tracing::error!("cannot read {prefix}: {e}"),
             }
         }
     })
-    .map_err(|e| format!("cannot start the domain watch: {e}"))
+    .map_err(|e| format!("cannot start the watch of {prefix}: {e}"))
 }

@@ -66,7 +66,20 @@ pub struct Settings {
     pub challenges: Option<Arc<super::acme::Challenges>>,
     /// The HTTPS ingress's port, for `skiff.https-redirect` redirects.
     pub https_port: Option<u16>,
+    /// Services that scale to zero: a request for one with no task is
+    /// held while one starts.
+    pub scale_to_zero: Arc<super::domains::ScaleToZero>,
+    /// Requests held, reported as load so that the scaler starts a task.
+    pub waiting: Arc<super::load::Waiting>,
 }
+
+/// How long a request for a service scaled to zero is held for a task
+/// to start before it is answered 503.
+pub const HOLD: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The most requests held at once per service on one node; past that,
+/// 503 at once.
+pub const MAX_HELD: u64 = 1000;
 
 impl Front {
     /// A front over the workers' runtimes.
@@ -216,7 +229,19 @@ impl Front {
                 ),
             );
         }
-        let pick = self.routes.pick(&service, local);
+        let mut pick = self.routes.pick(&service, local);
+        // No task of a service that scales to zero: held while the scaler
+        // starts one (or one elsewhere can take it), bounded in count and
+        // time.
+        if matches!(pick, Pick::NoTask | Pick::Unknown)
+            && forwarded.is_none()
+            && self.settings.scale_to_zero.holds(&service)
+        {
+            match self.hold(&service, local).await {
+                Ok(p) => pick = p,
+                Err(resp) => return resp,
+            }
+        }
         // No task here can take it: another node's may (a forwarded
         // request is never forwarded again).
         if !matches!(pick, Pick::To(_)) && forwarded.is_none() {
@@ -252,6 +277,47 @@ impl Front {
         let resp = self.dispatch(pick, req, local, id, &service).await;
         m.request(resp.status().as_u16(), started.elapsed());
         resp
+    }
+
+    /// Waits for a task of `service` to take a request (here, or on
+    /// another node); the 503 to answer when none does within [`HOLD`].
+    async fn hold(
+        &self,
+        service: &ServiceKey,
+        local: usize,
+    ) -> Result<Pick, Response<ResponseBody>> {
+        let (cluster, name) = service;
+        if self.settings.waiting.count(service) >= MAX_HELD {
+            return Err(busy(format!(
+                "service {name:?} in cluster {cluster:?} is starting from zero and {MAX_HELD} requests already wait for it"
+            )));
+        }
+        let _held = self.settings.waiting.hold(service);
+        let deadline = tokio::time::Instant::now() + HOLD;
+        let mut peers_at = tokio::time::Instant::now();
+        loop {
+            let pick = self.routes.pick(service, local);
+            if matches!(pick, Pick::To(_) | Pick::Full { .. }) {
+                return Ok(pick);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= peers_at {
+                // A task on another node: forwarded by the caller.
+                if let Some(peers) = &self.peers {
+                    if !peers.endpoints(service).await.is_empty() {
+                        return Ok(pick);
+                    }
+                }
+                peers_at = now + std::time::Duration::from_millis(100);
+            }
+            if now >= deadline {
+                return Err(busy(format!(
+                    "service {name:?} in cluster {cluster:?} scaled to zero and no task started within {}s",
+                    HOLD.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// What a plain-HTTP request gets before routing, if anything: the

@@ -12,6 +12,7 @@
 pub mod acme;
 pub mod domains;
 pub mod front;
+pub mod load;
 pub mod peers;
 pub mod routes;
 pub mod tls;

@@ -262,6 +262,35 @@ impl Routes {
         }
     }
 
+    /// Each service's load on this node: its routable tasks, requests in
+    /// flight, and what its HTTP containers use and reserve.
+    pub fn load(&self) -> std::collections::BTreeMap<String, crate::model::scaling::ServiceLoad> {
+        let mut out = std::collections::BTreeMap::new();
+        for ((cluster, service), list) in self.read().services.iter() {
+            let mut l = crate::model::scaling::ServiceLoad::default();
+            let mut tasks = std::collections::HashSet::new();
+            for e in list.iter() {
+                if !e.routable.load(Ordering::Acquire) {
+                    continue;
+                }
+                let budget = e.handler.budget();
+                let limits = budget.limits();
+                if tasks.insert(e.task.as_str()) {
+                    l.cpu_units += limits.cpu_units.unwrap_or(1024) as u64;
+                }
+                l.in_flight += e.outstanding() as u64;
+                l.cpu_ns += budget.cpu_used().as_nanos() as u64;
+                l.memory += budget.memory_used();
+                l.memory_limit += limits.memory_bytes;
+            }
+            l.tasks = tasks.len() as u32;
+            if l.tasks > 0 {
+                out.insert(format!("{cluster}/{service}"), l);
+            }
+        }
+        out
+    }
+
     /// The service a host port was opened for.
     pub fn service_of_port(&self, port: u16) -> Option<ServiceKey> {
         self.read().ports.get(&port).cloned()

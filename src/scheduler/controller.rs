@@ -78,10 +78,13 @@ pub fn spawn(
     store: Arc<dyn Store>,
     node: String,
     lease: NodeLease,
+    scale_in_window: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
     crate::threads::spawn("skiff-scheduler", move || async move {
-        Controller::new(store, node, lease).run(shutdown).await
+        let mut c = Controller::new(store.clone(), node, lease);
+        c.scaler = Some(super::autoscale::Scaler::new(store, scale_in_window));
+        c.run(shutdown).await
     })
 }
 
@@ -98,6 +101,9 @@ pub struct Controller {
     definitions: HashMap<(String, u32), TaskDefinition>,
     /// Revisions of the controller's own commits, whose changes it skips.
     own: VecDeque<Revision>,
+    /// Service auto scaling, run every [`super::autoscale::EVERY`] while
+    /// this node leads.
+    scaler: Option<super::autoscale::Scaler>,
 }
 
 impl Controller {
@@ -110,6 +116,7 @@ impl Controller {
             owners: HashMap::new(),
             definitions: HashMap::new(),
             own: VecDeque::new(),
+            scaler: None,
         }
     }
 
@@ -132,6 +139,17 @@ impl Controller {
         } else if let Some(owner) = self.owners.get(key) {
             dirty.insert(owner.clone());
         }
+    }
+
+    /// Whether the node load report at `key` holds requests for a task to
+    /// start.
+    fn requests_held(&self, key: &str) -> bool {
+        self.store
+            .get(key)
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_slice::<crate::model::scaling::NodeLoad>(&r.value).ok())
+            .is_some_and(|l| l.services.values().any(|s| s.waiting > 0))
     }
 
     /// Campaigns, and once this node leads: every service is looked at,
@@ -161,6 +179,7 @@ impl Controller {
         self.lead(&mut dirty);
         let mut timers: HashMap<String, Instant> = HashMap::new();
         let mut resync = Instant::now() + RESYNC;
+        let mut scale = Instant::now() + super::autoscale::EVERY;
         loop {
             if !self.leadership.leading() {
                 dirty.clear();
@@ -173,7 +192,13 @@ impl Controller {
                     timers.insert(key, Instant::now() + after);
                 }
             }
-            let next = timers.values().copied().min().unwrap_or(resync).min(resync);
+            let next = timers
+                .values()
+                .copied()
+                .min()
+                .unwrap_or(resync)
+                .min(resync)
+                .min(scale);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 change = watch.next() => match change {
@@ -184,6 +209,14 @@ impl Controller {
                         }
                     }
                     Ok(c) => {
+                        // A node holds requests for a service with no
+                        // task: scale now, not at the next tick.
+                        if c.key.starts_with(crate::model::scaling::LOAD)
+                            && self.leadership.leading()
+                            && self.requests_held(&c.key)
+                        {
+                            scale = Instant::now();
+                        }
                         if self.leadership.leading() {
                             self.on_change(&c.key, c.revision, &mut dirty);
                             // A node record changed or went (its lease
@@ -211,6 +244,16 @@ impl Controller {
                 },
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
+                    if now >= scale {
+                        scale = now + super::autoscale::EVERY;
+                        if let (Some(scaler), Some(fence)) =
+                            (self.scaler.as_mut(), self.leadership.fence())
+                        {
+                            if let Err(e) = scaler.pass(&fence) {
+                                tracing::warn!("the scaler's pass failed: {e}");
+                            }
+                        }
+                    }
                     if now >= resync {
                         resync = now + RESYNC;
                         if self.leadership.leading() {

@@ -5,6 +5,7 @@
 //! and says what to start and stop; `controller` runs reconcile on every
 //! change and carries out its plans.
 
+pub mod autoscale;
 pub mod capacity;
 pub mod controller;
 pub mod expr;
