@@ -190,6 +190,15 @@ fn activity_view(a: &Activity) -> Value {
     })
 }
 
+/// A page of `field`, with the token of the next when there is one.
+fn paged(field: &str, items: impl Iterator<Item = Value>, next: Option<String>) -> Value {
+    let mut out = json!({ field: items.collect::<Vec<_>>() });
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    out
+}
+
 fn read<T: serde::de::DeserializeOwned>(
     api: &Api,
     key: &str,
@@ -317,13 +326,11 @@ pub fn describe_targets(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     }
     let key = |t: &ScalableTarget| scaling::resource_id(&t.cluster, &t.service);
     let (items, next) = page::page(targets, key, r.after()?.as_deref(), r.page_size()?);
-    let mut out = json!({
-        "ScalableTargets": items.iter().map(|t| target_view(scope, t)).collect::<Vec<_>>(),
-    });
-    if let Some(n) = next {
-        out["NextToken"] = json!(n);
-    }
-    Ok(out)
+    Ok(paged(
+        "ScalableTargets",
+        items.iter().map(|t| target_view(scope, t)),
+        next,
+    ))
 }
 
 /// DeregisterScalableTarget: the target and its policies go; the
@@ -506,13 +513,11 @@ pub fn describe_policies(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         r.after()?.as_deref(),
         r.page_size()?,
     );
-    let mut out = json!({
-        "ScalingPolicies": items.iter().map(|(_, p)| policy_view(scope, p)).collect::<Vec<_>>(),
-    });
-    if let Some(n) = next {
-        out["NextToken"] = json!(n);
-    }
-    Ok(out)
+    Ok(paged(
+        "ScalingPolicies",
+        items.iter().map(|(_, p)| policy_view(scope, p)),
+        next,
+    ))
 }
 
 /// DeleteScalingPolicy.
@@ -569,11 +574,14 @@ pub fn describe_activities(api: &Api, _scope: &Scope, req: &Value) -> ApiResult 
         None => 0,
     };
     let end = start.saturating_add(max).min(activities.len());
-    let mut out = json!({
-        "ScalingActivities": activities.get(start..end).unwrap_or_default().iter().map(activity_view).collect::<Vec<_>>(),
-    });
-    if end < activities.len() {
-        out["NextToken"] = json!(page::token(&end.to_string()));
-    }
-    Ok(out)
+    let next = (end < activities.len()).then(|| page::token(&end.to_string()));
+    Ok(paged(
+        "ScalingActivities",
+        activities
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(activity_view),
+        next,
+    ))
 }

@@ -139,13 +139,20 @@ def concurrency_policy(aas, rid, target, cooldowns=0):
     )
 
 
-def test_a_load_step_scales_out_and_back_in(scaled):
-    ecs, aas = scaled.client(), scaled.client("application-autoscaling")
+def scalable(server, low, high, per_task):
+    """A one-task service scaling between `low` and `high` tasks to keep
+    `per_task` requests in flight per task."""
+    ecs, aas = server.client(), server.client("application-autoscaling")
     name = service(ecs)
     rid = f"service/default/{name}"
     aas.register_scalable_target(ServiceNamespace="ecs", ResourceId=rid, ScalableDimension=DIM,
-                                 MinCapacity=1, MaxCapacity=4)
-    concurrency_policy(aas, rid, 2)
+                                 MinCapacity=low, MaxCapacity=high)
+    concurrency_policy(aas, rid, per_task)
+    return ecs, aas, name, rid
+
+
+def test_a_load_step_scales_out_and_back_in(scaled):
+    ecs, aas, name, rid = scalable(scaled, 1, 4, 2)
     # 8 clients each keeping a slow request in flight: 8 concurrent
     # requests against 2 per task asks for 4 tasks.
     stop = time.monotonic() + 60
@@ -177,12 +184,7 @@ def test_a_load_step_scales_out_and_back_in(scaled):
 
 
 def test_scale_to_zero_and_the_held_first_request(scaled):
-    ecs, aas = scaled.client(), scaled.client("application-autoscaling")
-    name = service(ecs)
-    rid = f"service/default/{name}"
-    aas.register_scalable_target(ServiceNamespace="ecs", ResourceId=rid, ScalableDimension=DIM,
-                                 MinCapacity=0, MaxCapacity=2)
-    concurrency_policy(aas, rid, 5)
+    ecs, aas, name, rid = scalable(scaled, 0, 2, 5)
     wait_for("the idle service at zero tasks", lambda: running(ecs, name) == (0, 0), timeout=45)
     # The first request waits for a task to start, then is served.
     r = get(scaled, name, "/x")
