@@ -23,6 +23,7 @@ from conftest import REGION, ROOT, SKIFF, Server, uniq
 ADMIN = ("AKIASKIFFADMIN000001", "admin-secret-key-0123456789abcdefghij")
 READER = ("AKIASKIFFREADER00001", "reader-secret-key-0123456789abcdefghi")
 PROD = ("AKIASKIFFPRODONLY001", "prod-secret-key-0123456789abcdefghijk")
+WATCHER = ("AKIASKIFFSCALEWATCH1", "watch-secret-key-0123456789abcdefghij")
 
 KEYS = {
     "keys": [
@@ -53,6 +54,14 @@ KEYS = {
                     {"Effect": "Allow", "Action": "ecs:RegisterTaskDefinition", "Resource": "*"},
                     {"Effect": "Deny", "Action": "ecs:DeleteCluster", "Resource": "*"},
                 ]
+            },
+        },
+        {
+            "access_key_id": WATCHER[0],
+            "secret_access_key": WATCHER[1],
+            "name": "scale-watcher",
+            "policy": {
+                "Statement": [{"Effect": "Allow", "Action": "application-autoscaling:Describe*", "Resource": "*"}]
             },
         },
     ]
@@ -406,3 +415,20 @@ def test_with_auth_tasks_name_host_files_only_under_the_host_roots(tmp_path):
         assert "outside the directories" in planted["stoppedReason"], planted["stoppedReason"]
     finally:
         s.stop()
+
+
+def test_autoscaling_calls_are_signed_and_checked_against_the_policy(authed):
+    """Application Auto Scaling's calls are signed for its own signing name
+    and allowed or refused by `application-autoscaling:ACTION`."""
+    watcher = client(authed, WATCHER, "application-autoscaling")
+    assert watcher.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"] == []
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        watcher.register_scalable_target(ServiceNamespace="ecs", ResourceId="service/default/web",
+                                         ScalableDimension="ecs:service:DesiredCount", MinCapacity=0, MaxCapacity=1)
+    err = e.value.response["Error"]
+    assert err["Code"] == "AccessDeniedException"
+    assert "application-autoscaling:RegisterScalableTarget" in err["Message"]
+    # A key allowed ecs:* only is not allowed Application Auto Scaling.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client(authed, ADMIN, "application-autoscaling").describe_scaling_policies(ServiceNamespace="ecs")
+    assert "application-autoscaling:DescribeScalingPolicies" in e.value.response["Error"]["Message"]
