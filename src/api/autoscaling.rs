@@ -48,6 +48,14 @@ fn not_found(message: impl Into<String>) -> ApiError {
     ApiError::new(Kind::ObjectNotFound, message)
 }
 
+/// ObjectNotFoundException for a service without a scalable target.
+fn no_target(cluster: &str, service: &str, hint: &str) -> ApiError {
+    not_found(format!(
+        "No scalable target registered for service namespace: ecs, resource ID: {}, scalable dimension: {DIMENSION}{hint}",
+        scaling::resource_id(cluster, service)
+    ))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct Request {
@@ -104,6 +112,18 @@ impl Request {
         let ids = scaling::parse_resource_id(id).map_err(validation)?;
         self.dimension(true)?;
         Ok(ids)
+    }
+
+    /// The store prefix a Describe call reads: `all`, or `of` the
+    /// service its ResourceId names.
+    fn prefix(&self, all: &str, of: fn(&str, &str) -> String) -> ApiResult<String> {
+        match &self.resource_id {
+            Some(id) => {
+                let (c, s) = scaling::parse_resource_id(id).map_err(validation)?;
+                Ok(of(&c, &s))
+            }
+            None => Ok(all.to_string()),
+        }
     }
 
     fn page_size(&self) -> ApiResult<usize> {
@@ -341,10 +361,7 @@ pub fn deregister_target(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let key = scaling::target_key(&cluster, &name);
     with_retries(|| {
         let Some(rec) = api.store.get(&key)? else {
-            return Err(not_found(format!(
-                "No scalable target registered for service namespace: ecs, resource ID: {}, scalable dimension: {DIMENSION}",
-                scaling::resource_id(&cluster, &name)
-            )));
+            return Err(no_target(&cluster, &name, ""));
         };
         let mut writes = vec![Write::Delete(key.clone())];
         for p in api
@@ -445,10 +462,11 @@ pub fn put_policy(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let pkey = format!("{}{policy_name}", scaling::policies_prefix(&cluster, &name));
     let policy = with_retries(|| {
         let Some(t) = api.store.get(&tkey)? else {
-            return Err(not_found(format!(
-                "No scalable target registered for service namespace: ecs, resource ID: {}, scalable dimension: {DIMENSION}; register it with RegisterScalableTarget first",
-                scaling::resource_id(&cluster, &name)
-            )));
+            return Err(no_target(
+                &cluster,
+                &name,
+                "; register it with RegisterScalableTarget first",
+            ));
         };
         let existing: Option<(ScalingPolicy, _)> = read(api, &pkey)?;
         let (id, created_at, condition) = match existing {
@@ -491,13 +509,7 @@ pub fn describe_policies(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let r: Request = decode(req)?;
     r.namespace()?;
     r.dimension(false)?;
-    let prefix = match &r.resource_id {
-        Some(id) => {
-            let (c, s) = scaling::parse_resource_id(id).map_err(validation)?;
-            scaling::policies_prefix(&c, &s)
-        }
-        None => scaling::POLICIES.to_string(),
-    };
+    let prefix = r.prefix(scaling::POLICIES, scaling::policies_prefix)?;
     let mut policies: Vec<(String, ScalingPolicy)> = api
         .store
         .list(&prefix, None, usize::MAX)?
@@ -549,13 +561,7 @@ pub fn describe_activities(api: &Api, _scope: &Scope, req: &Value) -> ApiResult 
     let r: Request = decode(req)?;
     r.namespace()?;
     r.dimension(false)?;
-    let prefix = match &r.resource_id {
-        Some(id) => {
-            let (c, s) = scaling::parse_resource_id(id).map_err(validation)?;
-            scaling::activities_prefix(&c, &s)
-        }
-        None => scaling::ACTIVITIES.to_string(),
-    };
+    let prefix = r.prefix(scaling::ACTIVITIES, scaling::activities_prefix)?;
     let mut activities: Vec<Activity> = api
         .store
         .list(&prefix, None, usize::MAX)?

@@ -547,7 +547,9 @@ fn claims(
         https_redirect: svc.https_redirect,
     };
     let value = serde_json::to_vec(&claim).unwrap_or_default();
-    for d in svc.domains.iter().chain(before) {
+    // Each name once (a name in both is one key: etcd refuses a
+    // transaction that names a key twice).
+    for d in svc.domains.union(before) {
         let k = domain::claim_key(d);
         let held = api.store.get(&k)?;
         let owner = held

@@ -24,8 +24,12 @@ pub struct Domains {
 impl Domains {
     /// The claim a Host header (or a TLS server name) falls under.
     pub fn lookup(&self, host: &str) -> Option<Claim> {
-        let (exact, wildcard) = domain::lookup_names(host)?;
         let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        // Most requests come where no name is claimed: no allocation then.
+        if names.is_empty() {
+            return None;
+        }
+        let (exact, wildcard) = domain::lookup_names(host)?;
         names
             .get(&exact)
             .or_else(|| wildcard.and_then(|w| names.get(&w)))

@@ -116,8 +116,17 @@ impl Scaler {
             for p in &policies {
                 seen.insert(policy_key(p));
             }
-            if let Some((desired, cause)) = self.decide(&t, &policies, &measured, now)? {
-                match self.scale(&t, rec.mod_revision, desired, cause, now, fence) {
+            // The service, read once for the decision and the write (which
+            // its revision guards).
+            let Some(srec) = self.store.get(&service::key(&t.cluster, &t.service))? else {
+                continue;
+            };
+            let Ok(svc) = serde_json::from_slice::<ServiceRecord>(&srec.value) else {
+                continue;
+            };
+            if let Some(change) = self.decide(&t, &svc, &policies, &measured, now) {
+                let revisions = (srec.mod_revision, rec.mod_revision);
+                match self.scale(&t, svc, revisions, change, now, fence) {
                     Ok(()) | Err(StoreError::Conflict) => {}
                     Err(e) => return Err(e),
                 }
@@ -168,32 +177,26 @@ impl Scaler {
     fn decide(
         &mut self,
         t: &ScalableTarget,
+        svc: &ServiceRecord,
         policies: &[ScalingPolicy],
         m: &Measured,
         now: f64,
-    ) -> Result<Option<(u32, String)>, StoreError> {
-        let Some(svc) = self
-            .store
-            .get(&service::key(&t.cluster, &t.service))?
-            .and_then(|r| serde_json::from_slice::<ServiceRecord>(&r.value).ok())
-        else {
-            return Ok(None);
-        };
+    ) -> Option<(u32, String)> {
         if svc.status != ServiceStatus::Active {
-            return Ok(None);
+            return None;
         }
         let current = svc.desired_count;
         if current < t.min {
-            return Ok(Some((
+            return Some((
                 t.min,
                 format!("the desired count {current} is below MinCapacity {}", t.min),
-            )));
+            ));
         }
         if current > t.max {
-            return Ok(Some((
+            return Some((
                 t.max,
                 format!("the desired count {current} is above MaxCapacity {}", t.max),
-            )));
+            ));
         }
         // Each policy's wish now, remembered for the scale-in window.
         let mut out: Option<(u32, &ScalingPolicy, String)> = None;
@@ -223,13 +226,13 @@ impl Scaler {
                 || t.last_out
                     .is_none_or(|at| now - at >= p.scale_out_cooldown as f64);
             if !t.suspended.dynamic_scaling_out_suspended && cooled {
-                return Ok(Some((w.min(t.max), format!("policy {}: {why}", p.name))));
+                return Some((w.min(t.max), format!("policy {}: {why}", p.name)));
             }
-            return Ok(None);
+            return None;
         }
         // Scale in: every policy that may, over the whole window.
-        if t.suspended.dynamic_scaling_in_suspended || rolling(&svc) {
-            return Ok(None);
+        if t.suspended.dynamic_scaling_in_suspended || rolling(svc) {
+            return None;
         }
         let mut want: Option<u32> = None;
         let mut because = Vec::new();
@@ -247,36 +250,29 @@ impl Scaler {
                     want = Some(want.map_or(w, |x| x.max(w)));
                     because.push(format!("policy {}: {}", p.name, describe(p, m)));
                 }
-                _ => return Ok(None),
+                _ => return None,
             }
             let since_in = t.last_in.map_or(f64::INFINITY, |at| now - at);
             let since_out = t.last_out.map_or(f64::INFINITY, |at| now - at);
             if since_in < p.scale_in_cooldown as f64 || since_out < p.scale_out_cooldown as f64 {
-                return Ok(None);
+                return None;
             }
         }
-        Ok(want
-            .map(|w| w.max(t.min))
+        want.map(|w| w.max(t.min))
             .filter(|w| *w < current)
-            .map(|w| (w, because.join("; "))))
+            .map(|w| (w, because.join("; ")))
     }
 
     fn scale(
         &mut self,
         t: &ScalableTarget,
-        target_revision: crate::store::Revision,
-        desired: u32,
-        cause: String,
+        mut svc: ServiceRecord,
+        (service_revision, target_revision): (crate::store::Revision, crate::store::Revision),
+        (desired, cause): (u32, String),
         now: f64,
         fence: &Condition,
     ) -> Result<(), StoreError> {
         let skey = service::key(&t.cluster, &t.service);
-        let Some(rec) = self.store.get(&skey)? else {
-            return Ok(());
-        };
-        let Ok(mut svc) = serde_json::from_slice::<ServiceRecord>(&rec.value) else {
-            return Ok(());
-        };
         let from = svc.desired_count;
         if from == desired {
             return Ok(());
@@ -332,7 +328,7 @@ impl Scaler {
         self.store.commit(
             &[
                 fence.clone(),
-                Condition::At(skey, rec.mod_revision),
+                Condition::At(skey, service_revision),
                 Condition::At(scaling::target_key(&t.cluster, &t.service), target_revision),
             ],
             &writes,
