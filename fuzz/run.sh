@@ -7,6 +7,9 @@
 # are caught); skiff's own code is safe Rust.
 #   fuzz/run.sh            # as CI runs it: 10 s each
 #   fuzz/run.sh 3600 api   # one target for an hour
+# Targets build with 16 codegen units (cargo fuzz's default, 1, lets more
+# inline and runs up to a few times faster, but builds twice as long): for
+# a long run, FUZZ_CODEGEN_UNITS=1 fuzz/run.sh 3600 api.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-10}
@@ -18,13 +21,14 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --version 0.13.2 --locked
 fi
+build=(--sanitizer none --codegen-units "${FUZZ_CODEGEN_UNITS:-16}")
 echo "== [$(date -u +%H:%M:%S)] fuzz build"
-cargo fuzz build --sanitizer none
+cargo fuzz build "${build[@]}"
 for t in "${targets[@]}"; do
   work=$(mktemp -d)
   log="$work.log"
   echo "== fuzz $t for ${secs}s"
-  if ! cargo fuzz run --sanitizer none "$t" "$work" "seeds/$t" -- \
+  if ! cargo fuzz run "${build[@]}" "$t" "$work" "seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz: $t found an input that fails; it is in fuzz/artifacts/$t/" >&2

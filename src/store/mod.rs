@@ -12,7 +12,8 @@
 //! node; and etcd (`--store etcd://HOST:PORT`), whose revisions,
 //! transactions and watches these are.
 //!
-//! A [`Store::commit`] returns only after its write is durable.
+//! A [`Store::commit`] returns only after its write is durable (SQLite
+//! excepts a commit of leased keys only: they end with the process).
 
 mod etcd;
 mod sqlite;

@@ -1,10 +1,16 @@
 //! The SQLite store: one file in the data directory, WAL journal,
 //! `synchronous=FULL` so that a committed transaction survives `kill -9`
-//! and power loss. Every commit also records which keys it changed (the
+//! and power loss. A transaction that only writes keys under leases
+//! (a node's capacity and load reports, the leader's claim) is not fsynced
+//! on its own: every lease ends when the store is opened again, and those
+//! keys with it, so power loss could take nothing that would have been
+//! kept; the next durable commit syncs it too, in order, and `kill -9`
+//! loses nothing written (the page cache outlives the process). Every commit also records which keys it changed (the
 //! `changes` table), so that a watch can resume from a revision; the last
 //! [`HISTORY`] revisions are kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -54,6 +60,9 @@ struct Shared {
     /// Live leases: their TTL and when they end unless kept alive.
     leases: Mutex<std::collections::HashMap<LeaseId, (std::time::Duration, std::time::Instant)>>,
     next_lease: std::sync::atomic::AtomicI64,
+    /// The connection is at synchronous=NORMAL (for a leased-only commit);
+    /// read and written under the connection's lock.
+    relaxed: std::sync::atomic::AtomicBool,
 }
 
 /// How many revisions of change history are kept for watches.
@@ -140,6 +149,7 @@ impl SqliteStore {
             changes,
             leases: Default::default(),
             next_lease: std::sync::atomic::AtomicI64::new(1),
+            relaxed: std::sync::atomic::AtomicBool::new(false),
         });
         // Only one process opens the store (the data directory's lock), so
         // every lease of an earlier one has ended with it.
@@ -231,6 +241,40 @@ impl Shared {
                 }
             }
         }
+        let ephemeral =
+            !writes.is_empty() && writes.iter().all(|w| matches!(w, Write::PutLeased(..)));
+        // The connection's mode is changed only under its lock, and set
+        // before the transaction that needs it: a durable commit never
+        // runs relaxed.
+        if self.relaxed.load(Ordering::Relaxed) != ephemeral {
+            let pragma = if ephemeral {
+                "PRAGMA synchronous=NORMAL"
+            } else {
+                "PRAGMA synchronous=FULL"
+            };
+            conn.execute_batch(pragma).map_err(io)?;
+            self.relaxed.store(ephemeral, Ordering::Relaxed);
+        }
+        let revision = Self::apply(&mut conn, conditions, writes)?;
+        // Published under the lock, so subscribers see commit order.
+        for w in writes {
+            // No subscriber is fine.
+            let _ = self.changes.send(Change {
+                revision,
+                key: w.key().to_string(),
+                deleted: matches!(w, Write::Delete(_)),
+            });
+        }
+        drop(conn);
+        Ok(revision)
+    }
+
+    /// Checks `conditions` and applies `writes` in one transaction.
+    fn apply(
+        conn: &mut Connection,
+        conditions: &[Condition],
+        writes: &[Write],
+    ) -> Result<Revision, StoreError> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
@@ -294,16 +338,6 @@ impl Shared {
             .map_err(io)?;
         }
         tx.commit().map_err(io)?;
-        // Published under the lock, so subscribers see commit order.
-        for w in writes {
-            // No subscriber is fine.
-            let _ = self.changes.send(Change {
-                revision,
-                key: w.key().to_string(),
-                deleted: matches!(w, Write::Delete(_)),
-            });
-        }
-        drop(conn);
         Ok(revision)
     }
 }
@@ -472,6 +506,49 @@ mod tests {
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
         assert!(e.contains("move it") && e.contains("store.db"), "{e}");
+    }
+
+    #[test]
+    fn only_a_commit_of_leased_keys_alone_skips_the_fsync_and_keys_under_leases_end_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mode = |s: &SqliteStore| -> i64 {
+            s.shared
+                .lock()
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        let s = SqliteStore::open(&path).unwrap();
+        let lease = s.grant(std::time::Duration::from_secs(60)).unwrap();
+        let leased = |k: &str| Write::PutLeased(k.into(), b"v".to_vec(), lease);
+        s.commit(&[], &[leased("load/a")]).unwrap();
+        assert_eq!(mode(&s), NORMAL);
+        // A leased key beside a durable one: the whole commit is durable.
+        s.commit(
+            &[],
+            &[
+                leased("load/b"),
+                Write::Put("clusters/a".into(), b"v".to_vec()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(mode(&s), FULL);
+        s.commit(&[], &[leased("load/c")]).unwrap();
+        s.commit(&[], &[Write::Delete("load/c".into())]).unwrap();
+        assert_eq!(mode(&s), FULL, "a delete is durable");
+        s.commit(&[], &[leased("load/d")]).unwrap();
+        drop(s);
+        let s = SqliteStore::open(&path).unwrap();
+        let keys: Vec<String> = s
+            .list("", None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, ["clusters/a"]);
+        assert_eq!(mode(&s), FULL);
     }
 
     #[test]
