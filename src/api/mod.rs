@@ -10,7 +10,8 @@
 //! threads, and its answer is sent only after its writes are durable.
 //!
 //! Also here: `GET /metrics` (Prometheus text; without a key only from
-//! loopback) and `GET /logs/CLUSTER/TASK` (a task's output as text).
+//! loopback), `GET /logs/CLUSTER/TASK` (a task's output as text) and the
+//! dashboard under `GET /ui/` ([`ui`]).
 
 pub mod access;
 pub mod autoscaling;
@@ -24,6 +25,7 @@ pub mod services;
 pub mod tags;
 pub mod task_definitions;
 pub mod tasks;
+pub mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -436,6 +438,12 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         })
         .await
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    }
+    if get && ui::owns(&path) {
+        return ui::serve(&path, &parts.headers);
+    }
+    if get && path == "/" && ui::wants_dashboard(&parts.headers) {
+        return ui::redirect(ui::PREFIX);
     }
     if parts.method != hyper::Method::POST || path != "/" {
         let e = ApiError::new(
