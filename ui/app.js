@@ -474,6 +474,7 @@ function stopTask(cluster, arn) {
 function filterInput(onchange) {
   return h("input", {
     class: "filter",
+    id: "tasks-filter",
     type: "search",
     placeholder: "filter tasks (id, status, service…)",
     oninput: (e) => onchange(e.target.value),

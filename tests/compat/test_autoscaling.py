@@ -197,3 +197,29 @@ def test_scale_to_zero_and_the_held_first_request(scaled):
     wait_for("zero tasks again", lambda: running(ecs, name) == (0, 0), timeout=45)
     aas.deregister_scalable_target(ServiceNamespace="ecs", ResourceId=rid, ScalableDimension=DIM)
     ecs.delete_service(service=name, force=True)
+
+
+def test_no_scale_in_while_a_deployment_rolls(scaled):
+    """As ECS suspends scale-in during a deployment: an idle service whose
+    deployment cannot finish keeps its count while a control service,
+    registered after it, scales in; once the deployment is over, it
+    scales in too."""
+    ecs, aas, name, rid = scalable(scaled, 0, 2, 5)
+    good = ecs.describe_services(services=[name])["services"][0]["taskDefinition"]
+    broken = ecs.register_task_definition(
+        family=uniq("broken"),
+        containerDefinitions=[{"name": "web", "image": "/nonexistent/app.wasm", "memory": 32}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(service=name, taskDefinition=broken)
+    _, _, control, control_rid = scalable(scaled, 0, 2, 5)
+    wait_for("the control service scaled in to zero", lambda: running(ecs, control) == (0, 0), timeout=45)
+    svc = ecs.describe_services(services=[name])["services"][0]
+    assert len(svc["deployments"]) == 2 and svc["desiredCount"] == 1, svc["deployments"]
+    assert not [a for a in aas.describe_scaling_activities(ServiceNamespace="ecs", ResourceId=rid)["ScalingActivities"]
+                if a["Description"] == "Setting desired count to 0."]
+    # The deployment ends (back to the task definition that works): now it scales in.
+    ecs.update_service(service=name, taskDefinition=good)
+    wait_for("the service scaled in once its deployment is over", lambda: running(ecs, name) == (0, 0), timeout=45)
+    for r, n in ((rid, name), (control_rid, control)):
+        aas.deregister_scalable_target(ServiceNamespace="ecs", ResourceId=r, ScalableDimension=DIM)
+        ecs.delete_service(service=n, force=True)

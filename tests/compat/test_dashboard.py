@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -299,6 +300,38 @@ def test_scaling_a_service_from_the_dashboard(ui, browser):
     assert svc["desiredCount"] == 3
 
 
+def test_rolling_back_to_the_revision_before(ui, browser):
+    driver = browser
+    cluster = uniq("uic")
+    name = service(ui, 1, cluster)
+    first = ui.admin.describe_services(cluster=cluster, services=[name])["services"][0]["taskDefinition"]
+    family = first.rsplit("/", 1)[-1].split(":")[0]
+    second = ui.admin.register_task_definition(
+        family=family,
+        containerDefinitions=[
+            {"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": 32,
+             "environment": [{"name": "GREETING", "value": "two"}]}
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ui.admin.update_service(cluster=cluster, service=name, taskDefinition=second)
+    ui.admin.get_waiter("services_stable").wait(
+        cluster=cluster, services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    sign_in(driver, ui, ADMIN)
+    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
+    wait_for("1 running task", lambda: text(driver, "#running .n") == "1", timeout=60)
+    el(driver, "#rollback").click()
+    wait_for("the confirmation dialog", lambda: el(driver, "#confirm").get_attribute("open") is not None, timeout=10)
+    words = text(driver, "#confirm-text")
+    assert f"from {family}:2 to {family}:1" in words, words
+    el(driver, "#confirm-ok").click()
+    wait_for(
+        "the service back on revision 1",
+        lambda: ui.admin.describe_services(cluster=cluster, services=[name])["services"][0]["taskDefinition"] == first,
+        timeout=30,
+    )
+
+
 def test_cancelling_asks_and_does_nothing(ui, browser):
     driver = browser
     cluster = uniq("uic")
@@ -333,3 +366,42 @@ def test_an_action_the_keys_policy_denies_is_refused_in_its_words(ui, browser):
     wait_for("the charts' refusal", lambda: "AccessDenied" in text(driver, "#charts"), timeout=30)
     (svc,) = ui.admin.describe_services(cluster=cluster, services=[name])["services"]
     assert svc["desiredCount"] == 1
+
+
+def test_a_cluster_of_a_thousand_tasks_stays_usable(ui, browser):
+    """1,000 running tasks: the cluster page lists them all (ListTasks and
+    DescribeTasks page by 100) and a filter narrows them to one. The times
+    are printed, not asserted (a busy machine makes them noise)."""
+    driver = browser
+    cluster = uniq("uik")
+    ui.admin.create_cluster(clusterName=cluster)
+    family = uniq("many")
+    td = ui.admin.register_task_definition(
+        family=family,
+        containerDefinitions=[{"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": 6}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    name = uniq("many")
+    ui.admin.create_service(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=1000)
+    wait_for(
+        "1,000 running tasks",
+        lambda: ui.admin.describe_services(cluster=cluster, services=[name])["services"][0]["runningCount"] == 1000,
+        timeout=120,
+    )
+    sign_in(driver, ui, ADMIN)
+    started = time.monotonic()
+    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}")
+    wait_for("1,000 rows", lambda: text(driver, "#task-count") == "(1000)", timeout=60)
+    rows = driver.execute_script("return document.querySelectorAll('#tasks tbody tr').length")
+    shown = time.monotonic() - started
+    assert rows == 1000
+    one = ui.admin.list_tasks(cluster=cluster, maxResults=1)["taskArns"][0].rsplit("/", 1)[-1]
+    started = time.monotonic()
+    el(driver, "#tasks-filter").send_keys(one)
+    wait_for(
+        "the filter to leave one row",
+        lambda: driver.execute_script("return document.querySelectorAll('#tasks tbody tr').length") == 1,
+        timeout=30,
+    )
+    filtered = time.monotonic() - started
+    print(f"\ndashboard: 1,000 tasks listed {shown * 1000:.0f} ms after opening the cluster; filtered to one in {filtered * 1000:.0f} ms")
+    ui.admin.delete_service(cluster=cluster, service=name, force=True)
