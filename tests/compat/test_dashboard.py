@@ -149,9 +149,35 @@ def sign_in(driver, ui, key):
     wait_for("the clusters page", lambda: els(driver, "#clusters"), timeout=30)
 
 
-def confirm(driver):
+def asked(driver):
+    """Waits for the confirmation dialog; its question."""
     wait_for("the confirmation dialog", lambda: el(driver, "#confirm").get_attribute("open") is not None, timeout=10)
+    return text(driver, "#confirm-text")
+
+
+def confirm(driver):
+    asked(driver)
     el(driver, "#confirm-ok").click()
+
+
+def scale_to(driver, n):
+    el(driver, "#scale").click()
+    count = el(driver, "#scale-count")
+    count.clear()
+    count.send_keys(str(n))
+    confirm(driver)
+
+
+def open_service(ui, driver, key, count, cluster=None, name=None):
+    """Signs in with `key` and opens a service of `count` tasks (a new one
+    unless named), once its page shows them desired."""
+    if name is None:
+        cluster = uniq("uic")
+        name = service(ui, count, cluster)
+    sign_in(driver, ui, key)
+    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
+    wait_for(f"{count} desired", lambda: text(driver, "#desired .n") == str(count), timeout=60)
+    return cluster, name
 
 
 def row_ids(driver, table):
@@ -216,8 +242,7 @@ def test_a_service_reaches_its_count_and_a_stopped_task_is_replaced(ui, browser)
     driver = browser
     cluster = uniq("uic")
     name = service(ui, 2, cluster)
-    sign_in(driver, ui, ADMIN)
-    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
+    open_service(ui, driver, ADMIN, 2, cluster, name)
     wait_for("2 running tasks", lambda: text(driver, "#running .n") == "2", timeout=60)
     before = wait_for("two task rows", lambda: (lambda ids: ids if ids and len(ids) == 2 else None)(row_ids(driver, "tasks")))
 
@@ -284,16 +309,8 @@ def test_a_trapped_tasks_reason_and_log_lines(ui, browser):
 
 def test_scaling_a_service_from_the_dashboard(ui, browser):
     driver = browser
-    cluster = uniq("uic")
-    name = service(ui, 1, cluster)
-    sign_in(driver, ui, ADMIN)
-    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
-    wait_for("1 running task", lambda: text(driver, "#running .n") == "1", timeout=60)
-    el(driver, "#scale").click()
-    count = el(driver, "#scale-count")
-    count.clear()
-    count.send_keys("3")
-    confirm(driver)
+    cluster, name = open_service(ui, driver, ADMIN, 1)
+    scale_to(driver, 3)
     wait_for("3 desired", lambda: text(driver, "#desired .n") == "3", timeout=30)
     wait_for("3 running", lambda: text(driver, "#running .n") == "3", timeout=60)
     (svc,) = ui.admin.describe_services(cluster=cluster, services=[name])["services"]
@@ -317,12 +334,9 @@ def test_rolling_back_to_the_revision_before(ui, browser):
     ui.admin.get_waiter("services_stable").wait(
         cluster=cluster, services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": 60}
     )
-    sign_in(driver, ui, ADMIN)
-    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
-    wait_for("1 running task", lambda: text(driver, "#running .n") == "1", timeout=60)
+    open_service(ui, driver, ADMIN, 1, cluster, name)
     el(driver, "#rollback").click()
-    wait_for("the confirmation dialog", lambda: el(driver, "#confirm").get_attribute("open") is not None, timeout=10)
-    words = text(driver, "#confirm-text")
+    words = asked(driver)
     assert f"from {family}:2 to {family}:1" in words, words
     el(driver, "#confirm-ok").click()
     wait_for(
@@ -334,14 +348,9 @@ def test_rolling_back_to_the_revision_before(ui, browser):
 
 def test_cancelling_asks_and_does_nothing(ui, browser):
     driver = browser
-    cluster = uniq("uic")
-    name = service(ui, 1, cluster)
-    sign_in(driver, ui, ADMIN)
-    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
-    wait_for("1 running task", lambda: text(driver, "#running .n") == "1", timeout=60)
+    cluster, name = open_service(ui, driver, ADMIN, 1)
     el(driver, "#redeploy").click()
-    wait_for("the confirmation dialog", lambda: el(driver, "#confirm").get_attribute("open") is not None, timeout=10)
-    assert "new deployment" in text(driver, "#confirm-text")
+    assert "new deployment" in asked(driver)
     el(driver, "#confirm-cancel").click()
     (svc,) = ui.admin.describe_services(cluster=cluster, services=[name])["services"]
     assert len(svc["deployments"]) == 1
@@ -349,16 +358,8 @@ def test_cancelling_asks_and_does_nothing(ui, browser):
 
 def test_an_action_the_keys_policy_denies_is_refused_in_its_words(ui, browser):
     driver = browser
-    cluster = uniq("uic")
-    name = service(ui, 1, cluster)
-    sign_in(driver, ui, READER)
-    driver.get(f"{ui.endpoint}/ui/#/c/{cluster}/s/{name}")
-    wait_for("1 desired", lambda: text(driver, "#desired .n") == "1", timeout=60)
-    el(driver, "#scale").click()
-    count = el(driver, "#scale-count")
-    count.clear()
-    count.send_keys("5")
-    confirm(driver)
+    cluster, name = open_service(ui, driver, READER, 1)
+    scale_to(driver, 5)
     wait_for("the refusal", lambda: "AccessDeniedException" in text(driver, "#error-text"), timeout=30)
     words = text(driver, "#error-text")
     assert "ecs:UpdateService" in words, words
