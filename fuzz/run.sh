@@ -5,11 +5,13 @@
 # it is missing. On stable Rust the targets run without a sanitizer
 # (coverage-guided; panics, aborts, timeouts and leaks past the RSS limit
 # are caught); skiff's own code is safe Rust.
-#   fuzz/run.sh            # as CI runs it: 10 s each
+#   fuzz/run.sh 20         # as CI runs it: 20 s each
 #   fuzz/run.sh 3600 api   # one target for an hour
-# Targets build with 16 codegen units (cargo fuzz's default, 1, lets more
-# inline and runs up to a few times faster, but builds twice as long): for
-# a long run, FUZZ_CODEGEN_UNITS=1 fuzz/run.sh 3600 api.
+# Targets build fast: 16 codegen units, and dependencies unoptimized
+# (fuzz/Cargo.toml). For a long run, build for speed instead (several
+# times the executions per second, at well over twice the build time):
+# remove the opt-level = 0 of `package."*"` in fuzz/Cargo.toml, then
+#   FUZZ_CODEGEN_UNITS=1 fuzz/run.sh 3600 api
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-10}
