@@ -103,11 +103,16 @@ async function listAll(action, body, field) {
   return out;
 }
 
+/** `list` in pieces of at most `n`, for Describe calls that take that many. */
+function chunked(list, n) {
+  const out = [];
+  for (let i = 0; i < list.length; i += n) out.push(list.slice(i, i + n));
+  return out;
+}
+
 /** DescribeTasks for any number of tasks, 100 per call, calls in parallel. */
 async function describeTasks(cluster, arns) {
-  const chunks = [];
-  for (let i = 0; i < arns.length; i += 100) chunks.push(arns.slice(i, i + 100));
-  const pages = await Promise.all(chunks.map((tasks) => ecs("DescribeTasks", { cluster, tasks })));
+  const pages = await Promise.all(chunked(arns, 100).map((tasks) => ecs("DescribeTasks", { cluster, tasks })));
   return pages.flatMap((p) => p.tasks || []);
 }
 
@@ -418,9 +423,7 @@ function clustersView() {
   return {
     async refresh() {
       const arns = await listAll("ListClusters", {}, "clusterArns");
-      const chunks = [];
-      for (let i = 0; i < arns.length; i += 100) chunks.push(arns.slice(i, i + 100));
-      const pages = await Promise.all(chunks.map((c) => ecs("DescribeClusters", { clusters: c })));
+      const pages = await Promise.all(chunked(arns, 100).map((c) => ecs("DescribeClusters", { clusters: c })));
       const clusters = pages.flatMap((p) => p.clusters || []);
       syncRows(t.tbody, clusters, (c) => c.clusterArn, (c) => [
         [c.clusterName, () => link(`#/c/${enc(c.clusterName)}`, c.clusterName)],
@@ -528,10 +531,8 @@ function clusterView(cluster) {
         listAll("ListTasks", { cluster, desiredStatus: "STOPPED" }, "taskArns"),
         listAll("ListContainerInstances", { cluster }, "containerInstanceArns"),
       ]);
-      const svcChunks = [];
-      for (let i = 0; i < svcArns.length; i += 10) svcChunks.push(svcArns.slice(i, i + 10));
       const [svcPages, runTasks, stopTasks, nodePage] = await Promise.all([
-        Promise.all(svcChunks.map((c) => ecs("DescribeServices", { cluster, services: c }))),
+        Promise.all(chunked(svcArns, 10).map((c) => ecs("DescribeServices", { cluster, services: c }))),
         describeTasks(cluster, running),
         describeTasks(cluster, gone.slice(0, 100)),
         instances.length ? ecs("DescribeContainerInstances", { cluster, containerInstances: instances }) : { containerInstances: [] },

@@ -1,5 +1,6 @@
 """Starts a real `skiff server` for the compat tests and points boto3 at it."""
 
+import json
 import os
 import queue
 import re
@@ -136,3 +137,16 @@ def fresh_dir():
     d = tempfile.mkdtemp(prefix="skiff-crash-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def auth_server(keys, prefix):
+    """Yields a server started with `--auth` on a keys file holding `keys`
+    (for a fixture), and removes its directory after."""
+    data = tempfile.mkdtemp(prefix=prefix)
+    path = os.path.join(data, "keys.json")
+    with open(path, "w") as f:
+        json.dump(keys, f)
+    s = Server(os.path.join(data, "data"), "--auth", path).start()
+    yield s
+    s.stop()
+    shutil.rmtree(data, ignore_errors=True)

@@ -18,7 +18,7 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 
-from conftest import REGION, ROOT, SKIFF, Server, uniq
+from conftest import REGION, ROOT, SKIFF, Server, auth_server, uniq
 
 ADMIN = ("AKIASKIFFADMIN000001", "admin-secret-key-0123456789abcdefghij")
 READER = ("AKIASKIFFREADER00001", "reader-secret-key-0123456789abcdefghi")
@@ -70,14 +70,7 @@ KEYS = {
 
 @pytest.fixture(scope="module")
 def authed():
-    data = tempfile.mkdtemp(prefix="skiff-auth-")
-    keys = os.path.join(data, "keys.json")
-    with open(keys, "w") as f:
-        json.dump(KEYS, f)
-    s = Server(os.path.join(data, "data"), "--auth", keys).start()
-    yield s
-    s.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    yield from auth_server(KEYS, "skiff-auth-")
 
 
 def client(server, key, service="ecs", **config):

@@ -7,7 +7,6 @@ With SKIFF_SCREENSHOTS=DIR set, the tests also save the screenshots the
 README shows (docs/dashboard-*.png)."""
 
 import http.client
-import json
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REGION, ROOT, Server, uniq, wait_for
+from conftest import REGION, ROOT, auth_server, uniq, wait_for
 
 DIST = os.path.join(ROOT, "guests", "dist")
 CHROMIUM = "/usr/bin/chromium"
@@ -53,21 +52,15 @@ def ui():
     """A server with keys, and an admin boto3 client for it."""
     import boto3
 
-    data = tempfile.mkdtemp(prefix="skiff-ui-")
-    keys = os.path.join(data, "keys.json")
-    with open(keys, "w") as f:
-        json.dump(KEYS, f)
-    s = Server(os.path.join(data, "data"), "--auth", keys).start()
-    s.admin = boto3.client(
-        "ecs",
-        endpoint_url=s.endpoint,
-        region_name=REGION,
-        aws_access_key_id=ADMIN[0],
-        aws_secret_access_key=ADMIN[1],
-    )
-    yield s
-    s.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    for s in auth_server(KEYS, "skiff-ui-"):
+        s.admin = boto3.client(
+            "ecs",
+            endpoint_url=s.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ADMIN[0],
+            aws_secret_access_key=ADMIN[1],
+        )
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +182,12 @@ def row_ids(driver, table):
         return None
 
 
-def service(ui, count, cluster):
+def service(ui, count, cluster, memory=32):
     ui.admin.create_cluster(clusterName=cluster)
     family = uniq("ui")
     td = ui.admin.register_task_definition(
         family=family,
-        containerDefinitions=[{"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": 32}],
+        containerDefinitions=[{"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": memory}],
     )["taskDefinition"]["taskDefinitionArn"]
     name = uniq("web")
     ui.admin.create_service(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=count)
@@ -375,14 +368,7 @@ def test_a_cluster_of_a_thousand_tasks_stays_usable(ui, browser):
     are printed, not asserted (a busy machine makes them noise)."""
     driver = browser
     cluster = uniq("uik")
-    ui.admin.create_cluster(clusterName=cluster)
-    family = uniq("many")
-    td = ui.admin.register_task_definition(
-        family=family,
-        containerDefinitions=[{"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": 6}],
-    )["taskDefinition"]["taskDefinitionArn"]
-    name = uniq("many")
-    ui.admin.create_service(cluster=cluster, serviceName=name, taskDefinition=td, desiredCount=1000)
+    name = service(ui, 1000, cluster, memory=6)
     wait_for(
         "1,000 running tasks",
         lambda: ui.admin.describe_services(cluster=cluster, services=[name])["services"][0]["runningCount"] == 1000,
