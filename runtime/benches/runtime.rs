@@ -5,6 +5,9 @@
 //! 2. instantiate-and-handle one request in process, pooling vs on-demand;
 //! 3. a CPU-bound guest with no metering vs epoch only vs epoch + fuel.
 //!
+//! `cargo bench -p skiff-runtime -- http` runs only the second (the words
+//! load, http and cpu pick parts).
+//!
 //! Rounds alternate between the variants so that drift in the machine's
 //! load hits all of them alike; each figure is the median of its rounds.
 
@@ -190,9 +193,21 @@ fn cpu_bench() {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would too, with
-    // a filter: run everything either way, it is a few seconds.
-    load_bench();
-    http_bench();
-    cpu_bench();
+    // `cargo bench -p skiff-runtime -- http` runs the parts whose names
+    // (load, http, cpu) contain a word given; no word runs them all.
+    // Flags (`--bench`, which cargo passes) are not words.
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let parts: [(&str, fn()); 3] = [
+        ("load", load_bench),
+        ("http", http_bench),
+        ("cpu", cpu_bench),
+    ];
+    for (name, run) in parts {
+        if words.is_empty() || words.iter().any(|w| name.contains(w.as_str())) {
+            run();
+        }
+    }
 }
