@@ -11,8 +11,10 @@ Drives the same guests/dist/hello-http.wasm through
        -O pooling-table-keep-resident=1048576),
   (d) a native hyper hello-world (examples/native_hello.rs),
 with wrk at 32 connections in alternating rounds after a warm-up run of
-each, and prints requests/s,
-p50 and p99 latency (medians over the rounds), non-2xx counts and ratios.
+each, and prints requests/s, p50 and p99 latency, the server's CPU time per
+request (user + system from /proc, over the requests answered; less
+sensitive than requests/s to what else the machine runs), all medians over
+the rounds, non-2xx counts and ratios.
 
 Usage: bench/http.sh [SERVER_CPUS] [LOAD_CPUS] [ROUNDS] [DURATION]
   SERVER_CPUS  taskset list the servers run on (default: every core)
@@ -88,9 +90,16 @@ def ecs(api, action, body):
 
 
 class Target:
-    def __init__(self, name, cores, url, host=None):
-        self.name, self.cores, self.url, self.host = name, cores, url, host
+    def __init__(self, name, cores, url, pid, host=None):
+        self.name, self.cores, self.url, self.pid, self.host = name, cores, url, pid, host
         self.rounds = []
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(cmd, cpu_list, **kw):
@@ -165,9 +174,10 @@ def run_wrk(t, load_cpus, duration):
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50": latency(50), "p99": latency(99),
+    return {"rps": rps, "requests": requests, "p50": latency(50), "p99": latency(99),
             "non2xx": int(bad.group(1)) if bad else 0,
             "errors": errors.group(0) if errors else ""}
 
@@ -199,15 +209,15 @@ def main():
         dirs.append(d)
         p, url, tls_url = skiff(w, server_cpus, d, tls=True)
         procs.append(p)
-        targets.append(Target(f"skiff --workers {w}", w, url, "hello.localhost"))
-        https = Target("skiff https", w, tls_url, "hello.localhost")
+        targets.append(Target(f"skiff --workers {w}", w, url, p.pid, "hello.localhost"))
+        https = Target("skiff https", w, tls_url, p.pid, "hello.localhost")
         targets.append(https)
         if w > 1:
             d = tempfile.mkdtemp(prefix="skiff-bench-")
             dirs.append(d)
             p, url, _ = skiff(1, server_cpus[:1], d)
             procs.append(p)
-            targets.append(Target("skiff --workers 1", 1, url, "hello.localhost"))
+            targets.append(Target("skiff --workers 1", 1, url, p.pid, "hello.localhost"))
         port = free_port()
         procs.append(start(
             [WASMTIME, "serve", "-Scli", "-O", "pooling-allocator=y",
@@ -215,12 +225,12 @@ def main():
              "--addr", f"127.0.0.1:{port}", GUEST],
             server_cpus,
         ))
-        wasmtime = Target("wasmtime serve", w, f"http://127.0.0.1:{port}/")
+        wasmtime = Target("wasmtime serve", w, f"http://127.0.0.1:{port}/", procs[-1].pid)
         wait_http(wasmtime.url)
         targets.append(wasmtime)
         port = free_port()
         procs.append(start([NATIVE, f"127.0.0.1:{port}", str(w)], server_cpus))
-        native = Target("native hyper", w, f"http://127.0.0.1:{port}/")
+        native = Target("native hyper", w, f"http://127.0.0.1:{port}/", procs[-1].pid)
         wait_http(native.url)
         targets.append(native)
 
@@ -230,10 +240,13 @@ def main():
             run_wrk(t, load_cpus, 3)
         for r in range(rounds):
             for t in targets:
+                before = cpu_seconds(t.pid)
                 res = run_wrk(t, load_cpus, duration)
+                res["cpu_us"] = (cpu_seconds(t.pid) - before) * 1e6 / max(res["requests"], 1)
                 t.rounds.append(res)
                 print(f"  round {r + 1} {t.name:<20} {res['rps']:>9.0f} req/s  p50 {res['p50']:.2f} ms  "
-                      f"p99 {res['p99']:.2f} ms  non-2xx {res['non2xx']} {res['errors']}", flush=True)
+                      f"p99 {res['p99']:.2f} ms  CPU {res['cpu_us']:.1f} µs/req  "
+                      f"non-2xx {res['non2xx']} {res['errors']}", flush=True)
     finally:
         for p in procs:
             try:
@@ -246,14 +259,19 @@ def main():
 
     med = lambda t, k: statistics.median(x[k] for x in t.rounds)  # noqa: E731
     print()
-    print(f"{'target':<20} {'cores':>5} {'req/s':>9} {'req/s/core':>10} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8}")
+    print(f"{'target':<20} {'cores':>5} {'req/s':>9} {'req/s/core':>10} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'CPU µs/req':>10} {'non-2xx':>8}")
     for t in targets:
         print(f"{t.name:<20} {t.cores:>5} {med(t, 'rps'):>9.0f} {med(t, 'rps') / t.cores:>10.0f} "
-              f"{med(t, 'p50'):>7.2f} {med(t, 'p99'):>7.2f} {sum(x['non2xx'] for x in t.rounds):>8}")
+              f"{med(t, 'p50'):>7.2f} {med(t, 'p99'):>7.2f} {med(t, 'cpu_us'):>10.1f} "
+              f"{sum(x['non2xx'] for x in t.rounds):>8}")
     main_t = targets[0]
     print()
     print(f"skiff / wasmtime serve: {med(main_t, 'rps') / med(wasmtime, 'rps'):.2f}x requests/s (target, issue #15: at least 2.5x)")
     print(f"skiff / native hyper:   {med(main_t, 'rps') / med(native, 'rps'):.2f}x requests/s (target, issue #15: at least 0.5x)")
+    print(f"server CPU per request: wasmtime serve / skiff {med(wasmtime, 'cpu_us') / med(main_t, 'cpu_us'):.2f}x, "
+          f"skiff / native hyper {med(main_t, 'cpu_us') / med(native, 'cpu_us'):.2f}x "
+          "(the server's user + system time over the requests it answered; wrk's share of the cores is not in it)")
     print(f"skiff https / http:     {med(https, 'rps') / med(main_t, 'rps'):.2f}x requests/s, same server, "
           f"keep-alive connections (target, issue #14: at least 0.8x)")
     one = next((t for t in targets if t.name == "skiff --workers 1"), None)
