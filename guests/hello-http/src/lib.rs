@@ -5,7 +5,9 @@
 //! `GET /healthz` answers `ok`, or `503 unhealthy` when the HEALTH_FILE
 //! environment variable names a file that does not exist (so a test can
 //! turn a task unhealthy through a mounted volume). `GET /status/N`
-//! answers with status N. `GET /spin?n=N` burns N loop iterations before
+//! answers with status N. `GET /counter` answers how many times this
+//! instance has been asked it (1 in a fresh instance; more where instances
+//! are reused). `GET /spin?n=N` burns N loop iterations before
 //! answering, for CPU-limit tests. For the ingress tests: `/trap` traps,
 //! `/alloc?mib=N` allocates N MiB, `/sleep?ms=N` sleeps, `/env/NAME`
 //! answers an environment variable, `/stream?kib=N` streams N KiB, and
@@ -23,6 +25,9 @@ use wasip2::http::types::{
 wasip2::http::proxy::export!(Hello);
 
 struct Hello;
+
+/// Requests this instance has answered on `/counter`.
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn spin(n: u64) -> u64 {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -124,6 +129,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             format!("spun {}\n", spin(n))
         } else if path == "/trap" {
             core::arch::wasm32::unreachable()
+        } else if path == "/counter" {
+            // 1 in a fresh instance; counts up in a reused one.
+            let n = REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            format!("request {n} of this instance\n")
         } else if let Some(mib) = query_num(&path, "/alloc?mib=") {
             let v = vec![1u8; (mib as usize) << 20];
             format!("allocated {} MiB\n", std::hint::black_box(v).len() >> 20)
