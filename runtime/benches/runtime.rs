@@ -118,16 +118,20 @@ fn http_bench() {
     };
     let (pool_rt, pool) = make(Allocation::Pooling);
     let (_od_rt, on_demand) = make(Allocation::OnDemand);
+    let (_reuse_rt, reused) = make(Allocation::Pooling);
+    let reused = reused.reuse_instances(1000);
     assert!(pool_rt.is_pooling());
     let n = 2000;
     http_round(&pool, 200);
     http_round(&on_demand, 200);
-    let (mut p, mut o) = (Vec::new(), Vec::new());
+    http_round(&reused, 200);
+    let (mut p, mut o, mut r) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         p.push(http_round(&pool, n));
         o.push(http_round(&on_demand, n));
+        r.push(http_round(&reused, n));
     }
-    let (p, o) = (median(p), median(o));
+    let (p, o, r) = (median(p), median(o), median(r));
     println!("instantiate + handle one request of hello-http, in process, one thread");
     println!(
         "  pooling          {:>12}   ({:.0} requests/s)",
@@ -142,6 +146,12 @@ fn http_bench() {
     println!(
         "  on-demand / pooling: {:.2}x the time",
         o.as_secs_f64() / p.as_secs_f64()
+    );
+    println!(
+        "  instance reused (skiff.instance-reuse: 1000) {:>12}   ({:.0} requests/s), {:.2}x pooling's time",
+        us(r),
+        1.0 / r.as_secs_f64(),
+        r.as_secs_f64() / p.as_secs_f64()
     );
 }
 

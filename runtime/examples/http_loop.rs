@@ -1,7 +1,12 @@
 //! Serves N in-process requests to hello-http on one thread, for profiling
 //! the per-request path: `cargo run --release -p skiff-runtime --example
 //! http_loop -- 20000` (under `perf record` to see where the time goes).
-//! SKIFF_KEEP_RESIDENT=BYTES sets `RuntimeConfig::memory_keep_resident`.
+//! SKIFF_KEEP_RESIDENT=BYTES sets `RuntimeConfig::memory_keep_resident`;
+//! SKIFF_CACHE_DIR=DIR keeps the compiled guest there, so that a second run
+//! does not compile (for counting instructions per request with callgrind:
+//! run it twice with different N and divide the difference);
+//! SKIFF_REUSE=N lets one instance serve N requests
+//! ([`HttpHandler::reuse_instances`]).
 
 use std::time::Instant;
 
@@ -22,6 +27,9 @@ fn main() {
     {
         config.memory_keep_resident = k;
     }
+    if let Some(dir) = std::env::var_os("SKIFF_CACHE_DIR") {
+        config.cache_dir = Some(dir.into());
+    }
     let rt = Runtime::new(config).expect("runtime");
     let guest = rt.load_file(&path).expect("load");
     let h = HttpHandler::new(
@@ -31,7 +39,13 @@ fn main() {
         Sandbox::default(),
         RunLimits::default(),
     )
-    .expect("handler");
+    .expect("handler")
+    .reuse_instances(
+        std::env::var("SKIFF_REUSE")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+    );
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

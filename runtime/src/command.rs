@@ -37,14 +37,26 @@ pub(crate) fn new_store<T: HasLimiter>(
 ) -> wasmtime::Store<T> {
     let mut store = wasmtime::Store::new(&rt.inner.engine, data);
     store.limiter(|h| h.limiter());
+    arm(rt, &mut store, meter, limits);
+    store
+}
+
+/// Sets a store's fuel to the run's budget and installs the run's epoch
+/// callback: for a new store, and for a kept instance's store before each
+/// request it serves.
+pub(crate) fn arm<T: HasLimiter>(
+    rt: &Runtime,
+    store: &mut wasmtime::Store<T>,
+    meter: &Arc<RunMeter>,
+    limits: RunLimits,
+) {
     if rt.inner.metering == Metering::Full {
         // Cannot fail: fuel is enabled in this engine's config.
         let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
     }
     if rt.inner.metering != Metering::None {
-        meter.install(&mut store);
+        meter.install(store);
     }
-    store
 }
 
 /// The report of a finished (or abandoned) run.
@@ -86,9 +98,9 @@ pub(crate) fn report<T: HasLimiter>(
 /// Awaits `fut`, giving up at the run's deadline. The epoch callback stops
 /// guest code at the deadline; this also stops a guest that is waiting in
 /// a host call (a sleep, a read) when the deadline passes.
-pub(crate) async fn until_deadline<F>(meter: &RunMeter, fut: F) -> wasmtime::Result<Outcome>
+pub(crate) async fn until_deadline<F, T>(meter: &RunMeter, fut: F) -> wasmtime::Result<T>
 where
-    F: std::future::Future<Output = wasmtime::Result<Outcome>>,
+    F: std::future::Future<Output = wasmtime::Result<T>>,
 {
     match meter.deadline() {
         // A little grace so that guest code is stopped by the epoch check,

@@ -55,7 +55,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Instance allocation strategy.
     pub allocation: Allocation,
-    /// Live instances (and memories, tables) the pool holds at once.
+    /// Live component instances (each with its memory) the pool holds at
+    /// once; core instances and tables, of which a component has several,
+    /// get several slots per instance.
     pub pool_size: u32,
     /// What the engine meters.
     pub metering: Metering,
@@ -125,6 +127,24 @@ impl Runtime {
         })
     }
 
+    /// Whether an instance may be kept idle for reuse: not when any of
+    /// the pool's kinds of slot (component instances, core instances,
+    /// memories, tables) is three quarters used, so that kept instances
+    /// never take the slots fresh instances of other tasks need. (A
+    /// component holds several core instances and tables: those run out
+    /// first.)
+    pub(crate) fn may_keep_idle(&self) -> bool {
+        let Some(m) = self.inner.engine.pooling_allocator_metrics() else {
+            return true;
+        };
+        let n = u64::from(self.inner.pool_size);
+        let fuller = |used: u64, slots: u64| used * 4 >= slots * 3;
+        !(fuller(m.component_instances(), n)
+            || fuller(m.memories() as u64, n)
+            || fuller(m.core_instances(), n * CORE_INSTANCES_PER_SLOT)
+            || fuller(m.tables() as u64, n * TABLES_PER_SLOT))
+    }
+
     /// Builds the engine. Errors name what could not be set up.
     pub fn new(config: RuntimeConfig) -> wasmtime::Result<Runtime> {
         let (engine, pooling) = match config.allocation {
@@ -181,6 +201,15 @@ impl Runtime {
     }
 }
 
+/// Core instances the pool holds per component instance. A component is
+/// several core instances (a Rust `wasi:http` component: its module and
+/// two adapter shims, 3) and its own memory; with as many core-instance
+/// slots as memories, core instances ran out at a third of `pool_size`.
+const CORE_INSTANCES_PER_SLOT: u64 = 8;
+/// Tables the pool holds per component instance (a Rust `wasi:http`
+/// component has 2).
+const TABLES_PER_SLOT: u64 = 4;
+
 fn build_engine(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<wasmtime::Engine> {
     let mut c = wasmtime::Config::new();
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
@@ -196,9 +225,9 @@ fn build_engine(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<wasmt
         let n = config.pool_size;
         let mut p = wasmtime::PoolingAllocationConfig::new();
         p.total_component_instances(n)
-            .total_core_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_SLOT as u32))
             .total_memories(n)
-            .total_tables(n)
+            .total_tables(n.saturating_mul(TABLES_PER_SLOT as u32))
             .total_stacks(n)
             // Keep a little of each slot resident when it is reused, so that
             // per-request instantiation does not pay madvise and page

@@ -1,14 +1,16 @@
 //! Serving HTTP requests with a `wasi:http/incoming-handler` component: a
-//! fresh instance per request from the component pre-instantiated at load.
+//! fresh instance per request from the component pre-instantiated at load,
+//! or, where the task asks for it ([`HttpHandler::reuse_instances`]), an
+//! instance kept from an earlier request of the same task.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::WasiHttpView;
 
-use crate::command::{new_store, report, until_deadline};
+use crate::command::{arm, new_store, report, until_deadline};
 use crate::engine::{Metering, Runtime};
 use crate::limits::{Budget, RunLimits, RunMeter, StoreLimiter};
 use crate::load::{Code, Guest, LoadError};
@@ -39,6 +41,26 @@ struct HandlerInner {
     limits: RunLimits,
     on_report: Option<ReportHook>,
     in_flight: AtomicUsize,
+    /// The most requests one instance serves (1: a fresh instance each).
+    reuse: u32,
+    /// Instances that served a request without fault and may serve more.
+    idle: Mutex<Vec<Warm>>,
+    /// Instances created so far.
+    instantiations: AtomicU64,
+}
+
+/// The most instances one handler keeps idle between requests. An idle
+/// instance keeps its memory, charged to the task, and a pool slot; past
+/// this many, an instance is dropped after its request as without reuse.
+pub const MAX_IDLE_INSTANCES: usize = 16;
+
+/// An instance kept for a later request of the same task, with the store
+/// it lives in.
+struct Warm {
+    store: wasmtime::Store<P2Host>,
+    proxy: Proxy,
+    /// Requests it has served.
+    served: u32,
 }
 
 /// Counts a request as in flight until dropped (when its instance is done).
@@ -86,8 +108,37 @@ impl HttpHandler {
                 limits,
                 on_report: None,
                 in_flight: AtomicUsize::new(0),
+                reuse: 1,
+                idle: Mutex::new(Vec::new()),
+                instantiations: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Lets one instance serve up to `max_requests` requests, one after
+    /// another, instead of a fresh instance for each (`1`, the default).
+    /// What a request leaves in the instance's memory (globals, caches)
+    /// is there for the next requests of the same task, never of another
+    /// task. An instance that traps, times out, runs out of fuel or is
+    /// refused memory is dropped, never reused; so is one that has served
+    /// `max_requests`. At most [`MAX_IDLE_INSTANCES`] wait between
+    /// requests, and none while the instance pool is more than three
+    /// quarters full. Must be called before the handler is cloned.
+    pub fn reuse_instances(mut self, max_requests: u32) -> HttpHandler {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.reuse = max_requests.max(1);
+        }
+        self
+    }
+
+    /// Instances created so far (one per request without reuse).
+    pub fn instantiations(&self) -> u64 {
+        self.inner.instantiations.load(Ordering::Relaxed)
+    }
+
+    /// Instances kept idle for the next requests now.
+    pub fn idle_instances(&self) -> usize {
+        self.inner.idle.lock().map(|i| i.len()).unwrap_or(0)
     }
 
     /// Calls `hook` with the report of every request once its instance is
@@ -132,15 +183,30 @@ impl HttpHandler {
             .timeout
             .filter(|_| h.rt.inner.metering != Metering::None);
         let meter = RunMeter::new(h.budget.clone(), timeout);
-        let host = match h.sandbox.p2_host(StoreLimiter::new(h.budget.clone())) {
-            Ok(host) => host,
-            Err(e) => {
-                return Err(Report::bare(Outcome::LoadError(LoadError::Sandbox(
-                    format!("{e:#}"),
-                ))))
+        let warm = if h.reuse > 1 {
+            h.idle.lock().ok().and_then(|mut idle| idle.pop())
+        } else {
+            None
+        };
+        let (mut store, proxy, served) = match warm {
+            Some(w) => {
+                let mut store = w.store;
+                store.data_mut().limiter.refused = false;
+                arm(&h.rt, &mut store, &meter, h.limits);
+                (store, Some(w.proxy), w.served)
+            }
+            None => {
+                let host = match h.sandbox.p2_host(StoreLimiter::new(h.budget.clone())) {
+                    Ok(host) => host,
+                    Err(e) => {
+                        return Err(Report::bare(Outcome::LoadError(LoadError::Sandbox(
+                            format!("{e:#}"),
+                        ))))
+                    }
+                };
+                (new_store(&h.rt, host, &meter, h.limits), None, 0)
             }
         };
-        let mut store = new_store(&h.rt, host, &meter, h.limits);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared: wasmtime::Result<_> = (|| {
             let mut http = store.data_mut().http();
@@ -173,17 +239,52 @@ impl HttpHandler {
             let _in_flight = in_flight;
             let h = &this.inner;
             let result = until_deadline(&task_meter, async {
-                let proxy = h.pre.instantiate_async(&mut store).await?;
-                task_meter.instantiated();
+                let proxy = match proxy {
+                    Some(p) => p,
+                    None => {
+                        let p = h.pre.instantiate_async(&mut store).await?;
+                        task_meter.instantiated();
+                        h.instantiations.fetch_add(1, Ordering::Relaxed);
+                        p
+                    }
+                };
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await?;
-                Ok(Outcome::Exit(0))
+                Ok(proxy)
             })
             .await;
+            let (result, proxy) = match result {
+                Ok(p) => (Ok(Outcome::Exit(0)), Some(p)),
+                Err(e) => (Err(e), None),
+            };
             let r = report(&h.rt, &mut store, &task_meter, &h.budget, h.limits, result);
-            drop(store);
+            // Kept only when nothing went wrong in it: a trap or a stop at
+            // a limit can leave an instance half-way through its work.
+            let keep = proxy.filter(|_| {
+                served + 1 < h.reuse
+                    && r.outcome.is_success()
+                    && !store.data().limiter.refused
+                    && h.rt.may_keep_idle()
+            });
+            if let Some(proxy) = keep {
+                let warm = Warm {
+                    store,
+                    proxy,
+                    served: served + 1,
+                };
+                let rejected = match h.idle.lock() {
+                    Ok(mut idle) if idle.len() < MAX_IDLE_INSTANCES => {
+                        idle.push(warm);
+                        None
+                    }
+                    _ => Some(warm),
+                };
+                drop(rejected);
+            } else {
+                drop(store);
+            }
             if let Some(hook) = &h.on_report {
                 hook(&r);
             }

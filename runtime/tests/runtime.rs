@@ -772,6 +772,213 @@ fn http_request_limits_fail_the_request_not_the_handler() {
     });
 }
 
+/// Waits (bounded) until the handler's last instance is done with its
+/// request, so that a reused instance is back among the idle ones.
+async fn settled(h: &HttpHandler) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an instance is still busy after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// GET `path` and the body, after the previous request's instance is done.
+async fn counter(h: &HttpHandler) -> String {
+    settled(h).await;
+    let resp = h.handle(get("/counter")).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    body_text(resp).await
+}
+
+#[test]
+fn without_reuse_every_request_gets_a_fresh_instance() {
+    let h = handler(rt(), RunLimits::default());
+    block_on(async {
+        for _ in 0..4 {
+            assert_eq!(counter(&h).await, "request 1 of this instance\n");
+        }
+        settled(&h).await;
+    });
+    assert_eq!(h.instantiations(), 4);
+    assert_eq!(h.idle_instances(), 0);
+}
+
+#[test]
+fn a_reused_instance_keeps_its_state_for_up_to_n_requests() {
+    let h = handler(rt(), RunLimits::default()).reuse_instances(3);
+    let bodies: Vec<String> = block_on(async {
+        let mut bodies = Vec::new();
+        for _ in 0..7 {
+            bodies.push(counter(&h).await);
+        }
+        settled(&h).await;
+        bodies
+    });
+    let numbers: Vec<&str> = bodies
+        .iter()
+        .map(|b| b.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(numbers, ["1", "2", "3", "1", "2", "3", "1"]);
+    assert_eq!(h.instantiations(), 3);
+    // The last instance waits for more; its memory stays charged to the
+    // task until the handler goes.
+    assert_eq!(h.idle_instances(), 1);
+    assert!(h.budget().memory_used() > 0);
+    let budget = h.budget().clone();
+    drop(h);
+    assert_eq!(
+        budget.memory_used(),
+        0,
+        "a dropped handler frees its idle instances"
+    );
+}
+
+#[test]
+fn an_instance_that_fails_is_never_reused() {
+    let limits = RunLimits {
+        fuel: Some(50_000_000),
+        timeout: Some(Duration::from_millis(300)),
+    };
+    let h = handler(rt(), limits).reuse_instances(1000);
+    block_on(async {
+        assert_eq!(counter(&h).await, "request 1 of this instance\n");
+        assert_eq!(counter(&h).await, "request 2 of this instance\n");
+        // A trap: the next request starts over in a fresh instance.
+        settled(&h).await;
+        let r = h.handle(get("/trap")).await.expect_err("must trap");
+        assert!(matches!(r.outcome, Outcome::Trap { .. }), "{:?}", r.outcome);
+        assert_eq!(counter(&h).await, "request 1 of this instance\n");
+        // Out of fuel: the same.
+        assert_eq!(counter(&h).await, "request 2 of this instance\n");
+        settled(&h).await;
+        let r = h
+            .handle(get("/spin?n=100000000000"))
+            .await
+            .expect_err("must run out of fuel");
+        assert_eq!(r.outcome, Outcome::OutOfFuel { budget: 50_000_000 });
+        assert_eq!(counter(&h).await, "request 1 of this instance\n");
+        settled(&h).await;
+    });
+    assert_eq!(h.instantiations(), 3);
+}
+
+#[test]
+fn a_reused_instance_gets_a_whole_fuel_budget_for_each_request() {
+    // Each request spins for about 60% of the budget: with the budget
+    // carried over from one request to the next, the second would fail.
+    let spin = "/spin?n=1000000";
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let probe = handler(rt(), RunLimits::default())
+        .on_report(move |r| seen.lock().unwrap().push(r.fuel_consumed));
+    block_on(async {
+        let resp = probe.handle(get(spin)).await.expect("response");
+        body_text(resp).await;
+        settled(&probe).await;
+    });
+    let fuel = reports.lock().unwrap()[0];
+    assert!(fuel > 0);
+    let budget = fuel * 10 / 6;
+    let h = handler(
+        rt(),
+        RunLimits {
+            fuel: Some(budget),
+            timeout: None,
+        },
+    )
+    .reuse_instances(10);
+    block_on(async {
+        for i in 0..5 {
+            settled(&h).await;
+            let resp = h
+                .handle(get(spin))
+                .await
+                .unwrap_or_else(|r| panic!("request {i} failed: {:?}", r.outcome));
+            assert_eq!(resp.status(), 200);
+            body_text(resp).await;
+        }
+        settled(&h).await;
+    });
+    assert_eq!(h.instantiations(), 1);
+}
+
+#[test]
+fn instances_are_not_kept_idle_when_the_pool_is_nearly_full() {
+    // In a pool of 4, 3 live instances are three quarters of it: the first
+    // of them to finish is dropped rather than kept; then 2 are alive and
+    // the other two are kept.
+    let rt = Runtime::new(RuntimeConfig {
+        allocation: Allocation::Pooling,
+        pool_size: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    let h = handler(&rt, RunLimits::default()).reuse_instances(100);
+    block_on(async {
+        let (a, b, c) = tokio::join!(
+            h.handle(get("/sleep?ms=50")),
+            h.handle(get("/sleep?ms=50")),
+            h.handle(get("/sleep?ms=50")),
+        );
+        for resp in [a, b, c] {
+            body_text(resp.expect("response")).await;
+        }
+        settled(&h).await;
+    });
+    assert_eq!(h.instantiations(), 3);
+    assert_eq!(h.idle_instances(), 2);
+}
+
+#[test]
+fn a_pool_of_n_holds_n_live_http_instances() {
+    // hello-http is 3 core instances and 2 tables besides its memory: a
+    // pool with only as many core-instance slots as memories held a third.
+    let rt = Runtime::new(RuntimeConfig {
+        allocation: Allocation::Pooling,
+        pool_size: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    let h = handler(&rt, RunLimits::default());
+    block_on(async {
+        let (a, b, c, d) = tokio::join!(
+            h.handle(get("/sleep?ms=50")),
+            h.handle(get("/sleep?ms=50")),
+            h.handle(get("/sleep?ms=50")),
+            h.handle(get("/sleep?ms=50")),
+        );
+        for resp in [a, b, c, d] {
+            let resp = resp.unwrap_or_else(|r| panic!("{:?}", r.outcome));
+            body_text(resp).await;
+        }
+    });
+    assert_eq!(h.instantiations(), 4);
+}
+
+#[test]
+fn at_most_max_idle_instances_wait_between_requests() {
+    let h = handler(rt(), RunLimits::default()).reuse_instances(100);
+    let n = skiff_runtime::MAX_IDLE_INSTANCES + 4;
+    block_on(async {
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let h = h.clone();
+            all.spawn(async move {
+                body_text(h.handle(get("/sleep?ms=50")).await.expect("response")).await
+            });
+        }
+        while let Some(body) = all.join_next().await {
+            assert_eq!(body.unwrap(), "slept 50 ms\n");
+        }
+        settled(&h).await;
+    });
+    assert_eq!(h.instantiations(), n as u64);
+    assert_eq!(h.idle_instances(), skiff_runtime::MAX_IDLE_INSTANCES);
+}
+
 #[test]
 fn a_command_is_not_an_http_handler() {
     let g = load("echo.wasm");
