@@ -4,7 +4,9 @@
 Drives the same guests/dist/hello-http.wasm through
   (a) skiff: a 2-task service behind the ingress, --workers = server cores,
       over plain HTTP and over HTTPS (the same server's --ingress-tls, a
-      self-signed P-256 certificate, keep-alive connections),
+      self-signed P-256 certificate, keep-alive connections), and a second
+      2-task service of the same guest with skiff.instance-reuse (an
+      instance serves up to REUSE requests of its task),
   (b) skiff --workers 1 on one core (so throughput per core can be compared),
   (c) wasmtime serve 48.0.8 in its best configuration
       (-Scli -O pooling-allocator=y -O pooling-memory-keep-resident=10485760
@@ -42,6 +44,8 @@ SKIFF = os.path.join(ROOT, "target", "release", "skiff")
 NATIVE = os.path.join(ROOT, "target", "release", "examples", "native_hello")
 WASMTIME = shutil.which("wasmtime") or os.path.expanduser("~/.cargo/bin/wasmtime")
 CONNECTIONS = 32
+# skiff.instance-reuse of the reuse target: requests per instance.
+REUSE = 1000
 
 
 def cpus(spec):
@@ -125,7 +129,7 @@ def self_signed(directory):
     )
 
 
-def skiff(workers, cpu_list, data, tls=False):
+def skiff(workers, cpu_list, data, tls=False, reuse=False):
     api_port, ingress_port, tls_port = free_port(), free_port(), free_port()
     extra = []
     if tls:
@@ -154,10 +158,23 @@ def skiff(workers, cpu_list, data, tls=False):
                                   "dockerLabels": {"skiff.concurrency": "1000"}}],
     })
     ecs(api, "CreateService", {"serviceName": "hello", "taskDefinition": "hello", "desiredCount": 2})
-    while ecs(api, "DescribeServices", {"services": ["hello"]})["services"][0]["runningCount"] != 2:
+    services = ["hello"]
+    if reuse:
+        # The same guest with skiff.instance-reuse: hello-reuse.localhost.
+        ecs(api, "RegisterTaskDefinition", {
+            "family": "hello-reuse",
+            "containerDefinitions": [{"name": "web", "image": GUEST, "memory": 128,
+                                      "dockerLabels": {"skiff.concurrency": "1000",
+                                                       "skiff.instance-reuse": str(REUSE)}}],
+        })
+        ecs(api, "CreateService", {"serviceName": "hello-reuse", "taskDefinition": "hello-reuse",
+                                   "desiredCount": 2})
+        services.append("hello-reuse")
+    while any(s["runningCount"] != 2 for s in ecs(api, "DescribeServices", {"services": services})["services"]):
         time.sleep(0.1)
     url = f"http://127.0.0.1:{ingress_port}/"
-    wait_http(url, "hello.localhost")
+    for s in services:
+        wait_http(url, f"{s}.localhost")
     return proc, url, f"https://127.0.0.1:{tls_port}/"
 
 
@@ -207,11 +224,13 @@ def main():
         w = len(server_cpus)
         d = tempfile.mkdtemp(prefix="skiff-bench-")
         dirs.append(d)
-        p, url, tls_url = skiff(w, server_cpus, d, tls=True)
+        p, url, tls_url = skiff(w, server_cpus, d, tls=True, reuse=True)
         procs.append(p)
         targets.append(Target(f"skiff --workers {w}", w, url, p.pid, "hello.localhost"))
         https = Target("skiff https", w, tls_url, p.pid, "hello.localhost")
         targets.append(https)
+        reused = Target("skiff instance-reuse", w, url, p.pid, "hello-reuse.localhost")
+        targets.append(reused)
         if w > 1:
             d = tempfile.mkdtemp(prefix="skiff-bench-")
             dirs.append(d)
@@ -272,6 +291,11 @@ def main():
     print(f"server CPU per request: wasmtime serve / skiff {med(wasmtime, 'cpu_us') / med(main_t, 'cpu_us'):.2f}x, "
           f"skiff / native hyper {med(main_t, 'cpu_us') / med(native, 'cpu_us'):.2f}x "
           "(the server's user + system time over the requests it answered; wrk's share of the cores is not in it)")
+    print(f"with skiff.instance-reuse: {REUSE} (an instance serves up to {REUSE} requests of its task; "
+          "wasmtime serve has no such mode for WASIp2, so these are not like for like):")
+    print(f"  skiff / wasmtime serve: {med(reused, 'rps') / med(wasmtime, 'rps'):.2f}x requests/s, "
+          f"skiff / native hyper: {med(reused, 'rps') / med(native, 'rps'):.2f}x requests/s, "
+          f"server CPU per request: {med(reused, 'cpu_us') / med(native, 'cpu_us'):.2f}x native hyper's")
     print(f"skiff https / http:     {med(https, 'rps') / med(main_t, 'rps'):.2f}x requests/s, same server, "
           f"keep-alive connections (target, issue #14: at least 0.8x)")
     one = next((t for t in targets if t.name == "skiff --workers 1"), None)

@@ -226,6 +226,8 @@ fn serves_an_http_guest() {
             "300ms",
             "--env",
             "GREETING=ahoy",
+            "--instance-reuse",
+            "1000",
         ])
         .arg(dist("hello-http.wasm"))
         .stderr(Stdio::piped())
@@ -263,7 +265,36 @@ fn serves_an_http_guest() {
     assert!(resp.contains("timed out after 300ms"), "{resp}");
     let resp = http_get(&addr, "/healthz");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // --instance-reuse: an instance answers more than one request. (Which
+    // one a request gets depends on whether the previous one's instance
+    // is back yet, so only the most is checked.)
+    let most = (0..10)
+        .map(|_| {
+            let resp = http_get(&addr, "/counter");
+            let n = resp
+                .rsplit("request ")
+                .next()
+                .and_then(|r| r.split(' ').next());
+            n.and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{resp}"))
+        })
+        .max()
+        .unwrap();
+    assert!(most > 1, "every request had a fresh instance");
     drop(served);
+}
+
+#[test]
+fn instance_reuse_must_be_at_least_one() {
+    let out = skiff()
+        .args(["exec", "--instance-reuse", "0"])
+        .arg(dist("hello-http.wasm"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--instance-reuse"), "{err}");
 }
 
 #[test]

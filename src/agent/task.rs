@@ -513,7 +513,9 @@ async fn run(
                             ) {
                                 Ok(h) => {
                                     let m = metrics.clone();
-                                    let h = h.on_report(move |r| m.report(r));
+                                    let h = h.on_report(move |r| m.report(r)).reuse_instances(
+                                        containers[i].extensions.instance_reuse.unwrap_or(1),
+                                    );
                                     if endpoint.is_none() {
                                         endpoint = task.route(i, &h, &sandbox, &health);
                                     }

@@ -58,6 +58,12 @@ pub struct Exec {
     /// Where an HTTP guest is served.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Let one instance of an HTTP guest serve up to N requests, one after
+    /// another (as `skiff.instance-reuse`); default 1, a fresh instance for
+    /// every request.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=crate::model::taskdef::MAX_INSTANCE_REUSE as i64))]
+    pub instance_reuse: u32,
     /// Directory for compiled code. Default: $SKIFF_CACHE_DIR, else
     /// $XDG_CACHE_HOME/skiff, else ~/.cache/skiff.
     #[arg(long, value_name = "DIR")]
@@ -280,7 +286,10 @@ impl Exec {
             return self.finish(&report);
         }
         match HttpHandler::new(&runtime, &guest, budget, sandbox, limits) {
-            Ok(handler) => serve(handler, self.listen, &self.image).await,
+            Ok(handler) => {
+                let handler = handler.reuse_instances(self.instance_reuse);
+                serve(handler, self.listen, &self.image).await
+            }
             Err(e) => self.finish(&load_failed(&self.image, e)),
         }
     }

@@ -293,20 +293,30 @@ pub struct Extensions {
     /// `skiff.https-redirect`: plain HTTP requests for the service's
     /// domains are answered with a redirect to HTTPS.
     pub https_redirect: bool,
+    /// `skiff.instance-reuse`: the most requests one instance of an HTTP
+    /// container serves, one after another (default 1: a fresh instance
+    /// for every request). State a request leaves in the instance is seen
+    /// by later requests of the same task; an instance that fails is
+    /// never reused.
+    pub instance_reuse: Option<u32>,
 }
 
 /// The concurrency limit of an HTTP container without `skiff.concurrency`.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
 
 /// The `skiff.` labels skiff knows.
-pub const LABELS: [&str; 6] = [
+pub const LABELS: [&str; 7] = [
     "skiff.timeout",
     "skiff.max-fuel",
     "skiff.concurrency",
     "skiff.allowed-outbound-hosts",
     "skiff.domains",
     "skiff.https-redirect",
+    "skiff.instance-reuse",
 ];
+
+/// The largest `skiff.instance-reuse`.
+pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
 
 /// The smallest hard memory limit of a container, in MiB (as ECS).
 pub const MIN_CONTAINER_MEMORY: u64 = 6;
@@ -871,6 +881,19 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
                         })?,
                 )
             }
+            "skiff.instance-reuse" => {
+                ext.instance_reuse = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_INSTANCE_REUSE).contains(n))
+                        .ok_or_else(|| {
+                            FieldError::new(
+                                &at,
+                                format!("{v:?} is not a number of requests per instance: write a whole number from 1 (a fresh instance for every request) to {MAX_INSTANCE_REUSE}"),
+                            )
+                        })?,
+                )
+            }
             "skiff.allowed-outbound-hosts" => {
                 ext.allowed_outbound_hosts = v
                     .split([',', ' ', '\n', '\t'])
@@ -997,6 +1020,30 @@ mod tests {
         assert_eq!(td.family, "web");
         assert!(td.containers[0].essential);
         assert_eq!(td.reserved_memory(), 64);
+    }
+
+    #[test]
+    fn instance_reuse_is_read_from_its_label() {
+        let td = |labels: serde_json::Value| {
+            TaskDefinition::parse(&json!({
+                "family": "web",
+                "containerDefinitions": [{"name": "app", "image": "hello.wasm", "memory": 64,
+                                          "dockerLabels": labels}]
+            }))
+        };
+        let reuse = |t: TaskDefinition| t.containers[0].extensions.instance_reuse;
+        assert_eq!(reuse(td(json!({})).unwrap()), None);
+        assert_eq!(
+            reuse(td(json!({"skiff.instance-reuse": "100"})).unwrap()),
+            Some(100)
+        );
+        for bad in ["0", "-1", "many", "1000001", ""] {
+            let e = td(json!({"skiff.instance-reuse": bad})).unwrap_err();
+            assert!(
+                e.to_string().contains("\"skiff.instance-reuse\""),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

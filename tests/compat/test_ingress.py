@@ -123,6 +123,27 @@ def test_a_trap_a_timeout_and_a_memory_bomb_cost_one_request_each(server, ecs):
     delete(ecs, name)
 
 
+def test_instance_reuse_keeps_state_between_a_tasks_requests_only_when_asked(server, ecs):
+    def counts(name, n):
+        out = []
+        for _ in range(n):
+            status, _, body = get(server, name, "/counter")
+            assert status == 200, body
+            out.append(int(body.split()[1]))
+        return out
+
+    fresh = deploy(ecs, [web()])
+    assert counts(fresh, 4) == [1, 1, 1, 1]
+    reused = deploy(ecs, [web(dockerLabels={"skiff.instance-reuse": "3"})])
+    assert counts(reused, 7) == [1, 2, 3, 1, 2, 3, 1]
+    # A trap drops the instance: the next request starts over.
+    assert get(server, reused, "/counter")[0] == 200
+    assert get(server, reused, "/trap")[0] == 500
+    assert counts(reused, 2) == [1, 2]
+    delete(ecs, fresh)
+    delete(ecs, reused)
+
+
 def test_a_flood_past_every_task_is_shed_with_503_at_once(server, ecs):
     name = deploy(ecs, [web(dockerLabels={"skiff.concurrency": "2"})], count=2)
     with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
