@@ -905,29 +905,44 @@ fn a_reused_instance_gets_a_whole_fuel_budget_for_each_request() {
     assert_eq!(h.instantiations(), 1);
 }
 
+/// A runtime whose pool holds `n` instances.
+fn pool_of(n: u32) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        allocation: Allocation::Pooling,
+        pool_size: n,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// `n` requests at once that each sleep 50 ms in the guest (so that all
+/// are alive together), and waits until their instances are done.
+async fn concurrent_sleeps(h: &HttpHandler, n: usize) {
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let h = h.clone();
+        all.spawn(async move {
+            let resp = h
+                .handle(get("/sleep?ms=50"))
+                .await
+                .unwrap_or_else(|r| panic!("{:?}", r.outcome));
+            body_text(resp).await
+        });
+    }
+    while let Some(body) = all.join_next().await {
+        assert_eq!(body.unwrap(), "slept 50 ms\n");
+    }
+    settled(h).await;
+}
+
 #[test]
 fn instances_are_not_kept_idle_when_the_pool_is_nearly_full() {
     // In a pool of 4, 3 live instances are three quarters of it: the first
     // of them to finish is dropped rather than kept; then 2 are alive and
     // the other two are kept.
-    let rt = Runtime::new(RuntimeConfig {
-        allocation: Allocation::Pooling,
-        pool_size: 4,
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = pool_of(4);
     let h = handler(&rt, RunLimits::default()).reuse_instances(100);
-    block_on(async {
-        let (a, b, c) = tokio::join!(
-            h.handle(get("/sleep?ms=50")),
-            h.handle(get("/sleep?ms=50")),
-            h.handle(get("/sleep?ms=50")),
-        );
-        for resp in [a, b, c] {
-            body_text(resp.expect("response")).await;
-        }
-        settled(&h).await;
-    });
+    block_on(concurrent_sleeps(&h, 3));
     assert_eq!(h.instantiations(), 3);
     assert_eq!(h.idle_instances(), 2);
 }
@@ -936,25 +951,9 @@ fn instances_are_not_kept_idle_when_the_pool_is_nearly_full() {
 fn a_pool_of_n_holds_n_live_http_instances() {
     // hello-http is 3 core instances and 2 tables besides its memory: a
     // pool with only as many core-instance slots as memories held a third.
-    let rt = Runtime::new(RuntimeConfig {
-        allocation: Allocation::Pooling,
-        pool_size: 4,
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = pool_of(4);
     let h = handler(&rt, RunLimits::default());
-    block_on(async {
-        let (a, b, c, d) = tokio::join!(
-            h.handle(get("/sleep?ms=50")),
-            h.handle(get("/sleep?ms=50")),
-            h.handle(get("/sleep?ms=50")),
-            h.handle(get("/sleep?ms=50")),
-        );
-        for resp in [a, b, c, d] {
-            let resp = resp.unwrap_or_else(|r| panic!("{:?}", r.outcome));
-            body_text(resp).await;
-        }
-    });
+    block_on(concurrent_sleeps(&h, 4));
     assert_eq!(h.instantiations(), 4);
 }
 
@@ -962,19 +961,7 @@ fn a_pool_of_n_holds_n_live_http_instances() {
 fn at_most_max_idle_instances_wait_between_requests() {
     let h = handler(rt(), RunLimits::default()).reuse_instances(100);
     let n = skiff_runtime::MAX_IDLE_INSTANCES + 4;
-    block_on(async {
-        let mut all = tokio::task::JoinSet::new();
-        for _ in 0..n {
-            let h = h.clone();
-            all.spawn(async move {
-                body_text(h.handle(get("/sleep?ms=50")).await.expect("response")).await
-            });
-        }
-        while let Some(body) = all.join_next().await {
-            assert_eq!(body.unwrap(), "slept 50 ms\n");
-        }
-        settled(&h).await;
-    });
+    block_on(concurrent_sleeps(&h, n));
     assert_eq!(h.instantiations(), n as u64);
     assert_eq!(h.idle_instances(), skiff_runtime::MAX_IDLE_INSTANCES);
 }
