@@ -141,8 +141,8 @@ impl Runtime {
         let fuller = |used: u64, slots: u64| used * 4 >= slots * 3;
         !(fuller(m.component_instances(), n)
             || fuller(m.memories() as u64, n)
-            || fuller(m.core_instances(), n * CORE_INSTANCES_PER_SLOT)
-            || fuller(m.tables() as u64, n * TABLES_PER_SLOT))
+            || fuller(m.core_instances(), n * u64::from(CORE_INSTANCES_PER_SLOT))
+            || fuller(m.tables() as u64, n * u64::from(TABLES_PER_SLOT)))
     }
 
     /// Builds the engine. Errors name what could not be set up.
@@ -205,10 +205,10 @@ impl Runtime {
 /// several core instances (a Rust `wasi:http` component: its module and
 /// two adapter shims, 3) and its own memory; with as many core-instance
 /// slots as memories, core instances ran out at a third of `pool_size`.
-const CORE_INSTANCES_PER_SLOT: u64 = 8;
+const CORE_INSTANCES_PER_SLOT: u32 = 8;
 /// Tables the pool holds per component instance (a Rust `wasi:http`
 /// component has 2).
-const TABLES_PER_SLOT: u64 = 4;
+const TABLES_PER_SLOT: u32 = 4;
 
 fn build_engine(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<wasmtime::Engine> {
     let mut c = wasmtime::Config::new();
@@ -225,9 +225,9 @@ fn build_engine(config: &RuntimeConfig, pooling: bool) -> wasmtime::Result<wasmt
         let n = config.pool_size;
         let mut p = wasmtime::PoolingAllocationConfig::new();
         p.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_SLOT as u32))
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_SLOT))
             .total_memories(n)
-            .total_tables(n.saturating_mul(TABLES_PER_SLOT as u32))
+            .total_tables(n.saturating_mul(TABLES_PER_SLOT))
             .total_stacks(n)
             // Keep a little of each slot resident when it is reused, so that
             // per-request instantiation does not pay madvise and page

@@ -63,6 +63,21 @@ struct Warm {
     served: u32,
 }
 
+impl HandlerInner {
+    /// Keeps `warm` for the next request, unless [`MAX_IDLE_INSTANCES`]
+    /// already wait; then it is dropped, after the lock is released (a
+    /// store's drop resets its memory).
+    fn keep_idle(&self, warm: Warm) {
+        let mut warm = Some(warm);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_INSTANCES {
+                idle.extend(warm.take());
+            }
+        }
+        drop(warm);
+    }
+}
+
 /// Counts a request as in flight until dropped (when its instance is done).
 struct InFlight(Arc<HandlerInner>);
 
@@ -268,22 +283,13 @@ impl HttpHandler {
                     && !store.data().limiter.refused
                     && h.rt.may_keep_idle()
             });
-            if let Some(proxy) = keep {
-                let warm = Warm {
+            match keep {
+                Some(proxy) => h.keep_idle(Warm {
                     store,
                     proxy,
                     served: served + 1,
-                };
-                let rejected = match h.idle.lock() {
-                    Ok(mut idle) if idle.len() < MAX_IDLE_INSTANCES => {
-                        idle.push(warm);
-                        None
-                    }
-                    _ => Some(warm),
-                };
-                drop(rejected);
-            } else {
-                drop(store);
+                }),
+                None => drop(store),
             }
             if let Some(hook) = &h.on_report {
                 hook(&r);
