@@ -4,7 +4,8 @@
 //! instance kept from an earlier request of the same task.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
@@ -43,8 +44,10 @@ struct HandlerInner {
     in_flight: AtomicUsize,
     /// The most requests one instance serves (1: a fresh instance each).
     reuse: u32,
+    /// How long an instance waits idle for its next request.
+    idle_timeout: Duration,
     /// Instances that served a request without fault and may serve more.
-    idle: Mutex<Vec<Warm>>,
+    idle: Mutex<Idle>,
     /// Instances created so far.
     instantiations: AtomicU64,
 }
@@ -54,6 +57,19 @@ struct HandlerInner {
 /// this many, an instance is dropped after its request as without reuse.
 pub const MAX_IDLE_INSTANCES: usize = 16;
 
+/// How long a kept instance waits for its next request before it is
+/// dropped and its memory given back (unless
+/// [`HttpHandler::idle_timeout`] says otherwise).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The instances waiting between requests, oldest first.
+#[derive(Default)]
+struct Idle {
+    warm: Vec<Warm>,
+    /// Whether a task is on its way to drop the oldest when it expires.
+    sweeping: bool,
+}
+
 /// An instance kept for a later request of the same task, with the store
 /// it lives in.
 struct Warm {
@@ -61,20 +77,95 @@ struct Warm {
     proxy: Proxy,
     /// Requests it has served.
     served: u32,
+    /// When it was put back idle.
+    since: Instant,
 }
 
 impl HandlerInner {
     /// Keeps `warm` for the next request, unless [`MAX_IDLE_INSTANCES`]
     /// already wait; then it is dropped, after the lock is released (a
-    /// store's drop resets its memory).
-    fn keep_idle(&self, warm: Warm) {
+    /// store's drop resets its memory). The first instance kept starts
+    /// the sweep that drops instances idle past the timeout.
+    fn keep_idle(self: &Arc<Self>, warm: Warm) {
         let mut warm = Some(warm);
+        let mut sweep = false;
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE_INSTANCES {
-                idle.extend(warm.take());
+            if idle.warm.len() < MAX_IDLE_INSTANCES {
+                idle.warm.extend(warm.take());
+                sweep = !std::mem::replace(&mut idle.sweeping, true);
             }
         }
         drop(warm);
+        if sweep {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(sweep_idle(Arc::downgrade(self)))),
+                // Outside a runtime no sweep can run: kept instances wait
+                // until a request takes them or the handler goes.
+                Err(_) => {
+                    if let Ok(mut idle) = self.idle.lock() {
+                        idle.sweeping = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the instance idle longest; whether there was one. Frees its
+    /// memory for a request that was refused some.
+    fn drop_oldest_idle(&self) -> bool {
+        let oldest = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| (!idle.warm.is_empty()).then(|| idle.warm.remove(0)));
+        oldest.is_some()
+    }
+}
+
+/// Drops each idle instance of a handler when it has waited the handler's
+/// idle timeout, sleeping until the oldest expires; ends when none is left
+/// idle (the next kept instance starts another) or the handler is gone.
+async fn sweep_idle(handler: Weak<HandlerInner>) {
+    // Cancelled with its runtime, it says so, so that a later kept
+    // instance starts a new sweep.
+    let mut sweeping = Sweeping(Some(handler.clone()));
+    loop {
+        let next = {
+            let Some(h) = handler.upgrade() else { return };
+            let now = Instant::now();
+            let (expired, next) = {
+                let Ok(mut idle) = h.idle.lock() else { return };
+                let n = idle
+                    .warm
+                    .partition_point(|w| now.duration_since(w.since) >= h.idle_timeout);
+                let expired: Vec<Warm> = idle.warm.drain(..n).collect();
+                let next = idle.warm.first().map(|w| w.since + h.idle_timeout);
+                idle.sweeping = next.is_some();
+                (expired, next)
+            };
+            drop(expired);
+            match next {
+                Some(at) => at,
+                None => {
+                    sweeping.0 = None;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// Clears a handler's `sweeping` when its sweep ends before it could.
+struct Sweeping(Option<Weak<HandlerInner>>);
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take().and_then(|h| h.upgrade()) {
+            if let Ok(mut idle) = h.idle.lock() {
+                idle.sweeping = false;
+            }
+        }
     }
 }
 
@@ -124,7 +215,8 @@ impl HttpHandler {
                 on_report: None,
                 in_flight: AtomicUsize::new(0),
                 reuse: 1,
-                idle: Mutex::new(Vec::new()),
+                idle_timeout: IDLE_TIMEOUT,
+                idle: Mutex::default(),
                 instantiations: AtomicU64::new(0),
             }),
         })
@@ -137,11 +229,24 @@ impl HttpHandler {
     /// task. An instance that traps, times out, runs out of fuel or is
     /// refused memory is dropped, never reused; so is one that has served
     /// `max_requests`. At most [`MAX_IDLE_INSTANCES`] wait between
-    /// requests, and none while the instance pool is more than three
-    /// quarters full. Must be called before the handler is cloned.
+    /// requests, each for up to [`IDLE_TIMEOUT`]; none is kept while the
+    /// instance pool is more than three quarters full or the task's
+    /// instances hold more than three quarters of its memory, and a
+    /// request refused memory first drops idle instances, oldest first.
+    /// Must be called before the handler is cloned.
     pub fn reuse_instances(mut self, max_requests: u32) -> HttpHandler {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.reuse = max_requests.max(1);
+        }
+        self
+    }
+
+    /// How long a kept instance waits for its next request before it is
+    /// dropped ([`IDLE_TIMEOUT`] unless set). Must be called before the
+    /// handler is cloned.
+    pub fn idle_timeout(mut self, timeout: Duration) -> HttpHandler {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.idle_timeout = timeout;
         }
         self
     }
@@ -153,7 +258,7 @@ impl HttpHandler {
 
     /// Instances kept idle for the next requests now.
     pub fn idle_instances(&self) -> usize {
-        self.inner.idle.lock().map(|i| i.len()).unwrap_or(0)
+        self.inner.idle.lock().map(|i| i.warm.len()).unwrap_or(0)
     }
 
     /// Calls `hook` with the report of every request once its instance is
@@ -199,7 +304,7 @@ impl HttpHandler {
             .filter(|_| h.rt.inner.metering != Metering::None);
         let meter = RunMeter::new(h.budget.clone(), timeout);
         let warm = if h.reuse > 1 {
-            h.idle.lock().ok().and_then(|mut idle| idle.pop())
+            h.idle.lock().ok().and_then(|mut idle| idle.warm.pop())
         } else {
             None
         };
@@ -211,7 +316,14 @@ impl HttpHandler {
                 (store, Some(w.proxy), w.served)
             }
             None => {
-                let host = match h.sandbox.p2_host(StoreLimiter::new(h.budget.clone())) {
+                let mut limiter = StoreLimiter::new(h.budget.clone());
+                if h.reuse > 1 {
+                    let handler = Arc::downgrade(h);
+                    limiter.reclaim_with(Box::new(move || {
+                        handler.upgrade().is_some_and(|h| h.drop_oldest_idle())
+                    }));
+                }
+                let host = match h.sandbox.p2_host(limiter) {
                     Ok(host) => host,
                     Err(e) => {
                         return Err(Report::bare(Outcome::LoadError(LoadError::Sandbox(
@@ -277,10 +389,15 @@ impl HttpHandler {
             let r = report(&h.rt, &mut store, &task_meter, &h.budget, h.limits, result);
             // Kept only when nothing went wrong in it: a trap or a stop at
             // a limit can leave an instance half-way through its work.
+            // Nor when kept instances would crowd out fresh ones: the
+            // pool's last quarter and the task's last quarter of memory
+            // are left for those.
             let keep = proxy.filter(|_| {
                 served + 1 < h.reuse
                     && r.outcome.is_success()
                     && !store.data().limiter.refused
+                    && h.budget.memory_used().saturating_mul(4)
+                        <= h.budget.limits().memory_bytes.saturating_mul(3)
                     && h.rt.may_keep_idle()
             });
             match keep {
@@ -288,6 +405,7 @@ impl HttpHandler {
                     store,
                     proxy,
                     served: served + 1,
+                    since: Instant::now(),
                 }),
                 None => drop(store),
             }

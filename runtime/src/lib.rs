@@ -51,7 +51,7 @@ mod outcome;
 mod sandbox;
 
 pub use engine::{Allocation, Metering, PoolStats, Runtime, RuntimeConfig};
-pub use http::{full_body, BodyError, HttpHandler, ResponseBody, MAX_IDLE_INSTANCES};
+pub use http::{full_body, BodyError, HttpHandler, ResponseBody, IDLE_TIMEOUT, MAX_IDLE_INSTANCES};
 pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
 pub use load::{binary_kind, Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};

@@ -231,6 +231,9 @@ pub(crate) struct StoreLimiter {
     /// Set when a growth was refused: a trap that follows is reported as
     /// `MemoryLimit`.
     pub refused: bool,
+    /// Frees some of the task's memory held elsewhere (an idle instance)
+    /// when a growth does not fit; says whether it freed any.
+    reclaim: Option<Box<dyn FnMut() -> bool + Send>>,
 }
 
 /// Table elements one table may hold. Tables live in host memory (a pointer
@@ -246,7 +249,14 @@ impl StoreLimiter {
             held: 0,
             peak: 0,
             refused: false,
+            reclaim: None,
         }
+    }
+
+    /// Calls `reclaim` when a growth does not fit the budget, and tries
+    /// again after each call that freed something.
+    pub fn reclaim_with(&mut self, reclaim: Box<dyn FnMut() -> bool + Send>) {
+        self.reclaim = Some(reclaim);
     }
 
     pub fn peak(&self) -> u64 {
@@ -271,9 +281,11 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             return Ok(false);
         }
         let delta = desired.saturating_sub(current) as u64;
-        if !self.budget.reserve(delta) {
-            self.refused = true;
-            return Ok(false);
+        while !self.budget.reserve(delta) {
+            if !self.reclaim.as_mut().is_some_and(|r| r()) {
+                self.refused = true;
+                return Ok(false);
+            }
         }
         self.held += delta;
         self.peak = self.peak.max(self.held);

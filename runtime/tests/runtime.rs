@@ -966,6 +966,110 @@ fn at_most_max_idle_instances_wait_between_requests() {
     assert_eq!(h.idle_instances(), skiff_runtime::MAX_IDLE_INSTANCES);
 }
 
+/// hello-http with a task memory limit of `mib` MiB, reusing instances.
+fn reusing_handler(mib: u64) -> HttpHandler {
+    let guest = rt().load_file(dist("hello-http.wasm")).unwrap();
+    HttpHandler::new(
+        rt(),
+        &guest,
+        budget(mib, None),
+        Sandbox::default(),
+        RunLimits::default(),
+    )
+    .unwrap()
+    .reuse_instances(1000)
+}
+
+/// The memory one idle hello-http instance holds.
+fn instance_bytes() -> u64 {
+    let h = reusing_handler(64);
+    block_on(async {
+        counter(&h).await;
+        settled(&h).await;
+    });
+    assert_eq!(h.idle_instances(), 1);
+    h.budget().memory_used()
+}
+
+#[test]
+fn idle_instances_are_dropped_after_the_idle_timeout() {
+    let timeout = Duration::from_millis(300);
+    let h = handler(rt(), RunLimits::default())
+        .reuse_instances(100)
+        .idle_timeout(timeout);
+    /// Waits (bounded) until no instance is idle; how long that took.
+    async fn swept(h: &HttpHandler) -> Duration {
+        let start = std::time::Instant::now();
+        while h.idle_instances() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "an idle instance is still kept after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        start.elapsed()
+    }
+    block_on(async {
+        for round in 0..2 {
+            // A fresh instance each round: the last one was dropped.
+            assert_eq!(counter(&h).await, "request 1 of this instance\n");
+            let kept = std::time::Instant::now();
+            settled(&h).await;
+            assert_eq!(h.idle_instances(), 1);
+            swept(&h).await;
+            assert!(
+                kept.elapsed() >= timeout,
+                "round {round}: dropped after {:?}, before the idle timeout",
+                kept.elapsed()
+            );
+            assert_eq!(h.budget().memory_used(), 0, "its memory is given back");
+        }
+    });
+    assert_eq!(h.instantiations(), 2);
+}
+
+#[test]
+fn idle_instances_leave_a_quarter_of_the_task_memory_for_fresh_ones() {
+    let one = instance_bytes();
+    // 7 instances alive at once fit in 8 MiB; kept ones may hold 6 MiB.
+    let limit = 8u64 << 20;
+    let n = 7;
+    assert!(
+        n * one <= limit && n * one * 4 > limit * 3,
+        "{one} bytes an instance"
+    );
+    let h = reusing_handler(8);
+    block_on(concurrent_sleeps(&h, n as usize));
+    assert_eq!(h.instantiations(), n);
+    let kept = (limit * 3 / 4 / one).min(n);
+    assert_eq!(h.idle_instances() as u64, kept);
+    assert_eq!(h.budget().memory_used(), kept * one);
+}
+
+#[test]
+fn a_request_refused_memory_first_drops_idle_instances() {
+    let one = instance_bytes();
+    let h = reusing_handler(64);
+    block_on(async {
+        concurrent_sleeps(&h, 8).await;
+        assert_eq!(h.idle_instances(), 8);
+        // 58 MiB more does not fit beside the other 7 idle instances
+        // (64 MiB in all), but does once some are dropped.
+        assert!(one + (58 << 20) + 7 * one > 64 << 20);
+        let resp = h
+            .handle(get("/alloc?mib=58"))
+            .await
+            .unwrap_or_else(|r| panic!("refused: {:?}", r.outcome));
+        assert_eq!(body_text(resp).await, "allocated 58 MiB\n");
+        settled(&h).await;
+    });
+    // It ran in a kept instance, which then held too much to keep again.
+    assert_eq!(h.instantiations(), 8);
+    let idle = h.idle_instances() as u64;
+    assert!(idle < 7, "{idle} instances still idle");
+    assert_eq!(h.budget().memory_used(), idle * one);
+}
+
 #[test]
 fn a_command_is_not_an_http_handler() {
     let g = load("echo.wasm");
