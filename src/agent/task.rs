@@ -261,7 +261,9 @@ impl Task {
             sandbox.logs.clone(),
             self.service_metrics(),
         ));
-        ep.set_routable(routable(&self.spec.definition.containers, health));
+        self.ctx
+            .routes
+            .set_routable(&ep, routable(&self.spec.definition.containers, health));
         let ports: Vec<u16> = c
             .port_mappings
             .iter()
@@ -595,7 +597,7 @@ async fn run(
                 healthy[i] |= status == HealthStatus::Healthy;
                 health[i] = Some(status);
                 if let Some(ep) = &endpoint {
-                    ep.set_routable(routable(containers, &health));
+                    task.ctx.routes.set_routable(ep, routable(containers, &health));
                 }
                 task.report(Event::ContainerHealth { index: i, status });
             }

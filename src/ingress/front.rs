@@ -295,7 +295,10 @@ impl Front {
         let _held = self.settings.waiting.hold(service);
         let deadline = tokio::time::Instant::now() + HOLD;
         let mut peers_at = tokio::time::Instant::now();
+        let mut changes = self.routes.changes();
         loop {
+            // Seen before the look, so that a change after it wakes the wait.
+            changes.borrow_and_update();
             let pick = self.routes.pick(service, local);
             if matches!(pick, Pick::To(_) | Pick::Full { .. }) {
                 return Ok(pick);
@@ -316,7 +319,16 @@ impl Front {
                     HOLD.as_secs()
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            // Tasks here are waited for; tasks elsewhere are looked for
+            // every 100 ms.
+            let wake = match self.peers {
+                Some(_) => peers_at.min(deadline),
+                None => deadline,
+            };
+            tokio::select! {
+                Ok(()) = changes.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
         }
     }
 

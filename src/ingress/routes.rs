@@ -43,7 +43,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint that takes requests once [`Endpoint::set_routable`].
+    /// An endpoint that takes requests once [`Routes::set_routable`].
     pub fn new(
         task: String,
         worker: usize,
@@ -64,9 +64,9 @@ impl Endpoint {
         }
     }
 
-    /// Whether the task is RUNNING and healthy enough to take requests.
-    pub fn set_routable(&self, yes: bool) {
-        self.routable.store(yes, Ordering::Release);
+    /// Sets whether the task takes requests; whether that changed.
+    fn set_routable(&self, yes: bool) -> bool {
+        self.routable.swap(yes, Ordering::AcqRel) != yes
     }
 
     /// Requests admitted and not yet answered in full.
@@ -144,6 +144,9 @@ pub struct Routes {
     domains: Arc<super::domains::Domains>,
     table: RwLock<Table>,
     opener: OnceLock<Box<dyn PortOpener>>,
+    /// Sent to when a task may now take requests it could not (or no
+    /// longer can): what requests held for a task wait on.
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 impl Routes {
@@ -154,6 +157,7 @@ impl Routes {
             domains: Default::default(),
             table: RwLock::new(Table::default()),
             opener: OnceLock::new(),
+            changed: tokio::sync::watch::Sender::new(()),
         }
     }
 
@@ -166,6 +170,20 @@ impl Routes {
     /// [`super::domains::follow`]).
     pub fn domains(&self) -> &Arc<super::domains::Domains> {
         &self.domains
+    }
+
+    /// Told of every change to which tasks take requests (a task
+    /// registered, removed, or RUNNING and healthy or no longer so).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// Whether the task of `ep` is RUNNING and healthy enough to take
+    /// requests.
+    pub fn set_routable(&self, ep: &Endpoint, yes: bool) {
+        if ep.set_routable(yes) {
+            self.changed.send_replace(());
+        }
     }
 
     /// Sets what opens hostPort listeners (once).
@@ -227,6 +245,7 @@ impl Routes {
                 list.iter().filter(|e| e.task != ep.task).cloned().collect();
             v.push(ep);
             *list = Arc::from(v);
+            self.changed.send_replace(());
             for &p in host_ports {
                 match t.ports.get(&p) {
                     Some(owner) if *owner == service => {}
@@ -259,6 +278,7 @@ impl Routes {
         if let Some(list) = t.services.get_mut(service) {
             let v: Vec<Arc<Endpoint>> = list.iter().filter(|e| e.task != task).cloned().collect();
             *list = Arc::from(v);
+            self.changed.send_replace(());
         }
     }
 
@@ -448,8 +468,33 @@ mod tests {
         assert_eq!(across.endpoint().task, "d");
         assert_eq!((a.outstanding(), b.outstanding()), (0, 0));
         // Unhealthy and stopping tasks take nothing.
-        b.set_routable(false);
+        r.set_routable(&b, false);
         r.deregister(&svc, "a");
         assert!(matches!(r.pick(&svc, 0), Pick::NoTask));
+    }
+
+    #[test]
+    fn every_change_to_which_tasks_take_requests_is_told() {
+        let h = handler();
+        let r = Routes::new("localhost");
+        let svc = ("default".to_string(), "web".to_string());
+        let mut changes = r.changes();
+        let mut told = || {
+            let yes = changes.has_changed().unwrap();
+            changes.borrow_and_update();
+            yes
+        };
+        assert!(!told());
+        let a = ep("a", 0, 2, &h);
+        r.register(svc.clone(), a.clone(), &[]);
+        assert!(told(), "registered");
+        r.set_routable(&a, false);
+        assert!(told(), "unhealthy");
+        r.set_routable(&a, false);
+        assert!(!told(), "no change");
+        r.set_routable(&a, true);
+        assert!(told(), "healthy");
+        r.deregister(&svc, "a");
+        assert!(told(), "removed");
     }
 }
