@@ -32,7 +32,8 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
         | "DescribeTaskDefinition"
         | "ListTaskDefinitions"
         | "ListTaskDefinitionFamilies"
-        | "DeregisterTaskDefinition" => {
+        | "DeregisterTaskDefinition"
+        | "DeleteTaskDefinitions" => {
             vec!["*".into()]
         }
         "CreateCluster" => vec![cluster_arn(scope, s("clusterName"))],

@@ -101,6 +101,7 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
         task_definitions::list_families,
     ),
     ("DeregisterTaskDefinition", task_definitions::deregister),
+    ("DeleteTaskDefinitions", task_definitions::delete),
     ("RunTask", tasks::run),
     ("StopTask", tasks::stop),
     ("DescribeTasks", tasks::describe),

@@ -404,13 +404,7 @@ pub(crate) fn pin_images(api: &Api, td: &TaskDefinition) -> BTreeMap<String, Str
 
 /// Resolves an ACTIVE task definition: (family, revision, document).
 fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32, TaskDefinition)> {
-    let (record, _) = task_definitions::resolve(api, reference)?
-        .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
-    if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
-        return Err(ApiError::client(format!(
-            "TaskDefinition is inactive: {reference:?} was deregistered; register a new revision"
-        )));
-    }
+    let record = task_definitions::active(api, reference)?;
     // Validated when registered; parse again so a service never refers to
     // a document that cannot run.
     let td = TaskDefinition::parse(&record["document"])?;

@@ -1,11 +1,17 @@
 //! Task definitions: RegisterTaskDefinition, DescribeTaskDefinition,
-//! ListTaskDefinitions, ListTaskDefinitionFamilies, DeregisterTaskDefinition.
+//! ListTaskDefinitions, ListTaskDefinitionFamilies, DeregisterTaskDefinition,
+//! DeleteTaskDefinitions.
 //!
 //! Each revision is stored at `taskdefs/FAMILY/REVISION` with the document
 //! exactly as submitted; `families/FAMILY` holds the latest revision
-//! number and how many revisions are ACTIVE. Registering writes both in
-//! one transaction guarded by the family's revision, so concurrent
-//! registrations get consecutive numbers.
+//! number, how many revisions are ACTIVE and how many were deleted for
+//! good. Registering writes both in one transaction guarded by the
+//! family's revision, so concurrent registrations get consecutive numbers.
+//!
+//! A deleted revision is DELETE_IN_PROGRESS, marked at
+//! `deleting/FAMILY/REVISION`, until the scheduler finds no task or
+//! service deployment that uses it and removes it for good
+//! ([`crate::scheduler::controller`]).
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -21,9 +27,26 @@ pub fn key(family: &str, revision: u32) -> String {
     format!("taskdefs/{family}/{revision:010}")
 }
 
-fn family_key(family: &str) -> String {
+pub(crate) fn family_key(family: &str) -> String {
     format!("families/{family}")
 }
+
+/// The prefix of the marks of revisions to delete for good.
+pub const DELETING: &str = "deleting/";
+
+/// The store key that marks a revision to delete once nothing uses it.
+pub fn deleting_key(family: &str, revision: u32) -> String {
+    format!("{DELETING}{family}/{revision:010}")
+}
+
+/// The family and revision a [`deleting_key`] names.
+pub fn parse_deleting_key(key: &str) -> Option<(String, u32)> {
+    let (family, rev) = key.strip_prefix(DELETING)?.rsplit_once('/')?;
+    Some((family.to_string(), rev.parse().ok()?))
+}
+
+/// The most revisions one DeleteTaskDefinitions call names (as ECS).
+pub const MAX_DELETE: usize = 10;
 
 /// Fields the server adds; a client may not set them.
 const SERVER_FIELDS: [&str; 7] = [
@@ -164,6 +187,10 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             None => (0, 0, Condition::Absent(fk.clone())),
         };
         let revision = latest + 1;
+        let deleted = current
+            .as_ref()
+            .and_then(|(f, _)| f.get("deleted").and_then(Value::as_u64))
+            .unwrap_or(0);
         let record = json!({
             "family": family,
             "revision": revision,
@@ -175,7 +202,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         let mut writes = vec![
             Write::Put(
                 fk.clone(),
-                to_bytes(&json!({"latest": revision, "active": active + 1})),
+                to_bytes(&json!({"latest": revision, "active": active + 1, "deleted": deleted})),
             ),
             Write::Put(key(&family, revision), to_bytes(&record)),
             tags::write(
@@ -214,6 +241,20 @@ pub fn resolve(api: &Api, reference: &str) -> ApiResult<Option<(Value, u64)>> {
         }
     }
     Ok(None)
+}
+
+/// The record of the ACTIVE revision a reference names: what new tasks
+/// and deployments may use.
+pub fn active(api: &Api, reference: &str) -> ApiResult<Value> {
+    let (record, _) = resolve(api, reference)?
+        .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
+    match record.get("status").and_then(Value::as_str) {
+        Some("ACTIVE") => Ok(record),
+        status => Err(ApiError::client(format!(
+            "TaskDefinition is inactive: {reference:?} is {}; register a new revision",
+            status.unwrap_or("INACTIVE")
+        ))),
+    }
 }
 
 fn unable(action: &str, reference: &str) -> ApiError {
@@ -347,6 +388,12 @@ pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     {
         let v = parse_record(&r)?;
         let active = v.get("active").and_then(Value::as_u64).unwrap_or(0) > 0;
+        // Every revision deleted for good: the name is kept (revisions
+        // go on counting) but not shown, as ECS does.
+        let latest = v.get("latest").and_then(Value::as_u64).unwrap_or(0);
+        if v.get("deleted").and_then(Value::as_u64).unwrap_or(0) >= latest {
+            continue;
+        }
         let keep = match status.as_str() {
             "ACTIVE" => active,
             "INACTIVE" => !active,
@@ -410,4 +457,83 @@ pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             .map(|_| record))
     })?;
     Ok(json!({ "taskDefinition": view(scope, &record) }))
+}
+
+/// DeleteTaskDefinitions: each INACTIVE revision named becomes
+/// DELETE_IN_PROGRESS (still describable, never usable again) and is
+/// deleted for good once no task or service deployment uses it. A
+/// revision that is still ACTIVE, or that does not exist, is a failure
+/// of its own; the others are deleted all the same.
+pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Delete {
+        task_definitions: Option<Vec<String>>,
+    }
+    let r: Delete = decode(req)?;
+    let references = r
+        .task_definitions
+        .ok_or_else(|| ApiError::invalid("taskDefinitions is required"))?;
+    if references.is_empty() || references.len() > MAX_DELETE {
+        return Err(ApiError::invalid(format!(
+            "taskDefinitions must name 1 to {MAX_DELETE} revisions (family:revision or an ARN), got {}",
+            references.len()
+        )));
+    }
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for reference in &references {
+        let plain = match arn::parse(reference) {
+            Some(a) if a.kind == "task-definition" => a.resource,
+            _ => reference.to_string(),
+        };
+        let failure = |reason: &str, detail: String| json!({"arn": reference, "reason": reason, "detail": detail});
+        let Some((family, rev)) = plain
+            .rsplit_once(':')
+            .and_then(|(f, r)| Some((f.to_string(), r.parse::<u32>().ok()?)))
+        else {
+            failures.push(failure(
+                "MISSING",
+                format!("{reference:?} names no revision: write family:revision or the ARN"),
+            ));
+            continue;
+        };
+        let k = key(&family, rev);
+        let outcome = with_retries(|| {
+            let Some((mut record, td_rev)) = get_json(api.store.as_ref(), &k)? else {
+                return Ok(Ok(Err(failure(
+                    "MISSING",
+                    format!("no task definition {family}:{rev}"),
+                ))));
+            };
+            match record.get("status").and_then(Value::as_str) {
+                Some("DELETE_IN_PROGRESS") => return Ok(Ok(Ok(record))),
+                Some("INACTIVE") => {}
+                _ => {
+                    return Ok(Ok(Err(failure(
+                        "ACTIVE",
+                        format!(
+                            "{family}:{rev} is still ACTIVE: deregister it (DeregisterTaskDefinition) before deleting it"
+                        ),
+                    ))))
+                }
+            }
+            record["status"] = json!("DELETE_IN_PROGRESS");
+            Ok(api
+                .store
+                .commit(
+                    &[Condition::At(k.clone(), td_rev)],
+                    &[
+                        Write::Put(k.clone(), to_bytes(&record)),
+                        Write::Put(deleting_key(&family, rev), Vec::new()),
+                    ],
+                )
+                .map(|_| Ok(record)))
+        })?;
+        match outcome {
+            Ok(record) => deleted.push(view(scope, &record)),
+            Err(f) => failures.push(f),
+        }
+    }
+    Ok(json!({ "taskDefinitions": deleted, "failures": failures }))
 }

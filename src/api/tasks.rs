@@ -44,13 +44,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .task_definition
         .as_deref()
         .ok_or_else(|| ApiError::client("taskDefinition is required"))?;
-    let (record, _) = task_definitions::resolve(api, reference)?
-        .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
-    if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
-        return Err(ApiError::client(format!(
-            "TaskDefinition is inactive: {reference:?} was deregistered; register a new revision"
-        )));
-    }
+    let record = task_definitions::active(api, reference)?;
     let td = TaskDefinition::parse(&record["document"])?;
     let revision = record["revision"].as_u64().unwrap_or(0) as u32;
     let count = match r.count {

@@ -24,7 +24,8 @@ use super::expr::Expr;
 use super::leader::{Leadership, NodeLease, LEADER_KEY};
 use super::reconcile::{reconcile_draining, Ids};
 use crate::agent::ledger;
-use crate::model::service::{self, ServiceRecord, ServiceStatus};
+use crate::api::task_definitions;
+use crate::model::service::{self, DeploymentStatus, ServiceRecord, ServiceStatus};
 use crate::model::task::{ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Revision, Store, StoreError, Write};
@@ -228,6 +229,9 @@ impl Controller {
                             if node_record {
                                 self.sweep_lost(&mut dirty);
                             }
+                            if c.key.starts_with(task_definitions::DELETING) {
+                                self.sweep_deleted();
+                            }
                         }
                     }
                     Err(e) => {
@@ -262,6 +266,7 @@ impl Controller {
                         if self.leadership.leading() {
                             dirty.extend(self.all_services());
                             self.sweep_lost(&mut dirty);
+                            self.sweep_deleted();
                         } else {
                             self.lead(&mut dirty);
                         }
@@ -363,6 +368,121 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Deletes for good the task definitions DeleteTaskDefinitions
+    /// marked, once no task that is not STOPPED and no live deployment of
+    /// a service uses them (until then they stay DELETE_IN_PROGRESS, as in
+    /// ECS). Fenced.
+    fn sweep_deleted(&mut self) {
+        let marked = match self
+            .store
+            .list(task_definitions::DELETING, None, usize::MAX)
+        {
+            Ok(m) if m.is_empty() => return,
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("the scheduler cannot list deleted task definitions: {e}");
+                return;
+            }
+        };
+        let used = match self.definitions_in_use() {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!("the scheduler cannot tell which task definitions are used: {e}");
+                return;
+            }
+        };
+        for m in marked {
+            let Some((family, revision)) = task_definitions::parse_deleting_key(&m.key) else {
+                continue;
+            };
+            if used.contains(&(family.clone(), revision)) {
+                continue;
+            }
+            let Some(fence) = self.leadership.fence() else {
+                return;
+            };
+            let mut conditions = vec![Condition::At(m.key.clone(), m.mod_revision), fence];
+            let mut writes = vec![
+                Write::Delete(task_definitions::key(&family, revision)),
+                Write::Delete(m.key.clone()),
+                Write::Delete(crate::api::tags::key(
+                    "task-definition",
+                    &format!("{family}:{revision}"),
+                )),
+            ];
+            // The family counts revisions deleted for good: when all are,
+            // it is no longer listed.
+            let fk = task_definitions::family_key(&family);
+            match self.store.get(&fk) {
+                Ok(Some(r)) => {
+                    let mut f: serde_json::Value =
+                        serde_json::from_slice(&r.value).unwrap_or_default();
+                    let deleted = f.get("deleted").and_then(|v| v.as_u64()).unwrap_or(0);
+                    f["deleted"] = serde_json::json!(deleted + 1);
+                    conditions.push(Condition::At(fk.clone(), r.mod_revision));
+                    writes.push(Write::Put(fk, serde_json::to_vec(&f).unwrap_or_default()));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "the scheduler cannot read task definition family {family}: {e}"
+                    );
+                    return;
+                }
+            }
+            match self.store.commit(&conditions, &writes) {
+                Ok(rev) => {
+                    self.remember(rev);
+                    self.definitions.remove(&(family.clone(), revision));
+                    tracing::info!(
+                        "task definition {family}:{revision} deleted: no task or deployment uses it"
+                    );
+                }
+                // Registered or deleted again meanwhile: the next pass
+                // looks again.
+                Err(StoreError::Conflict) => {
+                    if !self.leadership.check(self.store.as_ref()).unwrap_or(false) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "the scheduler cannot delete task definition {family}:{revision}: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The task definitions (family, revision) that tasks not STOPPED and
+    /// the live deployments of services not INACTIVE use.
+    fn definitions_in_use(&self) -> Result<std::collections::HashSet<(String, u32)>, StoreError> {
+        let mut used = std::collections::HashSet::new();
+        for r in self.store.list("tasks/", None, usize::MAX)? {
+            if let Some(t) = ledger::parse(&r) {
+                if t.last_status != TaskStatus::Stopped {
+                    used.insert((t.family, t.revision));
+                }
+            }
+        }
+        for r in self.store.list("services/", None, usize::MAX)? {
+            let Ok(s) = serde_json::from_slice::<ServiceRecord>(&r.value) else {
+                continue;
+            };
+            if s.status == ServiceStatus::Inactive {
+                continue;
+            }
+            for d in &s.deployments {
+                if d.status != DeploymentStatus::Inactive {
+                    used.insert((d.family.clone(), d.revision));
+                }
+            }
+            used.insert((s.family, s.revision));
+        }
+        Ok(used)
     }
 
     fn remember(&mut self, revision: Revision) {

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, ROOT
+from conftest import REGION, ROOT, wait_for
 
 
 def uniq(prefix):
@@ -165,6 +165,80 @@ def test_revisions_list_and_deregister(ecs):
         ecs.deregister_task_definition(taskDefinition=f"{family}:{rev}")
     assert family not in ecs.list_task_definition_families(familyPrefix=family)["families"]
     assert family in ecs.list_task_definition_families(familyPrefix=family, status="INACTIVE")["families"]
+
+
+def gone(ecs, reference):
+    """Whether a task definition revision was deleted for good."""
+    try:
+        ecs.describe_task_definition(taskDefinition=reference)
+        return False
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "ClientException"
+
+
+def aws_cli(server, *args):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDSKIFFTEST", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION=REGION)
+    aws = os.path.join(os.path.dirname(os.path.realpath(__import__("sys").executable)), "aws")
+    out = subprocess.run([aws, *args, "--endpoint-url", server.endpoint], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_delete_task_definitions(server, ecs):
+    family = uniq("del")
+    for _ in range(3):
+        ecs.register_task_definition(**taskdef(family))
+    svc = uniq("uses")
+    ecs.create_service(serviceName=svc, taskDefinition=f"{family}:1", desiredCount=1)
+    ecs.get_waiter("services_stable").wait(services=[svc], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+
+    # An ACTIVE revision is a failure of its own.
+    out = ecs.delete_task_definitions(taskDefinitions=[f"{family}:2"])
+    assert out["taskDefinitions"] == []
+    assert [(f["arn"], f["reason"]) for f in out["failures"]] == [(f"{family}:2", "ACTIVE")]
+    assert "deregister" in out["failures"][0]["detail"].lower()
+
+    for rev in (1, 2):
+        ecs.deregister_task_definition(taskDefinition=f"{family}:{rev}")
+    arn1 = f"arn:aws:ecs:{REGION}:000000000000:task-definition/{family}:1"
+    out = ecs.delete_task_definitions(taskDefinitions=[arn1, f"{family}:2", f"{family}:99", family])
+    assert [(t["revision"], t["status"]) for t in out["taskDefinitions"]] == [
+        (1, "DELETE_IN_PROGRESS"),
+        (2, "DELETE_IN_PROGRESS"),
+    ]
+    assert [(f["arn"], f["reason"]) for f in out["failures"]] == [(f"{family}:99", "MISSING"), (family, "MISSING")]
+    # Revision 2 is used by nothing: deleted for good. Revision 1 was
+    # looked at first and stays while the service uses it; the service
+    # still scales.
+    wait_for("revision 2 deleted for good", lambda: gone(ecs, f"{family}:2"), timeout=30)
+    described = ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]
+    assert described["status"] == "DELETE_IN_PROGRESS"
+    # Never usable for new tasks or services.
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(taskDefinition=f"{family}:1")
+    assert error_code(e) == "ClientException" and "DELETE_IN_PROGRESS" in error_message(e)
+    assert ecs.list_task_definitions(familyPrefix=family, status="DELETE_IN_PROGRESS")["taskDefinitionArns"] == [arn1]
+    ecs.update_service(service=svc, desiredCount=2)
+    ecs.get_waiter("services_stable").wait(services=[svc], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    assert ecs.describe_services(services=[svc])["services"][0]["runningCount"] == 2
+
+    # Once the service is gone, so is revision 1.
+    ecs.delete_service(service=svc, force=True)
+    wait_for("revision 1 deleted for good", lambda: gone(ecs, f"{family}:1"), timeout=60)
+    assert family in ecs.list_task_definition_families(familyPrefix=family)["families"]
+
+    # Through aws-cli: the last revision; then the family is not listed,
+    # and its revisions go on counting.
+    aws_cli(server, "ecs", "deregister-task-definition", "--task-definition", f"{family}:3")
+    out = aws_cli(server, "ecs", "delete-task-definitions", "--task-definitions", f"{family}:3")
+    assert out["taskDefinitions"][0]["status"] == "DELETE_IN_PROGRESS" and out["failures"] == []
+    wait_for("revision 3 deleted for good", lambda: gone(ecs, f"{family}:3"), timeout=30)
+    assert family not in ecs.list_task_definition_families(familyPrefix=family, status="ALL")["families"]
+    assert ecs.register_task_definition(**taskdef(family))["taskDefinition"]["revision"] == 4
+
+    with pytest.raises(ClientError) as e:
+        ecs.delete_task_definitions(taskDefinitions=[f"{family}:{n}" for n in range(1, 12)])
+    assert error_code(e) == "InvalidParameterException" and "taskDefinitions" in error_message(e)
 
 
 def test_validation_names_the_field(ecs):
