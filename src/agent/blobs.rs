@@ -10,13 +10,21 @@
 //! against the digest, keeps them and says it holds them too. A path that
 //! does exist is loaded as it is, as on one node (a module rebuilt at its
 //! path is what new tasks run, as an image tag would be).
+//!
+//! A blob no task definition names any more (its revisions deleted for
+//! good, see DeleteTaskDefinitions) is removed, with the store's word that
+//! this node holds it, by [`Blobs::sweep`]: [`follow`] runs it when the
+//! node starts and whenever task definitions are removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::model::image::valid_hex;
-use crate::store::{Store, Write};
+use crate::store::{Store, StoreError, Write};
 
 /// The path prefix nodes fetch blobs under.
 pub const BLOBS_PATH: &str = "/_skiff/blobs/";
@@ -34,6 +42,65 @@ pub fn digest(bytes: &[u8]) -> String {
 /// A file's identity for the digest cache: its length and mtime.
 type Stamp = (u64, std::time::SystemTime);
 
+/// How old a half-written blob file is before a sweep removes it.
+const STALE_PART: Duration = Duration::from_secs(3600);
+
+/// How long a sweep waits after a task definition is removed, so that
+/// removals in one go are swept once.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Sweeps `blobs` now, then whenever task definitions are removed for
+/// good (their marks under `deleting/` go), on a thread of its own until
+/// `stop`.
+pub fn follow(
+    blobs: Arc<Blobs>,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let prefix = crate::api::task_definitions::DELETING;
+    crate::threads::spawn("skiff-blobs", move || async move {
+        let sweep = |blobs: &Blobs| match blobs.sweep() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} blobs no task definition names"),
+            Err(e) => tracing::warn!("cannot sweep this node's blobs: {e}"),
+        };
+        let mut from = store.revision().unwrap_or(0);
+        sweep(&blobs);
+        let mut watch = store.watch(prefix, from);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                change = watch.next() => match change {
+                    Ok(c) if c.deleted => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(SETTLE) => {}
+                        }
+                        // The removals that came meanwhile are in this sweep.
+                        while let Ok(Ok(_)) =
+                            tokio::time::timeout(Duration::ZERO, watch.next()).await
+                        {}
+                        sweep(&blobs);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if !matches!(e, StoreError::Compacted(_)) {
+                            tracing::warn!("the watch of removed task definitions failed: {e}");
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep(SETTLE) => {}
+                            }
+                        }
+                        from = store.revision().unwrap_or(from);
+                        sweep(&blobs);
+                        watch = store.watch(prefix, from);
+                    }
+                },
+            }
+        }
+    })
+}
+
 /// This node's blobs.
 pub struct Blobs {
     dir: PathBuf,
@@ -42,6 +109,9 @@ pub struct Blobs {
     secret: Vec<u8>,
     /// Digests of image files already kept, by path and stamp.
     known: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+    /// Held by a sweep, and by a registration from keeping its images to
+    /// committing (see [`Blobs::hold`]).
+    sweeps: Mutex<()>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -63,7 +133,74 @@ impl Blobs {
             node,
             secret,
             known: Mutex::new(HashMap::new()),
+            sweeps: Mutex::new(()),
         }
+    }
+
+    /// Holds off [`Blobs::sweep`] while a registration keeps its images
+    /// here and commits the task definition that names them (so that no
+    /// sweep finds a blob named by nothing yet and removes it).
+    pub fn hold(&self) -> MutexGuard<'_, ()> {
+        self.sweeps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes the blobs held here that no task definition names, and the
+    /// store's record that this node holds them; returns how many. Files
+    /// a write left half done (a crash) go too, an hour on.
+    pub fn sweep(&self) -> Result<usize, String> {
+        let _held = self.hold();
+        let mut named = HashSet::new();
+        for r in self
+            .store
+            .list("taskdefs/", None, usize::MAX)
+            .map_err(|e| format!("cannot list task definitions: {e}"))?
+        {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.value) else {
+                // Unreadable: whatever it names stays.
+                return Err(format!("the task definition {} is unreadable", r.key));
+            };
+            if let Some(digests) = v.get("digests").and_then(|d| d.as_object()) {
+                named.extend(
+                    digests
+                        .values()
+                        .filter_map(|h| h.as_str())
+                        .map(str::to_string),
+                );
+            }
+        }
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(format!("cannot read {}: {e}", self.dir.display())),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if valid_hex(&name) {
+                if named.contains(&name) {
+                    continue;
+                }
+                // The record first: a node told this one holds a blob it
+                // no longer has would ask for nothing.
+                self.store
+                    .commit(&[], &[Write::Delete(holder_key(&name, &self.node))])
+                    .map_err(|e| format!("cannot record blob {name} gone: {e}"))?;
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+                removed += 1;
+            } else if name.starts_with('.') {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_PART);
+                if stale {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn path(&self, hex: &str) -> PathBuf {
@@ -227,5 +364,61 @@ mod tests {
         let err = blobs.fetch(&hex).unwrap_err();
         assert!(err.contains("no node holds"), "{err}");
         assert!(blobs.fetch("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_sweep_removes_the_blobs_no_task_definition_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let blobs = Blobs::new(
+            dir.path().join("blobs"),
+            store.clone(),
+            "n1".into(),
+            vec![1],
+        );
+        let mut kept = Vec::new();
+        for (name, bytes) in [
+            ("a.wasm", &b"\0asm\x01\0\0\0"[..]),
+            ("b.wasm", b"\0asm\x01\0\0\0\0"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let (hex, held) = blobs.keep(&path).unwrap().unwrap();
+            store.commit(&[], &[held.unwrap()]).unwrap();
+            kept.push(hex);
+        }
+        let (a, b) = (kept[0].clone(), kept[1].clone());
+        let td = crate::api::task_definitions::key("f", 1);
+        let named = serde_json::json!({"family": "f", "revision": 1, "digests": {"web": a}});
+        store
+            .commit(
+                &[],
+                &[Write::Put(td.clone(), serde_json::to_vec(&named).unwrap())],
+            )
+            .unwrap();
+        // A write a crash left half done, an hour and more ago; and one
+        // in progress now.
+        let parts = dir.path().join("blobs");
+        let old = std::fs::File::create(parts.join(".old.part")).unwrap();
+        old.set_modified(std::time::SystemTime::now() - 2 * STALE_PART)
+            .unwrap();
+        std::fs::write(parts.join(".new.part"), b"x").unwrap();
+        let exists = |name: &str| parts.join(name).exists();
+        let holds = |hex: &str| store.get(&holder_key(hex, "n1")).unwrap().is_some();
+
+        assert_eq!(blobs.sweep(), Ok(1));
+        assert!(exists(&a) && holds(&a), "named by a task definition: kept");
+        assert!(!exists(&b) && !holds(&b), "named by none: removed");
+        assert!(!exists(".old.part") && exists(".new.part"));
+        // Its task definition gone, the other goes too.
+        store.commit(&[], &[Write::Delete(td)]).unwrap();
+        assert_eq!(blobs.sweep(), Ok(1));
+        assert!(!exists(&a) && !holds(&a));
+        assert_eq!(blobs.sweep(), Ok(0));
+        // Kept again when registered again.
+        let (hex, held) = blobs.keep(&dir.path().join("a.wasm")).unwrap().unwrap();
+        assert_eq!((hex.as_str(), held.is_some()), (a.as_str(), true));
+        assert!(exists(&a));
     }
 }

@@ -146,7 +146,9 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let td = TaskDefinition::parse(&document)?;
     check_host_paths(api, &document)?;
     // Images on this machine are kept by digest, for nodes that do not
-    // have the path.
+    // have the path; no sweep of blobs runs until the task definition
+    // that names them is committed.
+    let _sweeps = api.blobs.as_ref().map(|b| b.hold());
     let mut digests = serde_json::Map::new();
     let mut held = Vec::new();
     if let Some(blobs) = &api.blobs {

@@ -490,7 +490,7 @@ impl Server {
             placing: Default::default(),
             node: node.clone(),
             peer_secret,
-            blobs: Some(blobs),
+            blobs: Some(blobs.clone()),
             registry: Some(registry),
         });
         let api_handle = api.clone();
@@ -511,6 +511,9 @@ impl Server {
             self.api_connections as usize,
             shutdown.clone().cancelled_owned(),
         ));
+        // Blobs no task definition names any more are removed.
+        crate::agent::blobs::follow(blobs, store.clone(), shutdown.clone())
+            .map_err(|e| format!("cannot start the sweep of blobs: {e}"))?;
         // HTTPS: the domains services claim, the certificates for them.
         crate::ingress::domains::follow(store.clone(), routes.domains().clone(), shutdown.clone())?;
         let scale_to_zero = Arc::new(crate::ingress::domains::ScaleToZero::default());

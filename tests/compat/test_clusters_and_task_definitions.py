@@ -241,6 +241,40 @@ def test_delete_task_definitions(server, ecs):
     assert error_code(e) == "InvalidParameterException" and "taskDefinitions" in error_message(e)
 
 
+def unique_module(directory):
+    """hello-http with a custom section of its own: bytes no other test
+    registers. Returns its path and SHA-256."""
+    import hashlib
+
+    name, data = b"skiff-test", uuid.uuid4().hex.encode()
+    payload = bytes([len(name)]) + name + data
+    with open(HELLO, "rb") as f:
+        module = f.read() + b"\x00" + bytes([len(payload)]) + payload
+    path = os.path.join(directory, f"m-{uuid.uuid4().hex[:8]}.wasm")
+    with open(path, "wb") as f:
+        f.write(module)
+    return path, hashlib.sha256(module).hexdigest()
+
+
+def test_a_deleted_revision_takes_its_kept_module_along(server, ecs):
+    path, digest = unique_module(server.data_dir)
+    blob = os.path.join(server.data_dir, "blobs", digest)
+    family = uniq("blob")
+    doc = taskdef(family)
+    doc["containerDefinitions"][0]["image"] = path
+    for _ in range(2):
+        ecs.register_task_definition(**doc)
+    assert os.path.exists(blob), "kept by digest for other nodes"
+    for rev in (1, 2):
+        ecs.deregister_task_definition(taskDefinition=f"{family}:{rev}")
+    ecs.delete_task_definitions(taskDefinitions=[f"{family}:1", f"{family}:2"])
+    for rev in (1, 2):
+        wait_for(f"revision {rev} deleted for good", lambda: gone(ecs, f"{family}:{rev}"), timeout=30)
+    # (That a blob a task definition still names stays is the unit test
+    # of Blobs::sweep.)
+    wait_for("the module's blob removed", lambda: not os.path.exists(blob), timeout=30)
+
+
 def test_validation_names_the_field(ecs):
     doc = taskdef(uniq("bad"))
     doc["containerDefinitions"][0]["memory"] = 0
