@@ -35,7 +35,7 @@ const session = {
   },
 };
 
-async function request(method, path, { query = "", target, body, service = "ecs" } = {}) {
+async function request(method, path, { query = "", target, body, service = "ecs", withHeaders = false } = {}) {
   const headers = {};
   let payload = "";
   if (target) {
@@ -86,7 +86,7 @@ async function request(method, path, { query = "", target, body, service = "ecs"
     }
     throw new ApiError(type, message, resp.status);
   }
-  return text;
+  return withHeaders ? { text, headers: resp.headers } : text;
 }
 
 const ecs = async (action, body) => JSON.parse(await request("POST", "/", { target: ECS + action, body }));
@@ -720,21 +720,23 @@ function taskView(cluster, id) {
   let shown = 0;
   let logTimer = null;
   let logsError = null;
+  // Where the last read ended: each read asks only for the lines since.
+  let cursor = "";
   const followLogs = async () => {
     try {
-      const text = await request("GET", `/logs/${enc(cluster)}/${enc(id)}`);
+      const { text, headers } = await request("GET", `/logs/${enc(cluster)}/${enc(id)}`, {
+        query: cursor ? `from=${cursor}` : "",
+        withHeaders: true,
+      });
+      cursor = headers.get("x-skiff-log-cursor") || "";
       logsError = null;
-      const lines = text.split("\n").filter((l) => l);
-      if (lines.length < shown) {
-        logs.replaceChildren();
-        shown = 0;
-      }
+      if (!shown) logs.replaceChildren();
       const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
-      for (const line of lines.slice(shown)) {
+      for (const line of text.split("\n").filter((l) => l)) {
         const [container, stream, ...rest] = line.split(" ");
         logs.append(h("div", { class: stream === "stderr" ? "stderr" : "" }, `${container} ${rest.join(" ")}`));
+        shown++;
       }
-      shown = lines.length;
       while (logs.childNodes.length > MAX_LOG_LINES) logs.firstChild.remove();
       if (atBottom) logs.scrollTop = logs.scrollHeight;
     } catch (e) {

@@ -83,17 +83,81 @@ pub type TaskFiles = std::collections::BTreeMap<String, String>;
 
 /// The log files of a task on this node.
 pub fn task_files(logs_dir: &Path, cluster: &str, task: &str) -> Option<TaskFiles> {
+    task_files_from(logs_dir, cluster, task, &Cursor::new()).map(|(files, _)| files)
+}
+
+/// Where a reader of a task's logs got to: the bytes of each container's
+/// file it has read.
+pub type Cursor = std::collections::BTreeMap<String, u64>;
+
+/// The lines of a task's log files on this node past `from` (all of a
+/// file it does not name), and where the next read starts. Whole lines
+/// only: a line being written is read whole the next time. A file shorter
+/// than its place in `from` is read from its start.
+pub fn task_files_from(
+    logs_dir: &Path,
+    cluster: &str,
+    task: &str,
+    from: &Cursor,
+) -> Option<(TaskFiles, Cursor)> {
+    use std::io::{Read, Seek, SeekFrom};
     let dir = task_dir(logs_dir, cluster, task);
-    let mut out = TaskFiles::new();
+    let mut files = TaskFiles::new();
+    let mut next = Cursor::new();
     for entry in std::fs::read_dir(&dir).ok()? {
         let path = entry.ok()?.path();
         let container = path.file_stem()?.to_string_lossy().into_owned();
-        out.insert(
-            container,
-            std::fs::read_to_string(&path).unwrap_or_default(),
+        let mut start = from.get(&container).copied().unwrap_or(0);
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if start > len {
+                start = 0;
+            }
+            if f.seek(SeekFrom::Start(start)).is_ok() {
+                let _ = f.take(len - start).read_to_end(&mut bytes);
+            }
+        }
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(whole);
+        files.insert(
+            container.clone(),
+            String::from_utf8_lossy(&bytes).into_owned(),
         );
+        next.insert(container, start + whole as u64);
     }
-    Some(out)
+    Some((files, next))
+}
+
+/// A cursor as it travels (`CONTAINER~BYTES` joined by `.`: container
+/// names are letters, digits, `-` and `_`, so it needs no escaping in a
+/// query or a header).
+pub fn cursor_to_string(cursor: &Cursor) -> String {
+    cursor
+        .iter()
+        .map(|(c, n)| format!("{c}~{n}"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Reads [`cursor_to_string`]'s form; says what is wrong with another.
+pub fn parse_cursor(s: &str) -> Result<Cursor, String> {
+    let mut out = Cursor::new();
+    for part in s.split('.').filter(|p| !p.is_empty()) {
+        let parsed = part.split_once('~').and_then(|(c, n)| {
+            let name_ok = !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            Some((c.to_string(), n.parse::<u64>().ok().filter(|_| name_ok)?))
+        });
+        let Some((c, n)) = parsed else {
+            return Err(format!(
+                "from: {part:?} is not CONTAINER~BYTES; pass back the x-skiff-log-cursor of the last answer"
+            ));
+        };
+        out.insert(c, n);
+    }
+    Ok(out)
 }
 
 /// A task's logs as text: each line `CONTAINER STREAM LINE` (preceded by
@@ -195,4 +259,56 @@ pub fn stream_deletes(t: &crate::model::task::TaskRecord) -> Vec<crate::store::W
 /// Removes a task's logs (when the task itself is forgotten).
 pub fn remove(logs_dir: &Path, cluster: &str, task: &str) {
     let _ = std::fs::remove_dir_all(task_dir(logs_dir, cluster, task));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_whole_lines_written_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = task_dir(dir.path(), "c", "t");
+        std::fs::create_dir_all(&task).unwrap();
+        let append = |container: &str, text: &str| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(task.join(format!("{container}.log")))
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        append("web", "1 stdout one\n2 stdout tw");
+        append("side", "1 stderr s1\n");
+        let (files, cursor) = task_files_from(dir.path(), "c", "t", &Cursor::new()).unwrap();
+        assert_eq!(
+            files["web"], "1 stdout one\n",
+            "the line being written waits"
+        );
+        assert_eq!(files["side"], "1 stderr s1\n");
+        assert_eq!(cursor_to_string(&cursor), "side~12.web~13");
+        assert_eq!(parse_cursor(&cursor_to_string(&cursor)), Ok(cursor.clone()));
+
+        append("web", "o\n3 stdout three\n");
+        let (files, next) = task_files_from(dir.path(), "c", "t", &cursor).unwrap();
+        assert_eq!(files["web"], "2 stdout two\n3 stdout three\n");
+        assert_eq!(files["side"], "");
+        assert_eq!(format(&files, false), "web stdout two\nweb stdout three\n");
+        // Nothing new: nothing read, the same place.
+        let (files, again) = task_files_from(dir.path(), "c", "t", &next).unwrap();
+        assert!(files.values().all(String::is_empty));
+        assert_eq!(again, next);
+        // A place past a file's end (another file): read from its start.
+        let far: Cursor = [("side".to_string(), 999)].into();
+        assert_eq!(
+            task_files_from(dir.path(), "c", "t", &far).unwrap().0["side"],
+            "1 stderr s1\n"
+        );
+
+        for bad in ["web", "web~x", "~3", "w/eb~1"] {
+            let e = parse_cursor(bad).unwrap_err();
+            assert!(e.starts_with("from:"), "{bad}: {e}");
+        }
+        assert_eq!(parse_cursor(""), Ok(Cursor::new()));
+    }
 }

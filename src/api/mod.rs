@@ -292,24 +292,51 @@ fn authorize(
 }
 
 /// `GET /logs/CLUSTER/TASK`: a task's container logs as text, one line
-/// each: `CONTAINER STREAM LINE`.
+/// each: `CONTAINER STREAM LINE` (`MS CONTAINER STREAM LINE` with
+/// `timestamps=1`). The `x-skiff-log-cursor` header of the answer, given
+/// back as `from=`, reads only the lines written since.
 fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
-    let timestamps = query.split('&').any(|kv| kv == "timestamps=1");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let timestamps = param("timestamps") == Some("1");
+    let from = match param("from").map(crate::agent::logs::parse_cursor) {
+        None => Default::default(),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            )
+        }
+    };
     let (cluster, task) = logs_path(path);
-    let (status, body) = match (valid_id(cluster) && valid_id(task))
-        .then(|| peer::task_files(api, cluster, task))
+    match (valid_id(cluster) && valid_id(task))
+        .then(|| peer::task_files_from(api, cluster, task, &from))
         .flatten()
     {
-        Some(files) => (
-            StatusCode::OK,
-            crate::agent::logs::format(&files, timestamps),
-        ),
-        None => (
+        Some((files, next)) => {
+            let mut r = text_response(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                crate::agent::logs::format(&files, timestamps),
+            );
+            if let Ok(v) =
+                hyper::header::HeaderValue::from_str(&crate::agent::logs::cursor_to_string(&next))
+            {
+                r.headers_mut().insert("x-skiff-log-cursor", v);
+            }
+            r
+        }
+        None => text_response(
             StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
             format!("no logs for task {task:?} in cluster {cluster:?}\n"),
         ),
-    };
-    text_response(status, "text/plain; charset=utf-8", body)
+    }
 }
 
 fn logs_path(path: &str) -> (&str, &str) {
@@ -363,6 +390,11 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let get = parts.method == hyper::Method::GET;
     let path = parts.uri.path().to_string();
     if get && path.starts_with("/_skiff/") {
+        // Signed with its query: a log read's cursor is part of it.
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or(path, |p| p.as_str().to_string());
         let signed = parts
             .headers
             .get(peer::HEADER)

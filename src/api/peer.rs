@@ -89,6 +89,17 @@ pub fn verify(secret: &[u8], path: &str, value: &str) -> bool {
 /// asked of its node otherwise. `None` when there are none (or its node
 /// cannot be reached, which is logged).
 pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
+    task_files_from(api, cluster, task, &logs::Cursor::new()).map(|(files, _)| files)
+}
+
+/// The lines of a task's log files past `from`, wherever its node is,
+/// and where the next read starts (see [`logs::task_files_from`]).
+pub fn task_files_from(
+    api: &Api,
+    cluster: &str,
+    task: &str,
+    from: &logs::Cursor,
+) -> Option<(TaskFiles, logs::Cursor)> {
     let node = api
         .store
         .get(&ledger::key(cluster, task))
@@ -98,7 +109,7 @@ pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
         .map(|t| t.node)
         .unwrap_or_default();
     if node.is_empty() || node == api.node || api.peer_secret.is_empty() {
-        return logs::task_files(&api.logs_dir, cluster, task);
+        return logs::task_files_from(&api.logs_dir, cluster, task, from);
     }
     // The instance record outlives the node's lease: a node that is away
     // is asked all the same (it may be back).
@@ -109,9 +120,15 @@ pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
         .flatten()
         .and_then(|r| serde_json::from_slice::<Instance>(&r.value).ok())
         .and_then(|i| i.node.api)?;
-    let path = format!("{LOGS_PATH}{cluster}/{task}");
+    let path = format!(
+        "{LOGS_PATH}{cluster}/{task}?from={}",
+        logs::cursor_to_string(from)
+    );
     match get(&addr, &path, &api.peer_secret) {
-        Ok(Some(body)) => serde_json::from_slice(&body).ok(),
+        Ok(Some(body)) => {
+            let read: LogsRead = serde_json::from_slice(&body).ok()?;
+            Some((read.files, logs::parse_cursor(&read.next).ok()?))
+        }
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(
@@ -122,9 +139,16 @@ pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
     }
 }
 
-/// The answer to a node's signed GET of `path`: a task's log files
-/// (`/_skiff/logs/CLUSTER/TASK`, as JSON) or a blob (`/_skiff/blobs/HEX`);
-/// 404 for what is not here.
+/// What a node answers `/_skiff/logs/CLUSTER/TASK?from=CURSOR` with.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogsRead {
+    files: TaskFiles,
+    next: String,
+}
+
+/// The answer to a node's signed GET of `path` (with its query): a task's
+/// log lines (`/_skiff/logs/CLUSTER/TASK?from=CURSOR`, as JSON) or a blob
+/// (`/_skiff/blobs/HEX`); 404 for what is not here.
 pub fn serve(api: &Api, path: &str) -> Response<Full<Bytes>> {
     let found = if let Some(hex) = path.strip_prefix(crate::agent::blobs::BLOBS_PATH) {
         api.blobs
@@ -147,8 +171,10 @@ pub fn serve(api: &Api, path: &str) -> Response<Full<Bytes>> {
     r
 }
 
-/// A task's log files here, as JSON, for `/_skiff/logs/CLUSTER/TASK`.
+/// A task's log lines here past the query's `from`, as JSON, for
+/// `/_skiff/logs/CLUSTER/TASK?from=CURSOR`.
 fn task_files_json(api: &Api, path: &str) -> Option<String> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let rest = path.strip_prefix(LOGS_PATH)?;
     let (cluster, task) = rest.split_once('/')?;
     let ok = |s: &str| {
@@ -159,8 +185,19 @@ fn task_files_json(api: &Api, path: &str) -> Option<String> {
     if !ok(cluster) || !ok(task) {
         return None;
     }
-    let files = logs::task_files(&api.logs_dir, cluster, task)?;
-    serde_json::to_string(&files).ok()
+    let from = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("from="))
+        .map(logs::parse_cursor)
+        .transpose()
+        .ok()?
+        .unwrap_or_default();
+    let (files, next) = logs::task_files_from(&api.logs_dir, cluster, task, &from)?;
+    serde_json::to_string(&LogsRead {
+        files,
+        next: logs::cursor_to_string(&next),
+    })
+    .ok()
 }
 
 /// GET `path` from the node API at `addr` (HOST:PORT), signed with

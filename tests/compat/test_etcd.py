@@ -175,6 +175,10 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
             assert "argv[1]=from-z0" in [e["message"] for e in events], events
             with urllib.request.urlopen(f"{n.endpoint}/logs/default/{job_id}", timeout=30) as r:
                 assert "job stdout argv[1]=from-z0" in r.read().decode()
+                cursor = r.headers["x-skiff-log-cursor"]
+            # From the cursor: nothing more (the task stopped).
+            with urllib.request.urlopen(f"{n.endpoint}/logs/default/{job_id}?from={cursor}", timeout=30) as r:
+                assert (r.read(), r.headers["x-skiff-log-cursor"]) == (b"", cursor)
         # A module registered on z0 from a path that then goes away: the
         # other nodes fetch it from z0 by its digest.
         gone = os.path.join(dirs[0], "gone.wasm")

@@ -108,3 +108,51 @@ def test_awslogs_needs_a_group_and_a_prefix(ecs):
             ],
         )
     assert "logConfiguration.options.awslogs-stream-prefix" in e.value.response["Error"]["Message"]
+
+
+def test_task_logs_read_from_a_cursor(server, ecs):
+    """GET /logs/CLUSTER/TASK answers with x-skiff-log-cursor; given back
+    as from=, it reads only the lines written since (the dashboard's
+    follow)."""
+    import urllib.error
+    import urllib.request
+
+    import httpx
+
+    from conftest import wait_for
+
+    family, svc = uniq("follow"), uniq("follow")
+    ecs.register_task_definition(family=family, containerDefinitions=[
+        {"name": "web", "image": os.path.join(DIST, "hello-http.wasm"), "memory": 32}])
+    ecs.create_service(serviceName=svc, taskDefinition=family, desiredCount=1)
+    ecs.get_waiter("services_stable").wait(services=[svc], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    task = ecs.list_tasks(serviceName=svc)["taskArns"][0].split("/")[-1]
+    url = f"{server.endpoint}/logs/default/{task}"
+
+    def read(cursor=None):
+        with urllib.request.urlopen(url + (f"?from={cursor}" if cursor else ""), timeout=30) as r:
+            return r.read().decode(), r.headers["x-skiff-log-cursor"]
+
+    def ask(ms):
+        ip, port = server.ingress
+        r = httpx.get(f"http://{ip}:{port}/sleep?ms={ms}", headers={"Host": f"{svc}.localhost"}, timeout=30)
+        assert r.status_code == 200
+
+    ask(1)
+    wait_for("the first line", lambda: "web stdout sleeping 1 ms" in read()[0])
+    _, cursor = read()
+    assert cursor.startswith("web~"), cursor
+    assert read(cursor) == ("", cursor), "nothing new: nothing read"
+    ask(2)
+    ask(3)
+    wait_for("the new lines", lambda: read(cursor)[0].count("\n") == 2)
+    text, after = read(cursor)
+    assert text == "web stdout sleeping 2 ms\nweb stdout sleeping 3 ms\n"
+    assert after != cursor and read(after) == ("", after)
+
+    try:
+        urllib.request.urlopen(url + "?from=web~x", timeout=30)
+        raise AssertionError("a bad cursor was read")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and "from" in e.read().decode()
+    ecs.delete_service(service=svc, force=True)
