@@ -532,26 +532,31 @@ impl Server {
         if let Some(dir) = &self.tls.tls_cert_dir {
             crate::ingress::tls::watch_dir(dir.clone(), certs.clone(), shutdown.clone())?;
         }
-        let challenges = match &self.tls.acme_directory {
-            Some(directory) => {
-                let challenges = Arc::new(crate::ingress::acme::Challenges::default());
-                crate::ingress::acme::spawn(
-                    crate::ingress::acme::AcmeConfig {
-                        directory: directory.clone(),
-                        email: self.tls.acme_email.clone(),
-                        ca_root: self.tls.acme_ca_root.clone(),
-                        dir: data.path.join("acme"),
-                    },
-                    routes.domains().clone(),
-                    certs.clone(),
-                    challenges.clone(),
-                    metrics.clone(),
-                    shutdown.clone(),
-                )?;
-                Some(challenges)
-            }
-            None => None,
-        };
+        // Every node serves the certificates any node was issued, and
+        // answers the HTTP-01 challenges of any node's orders; nodes with
+        // --acme-directory order.
+        crate::ingress::acme::follow_issued(store.clone(), certs.clone(), shutdown.clone())?;
+        let challenges = Arc::new(crate::ingress::acme::Challenges::new(store.clone()));
+        if let Some(directory) = &self.tls.acme_directory {
+            crate::ingress::acme::spawn(
+                crate::ingress::acme::AcmeConfig {
+                    directory: directory.clone(),
+                    email: self.tls.acme_email.clone(),
+                    ca_root: self.tls.acme_ca_root.clone(),
+                    dir: data.path.join("acme"),
+                },
+                crate::ingress::acme::Shared {
+                    store: store.clone(),
+                    node: node.clone(),
+                    domains: routes.domains().clone(),
+                    certs: certs.clone(),
+                    challenges: challenges.clone(),
+                    metrics: metrics.clone(),
+                },
+                shutdown.clone(),
+            )?;
+        }
+        let challenges = Some(challenges);
         // The workers accept and answer the ingress's requests themselves.
         let front = Front::new(
             routes.clone(),

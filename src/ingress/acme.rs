@@ -7,19 +7,27 @@
 //! that has no issued certificate yet, or whose certificate is due:
 //! renewed once less than a third of its lifetime is left, as Let's
 //! Encrypt advises. Challenges are HTTP-01, answered by the plain
-//! ingress at `/.well-known/acme-challenge/TOKEN`. The account and the
-//! certificates live in `DATA_DIR/acme/` (`account.json`, `certs/NAME.crt`
-//! and `NAME.key`), so a restart issues nothing it already has. A failed
-//! order is tried again after a back-off (30 s, doubling to 1 h).
+//! ingress at `/.well-known/acme-challenge/TOKEN`. A failed order is
+//! tried again after a back-off (30 s, doubling to 1 h).
 //!
-//! Each node orders for itself: on several nodes the CA's HTTP-01 request
-//! must reach the node that ordered (a name's DNS pointing at one node),
-//! or the nodes share a `--tls-cert-dir` instead.
+//! The nodes share the work through the store: one node orders a name at
+//! a time (it claims `acme/orders/NAME` for the order's length); its
+//! HTTP-01 answers are in the store (`acme/challenges/TOKEN`), so that any
+//! node the CA's request reaches answers it; and the certificate it gets
+//! is stored (`acme/certs/NAME`), so that every node serves it (each
+//! follows that prefix, with or without `--acme-directory`; so does
+//! every node answer challenges). A node also keeps a copy of what it was
+//! issued in `DATA_DIR/acme/certs/` (`NAME.crt` and `NAME.key`, its
+//! owner's only), and at its start stores those the store does not have
+//! yet. Each node keeps its own ACME account
+//! (`DATA_DIR/acme/account.json`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use crate::store::{Condition, Record, Store, StoreError, Write};
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
@@ -33,6 +41,22 @@ use super::tls::{Cert, Certificates, Source};
 
 /// The path prefix of HTTP-01 challenges.
 pub const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
+/// The store prefix of issued certificates (`acme/certs/NAME`).
+pub const CERTS: &str = "acme/certs/";
+
+/// The store prefix of the HTTP-01 answers of orders in progress
+/// (`acme/challenges/TOKEN`).
+pub const CHALLENGES: &str = "acme/challenges/";
+
+/// The store prefix of names being ordered (`acme/orders/NAME`: the node
+/// and until when it has the name).
+pub const ORDERS: &str = "acme/orders/";
+
+/// How many reads of other nodes' challenge answers one node makes at
+/// once; a request past that is answered 404 (a flood of made-up tokens
+/// cannot turn into a flood of store reads).
+const CHALLENGE_READS: usize = 4;
 
 /// How often the claimed names are compared with the certificates held.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -58,21 +82,60 @@ pub struct AcmeConfig {
     pub dir: PathBuf,
 }
 
-/// The HTTP-01 answers this node gives now: token to key authorization.
-#[derive(Default)]
+/// The HTTP-01 answers this node gives: its own orders' (token to key
+/// authorization), and any node's from the store.
 pub struct Challenges {
     tokens: Mutex<HashMap<String, String>>,
+    store: Option<Arc<dyn Store>>,
+    reads: tokio::sync::Semaphore,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        Challenges {
+            tokens: Mutex::default(),
+            store: None,
+            reads: tokio::sync::Semaphore::new(CHALLENGE_READS),
+        }
+    }
 }
 
 impl Challenges {
+    /// Answers for this node's orders and, from `store`, every node's.
+    pub fn new(store: Arc<dyn Store>) -> Challenges {
+        Challenges {
+            store: Some(store),
+            ..Default::default()
+        }
+    }
+
     /// The answer for a request path, when it asks for a pending token.
-    pub fn answer(&self, path: &str) -> Option<String> {
+    pub async fn answer(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix(CHALLENGE_PATH)?;
-        self.tokens
+        if let Some(a) = self
+            .tokens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
-            .cloned()
+        {
+            return Some(a.clone());
+        }
+        // Another node's order: its answer is in the store.
+        let store = self.store.clone()?;
+        let shaped = (16..=128).contains(&token.len())
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !shaped {
+            return None;
+        }
+        let _read = self.reads.try_acquire().ok()?;
+        let key = format!("{CHALLENGES}{token}");
+        let record = tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .ok()?
+            .ok()??;
+        String::from_utf8(record.value).ok()
     }
 
     fn set(&self, token: &str, answer: Option<String>) {
@@ -81,6 +144,60 @@ impl Challenges {
             Some(a) => t.insert(token.to_string(), a),
             None => t.remove(token),
         };
+    }
+}
+
+/// A certificate as stored: the PEM chain and key.
+#[derive(Serialize, Deserialize)]
+struct StoredCert {
+    chain: String,
+    key: String,
+}
+
+/// The stored certificate of `name` (its store key under [`CERTS`]), read.
+fn stored_cert(r: &Record) -> Option<(String, Cert)> {
+    let name = r.key.strip_prefix(CERTS)?.to_string();
+    let parsed = serde_json::from_slice::<StoredCert>(&r.value)
+        .map_err(|e| format!("{}: {e}", r.key))
+        .and_then(|c| Cert::from_pem(c.chain.as_bytes(), c.key.as_bytes(), Path::new(&r.key)));
+    match parsed {
+        Ok(cert) => Some((name, cert)),
+        Err(e) => {
+            tracing::error!("a stored certificate is left out (it will be ordered again): {e}");
+            None
+        }
+    }
+}
+
+/// The certificates any node was issued, copied from the store into the
+/// ingress's (see [`super::domains::follow`]).
+struct Issued(Arc<Certificates>);
+
+impl super::domains::Mirror for Issued {
+    fn prefix(&self) -> &'static str {
+        CERTS
+    }
+
+    fn reset(&self, records: &[Record]) {
+        self.0.set(
+            Source::Acme,
+            records.iter().filter_map(stored_cert).collect(),
+        );
+    }
+
+    fn apply(&self, key: &str, record: Option<&Record>) {
+        match record {
+            Some(r) => {
+                if let Some((name, cert)) = stored_cert(r) {
+                    self.0.put(Source::Acme, &name, cert);
+                }
+            }
+            None => {
+                if let Some(name) = key.strip_prefix(CERTS) {
+                    self.0.remove(Source::Acme, name);
+                }
+            }
+        }
     }
 }
 
@@ -105,14 +222,39 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-/// Loads the certificates issued before (into `certs`), then keeps every
-/// claimed name certified, on a thread of its own, until `stop`.
+/// Loads the certificates any node was issued into `certs` now, then
+/// follows them in the store until `stop` (every node does, with or
+/// without `--acme-directory`).
+pub fn follow_issued(
+    store: Arc<dyn Store>,
+    certs: Arc<Certificates>,
+    stop: CancellationToken,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    super::domains::follow(store, Arc::new(Issued(certs)), stop)
+}
+
+/// What an ACME manager works with.
+pub struct Shared {
+    /// Where the nodes share orders, answers and certificates.
+    pub store: Arc<dyn Store>,
+    /// This node's id (in its claims of names).
+    pub node: String,
+    /// The names services claim.
+    pub domains: Arc<Domains>,
+    /// The ingress's certificates.
+    pub certs: Arc<Certificates>,
+    /// This node's HTTP-01 answers.
+    pub challenges: Arc<Challenges>,
+    /// Orders and checks are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Stores the certificates this node was issued before that the store has
+/// not got (every node's come through [`follow_issued`]), then keeps
+/// every claimed name certified, on a thread of its own, until `stop`.
 pub fn spawn(
     config: AcmeConfig,
-    domains: Arc<Domains>,
-    certs: Arc<Certificates>,
-    challenges: Arc<Challenges>,
-    metrics: Arc<crate::metrics::Metrics>,
+    shared: Shared,
     stop: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let cert_dir = config.dir.join("certs");
@@ -123,7 +265,24 @@ pub fn spawn(
     for e in errors {
         tracing::error!("issued certificate left out (it will be ordered again): {e}");
     }
-    certs.set(Source::Acme, issued);
+    for name in issued.keys() {
+        let crt = cert_dir.join(format!("{name}.crt"));
+        let (Ok(chain), Ok(key)) = (
+            std::fs::read_to_string(&crt),
+            std::fs::read_to_string(crt.with_extension("key")),
+        ) else {
+            continue;
+        };
+        let value = serde_json::to_vec(&StoredCert { chain, key }).unwrap_or_default();
+        let k = format!("{CERTS}{name}");
+        match shared
+            .store
+            .commit(&[Condition::Absent(k.clone())], &[Write::Put(k, value)])
+        {
+            Ok(_) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(format!("cannot store the certificate of {name}: {e}")),
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -135,10 +294,7 @@ pub fn spawn(
                 let mut m = Manager {
                     config,
                     cert_dir,
-                    domains,
-                    certs,
-                    challenges,
-                    metrics,
+                    shared,
                     account: None,
                     backoff: HashMap::new(),
                 };
@@ -151,10 +307,7 @@ pub fn spawn(
 struct Manager {
     config: AcmeConfig,
     cert_dir: PathBuf,
-    domains: Arc<Domains>,
-    certs: Arc<Certificates>,
-    challenges: Arc<Challenges>,
-    metrics: Arc<crate::metrics::Metrics>,
+    shared: Shared,
     account: Option<Account>,
     /// Names whose last order failed: when to try again, and the wait
     /// after that.
@@ -165,11 +318,25 @@ impl Manager {
     async fn run(&mut self, stop: CancellationToken) {
         loop {
             for name in self.wanted() {
+                // Another node orders it: its certificate comes through
+                // the store.
+                match self.claim(&name) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!("cannot claim {name} to order its certificate: {e}");
+                        continue;
+                    }
+                }
                 let order = tokio::time::timeout(ORDER_TIMEOUT, self.order(&name));
                 let result = tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => {
+                        self.release(&name);
+                        return;
+                    }
                     r = order => r.unwrap_or_else(|_| Err(format!("no certificate within {}s", ORDER_TIMEOUT.as_secs()))),
                 };
+                self.release(&name);
                 match result {
                     Ok(cert) => {
                         tracing::info!(
@@ -178,12 +345,12 @@ impl Manager {
                             cert.serial,
                             httpdate(cert.not_after)
                         );
-                        self.metrics.acme_order("issued");
+                        self.shared.metrics.acme_order("issued");
                         self.backoff.remove(&name);
-                        self.certs.put(Source::Acme, &name, cert);
+                        self.shared.certs.put(Source::Acme, &name, cert);
                     }
                     Err(why) => {
-                        self.metrics.acme_order("failed");
+                        self.shared.metrics.acme_order("failed");
                         let wait = self
                             .backoff
                             .get(&name)
@@ -198,7 +365,7 @@ impl Manager {
                     }
                 }
             }
-            self.metrics.acme_check(&self.config.directory);
+            self.shared.metrics.acme_check(&self.config.directory);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
@@ -209,7 +376,8 @@ impl Manager {
     /// The claimed names that need a certificate ordered now.
     fn wanted(&self) -> Vec<String> {
         let now = SystemTime::now();
-        self.domains
+        self.shared
+            .domains
             .names()
             .into_iter()
             .filter(|n| !n.starts_with("*."))
@@ -219,9 +387,60 @@ impl Manager {
                     .is_none_or(|(at, _)| Instant::now() >= *at)
             })
             // An operator's certificate is theirs to renew.
-            .filter(|n| !self.certs.covers(Source::Operator, n))
-            .filter(|n| self.certs.get(Source::Acme, n).is_none_or(|c| due(&c, now)))
+            .filter(|n| !self.shared.certs.covers(Source::Operator, n))
+            .filter(|n| {
+                self.shared
+                    .certs
+                    .get(Source::Acme, n)
+                    .is_none_or(|c| due(&c, now))
+            })
             .collect()
+    }
+
+    /// Claims `name` for this node's order: false while another node's
+    /// claim holds (a claim lapses after twice an order's longest time, so
+    /// that a node that went away holds nothing).
+    fn claim(&self, name: &str) -> Result<bool, String> {
+        let store = &self.shared.store;
+        let key = format!("{ORDERS}{name}");
+        let now = crate::model::now();
+        let condition = match store.get(&key).map_err(|e| e.to_string())? {
+            None => Condition::Absent(key.clone()),
+            Some(r) => {
+                let until = serde_json::from_slice::<serde_json::Value>(&r.value)
+                    .ok()
+                    .and_then(|v| v.get("until").and_then(|u| u.as_f64()))
+                    .unwrap_or(0.0);
+                if until > now {
+                    return Ok(false);
+                }
+                Condition::At(key.clone(), r.mod_revision)
+            }
+        };
+        let until = now + 2.0 * ORDER_TIMEOUT.as_secs_f64();
+        let value = serde_json::json!({"node": self.shared.node, "until": until});
+        match store.commit(
+            &[condition],
+            &[Write::Put(
+                key,
+                serde_json::to_vec(&value).unwrap_or_default(),
+            )],
+        ) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Gives up this node's claim of `name`.
+    fn release(&self, name: &str) {
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(&[], &[Write::Delete(format!("{ORDERS}{name}"))])
+        {
+            tracing::warn!("cannot release the claim of {name} (it lapses by itself): {e}");
+        }
     }
 
     async fn account(&mut self) -> Result<Account, String> {
@@ -295,10 +514,19 @@ impl Manager {
                     .challenge(ChallengeType::Http01)
                     .ok_or("the CA offers no HTTP-01 challenge")?;
                 let token = challenge.token.clone();
-                self.challenges.set(
-                    &token,
-                    Some(challenge.key_authorization().as_str().to_string()),
-                );
+                let answer = challenge.key_authorization().as_str().to_string();
+                // In the store first: the CA may ask any node.
+                self.shared
+                    .store
+                    .commit(
+                        &[],
+                        &[Write::Put(
+                            format!("{CHALLENGES}{token}"),
+                            answer.clone().into_bytes(),
+                        )],
+                    )
+                    .map_err(|e| format!("cannot store the challenge's answer: {e}"))?;
+                self.shared.challenges.set(&token, Some(answer));
                 tokens.push(token);
                 challenge
                     .set_ready()
@@ -316,7 +544,14 @@ impl Manager {
             Err(e) => Err(e),
         };
         for t in &tokens {
-            self.challenges.set(t, None);
+            self.shared.challenges.set(t, None);
+        }
+        let answered: Vec<Write> = tokens
+            .iter()
+            .map(|t| Write::Delete(format!("{CHALLENGES}{t}")))
+            .collect();
+        if let Err(e) = self.shared.store.commit(&[], &answered) {
+            tracing::warn!("cannot remove the answers of a finished order: {e}");
         }
         match ready? {
             OrderStatus::Ready => {}
@@ -336,6 +571,21 @@ impl Manager {
             .map_err(|e| format!("no certificate came: {e}"))?;
         let crt = self.cert_dir.join(format!("{name}.crt"));
         let cert = Cert::from_pem(chain.as_bytes(), key.as_bytes(), &crt)?;
+        // For every node; then this node's own copy.
+        let stored = StoredCert {
+            chain: chain.clone(),
+            key: key.to_string(),
+        };
+        self.shared
+            .store
+            .commit(
+                &[],
+                &[Write::Put(
+                    format!("{CERTS}{name}"),
+                    serde_json::to_vec(&stored).unwrap_or_default(),
+                )],
+            )
+            .map_err(|e| format!("cannot store the certificate: {e}"))?;
         write_private(&crt.with_extension("key"), key.as_bytes())?;
         write_private(&crt, chain.as_bytes())?;
         Ok(cert)
@@ -394,16 +644,41 @@ mod tests {
     }
 
     #[test]
-    fn challenges_answer_only_their_tokens() {
-        let c = Challenges::default();
+    fn challenges_answer_their_tokens_and_other_nodes_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let c = Challenges::new(store.clone());
+        let answer = |path: &str| rt.block_on(c.answer(path));
         c.set("tok", Some("tok.thumb".into()));
         assert_eq!(
-            c.answer("/.well-known/acme-challenge/tok").as_deref(),
+            answer("/.well-known/acme-challenge/tok").as_deref(),
             Some("tok.thumb")
         );
-        assert_eq!(c.answer("/.well-known/acme-challenge/other"), None);
-        assert_eq!(c.answer("/tok"), None);
+        assert_eq!(answer("/.well-known/acme-challenge/other"), None);
+        assert_eq!(answer("/tok"), None);
         c.set("tok", None);
-        assert_eq!(c.answer("/.well-known/acme-challenge/tok"), None);
+        assert_eq!(answer("/.well-known/acme-challenge/tok"), None);
+        // Another node's order.
+        let token = "aB3-_aB3-_aB3-_aB3-_aB3-_";
+        assert_eq!(answer(&format!("{CHALLENGE_PATH}{token}")), None);
+        store
+            .commit(
+                &[],
+                &[Write::Put(
+                    format!("{CHALLENGES}{token}"),
+                    b"theirs.thumb".to_vec(),
+                )],
+            )
+            .unwrap();
+        assert_eq!(
+            answer(&format!("{CHALLENGE_PATH}{token}")).as_deref(),
+            Some("theirs.thumb")
+        );
+        // What is not shaped as a token is never looked up.
+        assert_eq!(answer(&format!("{CHALLENGE_PATH}../../x")), None);
     }
 }

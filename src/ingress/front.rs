@@ -195,7 +195,7 @@ impl Front {
                     .unwrap_or("")
                     .to_string();
                 if req.extensions().get::<super::Secure>().is_none() {
-                    if let Some(early) = self.plain_edge(&req, &host) {
+                    if let Some(early) = self.plain_edge(&req, &host).await {
                         return early;
                     }
                 }
@@ -335,14 +335,17 @@ impl Front {
     /// What a plain-HTTP request gets before routing, if anything: the
     /// answer to an ACME HTTP-01 challenge, or a redirect to HTTPS for a
     /// domain whose service asks for one (`skiff.https-redirect`).
-    fn plain_edge(&self, req: &Request<Incoming>, host: &str) -> Option<Response<ResponseBody>> {
+    async fn plain_edge(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+    ) -> Option<Response<ResponseBody>> {
         let path = req.uri().path();
-        if let Some(answer) = self
-            .settings
-            .challenges
-            .as_ref()
-            .and_then(|c| c.answer(path))
-        {
+        let answer = match &self.settings.challenges {
+            Some(c) => c.answer(path).await,
+            None => None,
+        };
+        if let Some(answer) = answer {
             let mut resp = Response::new(full_body(answer));
             resp.headers_mut().insert(
                 CONTENT_TYPE,

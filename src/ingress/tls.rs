@@ -181,6 +181,18 @@ impl Certificates {
             .insert(stem.to_string(), cert);
     }
 
+    /// Removes one certificate.
+    pub fn remove(&self, source: Source, stem: &str) {
+        if let Some(set) = self
+            .sets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&source)
+        {
+            set.remove(stem);
+        }
+    }
+
     /// The certificate shown for `host` (lowercase), if any: an
     /// operator's before an issued one, an exact name before a wildcard,
     /// and of those the one valid longest.

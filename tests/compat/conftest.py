@@ -150,3 +150,36 @@ def auth_server(keys, prefix):
     yield s
     s.stop()
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture()
+def etcd():
+    """Debian's etcd on free ports in its own data directory: its client
+    address (HOST:PORT)."""
+    binary = shutil.which("etcd")
+    if binary is None:
+        pytest.fail("etcd is not installed: apt-get install etcd-server (.ci/run does)")
+    data = tempfile.mkdtemp(prefix="skiff-etcd-")
+    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [binary, "--name", "c", "--data-dir", os.path.join(data, "d"),
+         "--listen-client-urls", client, "--advertise-client-urls", client,
+         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+         "--initial-cluster", f"c={peer}", "--max-txn-ops", "4096"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def up():
+        if proc.poll() is not None:
+            pytest.fail(f"etcd exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", int(client.rsplit(":", 1)[1])), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for("etcd to listen", up, timeout=60)
+    yield client.replace("http://", "")
+    proc.kill()
+    proc.wait()
+    shutil.rmtree(data, ignore_errors=True)

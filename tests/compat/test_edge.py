@@ -340,13 +340,18 @@ def test_acme_issues_renews_and_never_reissues_needlessly():
 
         # Renewal: a stored certificate with less than a third of its life
         # left is replaced by a new one from the CA, without a restart of
-        # anything but skiff.
+        # anything but skiff. (A node whose store has no certificate for a
+        # name stores the copy in its DATA_DIR/acme/certs when it starts:
+        # a new data directory, so a new store, with an old copy there.)
         s.stop()
+        shutil.rmtree(data, ignore_errors=True)
+        os.makedirs(os.path.join(data, "acme", "certs"))
         old = trustme.CA()
         now = datetime.datetime.now(datetime.timezone.utc)
         write_pair(old, os.path.join(data, "acme", "certs"), "shop.example.test", "shop.example.test",
                    not_before=now - datetime.timedelta(days=80), not_after=now + datetime.timedelta(days=10))
         s = start()
+        name, _ = service(s.client(), "shop.example.test", env="shop")
         wait_for("the renewed certificate", lambda: metric(s, "skiff_acme_orders_total", 'result="issued"') == 1, timeout=90)
         renewed = served_cert(s, "shop.example.test")
         assert renewed.serial_number not in (issued.serial_number,)
@@ -359,3 +364,45 @@ def test_acme_issues_renews_and_never_reissues_needlessly():
         s.stop()
         pebble.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_acme_on_several_nodes_orders_once_and_any_node_answers_and_serves(etcd, tmp_path):
+    """Three nodes on one etcd: z0 (no --acme-directory) is the one the
+    CA's HTTP-01 requests reach; z1 and z2 order. One of them orders the
+    name, z0 answers its challenge from the store, and every node serves
+    the certificate."""
+    ingress_port = free_port()
+    pebble = Pebble(ingress_port)
+    store = f"etcd://{etcd}/{uniq('acme')}"
+    operator = tempfile.mkdtemp(prefix="skiff-certs-")
+    acme = ["--acme-directory", pebble.directory, "--acme-ca-root", pebble.root]
+    nodes = []
+    try:
+        for i, extra in enumerate([["--tls-cert-dir", operator], acme, acme]):
+            args = ["--store", store, "--workers", "1", "--ingress-tls", "127.0.0.1:0",
+                    "--attribute", f"ecs.availability-zone=z{i}", *extra]
+            ingress = f"127.0.0.1:{ingress_port}" if i == 0 else "127.0.0.1:0"
+            nodes.append(Server(str(tmp_path / f"n{i}"), *args).start(ingress=ingress))
+        service(nodes[0].client(), "multi.example.test", env="multi")
+
+        def issued():
+            return [metric(n, "skiff_acme_orders_total", 'result="issued"') for n in nodes]
+
+        wait_for("a certificate from pebble", lambda: sum(issued()) == 1, timeout=90)
+        assert issued()[0] == 0, "z0 has no --acme-directory: it orders nothing"
+        roots = ssl.create_default_context(cadata=pebble.issuer_roots())
+        for n in nodes:
+            wait_for("the certificate served", lambda: sans(served_cert(n, "multi.example.test")) == ["multi.example.test"])
+            r = https(n, "multi.example.test", verify=roots)
+            assert (r.status_code, r.text) == (200, "hello from skiff (multi)\n")
+        # Nothing more is ordered: every node sees the stored certificate.
+        checks = [metric(n, "skiff_acme_checks_total") for n in nodes[1:]]
+        wait_for("two more ACME checks on each ordering node", lambda: all(
+            metric(n, "skiff_acme_checks_total") >= c + 2 for n, c in zip(nodes[1:], checks)), timeout=30)
+        assert sum(issued()) == 1
+        assert sum(metric(n, "skiff_acme_orders_total", 'result="failed"') for n in nodes) == 0
+    finally:
+        for n in nodes:
+            n.stop()
+        pebble.stop()
+        shutil.rmtree(operator, ignore_errors=True)

@@ -21,37 +21,6 @@ DIST = os.path.join(ROOT, "guests", "dist")
 
 
 
-@pytest.fixture()
-def etcd():
-    binary = shutil.which("etcd")
-    if binary is None:
-        pytest.fail("etcd is not installed: apt-get install etcd-server (.ci/run does)")
-    data = tempfile.mkdtemp(prefix="skiff-etcd-")
-    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [binary, "--name", "c", "--data-dir", os.path.join(data, "d"),
-         "--listen-client-urls", client, "--advertise-client-urls", client,
-         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-         "--initial-cluster", f"c={peer}", "--max-txn-ops", "4096"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-
-    def up():
-        if proc.poll() is not None:
-            pytest.fail(f"etcd exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", int(client.rsplit(":", 1)[1])), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_for("etcd to listen", up, timeout=60)
-    yield client.replace("http://", "")
-    proc.kill()
-    proc.wait()
-    shutil.rmtree(data, ignore_errors=True)
-
-
 def test_the_api_on_etcd_and_a_second_server_sees_the_first_ones_state(etcd):
     store = f"etcd://{etcd}/{uniq('ns')}"
     first_dir, second_dir = tempfile.mkdtemp(), tempfile.mkdtemp()
