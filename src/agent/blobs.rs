@@ -338,17 +338,18 @@ impl Blobs {
 mod tests {
     use super::*;
 
+    /// Node n1's blobs in `dir`, over a store there.
+    fn node_n1(dir: &Path) -> (Arc<dyn Store>, Blobs) {
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.join("s.db")).unwrap());
+        let blobs = Blobs::new(dir.join("blobs"), store.clone(), "n1".into(), vec![1]);
+        (store, blobs)
+    }
+
     #[test]
     fn kept_blobs_are_checked_when_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        let blobs = Blobs::new(
-            dir.path().join("blobs"),
-            store.clone(),
-            "n1".into(),
-            vec![1],
-        );
+        let (_store, blobs) = node_n1(dir.path());
         let image = dir.path().join("m.wasm");
         std::fs::write(&image, b"\0asm\x01\0\0\0").unwrap();
         let (hex, held) = blobs.keep(&image).unwrap().unwrap();
@@ -369,14 +370,7 @@ mod tests {
     #[test]
     fn a_sweep_removes_the_blobs_no_task_definition_names() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        let blobs = Blobs::new(
-            dir.path().join("blobs"),
-            store.clone(),
-            "n1".into(),
-            vec![1],
-        );
+        let (store, blobs) = node_n1(dir.path());
         let mut kept = Vec::new();
         for (name, bytes) in [
             ("a.wasm", &b"\0asm\x01\0\0\0"[..]),
