@@ -229,7 +229,9 @@ impl Controller {
                             if node_record {
                                 self.sweep_lost(&mut dirty);
                             }
-                            if c.key.starts_with(task_definitions::DELETING) {
+                            // A revision newly deleted (not the sweep's
+                            // own removal of a mark).
+                            if c.key.starts_with(task_definitions::DELETING) && !c.deleted {
                                 self.sweep_deleted();
                             }
                         }
