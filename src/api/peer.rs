@@ -4,9 +4,11 @@
 //! A node answers `GET /_skiff/logs/CLUSTER/TASK` (the task's log files,
 //! as JSON: container name to text) and `GET /_skiff/blobs/HEX` (a module
 //! by its digest, see [`crate::agent::blobs`]) only to a request that carries
-//! [`HEADER`], an HMAC-SHA256 of the path under the secret all nodes read
-//! from the store (`secrets/peer`, made by the first node that starts):
-//! whoever can read the store is trusted with everything already.
+//! [`HEADER`], an HMAC-SHA256 of the path (with its query) and the time
+//! under the secret all nodes read from the store (`secrets/peer`, made by
+//! the first node that starts), within 5 minutes of the time it names:
+//! whoever can read the store is trusted with everything already, and a
+//! signature seen on the way is of no use for long.
 
 use std::io::{Read, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -53,36 +55,65 @@ pub fn secret(store: &dyn Store) -> Result<Vec<u8>, StoreError> {
     }
 }
 
-fn mac(secret: &[u8], path: &str) -> Hmac<Sha256> {
+/// How far the time in a node's signature may be from this node's clock:
+/// a signature seen once cannot be used again after that.
+const SKEW_SECS: u64 = 300;
+
+fn mac(secret: &[u8], path: &str, at: u64) -> Hmac<Sha256> {
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     m.update(b"GET ");
     m.update(path.as_bytes());
+    m.update(b"\n");
+    m.update(at.to_string().as_bytes());
     m
 }
 
-/// The header value for a GET of `path`.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The header value for a GET of `path` (with its query) now: the time
+/// in seconds and the HMAC of both, `SECS.HEX`.
 pub fn sign(secret: &[u8], path: &str) -> String {
-    mac(secret, path)
+    sign_at(secret, path, now_secs())
+}
+
+fn sign_at(secret: &[u8], path: &str, at: u64) -> String {
+    let hex: String = mac(secret, path, at)
         .finalize()
         .into_bytes()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect();
+    format!("{at}.{hex}")
 }
 
-/// Whether `value` is the header for a GET of `path` (compared in
-/// constant time).
+/// Whether `value` is the header for a GET of `path`, made within
+/// [`SKEW_SECS`] of now (compared in constant time).
 pub fn verify(secret: &[u8], path: &str, value: &str) -> bool {
-    if secret.is_empty() || value.len() != 64 {
+    verify_at(secret, path, value, now_secs())
+}
+
+fn verify_at(secret: &[u8], path: &str, value: &str, now: u64) -> bool {
+    let Some((at, hex)) = value.split_once('.') else {
+        return false;
+    };
+    let Ok(at) = at.parse::<u64>() else {
+        return false;
+    };
+    if secret.is_empty() || hex.len() != 64 || at.abs_diff(now) > SKEW_SECS {
         return false;
     }
     let Some(bytes) = (0..32)
-        .map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
         .collect::<Option<Vec<u8>>>()
     else {
         return false;
     };
-    mac(secret, path).verify_slice(&bytes).is_ok()
+    mac(secret, path, at).verify_slice(&bytes).is_ok()
 }
 
 /// A task's log files, wherever its node is: read here when it ran here,
@@ -244,17 +275,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_secret_signs_a_path() {
+    fn only_the_secret_signs_a_path_and_only_for_a_while() {
         let s = b"0123456789abcdef";
-        let sig = sign(s, "/_skiff/logs/default/t1");
-        assert!(verify(s, "/_skiff/logs/default/t1", &sig));
+        let path = "/_skiff/logs/default/t1?from=web~10";
+        let sig = sign(s, path);
+        assert!(verify(s, path, &sig));
+        assert!(!verify(s, "/_skiff/logs/default/t1?from=web~0", &sig));
         assert!(!verify(s, "/_skiff/logs/default/t2", &sig));
-        assert!(!verify(
-            b"another secret!!",
-            "/_skiff/logs/default/t1",
-            &sig
-        ));
-        assert!(!verify(s, "/_skiff/logs/default/t1", "zz"));
-        assert!(!verify(b"", "/_skiff/logs/default/t1", &sig));
+        assert!(!verify(b"another secret!!", path, &sig));
+        assert!(!verify(s, path, "zz"));
+        assert!(!verify(b"", path, &sig));
+        // Its time is signed: changed, it does not verify; old, neither.
+        let (at, hex) = sig.split_once('.').unwrap();
+        let at: u64 = at.parse().unwrap();
+        assert!(!verify(s, path, &format!("{}.{hex}", at + 1)));
+        let then = sign_at(s, path, at - 1000);
+        assert!(verify_at(s, path, &then, at - 1000 + SKEW_SECS));
+        assert!(!verify_at(s, path, &then, at - 1000 + SKEW_SECS + 1));
+        assert!(!verify(s, path, &then));
     }
 }
