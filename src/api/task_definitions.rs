@@ -222,10 +222,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// Finds the revision a reference names: `family` (its latest ACTIVE
 /// revision), `family:revision`, or an ARN.
 pub fn resolve(api: &Api, reference: &str) -> ApiResult<Option<(Value, u64)>> {
-    let reference = match arn::parse(reference) {
-        Some(a) if a.kind == "task-definition" => a.resource,
-        _ => reference.to_string(),
-    };
+    let reference = without_arn(reference);
     if let Some((family, rev)) = reference.rsplit_once(':') {
         let Ok(rev) = rev.parse::<u32>() else {
             return Ok(None);
@@ -256,6 +253,15 @@ pub fn active(api: &Api, reference: &str) -> ApiResult<Value> {
             "TaskDefinition is inactive: {reference:?} is {}; register a new revision",
             status.unwrap_or("INACTIVE")
         ))),
+    }
+}
+
+/// A reference with its ARN prefix taken off: `family` or
+/// `family:revision`.
+fn without_arn(reference: &str) -> String {
+    match arn::parse(reference) {
+        Some(a) if a.kind == "task-definition" => a.resource,
+        _ => reference.to_string(),
     }
 }
 
@@ -418,10 +424,7 @@ pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let r: Request = decode(req)?;
     let reference = r.task_definition()?;
-    let plain = match arn::parse(reference) {
-        Some(a) if a.kind == "task-definition" => a.resource,
-        _ => reference.to_string(),
-    };
+    let plain = without_arn(reference);
     let Some((family, rev)) = plain.rsplit_once(':') else {
         return Err(ApiError::client(format!(
             "taskDefinition {reference:?} names no revision: write family:revision or the ARN"
@@ -485,10 +488,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let mut deleted = Vec::new();
     let mut failures = Vec::new();
     for reference in &references {
-        let plain = match arn::parse(reference) {
-            Some(a) if a.kind == "task-definition" => a.resource,
-            _ => reference.to_string(),
-        };
+        let plain = without_arn(reference);
         let failure = |reason: &str, detail: String| json!({"arn": reference, "reason": reason, "detail": detail});
         let Some((family, rev)) = plain
             .rsplit_once(':')
