@@ -358,6 +358,7 @@ mod tests {
             overrides: serde_json::json!({}),
             health_status: Default::default(),
             log_streams: Vec::new(),
+            protected_until: None,
             version: 1,
         }
     }

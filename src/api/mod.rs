@@ -21,6 +21,7 @@ pub mod instances;
 pub mod logs;
 pub mod page;
 pub mod peer;
+pub mod protection;
 pub mod services;
 pub mod tags;
 pub mod task_definitions;
@@ -106,6 +107,8 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("StopTask", tasks::stop),
     ("DescribeTasks", tasks::describe),
     ("ListTasks", tasks::list),
+    ("UpdateTaskProtection", protection::update),
+    ("GetTaskProtection", protection::get),
     ("CreateService", services::create),
     ("UpdateService", services::update),
     ("DeleteService", services::delete),

@@ -485,6 +485,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         deployments: vec![deployment],
         events: Vec::new(),
         steady: false,
+        held_by_protection: 0,
         deleted_at: None,
         domains: td.domains(),
         https_redirect: td.https_redirect(),

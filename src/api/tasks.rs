@@ -204,7 +204,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 
 /// The cluster and id a task reference names: an id (in the request's
 /// cluster) or an ARN (in its own).
-fn task_ref(reference: &str, cluster: &str) -> (String, String) {
+pub(super) fn task_ref(reference: &str, cluster: &str) -> (String, String) {
     match arn::parse(reference) {
         Some(a) if a.kind == "task" => match a.resource.split_once('/') {
             Some((c, id)) => (c.to_string(), id.to_string()),
@@ -214,7 +214,7 @@ fn task_ref(reference: &str, cluster: &str) -> (String, String) {
     }
 }
 
-fn load(api: &Api, cluster: &str, id: &str) -> ApiResult<Option<(TaskRecord, i64)>> {
+pub(super) fn load(api: &Api, cluster: &str, id: &str) -> ApiResult<Option<(TaskRecord, i64)>> {
     let Some(r) = api.store.get(&ledger::key(cluster, id))? else {
         return Ok(None);
     };

@@ -301,6 +301,10 @@ pub struct ServiceRecord {
     pub events: Vec<ServiceEvent>,
     /// Whether the last reconcile found it in a steady state.
     pub steady: bool,
+    /// Tasks the last reconcile would have stopped (to scale in or for a
+    /// deployment) but left running because they are protected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_by_protection: u32,
     /// When DeleteService was called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<f64>,
@@ -311,6 +315,10 @@ pub struct ServiceRecord {
     /// Plain HTTP for its domains is redirected to HTTPS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The store key of a service.

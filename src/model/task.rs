@@ -181,6 +181,11 @@ pub struct TaskRecord {
     /// CloudWatch Logs (group, stream) of its containers with `awslogs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_streams: Vec<(String, String)>,
+    /// Scale-in protection (UpdateTaskProtection): until this time
+    /// (seconds since the epoch) neither a lower desired count nor a
+    /// deployment stops the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<f64>,
     /// Bumped at every change, as ECS's `version`.
     pub version: u64,
 }
@@ -242,6 +247,7 @@ impl TaskRecord {
             overrides: json!({}),
             health_status: HealthStatus::Unknown,
             log_streams: Vec::new(),
+            protected_until: None,
             version: 1,
         }
         .with_log_streams(td)
@@ -271,6 +277,11 @@ impl TaskRecord {
         } else {
             false
         }
+    }
+
+    /// When its scale-in protection ends, if it is protected at `now`.
+    pub fn protected_at(&self, now: f64) -> Option<f64> {
+        self.protected_until.filter(|&until| until > now)
     }
 
     /// Whether any essential container has a health check (so the task's

@@ -111,6 +111,46 @@ impl Stops {
     }
 }
 
+/// The tasks a reconcile would have stopped but left running because they
+/// are protected from scale-in, and when the first protection it waits on
+/// ends (seconds from now).
+#[derive(Default)]
+struct Protected {
+    tasks: Vec<String>,
+    wake: Option<f64>,
+}
+
+impl Protected {
+    fn hold(&mut self, tasks: &[&TaskRecord]) {
+        self.tasks.extend(tasks.iter().map(|t| t.id.clone()));
+    }
+
+    fn wake_for(&mut self, tasks: &[&TaskRecord], now: f64) {
+        for until in tasks.iter().filter_map(|t| t.protected_at(now)) {
+            let at = until - now;
+            self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    /// Says so in an event when the number held changes to one above 0.
+    fn report(&self, s: &mut ServiceRecord, now: f64, ids: &mut dyn Ids) {
+        let n = self.tasks.len() as u32;
+        if n > 0 && n != s.held_by_protection {
+            let list = crate::model::service::named_tasks(self.tasks.iter().map(String::as_str));
+            s.event(
+                ids.event_id(),
+                now,
+                format!(
+                    "(service {}) was unable to stop {n} task{} for scale-in or deployment: they are protected (UpdateTaskProtection) and keep running until their protection ends or is removed: {list}.",
+                    s.name,
+                    if n == 1 { "" } else { "s" },
+                ),
+            );
+        }
+        s.held_by_protection = n;
+    }
+}
+
 /// Decides what to do for `svc` given its `tasks` at time `now` (seconds).
 pub fn reconcile(svc: &ServiceRecord, tasks: &[TaskRecord], now: f64, ids: &mut dyn Ids) -> Plan {
     reconcile_draining(svc, tasks, &[], now, ids)
@@ -323,6 +363,9 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
     }
 
     // Scale in: the primary's excess, pending ones first, then the newest.
+    // Protected tasks are passed over; if too few are left, the rest of
+    // the excess waits for protection to end.
+    let mut held = Protected::default();
     let mut excess: Vec<&TaskRecord> = primary_live
         .iter()
         .copied()
@@ -335,11 +378,18 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
                 .then(b.created_at.total_cmp(&a.created_at))
         });
         let n = excess.len() - desired as usize;
-        for t in &excess[..n] {
+        let (protected, free): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
+            excess.iter().partition(|t| t.protected_at(now).is_some());
+        for t in free.iter().take(n) {
             stops.add(
                 t,
                 format!("Scaling activity initiated by (deployment {pid})"),
             );
+        }
+        if free.len() < n {
+            held.hold(&protected[..n - free.len()]);
+            // Whichever protection ends first frees a task to stop.
+            held.wake_for(&protected, now);
         }
     }
 
@@ -392,6 +442,20 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
         if stops.has(&t.id) {
             continue;
         }
+        if healthy(t) && budget == 0 {
+            continue;
+        }
+        // A deployment waits for a protected task, unless it failed its
+        // health checks (protection is from scale-in, not from failure)
+        // or its node is draining.
+        if !leaving(t) && !unhealthy(t) && t.protected_at(now).is_some() {
+            held.hold(&[t]);
+            held.wake_for(&[t], now);
+            continue;
+        }
+        if healthy(t) {
+            budget -= 1;
+        }
         let reason = if leaving(t) {
             format!(
                 "Task moved away from container instance {}, which is DRAINING",
@@ -403,14 +467,13 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
                 t.started_by.as_deref().unwrap_or("")
             )
         };
-        if !healthy(t) {
-            stops.add(t, reason);
-        } else if budget > 0 {
-            budget -= 1;
-            stops.add(t, reason);
-        }
+        stops.add(t, reason);
     }
     stop_event(&mut plan.service, &stops.0, now, ids);
+    held.report(&mut plan.service, now, ids);
+    if let Some(at) = held.wake {
+        plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
+    }
 
     // Requeue when a grace period ends for an unhealthy task.
     for t in primary_live.iter().chain(old_live.iter()) {

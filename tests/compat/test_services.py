@@ -492,3 +492,83 @@ def test_a_cluster_with_services_cannot_be_deleted(ecs):
         lambda: ecs.describe_clusters(clusters=[cluster])["clusters"][0]["runningTasksCount"] == 0,
     )
     assert ecs.delete_cluster(cluster=cluster)["cluster"]["status"] == "INACTIVE"
+
+
+def test_scale_in_and_deployments_pass_over_protected_tasks(server):
+    """UpdateTaskProtection and GetTaskProtection through boto3 and the
+    aws-cli: scale-in stops the unprotected tasks and leaves the protected
+    ones running; a deployment waits for a protected old task until its
+    protection is removed."""
+    ecs = server.client()
+    td = register(ecs, [web()])
+    name = uniq("protect")
+    ecs.create_service(serviceName=name, taskDefinition=td, desiredCount=3)
+    stable(ecs, name)
+    a, b, c = sorted(t["taskArn"] for t in running_tasks(ecs, name))
+
+    before = time.time()
+    out = ecs.update_task_protection(cluster="default", tasks=[a, b], protectionEnabled=True, expiresInMinutes=10)
+    assert out["failures"] == []
+    assert {p["taskArn"] for p in out["protectedTasks"]} == {a, b}
+    for p in out["protectedTasks"]:
+        assert p["protectionEnabled"] is True
+        assert before + 590 < p["expirationDate"].timestamp() < time.time() + 610
+    got = ecs.get_task_protection(cluster="default", tasks=[a, b, c])["protectedTasks"]
+    assert {p["taskArn"]: p["protectionEnabled"] for p in got} == {a: True, b: True, c: False}
+    listed = ecs.get_task_protection(cluster="default")["protectedTasks"]
+    assert {p["taskArn"] for p in listed} >= {a, b} and c not in {p["taskArn"] for p in listed}
+
+    # Tasks that cannot be protected are failures; bad values name the field.
+    alone = ecs.run_task(taskDefinition=td)["tasks"][0]["taskArn"]
+    out = ecs.update_task_protection(cluster="default", tasks=[alone, "no-such-task"], protectionEnabled=True)
+    reasons = {f["arn"].split("/")[-1]: f["reason"] for f in out["failures"]}
+    assert reasons == {alone.split("/")[-1]: "TASK_NOT_VALID", "no-such-task": "MISSING"}
+    assert "not started by a service" in out["failures"][0]["detail"]
+    ecs.stop_task(task=alone)
+    for bad, field in [({"expiresInMinutes": 0}, "expiresInMinutes"), ({"expiresInMinutes": 2881}, "expiresInMinutes")]:
+        with pytest.raises(ClientError) as e:
+            ecs.update_task_protection(cluster="default", tasks=[a], protectionEnabled=True, **bad)
+        assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+        assert field in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        ecs.update_task_protection(cluster="default", tasks=[a] * 11, protectionEnabled=True)
+    assert "1 to 10 tasks" in e.value.response["Error"]["Message"]
+
+    # Scale in to 1: only c, unprotected, is stopped, and an event says why
+    # the service stays above its desired count.
+    ecs.update_service(service=name, desiredCount=1)
+    held = "was unable to stop 1 task for scale-in or deployment"
+    wait_for("the protection event", lambda: any(held in m for m in messages(describe(ecs, name))), timeout=30)
+    tasks = {t["taskArn"]: t for t in ecs.describe_tasks(tasks=[a, b, c])["tasks"]}
+    assert tasks[c]["desiredStatus"] == "STOPPED"
+    assert tasks[c]["stoppedReason"].startswith("Scaling activity initiated by")
+    assert tasks[a]["desiredStatus"] == tasks[b]["desiredStatus"] == "RUNNING"
+
+    # The aws-cli removes a's protection: a is stopped, b stays.
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-west-2")
+    out = subprocess.run(
+        [AWS, "--endpoint-url", server.endpoint, "ecs", "update-task-protection", "--cluster", "default",
+         "--tasks", a, "--no-protection-enabled"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert json.loads(out.stdout)["protectedTasks"] == [{"taskArn": a, "protectionEnabled": False}]
+    svc = stable(ecs, name)
+    assert [t["taskArn"] for t in running_tasks(ecs, name)] == [b]
+    assert svc["runningCount"] == 1
+
+    # A new deployment starts its task and waits for b.
+    td2 = register(ecs, [web(environment=[{"name": "V", "value": "2"}])], family=td.split("/")[-1].split(":")[0])
+    ecs.update_service(service=name, taskDefinition=td2)
+
+    def waiting():
+        svc = describe(ecs, name)
+        return sum(held in m for m in messages(svc)) == 2 and svc
+
+    svc = wait_for("the deployment to wait for the protected task", waiting, timeout=60)
+    assert svc["deployments"][0]["rolloutState"] == "IN_PROGRESS"
+    assert ecs.describe_tasks(tasks=[b])["tasks"][0]["desiredStatus"] == "RUNNING"
+    ecs.update_task_protection(cluster="default", tasks=[b], protectionEnabled=False)
+    svc = stable(ecs, name)
+    assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
+    assert ecs.describe_tasks(tasks=[b])["tasks"][0]["desiredStatus"] == "STOPPED"
+    delete(ecs, name)

@@ -37,6 +37,7 @@ fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         deployments: vec![Deployment::new("ecs-svc/1".into(), "web", 1, config, 0.0)],
         events: vec![],
         steady: false,
+        held_by_protection: 0,
         deleted_at: None,
         domains: Default::default(),
         https_redirect: false,
@@ -254,6 +255,72 @@ fn scaling_in_stops_pending_tasks_first_then_the_newest() {
     assert_eq!(stopped, [new[1].as_str(), new[0].as_str()]);
     assert!(plan.start.is_empty());
     assert!(w.said("has stopped 2 running tasks") == 1);
+}
+
+#[test]
+fn scaling_in_passes_over_protected_tasks_until_their_protection_ends() {
+    let mut w = World::new(3, DeploymentConfig::default());
+    w.converge(true);
+    w.now = 10.0;
+    // The two newest (the ones scale-in would pick) are protected, one
+    // for longer than the other.
+    let ids: Vec<String> = w.live().iter().map(|t| t.id.clone()).collect();
+    w.task(&ids[1]).protected_until = Some(100.0);
+    w.task(&ids[2]).protected_until = Some(50.0);
+    w.svc.desired_count = 1;
+    let plan = w.step();
+    let stopped: Vec<&str> = plan.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, [ids[0].as_str()], "only the unprotected task");
+    assert_eq!(
+        plan.requeue,
+        Some(40.0),
+        "again when the first protection ends"
+    );
+    assert_eq!(w.said("was unable to stop 1 task"), 1);
+    w.settle(true);
+    // Nothing more while both are protected, and no second event.
+    w.now = 20.0;
+    assert!(w.step().stop.is_empty());
+    assert_eq!(w.said("was unable to stop"), 1);
+    assert!(!w.svc.steady);
+    // Once one protection has ended, that task goes.
+    w.now = 50.0;
+    let plan = w.step();
+    let stopped: Vec<&str> = plan.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, [ids[2].as_str()]);
+    assert_eq!(w.svc.held_by_protection, 0);
+    w.converge(true);
+    assert_eq!(w.live().len(), 1);
+    assert_eq!(w.live()[0].id, ids[1], "the protected task still runs");
+    assert!(w.svc.steady);
+}
+
+#[test]
+fn a_deployment_waits_for_protected_old_tasks_but_not_failing_ones() {
+    let mut w = World::new(2, DeploymentConfig::default());
+    w.checked = true;
+    w.converge(true);
+    let old: Vec<String> = w.live().iter().map(|t| t.id.clone()).collect();
+    w.task(&old[0]).protected_until = Some(100.0);
+    w.task(&old[1]).protected_until = Some(100.0);
+    w.now = 10.0;
+    let new = w.deploy(2);
+    // One protected old task fails its health checks: it is replaced
+    // all the same.
+    w.task(&old[1]).set_health(0, HealthStatus::Unhealthy);
+    w.converge(true);
+    assert_eq!(w.running(&new), 2);
+    let live: Vec<&str> = w.live().iter().map(|t| t.id.as_str()).collect();
+    assert!(live.contains(&old[0].as_str()), "the protected task waits");
+    assert!(!live.contains(&old[1].as_str()), "the failing one does not");
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::InProgress);
+    assert_eq!(w.said("was unable to stop 1 task"), 1);
+    // Protection removed (UpdateTaskProtection with protectionEnabled
+    // false): the deployment completes.
+    w.task(&old[0]).protected_until = None;
+    w.converge(true);
+    assert_eq!(w.running("ecs-svc/1"), 0);
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::Completed);
 }
 
 /// Four running tasks (minimumHealthyPercent 50, maximumPercent 150), and
