@@ -61,13 +61,25 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
             // The request's cluster, and the clusters of any task, service,
             // deployment or container-instance ARNs it names (each names
             // its own cluster).
-            let mut out = vec![cluster_arn(scope, s("cluster"))];
+            // Calls that name their deployments or revisions by ARN alone
+            // have no `cluster`: they act on the ARNs' clusters only.
+            let by_arn_only = matches!(
+                action,
+                "DescribeServiceDeployments" | "StopServiceDeployment" | "DescribeServiceRevisions"
+            );
+            let mut out = if by_arn_only && s("cluster").is_none() {
+                vec![]
+            } else {
+                vec![cluster_arn(scope, s("cluster"))]
+            };
             for field in [
                 "task",
                 "tasks",
                 "service",
                 "services",
                 "serviceDeploymentArns",
+                "serviceDeploymentArn",
+                "serviceRevisionArns",
                 "containerInstance",
                 "containerInstances",
             ] {
@@ -86,6 +98,10 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
                         }
                     }
                 }
+            }
+            // A call is never checked against no resource at all.
+            if out.is_empty() {
+                out.push(cluster_arn(scope, None));
             }
             out
         }
@@ -152,6 +168,23 @@ mod tests {
                 &scope,
                 "DescribeServices",
                 &json!({"cluster": "prod", "services": ["web", "arn:aws:ecs:eu-west-1:1:service/prod/api"]})
+            ),
+            [prod]
+        );
+        // Deployments and revisions named by ARN act on their clusters.
+        assert_eq!(
+            ecs_resources(
+                &scope,
+                "StopServiceDeployment",
+                &json!({"serviceDeploymentArn": "arn:aws:ecs:eu-west-1:1:service-deployment/prod/web/123"})
+            ),
+            [prod]
+        );
+        assert_eq!(
+            ecs_resources(
+                &scope,
+                "DescribeServiceRevisions",
+                &json!({"serviceRevisionArns": ["arn:aws:ecs:eu-west-1:1:service-revision/prod/web/123"]})
             ),
             [prod]
         );

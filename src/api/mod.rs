@@ -16,6 +16,7 @@
 pub mod access;
 pub mod autoscaling;
 pub mod clusters;
+pub mod deployments;
 pub mod error;
 pub mod instances;
 pub mod logs;
@@ -114,8 +115,13 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("DeleteService", services::delete),
     ("DescribeServices", services::describe),
     ("ListServices", services::list),
-    ("ListServiceDeployments", services::list_deployments),
-    ("DescribeServiceDeployments", services::describe_deployments),
+    ("ListServiceDeployments", deployments::list_deployments),
+    (
+        "DescribeServiceDeployments",
+        deployments::describe_deployments,
+    ),
+    ("StopServiceDeployment", deployments::stop_deployment),
+    ("DescribeServiceRevisions", deployments::describe_revisions),
     ("ListContainerInstances", instances::list),
     ("DescribeContainerInstances", instances::describe),
     ("UpdateContainerInstancesState", instances::update_state),

@@ -1,5 +1,5 @@
 //! Services: CreateService, UpdateService, DeleteService, DescribeServices,
-//! ListServices, ListServiceDeployments, DescribeServiceDeployments.
+//! ListServices (their deployments are in [`super::deployments`]).
 //!
 //! Each action writes the service's desired state; the scheduler's
 //! controller sees the change and starts or stops tasks. Counts of running
@@ -25,7 +25,7 @@ use crate::scheduler::controller::RandomIds;
 use crate::scheduler::reconcile::Ids;
 use crate::store::{Condition, Revision, Write};
 
-fn not_found(name: &str, cluster: &str) -> ApiError {
+pub(super) fn not_found(name: &str, cluster: &str) -> ApiError {
     ApiError::new(
         Kind::ServiceNotFound,
         format!("Service not found: {name:?} in cluster {cluster:?}"),
@@ -34,7 +34,7 @@ fn not_found(name: &str, cluster: &str) -> ApiError {
 
 /// The cluster and name a service reference names: a name (in the
 /// request's cluster) or an ARN (in its own).
-fn service_ref(reference: &str, cluster: &str) -> (String, String) {
+pub(super) fn service_ref(reference: &str, cluster: &str) -> (String, String) {
     match arn::parse(reference) {
         Some(a) if a.kind == "service" => match a.resource.split_once('/') {
             Some((c, n)) => (c.to_string(), n.to_string()),
@@ -44,7 +44,11 @@ fn service_ref(reference: &str, cluster: &str) -> (String, String) {
     }
 }
 
-fn load(api: &Api, cluster: &str, name: &str) -> ApiResult<Option<(ServiceRecord, Revision)>> {
+pub(super) fn load(
+    api: &Api,
+    cluster: &str,
+    name: &str,
+) -> ApiResult<Option<(ServiceRecord, Revision)>> {
     let Some(r) = api.store.get(&service::key(cluster, name))? else {
         return Ok(None);
     };
@@ -98,9 +102,6 @@ struct ServiceRequest {
     #[serde(default)]
     service_registries: Vec<Value>,
     deployment_controller: Option<DeploymentController>,
-    status: Option<Vec<String>>,
-    created_at: Option<CreatedAt>,
-    service_deployment_arns: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -142,12 +143,6 @@ pub(super) struct PlacementConstraint {
 struct DeploymentController {
     #[serde(rename = "type")]
     kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CreatedAt {
-    after: Option<f64>,
-    before: Option<f64>,
 }
 
 impl ServiceRequest {
@@ -403,7 +398,7 @@ pub(crate) fn pin_images(api: &Api, td: &TaskDefinition) -> BTreeMap<String, Str
 }
 
 /// Resolves an ACTIVE task definition: (family, revision, document).
-fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32, TaskDefinition)> {
+pub(super) fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32, TaskDefinition)> {
     let record = task_definitions::active(api, reference)?;
     // Validated when registered; parse again so a service never refers to
     // a document that cannot run.
@@ -582,7 +577,7 @@ fn claims(
 /// Reads a service, lets `change` edit it (it returns whether anything is
 /// to be written), writes it back guarded by its revision (retrying on a
 /// conflict), and shows the result.
-fn modify(
+pub(super) fn modify(
     api: &Api,
     scope: &Scope,
     cluster: &str,
@@ -824,109 +819,4 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         out["nextToken"] = json!(t);
     }
     Ok(out)
-}
-
-fn status_word(s: &str) -> Option<ServiceDeploymentStatus> {
-    Some(match s {
-        "IN_PROGRESS" => ServiceDeploymentStatus::InProgress,
-        "SUCCESSFUL" => ServiceDeploymentStatus::Successful,
-        "STOPPED" => ServiceDeploymentStatus::Stopped,
-        "ROLLBACK_IN_PROGRESS" => ServiceDeploymentStatus::RollbackInProgress,
-        "ROLLBACK_SUCCESSFUL" => ServiceDeploymentStatus::RollbackSuccessful,
-        "ROLLBACK_FAILED" => ServiceDeploymentStatus::RollbackFailed,
-        "PENDING" | "STOP_REQUESTED" | "ROLLBACK_REQUESTED" => return None,
-        _ => return None,
-    })
-}
-
-/// ListServiceDeployments: newest first, filtered by status and creation time.
-pub fn list_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let cluster = clusters::active(api, req)?;
-    let r: ServiceRequest = decode(req)?;
-    let (cluster, name) = r.service(&cluster)?;
-    let max = page::max_results(req, 20)?;
-    let after = page::after(req)?;
-    let Some((s, _)) = load(api, &cluster, &name)? else {
-        return Err(not_found(&name, &cluster));
-    };
-    let statuses = r.status;
-    if let Some(bad) = statuses.iter().flatten().find(|w| {
-        !matches!(
-            w.as_str(),
-            "PENDING"
-                | "SUCCESSFUL"
-                | "STOPPED"
-                | "STOP_REQUESTED"
-                | "IN_PROGRESS"
-                | "ROLLBACK_REQUESTED"
-                | "ROLLBACK_IN_PROGRESS"
-                | "ROLLBACK_SUCCESSFUL"
-                | "ROLLBACK_FAILED"
-        )
-    }) {
-        return Err(ApiError::invalid(format!(
-            "status {bad:?} is not a service deployment status"
-        )));
-    }
-    let wanted: Option<Vec<ServiceDeploymentStatus>> =
-        statuses.map(|l| l.iter().filter_map(|w| status_word(w)).collect());
-    let created_after = r.created_at.as_ref().and_then(|c| c.after);
-    let created_before = r.created_at.as_ref().and_then(|c| c.before);
-    let mut ds: Vec<&Deployment> = s
-        .deployments
-        .iter()
-        .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.outcome)))
-        .filter(|d| created_after.is_none_or(|a| d.created_at >= a))
-        .filter(|d| created_before.is_none_or(|b| d.created_at <= b))
-        .collect();
-    ds.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
-    let (ds, next) = page::page(
-        ds,
-        |d| format!("{:020.6}-{}", 1e12 - d.created_at, d.id),
-        after.as_deref(),
-        max,
-    );
-    let briefs: Vec<Value> = ds.iter().map(|d| s.deployment_brief(scope, d)).collect();
-    let mut out = json!({ "serviceDeployments": briefs });
-    if let Some(t) = next {
-        out["nextToken"] = json!(t);
-    }
-    Ok(out)
-}
-
-/// DescribeServiceDeployments: by ARN; unknown ones are `failures`.
-pub fn describe_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let r: ServiceRequest = decode(req)?;
-    let arns = r
-        .service_deployment_arns
-        .ok_or_else(|| ApiError::invalid("serviceDeploymentArns is required"))?;
-    if arns.is_empty() || arns.len() > 20 {
-        return Err(ApiError::invalid(
-            "serviceDeploymentArns must name 1 to 20 service deployments",
-        ));
-    }
-    let (mut found, mut failures) = (Vec::new(), Vec::new());
-    for a in arns {
-        let parsed = arn::parse(&a).filter(|p| p.kind == "service-deployment");
-        let parts: Vec<&str> = parsed
-            .as_ref()
-            .map(|p| p.resource.split('/').collect())
-            .unwrap_or_default();
-        let [cluster, name, number] = parts[..] else {
-            failures.push(json!({"arn": a, "reason": "MISSING", "detail": "not a service deployment ARN (arn:aws:ecs:REGION:ACCOUNT:service-deployment/CLUSTER/SERVICE/ID)"}));
-            continue;
-        };
-        let Some((s, _)) = load(api, cluster, name)? else {
-            failures.push(json!({"arn": a, "reason": "MISSING"}));
-            continue;
-        };
-        match s.deployments.iter().find(|d| d.number() == number) {
-            Some(d) => {
-                let tasks = tasks_of(api, cluster, name)?;
-                found.push(s.deployment_view(scope, d, &tasks));
-            }
-            None => failures.push(json!({"arn": a, "reason": "MISSING"})),
-        }
-    }
-    Ok(json!({ "serviceDeployments": found, "failures": failures }))
 }

@@ -426,6 +426,65 @@ impl ServiceRecord {
             .any(|e| e.message == message)
     }
 
+    /// Rolls the deployment at `index` back: the last deployment that
+    /// completed comes back as a new primary (`id`), with the same task
+    /// definition and image digests, and the one at `index` keeps running
+    /// its tasks (ROLLBACK_IN_PROGRESS) until the new one has replaced
+    /// them. Says so in an event. `None`, and nothing changed, when no
+    /// other deployment completed.
+    pub fn roll_back(
+        &mut self,
+        index: usize,
+        reason: &str,
+        id: String,
+        event_id: String,
+        now: f64,
+    ) -> Option<&Deployment> {
+        let from = self.deployments.get(index)?.id.clone();
+        let previous = self
+            .deployments
+            .iter()
+            .filter(|d| d.id != from && d.rollout_state == RolloutState::Completed)
+            .max_by(|a, b| a.created_at.total_cmp(&b.created_at))?
+            .clone();
+        let mut r = Deployment::new(id, &previous.family, previous.revision, self.config, now);
+        r.restores = Some(from);
+        // Back to exactly what ran: the same image digests.
+        r.image_digests = previous.image_digests.clone();
+        r.sources = self
+            .deployments
+            .iter()
+            .filter(|d| d.status != DeploymentStatus::Inactive)
+            .map(|d| d.id.clone())
+            .collect();
+        for d in &mut self.deployments {
+            if d.status == DeploymentStatus::Primary {
+                d.status = DeploymentStatus::Active;
+                d.updated_at = now;
+            }
+        }
+        let d = &mut self.deployments[index];
+        d.status = DeploymentStatus::Active;
+        d.outcome = ServiceDeploymentStatus::RollbackInProgress;
+        d.outcome_reason = Some(reason.to_string());
+        d.updated_at = now;
+        d.rollback = Some(Rollback {
+            reason: reason.to_string(),
+            started_at: now,
+            to: previous.id.clone(),
+        });
+        self.family = previous.family.clone();
+        self.revision = previous.revision;
+        self.steady = false;
+        let message = format!(
+            "(service {}) rolling back to deployment {}.",
+            self.name, r.id
+        );
+        self.event(event_id, now, message);
+        self.deployments.insert(0, r);
+        self.deployments.first()
+    }
+
     /// Drops the oldest finished, inactive deployments beyond the bound.
     pub fn trim_deployments(&mut self) {
         let mut kept = 0;

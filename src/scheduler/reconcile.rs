@@ -8,8 +8,8 @@
 //! rerun does not start a task twice.
 
 use crate::model::service::{
-    circuit_breaker_threshold, group, Deployment, DeploymentStatus, Rollback, RolloutState,
-    ServiceDeploymentStatus, ServiceRecord, ServiceStatus,
+    circuit_breaker_threshold, group, DeploymentStatus, RolloutState, ServiceDeploymentStatus,
+    ServiceRecord, ServiceStatus,
 };
 use crate::model::task::{DesiredStatus, HealthStatus, StopCode, TaskRecord, TaskStatus};
 
@@ -556,12 +556,6 @@ fn trip(plan: &mut Plan, pi: usize, rollback: bool, now: f64, ids: &mut dyn Ids)
     let name = s.name.clone();
     let pid = s.deployments[pi].id.clone();
     let reason = "ECS deployment circuit breaker: tasks failed to start.".to_string();
-    let previous = s
-        .deployments
-        .iter()
-        .filter(|d| d.id != pid && d.rollout_state == RolloutState::Completed)
-        .max_by(|a, b| a.created_at.total_cmp(&b.created_at))
-        .cloned();
     s.event(
         ids.event_id(),
         now,
@@ -571,56 +565,24 @@ fn trip(plan: &mut Plan, pi: usize, rollback: bool, now: f64, ids: &mut dyn Ids)
     p.rollout_state = RolloutState::Failed;
     p.rollout_state_reason = reason.clone();
     p.updated_at = now;
-    match previous.filter(|_| rollback) {
-        Some(prev) => {
-            let mut r = Deployment::new(
-                ids.deployment_id(),
-                &prev.family,
-                prev.revision,
-                s.config,
-                now,
-            );
-            r.restores = Some(pid.clone());
-            // Back to exactly what ran: the same image digests.
-            r.image_digests = prev.image_digests.clone();
-            r.sources = s
-                .deployments
-                .iter()
-                .filter(|d| d.status != DeploymentStatus::Inactive)
-                .map(|d| d.id.clone())
-                .collect();
-            let p = &mut s.deployments[pi];
-            p.status = DeploymentStatus::Active;
-            p.outcome = ServiceDeploymentStatus::RollbackInProgress;
-            p.outcome_reason = Some(reason.clone());
-            p.rollback = Some(Rollback {
-                reason,
-                started_at: now,
-                to: prev.id.clone(),
-            });
-            s.family = prev.family.clone();
-            s.revision = prev.revision;
-            s.steady = false;
-            s.event(
-                ids.event_id(),
-                now,
-                format!("(service {name}) rolling back to deployment {}.", r.id),
-            );
-            s.deployments.insert(0, r);
-        }
-        None => {
-            p.outcome = if rollback {
-                ServiceDeploymentStatus::RollbackFailed
-            } else {
-                ServiceDeploymentStatus::Stopped
-            };
-            p.outcome_reason = Some(if rollback {
-                format!("{reason} No earlier deployment completed, so there is nothing to roll back to.")
-            } else {
-                reason
-            });
-            p.finished_at = Some(now);
-        }
+    let rolled = rollback
+        && s.roll_back(pi, &reason, ids.deployment_id(), ids.event_id(), now)
+            .is_some();
+    if !rolled {
+        let p = &mut s.deployments[pi];
+        p.outcome = if rollback {
+            ServiceDeploymentStatus::RollbackFailed
+        } else {
+            ServiceDeploymentStatus::Stopped
+        };
+        p.outcome_reason = Some(if rollback {
+            format!(
+                "{reason} No earlier deployment completed, so there is nothing to roll back to."
+            )
+        } else {
+            reason
+        });
+        p.finished_at = Some(now);
     }
 }
 

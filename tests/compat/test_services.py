@@ -572,3 +572,75 @@ def test_scale_in_and_deployments_pass_over_protected_tasks(server):
     assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
     assert ecs.describe_tasks(tasks=[b])["tasks"][0]["desiredStatus"] == "STOPPED"
     delete(ecs, name)
+
+
+def test_stop_service_deployment_rolls_back_and_revisions_say_what_ran(server):
+    """StopServiceDeployment (ROLLBACK) and DescribeServiceRevisions through
+    boto3 and the aws-cli."""
+    ecs = server.client()
+    family = uniq("stopdep")
+    good = register(ecs, [web()], family=family)
+    name = uniq("stopdep")
+    ecs.create_service(serviceName=name, taskDefinition=good, desiredCount=2)
+    stable(ecs, name)
+    first = ecs.list_service_deployments(service=name)["serviceDeployments"][0]
+    assert first["status"] == "SUCCESSFUL"
+
+    # The revision of the first deployment: its task definition and images.
+    rev_arn = first["targetServiceRevisionArn"]
+    out = ecs.describe_service_revisions(serviceRevisionArns=[rev_arn, rev_arn[:-1] + "x", "nonsense"])
+    [rev] = out["serviceRevisions"]
+    assert rev["serviceRevisionArn"] == rev_arn
+    assert rev["taskDefinition"] == good
+    assert rev["serviceArn"].endswith(f":service/default/{name}")
+    assert rev["containerImages"] == [{"containerName": "web", "image": os.path.join(DIST, "hello-http.wasm")}]
+    assert [f["reason"] for f in out["failures"]] == ["MISSING", "MISSING"]
+    assert "not a service revision ARN" in out["failures"][1]["detail"]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-west-2")
+    cli = subprocess.run(
+        [AWS, "--endpoint-url", server.endpoint, "ecs", "describe-service-revisions",
+         "--service-revision-arns", rev_arn],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert json.loads(cli.stdout)["serviceRevisions"][0]["taskDefinition"] == good
+
+    # A finished deployment cannot be stopped; bad requests name the field.
+    with pytest.raises(ClientError) as e:
+        ecs.stop_service_deployment(serviceDeploymentArn=first["serviceDeploymentArn"])
+    assert e.value.response["Error"]["Code"] == "ConflictException"
+    assert "SUCCESSFUL" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        ecs.stop_service_deployment(serviceDeploymentArn=first["serviceDeploymentArn"], stopType="ABORT")
+    assert "stopType" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        ecs.stop_service_deployment(serviceDeploymentArn=first["serviceDeploymentArn"][:-1] + "x")
+    assert e.value.response["Error"]["Code"] == "ServiceDeploymentNotFoundException"
+
+    # A deployment whose tasks keep failing (no circuit breaker) stays in
+    # progress until it is stopped; then the first revision comes back.
+    bad = register(
+        ecs,
+        [{"name": "web", "image": os.path.join(DIST, "echo.wasm"), "memory": 16, "command": ["--exit", "1"]}],
+        family=family,
+    )
+    ecs.update_service(service=name, taskDefinition=bad)
+    failing = ecs.list_service_deployments(service=name, status=["IN_PROGRESS"])["serviceDeployments"]
+    [failing] = [d for d in failing if d["serviceDeploymentArn"] != first["serviceDeploymentArn"]]
+    wait_for("a failed task of the bad deployment",
+             lambda: ecs.list_tasks(serviceName=name, desiredStatus="STOPPED")["taskArns"], timeout=30)
+    out = ecs.stop_service_deployment(serviceDeploymentArn=failing["serviceDeploymentArn"], stopType="ROLLBACK")
+    assert out["serviceDeploymentArn"] == failing["serviceDeploymentArn"]
+    svc = stable(ecs, name)
+    assert svc["taskDefinition"] == good
+    assert all(t["taskDefinitionArn"] == good for t in running_tasks(ecs, name))
+    assert any("rolling back to deployment" in m for m in messages(svc))
+    full = ecs.describe_service_deployments(serviceDeploymentArns=[failing["serviceDeploymentArn"]])["serviceDeployments"][0]
+    assert full["status"] == "ROLLBACK_SUCCESSFUL"
+    assert full["rollback"]["reason"] == "Service deployment stopped by StopServiceDeployment (ROLLBACK)."
+    assert full["rollback"]["serviceRevisionArn"] == rev_arn
+    # The rollback is a deployment of its own, of the first revision's
+    # task definition.
+    newest = ecs.list_service_deployments(service=name)["serviceDeployments"][0]
+    back = ecs.describe_service_revisions(serviceRevisionArns=[newest["targetServiceRevisionArn"]])["serviceRevisions"][0]
+    assert back["taskDefinition"] == good
+    delete(ecs, name)

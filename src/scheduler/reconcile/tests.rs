@@ -1,7 +1,7 @@
 //! The reconcile step against simulated tasks: no store, no threads.
 
 use super::*;
-use crate::model::service::{CircuitBreaker, DeploymentConfig, Strategy};
+use crate::model::service::{CircuitBreaker, Deployment, DeploymentConfig, Strategy};
 
 struct Seq(u64);
 
