@@ -25,7 +25,7 @@ use crate::scheduler::capacity::{self, Fleet, Instance, InstanceStatus, Member};
 use crate::store::{Condition, Write};
 
 /// The node id a reference names: an id, or a container-instance ARN.
-fn node_of(reference: &str) -> String {
+pub(super) fn node_of(reference: &str) -> String {
     match arn::parse(reference) {
         Some(a) if a.kind == "container-instance" => a
             .resource
@@ -71,10 +71,9 @@ fn view(scope: &Scope, cluster: &str, m: &Member, counts: (u64, u64)) -> Value {
     let cpu_used: u64 = m.loads.iter().map(|l| l.cpu_reserved as u64).sum();
     let memory_used: u64 = m.loads.iter().map(|l| l.memory_reserved).sum();
     let mut attributes: Vec<Value> = m
-        .node
         .attributes
         .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
+        .map(|(k, v)| super::attributes::shown(k, v))
         .collect();
     attributes.push(json!({"name": "skiff.workers", "value": m.loads.len().to_string()}));
     json!({
@@ -137,7 +136,7 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .filter(|m| {
             filter
                 .as_ref()
-                .is_none_or(|f| f.matches(&m.id, &m.node.attributes))
+                .is_none_or(|f| f.matches(&m.id, &m.attributes))
         })
         .map(|m| m.id.clone())
         .collect();
@@ -211,9 +210,27 @@ pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     Ok(json!({ "containerInstances": found, "failures": failures }))
 }
 
-/// Sets the status of a node's instance record (read, changed, written
-/// back guarded by its revision). Returns false if there is none.
+/// Sets the status of a node's instance record. Returns false if there
+/// is none.
 fn set_status(api: &Api, id: &str, status: InstanceStatus) -> ApiResult<bool> {
+    update_instance(api, id, |i| {
+        if i.status == status {
+            return Ok(false);
+        }
+        i.status = status;
+        Ok(true)
+    })
+}
+
+/// Reads a node's instance record, lets `change` edit it (it says
+/// whether anything is to be written), and writes it back with its
+/// version bumped, guarded by its revision (retried on a conflict).
+/// Returns false if there is no record.
+fn update_instance(
+    api: &Api,
+    id: &str,
+    change: impl Fn(&mut Instance) -> ApiResult<bool>,
+) -> ApiResult<bool> {
     let k = capacity::instance_key(id);
     with_retries(|| {
         let Some(r) = api.store.get(&k)? else {
@@ -225,10 +242,9 @@ fn set_status(api: &Api, id: &str, status: InstanceStatus) -> ApiResult<bool> {
                 format!("the record of container instance {id} is unreadable: {e}"),
             )
         })?;
-        if i.status == status {
+        if !change(&mut i)? {
             return Ok(Ok(true));
         }
-        i.status = status;
         i.version += 1;
         Ok(api
             .store

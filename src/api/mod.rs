@@ -14,6 +14,7 @@
 //! dashboard under `GET /ui/` ([`ui`]).
 
 pub mod access;
+pub mod attributes;
 pub mod autoscaling;
 pub mod clusters;
 pub mod deployments;
@@ -126,6 +127,9 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("DescribeContainerInstances", instances::describe),
     ("UpdateContainerInstancesState", instances::update_state),
     ("DeregisterContainerInstance", instances::deregister),
+    ("PutAttributes", attributes::put),
+    ("DeleteAttributes", attributes::delete),
+    ("ListAttributes", attributes::list),
     ("TagResource", tags::tag),
     ("UntagResource", tags::untag),
     ("ListTagsForResource", tags::list),

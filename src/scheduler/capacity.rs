@@ -116,6 +116,10 @@ pub struct Instance {
     /// Bumped at every change, as ECS's `version`.
     #[serde(default)]
     pub version: u64,
+    /// Attributes set through the API (PutAttributes), beside the node's
+    /// own; an empty value is an attribute without one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, String>,
 }
 
 /// What a node's workers have promised to their tasks.
@@ -185,7 +189,8 @@ pub fn register(
                 _ => InstanceStatus::Active,
             },
             node: record.clone(),
-            version: instance.map_or(1, |i| i.version + 1),
+            version: instance.as_ref().map_or(1, |i| i.version + 1),
+            custom: instance.map(|i| i.custom).unwrap_or_default(),
         };
         let cond = match store.get(&rk)? {
             Some(r) => Condition::At(rk.clone(), r.mod_revision),
@@ -233,6 +238,11 @@ pub struct Member {
     pub node: Node,
     /// Its container instance's status.
     pub status: InstanceStatus,
+    /// The attributes set through the API.
+    pub custom: BTreeMap<String, String>,
+    /// Its attributes for placement: the node's own and the API's (which
+    /// win where both name one).
+    pub attributes: BTreeMap<String, String>,
     /// Its instance record's version.
     pub version: u64,
     /// Whether its lease is alive (`agentConnected`).
@@ -274,6 +284,8 @@ impl Fleet {
                 api: None,
             },
             status: InstanceStatus::Active,
+            custom: BTreeMap::new(),
+            attributes: BTreeMap::new(),
             version: 0,
             connected: false,
             loads: Vec::new(),
@@ -288,6 +300,7 @@ impl Fleet {
                 m.node = i.node;
                 m.status = i.status;
                 m.version = i.version;
+                m.custom = i.custom;
             }
         }
         for r in store.list("nodes/", None, usize::MAX)? {
@@ -312,6 +325,9 @@ impl Fleet {
         }
         let mut members: Vec<Member> = members.into_values().collect();
         for m in &mut members {
+            m.attributes = m.node.attributes.clone();
+            m.attributes
+                .extend(m.custom.iter().map(|(k, v)| (k.clone(), v.clone())));
             m.loads = m
                 .node
                 .workers
@@ -339,7 +355,7 @@ impl Fleet {
             .iter()
             .map(|m| Host {
                 id: &m.id,
-                attributes: &m.node.attributes,
+                attributes: &m.attributes,
                 workers: &m.loads,
                 accepts: m.accepts(),
             })
@@ -400,7 +416,7 @@ impl Fleet {
             *n += 1;
         }
         let m = &self.members[h];
-        let zone = m.node.attributes.get("ecs.availability-zone").cloned();
+        let zone = m.attributes.get("ecs.availability-zone").cloned();
         Ok((m.id.clone(), worker, zone))
     }
 
@@ -562,5 +578,31 @@ pub(crate) mod tests {
         let fleet = Fleet::read(&s).unwrap();
         assert!(fleet.members[0].connected);
         assert_eq!(fleet.members[0].status, InstanceStatus::Draining);
+    }
+
+    #[test]
+    fn attributes_put_through_the_api_outlive_a_restart_and_win_over_the_nodes() {
+        let (_d, s) = store();
+        let mut n = node(&[(1024, 100)]);
+        n.attributes.insert("tier".into(), "silver".into());
+        n.attributes.insert("zone".into(), "a".into());
+        register(&s, "n1", &n, lease(&s)).unwrap();
+        // As PutAttributes writes them.
+        let r = s.get(&instance_key("n1")).unwrap().unwrap();
+        let mut i: Instance = serde_json::from_slice(&r.value).unwrap();
+        i.custom.insert("tier".into(), "gold".into());
+        i.custom.insert("gpu".into(), String::new());
+        s.commit(&[], &[Write::Put(instance_key("n1"), to_vec(&i))])
+            .unwrap();
+        register(&s, "n1", &n, lease(&s)).unwrap();
+        let fleet = Fleet::read(&s).unwrap();
+        let m = &fleet.members[0];
+        let got: Vec<(&str, &str)> = m
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, [("gpu", ""), ("tier", "gold"), ("zone", "a")]);
+        assert_eq!(fleet.hosts()[0].attributes["tier"], "gold");
     }
 }

@@ -224,3 +224,61 @@ def test_task_tags(ecs):
     out = ecs.describe_tasks(tasks=[t["taskArn"]], include=["TAGS"])["tasks"][0]
     assert out["tags"] == [{"key": "job", "value": "nightly"}]
     assert ecs.list_tags_for_resource(resourceArn=t["taskArn"])["tags"] == [{"key": "job", "value": "nightly"}]
+
+
+def test_attributes_put_through_the_api_steer_placement(ecs):
+    """PutAttributes, ListAttributes and DeleteAttributes on the node's
+    container instance, and a memberOf constraint that reads them."""
+    node = ecs.list_container_instances()["containerInstanceArns"][0]
+    name = uniq("stack")
+    family = register(ecs, [container("main", "echo.wasm")])
+    where = [{"type": "memberOf", "expression": f"attribute:{name} == blue"}]
+    assert ecs.run_task(taskDefinition=family, placementConstraints=where)["failures"][0]["reason"] == (
+        "memberOf placement constraint")
+
+    out = ecs.put_attributes(attributes=[
+        {"name": name, "value": "blue", "targetType": "container-instance", "targetId": node},
+        {"name": name + "-flag", "targetId": node.split("/")[-1]},
+    ])
+    assert out["attributes"][0] == {"name": name, "value": "blue", "targetType": "container-instance",
+                                    "targetId": node}
+    assert "value" not in out["attributes"][1]
+    task = run_one(ecs, family, placementConstraints=where)
+    assert task["containerInstanceArn"] == node
+    wait_stopped(ecs, [task["taskArn"]])
+    exists = [{"type": "memberOf", "expression": f"attribute:{name}-flag exists"}]
+    wait_stopped(ecs, [run_one(ecs, family, placementConstraints=exists)["taskArn"]])
+
+    listed = ecs.list_attributes(targetType="container-instance", attributeName=name)["attributes"]
+    assert listed == [{"name": name, "value": "blue", "targetType": "container-instance", "targetId": node}]
+    assert ecs.list_attributes(targetType="container-instance", attributeName=name, attributeValue="green")[
+        "attributes"] == []
+    # The node's own attributes are listed too.
+    zone = ecs.list_attributes(targetType="container-instance", attributeName="ecs.availability-zone")["attributes"]
+    assert [a["targetId"] for a in zone] == [node]
+    shown = ecs.describe_container_instances(containerInstances=[node])["containerInstances"][0]["attributes"]
+    assert {"name": name, "value": "blue"} in shown
+
+    # Bad attributes name the field, and store nothing.
+    for bad, words in [
+        ({"name": "ecs.mine", "value": "x", "targetId": node}, "ecs. or skiff."),
+        ({"name": name, "value": " padded", "targetId": node}, "attributes[0].value"),
+        ({"name": "no spaces", "value": "x", "targetId": node}, "attributes[0].name"),
+        ({"name": name, "value": "x"}, "attributes[0].targetId"),
+        ({"name": name, "value": "x", "targetId": node, "targetType": "task"}, "targetType"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            ecs.put_attributes(attributes=[bad])
+        assert words in e.value.response["Error"]["Message"], (bad, e.value.response)
+    with pytest.raises(ClientError) as e:
+        ecs.put_attributes(attributes=[{"name": name, "value": "x", "targetId": "no-such-node"}])
+    assert e.value.response["Error"]["Code"] == "TargetNotFoundException"
+    with pytest.raises(ClientError) as e:
+        ecs.put_attributes(attributes=[{"name": f"{name}-{i}", "value": "x", "targetId": node} for i in range(9)])
+    assert e.value.response["Error"]["Code"] == "AttributeLimitExceededException"
+    assert ecs.list_attributes(targetType="container-instance", attributeName=name)["attributes"] == listed
+
+    ecs.delete_attributes(attributes=[{"name": name, "targetId": node}, {"name": name + "-flag", "targetId": node}])
+    assert ecs.list_attributes(targetType="container-instance", attributeName=name)["attributes"] == []
+    assert ecs.run_task(taskDefinition=family, placementConstraints=where)["failures"][0]["reason"] == (
+        "memberOf placement constraint")
