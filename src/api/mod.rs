@@ -106,6 +106,7 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("DeregisterTaskDefinition", task_definitions::deregister),
     ("DeleteTaskDefinitions", task_definitions::delete),
     ("RunTask", tasks::run),
+    ("StartTask", tasks::start),
     ("StopTask", tasks::stop),
     ("DescribeTasks", tasks::describe),
     ("ListTasks", tasks::list),

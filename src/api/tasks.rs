@@ -1,4 +1,4 @@
-//! Tasks: RunTask, StopTask, DescribeTasks, ListTasks.
+//! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
 //!
 //! RunTask places each task on a node's worker (reserving its cpu and
 //! memory in the store) and writes the tasks as PROVISIONING, with the
@@ -16,6 +16,7 @@ use crate::model::arn::{self, Scope};
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::scheduler::capacity::{Fleet, PlacementAsk};
+use crate::scheduler::expr::{Expr, Op, Subject};
 use crate::store::{Condition, Write};
 
 /// RunTask's fields that skiff reads (`cluster` is read by
@@ -34,12 +35,39 @@ struct RunTaskRequest {
     tags: Option<Value>,
     placement_constraints: Option<Vec<super::services::PlacementConstraint>>,
     placement_strategy: Option<Vec<super::services::PlacementStrategy>>,
+    /// StartTask's: one task on each.
+    container_instances: Option<Vec<String>>,
 }
 
-/// RunTask.
+/// RunTask: `count` tasks, placed by the constraints and strategies.
 pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    launch(api, scope, req, false)
+}
+
+/// StartTask: one task on each of the 1 to 10 container instances
+/// (nodes) named, on the worker of each that placement picks. A node
+/// that is unknown (MISSING), not connected (AGENT), not ACTIVE
+/// (reason its status) or without room (RESOURCE:CPU, RESOURCE:MEMORY)
+/// is a failure with the container instance's ARN.
+pub fn start(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    launch(api, scope, req, true)
+}
+
+fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResult {
     let cluster = clusters::active(api, req)?;
     let r: RunTaskRequest = decode(req)?;
+    let targets: Option<Vec<String>> = if on_instances {
+        let refs = r.container_instances.as_deref().unwrap_or_default();
+        if refs.is_empty() || refs.len() > 10 {
+            return Err(ApiError::invalid(format!(
+                "containerInstances must name 1 to 10 container instances (ids or ARNs; ListContainerInstances names them), got {}",
+                refs.len()
+            )));
+        }
+        Some(refs.iter().map(|c| super::instances::node_of(c)).collect())
+    } else {
+        None
+    };
     let reference = r
         .task_definition
         .as_deref()
@@ -48,6 +76,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let td = TaskDefinition::parse(&record["document"])?;
     let revision = record["revision"].as_u64().unwrap_or(0) as u32;
     let count = match r.count {
+        _ if on_instances => targets.as_ref().map_or(0, Vec::len),
         None => 1,
         Some(n @ 1..=10) => n as usize,
         Some(n) => {
@@ -83,7 +112,7 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         None => Default::default(),
     };
     let distinct_instance = constraints.distinct_instance;
-    let member_of: Vec<crate::scheduler::expr::Expr> = constraints
+    let member_of: Vec<Expr> = constraints
         .member_of
         .iter()
         .filter_map(|e| crate::scheduler::expr::parse(e).ok())
@@ -137,11 +166,31 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         }
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut failures = Vec::new();
-        for _ in 0..count {
+        for i in 0..count {
+            // StartTask: on the node named, which must take tasks.
+            let here: Vec<Expr>;
+            let member_of = match targets.as_ref().map(|t| t[i].as_str()) {
+                None => &member_of,
+                Some(node) => {
+                    let arn = scope.container_instance(&cluster, node);
+                    let refused = match fleet.index(node).map(|h| &fleet.members[h]) {
+                        None => Some(("MISSING", format!("container instance {node} was not found; ListContainerInstances names them"))),
+                        Some(m) if !m.connected => Some(("AGENT", format!("container instance {node} is not connected: its node is down"))),
+                        Some(m) if !m.accepts() => Some((m.status.as_str(), format!("container instance {node} is {} and takes no new tasks", m.status.as_str()))),
+                        Some(_) => None,
+                    };
+                    if let Some((reason, detail)) = refused {
+                        failures.push(json!({"arn": arn, "reason": reason, "detail": detail}));
+                        continue;
+                    }
+                    here = vec![Expr::Cond(Subject::Instance, Op::Eq(node.to_string()))];
+                    &here
+                }
+            };
             let ask = PlacementAsk {
                 strategies: &strategies,
                 distinct_instance,
-                member_of: &member_of,
+                member_of,
                 cpu,
                 memory,
             };
@@ -167,7 +216,10 @@ pub fn run(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                     placed.push(t);
                 }
                 Err(why) => failures.push(json!({
-                    "arn": scope.task_definition(&td.family, revision),
+                    "arn": match targets.as_ref() {
+                        Some(t) => scope.container_instance(&cluster, &t[i]),
+                        None => scope.task_definition(&td.family, revision),
+                    },
                     "reason": why.to_string(),
                     "detail": format!(
                         "the task needs {cpu} CPU units and {memory} MiB on one worker; {}",

@@ -282,3 +282,25 @@ def test_attributes_put_through_the_api_steer_placement(ecs):
     assert ecs.list_attributes(targetType="container-instance", attributeName=name)["attributes"] == []
     assert ecs.run_task(taskDefinition=family, placementConstraints=where)["failures"][0]["reason"] == (
         "memberOf placement constraint")
+
+
+def test_start_task_runs_one_task_on_each_instance_named(ecs):
+    node = ecs.list_container_instances()["containerInstanceArns"][0]
+    family = register(ecs, [container("main", "echo.wasm")])
+    out = ecs.start_task(taskDefinition=family, containerInstances=[node, node.split("/")[-1]], startedBy="me")
+    assert out["failures"] == []
+    assert [t["containerInstanceArn"] for t in out["tasks"]] == [node, node]
+    assert all(t["startedBy"] == "me" for t in out["tasks"])
+    stopped = wait_stopped(ecs, [t["taskArn"] for t in out["tasks"]])
+    assert [t["containers"][0]["exitCode"] for t in stopped] == [0, 0]
+
+    missing = node.rsplit("/", 1)[0] + "/no-such-node"
+    out = ecs.start_task(taskDefinition=family, containerInstances=[missing])
+    assert out["tasks"] == [] and out["failures"][0]["arn"] == missing
+    assert out["failures"][0]["reason"] == "MISSING"
+    big = register(ecs, [container("main", "echo.wasm", memory=10_000_000)])
+    out = ecs.start_task(taskDefinition=big, containerInstances=[node])
+    assert out["failures"][0] == {"arn": node, "reason": "RESOURCE:MEMORY", "detail": out["failures"][0]["detail"]}
+    with pytest.raises(ClientError) as e:
+        ecs.start_task(taskDefinition=family, containerInstances=[])
+    assert "containerInstances must name 1 to 10" in e.value.response["Error"]["Message"]
