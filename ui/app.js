@@ -296,17 +296,24 @@ async function act(text, call, extra) {
 
 // ---------------------------------------------------------------- metrics
 
-/** Per-service samples from /metrics: key "cluster/service". */
-const samples = new Map();
+/**
+ * Per service (key "cluster/service"): the traffic between two polls,
+ * summed over the nodes: { t, dt, requests, errors, buckets: Map(le ->
+ * count) }, oldest first.
+ */
+const intervals = new Map();
+/** Per node (its id, or "" for the node the dashboard talks to): the
+ * counters it showed at the last poll, by service, and when. */
+const lastRead = new Map();
 let metricsError = null;
 
 const LABELS = /(\w+)="((?:[^"\\]|\\.)*)"/g;
 
+/** One node's HTTP counters by service, from its /metrics text. */
 function parseMetrics(text) {
-  const now = Date.now() / 1000;
   const per = new Map();
   const get = (k) => {
-    if (!per.has(k)) per.set(k, { t: now, requests: 0, errors: 0, buckets: new Map() });
+    if (!per.has(k)) per.set(k, { requests: 0, errors: 0, buckets: new Map() });
     return per.get(k);
   };
   for (const line of text.split("\n")) {
@@ -322,30 +329,71 @@ function parseMetrics(text) {
       x.requests += value;
       if (Number(labels.code) >= 500) x.errors += value;
     } else if (m[1] === "skiff_http_request_duration_seconds_bucket") {
-      get(key).buckets.set(labels.le, value);
+      const b = get(key).buckets;
+      b.set(labels.le, (b.get(labels.le) || 0) + value);
     }
   }
-  for (const [k, v] of per) {
-    const list = samples.get(k) || [];
-    list.push(v);
-    if (list.length > HISTORY) list.shift();
-    samples.set(k, list);
-  }
+  return per;
 }
 
+/**
+ * Reads every connected node's /metrics (through the node the dashboard
+ * talks to) and adds what each counted since the last poll to its
+ * services' intervals. A node that restarted (its counters went down) or
+ * could not be read adds nothing this time.
+ */
 async function pollMetrics() {
+  let nodes = [""];
   try {
-    parseMetrics(await request("GET", "/metrics"));
-    metricsError = null;
+    const arns = await listAll("ListContainerInstances", {}, "containerInstanceArns");
+    const described = [];
+    for (const part of chunked(arns, 100)) {
+      described.push(...((await ecs("DescribeContainerInstances", { containerInstances: part })).containerInstances || []));
+    }
+    const connected = described.filter((n) => n.agentConnected).map((n) => n.ec2InstanceId);
+    if (connected.length) nodes = connected;
   } catch (e) {
-    metricsError = e;
+    // Without the instances (a policy may not allow listing them), the
+    // traffic of the node the dashboard talks to.
+  }
+  const t = Date.now() / 1000;
+  const reads = await Promise.allSettled(
+    nodes.map((n) => request("GET", "/metrics", { query: n ? `node=${encodeURIComponent(n)}` : "" })),
+  );
+  const failed = reads.filter((r) => r.status === "rejected");
+  metricsError = failed.length === reads.length ? failed[0].reason : null;
+  const sums = new Map();
+  reads.forEach((r, i) => {
+    if (r.status !== "fulfilled") return;
+    const now = parseMetrics(r.value);
+    const before = lastRead.get(nodes[i]);
+    lastRead.set(nodes[i], { t, per: now });
+    if (!before) return;
+    for (const [key, b] of now) {
+      const a = before.per.get(key) || { requests: 0, errors: 0, buckets: new Map() };
+      if (b.requests < a.requests) continue;
+      if (!sums.has(key)) sums.set(key, { t, dt: t - before.t, requests: 0, errors: 0, buckets: new Map() });
+      const x = sums.get(key);
+      x.requests += b.requests - a.requests;
+      x.errors += Math.max(0, b.errors - a.errors);
+      for (const [le, n] of b.buckets) x.buckets.set(le, (x.buckets.get(le) || 0) + Math.max(0, n - (a.buckets.get(le) || 0)));
+    }
+  });
+  const keys = new Set([...intervals.keys(), ...sums.keys()]);
+  for (const key of keys) {
+    const list = intervals.get(key) || [];
+    const x = sums.get(key);
+    if (x) list.push(x);
+    else if (list.length) list.push({ t, dt: t - list[list.length - 1].t, requests: 0, errors: 0, buckets: new Map() });
+    if (list.length > HISTORY) list.shift();
+    intervals.set(key, list);
   }
 }
 
-/** The q-quantile of the requests between two samples, from their buckets. */
-function quantile(a, b, q) {
-  const bounds = [...b.buckets.keys()].sort((x, y) => (x === "+Inf" ? 1 : y === "+Inf" ? -1 : x - y));
-  const counts = bounds.map((le) => (b.buckets.get(le) || 0) - (a.buckets.get(le) || 0));
+/** The q-quantile of the requests in an interval, from its buckets. */
+function quantile(x, q) {
+  const bounds = [...x.buckets.keys()].sort((a, b) => (a === "+Inf" ? 1 : b === "+Inf" ? -1 : a - b));
+  const counts = bounds.map((le) => x.buckets.get(le) || 0);
   const total = counts[counts.length - 1];
   if (!(total > 0)) return null;
   const rank = q * total;
@@ -366,20 +414,15 @@ function quantile(a, b, q) {
 
 /** Series for one service: request rate, error rate, p50 and p99. */
 function series(key) {
-  const list = samples.get(key) || [];
   const out = { rate: [], errors: [], p50: [], p99: [] };
-  for (let i = 1; i < list.length; i++) {
-    const a = list[i - 1];
-    const b = list[i];
-    const dt = b.t - a.t;
-    if (dt <= 0) continue;
-    const req = Math.max(0, b.requests - a.requests);
-    out.rate.push([b.t, req / dt]);
-    out.errors.push([b.t, req ? (100 * Math.max(0, b.errors - a.errors)) / req : 0]);
-    const p50 = quantile(a, b, 0.5);
-    const p99 = quantile(a, b, 0.99);
-    if (p50 !== null) out.p50.push([b.t, p50 * 1000]);
-    if (p99 !== null) out.p99.push([b.t, p99 * 1000]);
+  for (const x of intervals.get(key) || []) {
+    if (x.dt <= 0) continue;
+    out.rate.push([x.t, x.requests / x.dt]);
+    out.errors.push([x.t, x.requests ? (100 * x.errors) / x.requests : 0]);
+    const p50 = quantile(x, 0.5);
+    const p99 = quantile(x, 0.99);
+    if (p50 !== null) out.p50.push([x.t, p50 * 1000]);
+    if (p99 !== null) out.p99.push([x.t, p99 * 1000]);
   }
   return out;
 }

@@ -9,7 +9,8 @@
 //! of the request that reads and writes the store; it runs off the async
 //! threads, and its answer is sent only after its writes are durable.
 //!
-//! Also here: `GET /metrics` (Prometheus text; without a key only from
+//! Also here: `GET /metrics` (Prometheus text, of this node or, with
+//! `?node=ID`, of another, read through it; without a key only from
 //! loopback), `GET /logs/CLUSTER/TASK` (a task's output as text) and the
 //! dashboard under `GET /ui/` ([`ui`]).
 
@@ -450,6 +451,7 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
     }
     if get && path == "/metrics" {
+        let query = parts.uri.query().unwrap_or("").to_string();
         return tokio::task::spawn_blocking(move || {
             let loopback = peer.is_some_and(|p| p.ip().is_loopback());
             let signed = parts.headers.contains_key(hyper::header::AUTHORIZATION);
@@ -473,10 +475,16 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
                     return error_response(&e, &request_id);
                 }
             }
-            let mut text = api.metrics.render(api.store.as_ref(), api.runtime.as_ref());
-            if let Some(r) = &api.registry {
-                crate::metrics::render_registry(&mut text, r);
-            }
+            let node = query_param(&query, "node").filter(|n| *n != api.node);
+            let text = match node {
+                None => metrics_text(&api),
+                Some(node) => match peer::node_metrics(&api, node) {
+                    Ok(text) => text,
+                    Err((status, message)) => {
+                        return text_response(status, "text/plain; charset=utf-8", message)
+                    }
+                },
+            };
             text_response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -711,6 +719,22 @@ pub fn decode_at<T: serde::de::DeserializeOwned>(part: &Value, at: &str) -> ApiR
         true => ApiError::client(e.message),
         false => ApiError::client(e.to_string()),
     })
+}
+
+/// This node's metrics, in Prometheus' text format.
+pub(crate) fn metrics_text(api: &Api) -> String {
+    let mut text = api.metrics.render(api.store.as_ref(), api.runtime.as_ref());
+    if let Some(r) = &api.registry {
+        crate::metrics::render_registry(&mut text, r);
+    }
+    text
+}
+
+/// The value of `name` in a URL query (`a=1&b=2`), as given.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Reads a JSON record.

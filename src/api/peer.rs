@@ -2,8 +2,9 @@
 //! any node's API serves them, asking that node for them.
 //!
 //! A node answers `GET /_skiff/logs/CLUSTER/TASK` (the task's log files,
-//! as JSON: container name to text) and `GET /_skiff/blobs/HEX` (a module
-//! by its digest, see [`crate::agent::blobs`]) only to a request that carries
+//! as JSON: container name to text), `GET /_skiff/blobs/HEX` (a module
+//! by its digest, see [`crate::agent::blobs`]) and `GET /_skiff/metrics`
+//! (its metrics) only to a request that carries
 //! [`HEADER`], an HMAC-SHA256 of the path (with its query) and the time
 //! under the secret all nodes read from the store (`secrets/peer`, made by
 //! the first node that starts), within 5 minutes of the time it names:
@@ -170,6 +171,46 @@ pub fn task_files_from(
     }
 }
 
+/// The path of a node's metrics, for nodes.
+pub const METRICS_PATH: &str = "/_skiff/metrics";
+
+/// Another node's metrics (Prometheus text), read from it: for a
+/// dashboard that sums a service's traffic over the nodes. The error is
+/// the status and message to answer with (404 for a node the store does
+/// not know, 502 for one that cannot be reached).
+pub fn node_metrics(api: &Api, node: &str) -> Result<String, (StatusCode, String)> {
+    let addr = api
+        .store
+        .get(&capacity::instance_key(node))
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")))?
+        .and_then(|r| serde_json::from_slice::<Instance>(&r.value).ok())
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("no container instance {node}; ListContainerInstances names them"),
+            )
+        })?
+        .node
+        .api
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                format!("container instance {node} has no API address to read its metrics from"),
+            )
+        })?;
+    match get(&addr, METRICS_PATH, &api.peer_secret) {
+        Ok(Some(body)) => Ok(String::from_utf8_lossy(&body).into_owned()),
+        Ok(None) => Err((
+            StatusCode::NOT_FOUND,
+            format!("container instance {node} at {addr} has no metrics"),
+        )),
+        Err(e) => Err((
+            StatusCode::BAD_GATEWAY,
+            format!("cannot read the metrics of container instance {node} at {addr}: {e}"),
+        )),
+    }
+}
+
 /// What a node answers `/_skiff/logs/CLUSTER/TASK?from=CURSOR` with.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct LogsRead {
@@ -181,7 +222,12 @@ struct LogsRead {
 /// log lines (`/_skiff/logs/CLUSTER/TASK?from=CURSOR`, as JSON) or a blob
 /// (`/_skiff/blobs/HEX`); 404 for what is not here.
 pub fn serve(api: &Api, path: &str) -> Response<Full<Bytes>> {
-    let found = if let Some(hex) = path.strip_prefix(crate::agent::blobs::BLOBS_PATH) {
+    let found = if path == METRICS_PATH {
+        Some((
+            "text/plain; version=0.0.4; charset=utf-8",
+            super::metrics_text(api).into_bytes(),
+        ))
+    } else if let Some(hex) = path.strip_prefix(crate::agent::blobs::BLOBS_PATH) {
         api.blobs
             .as_ref()
             .and_then(|b| b.local(hex))

@@ -181,6 +181,32 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
             return sorted(t["availabilityZone"] for t in ts if t["lastStatus"] == "RUNNING")
 
         wait_for("one task per zone", lambda: zones() == ["z0", "z1", "z2"])
+
+        # Traffic through z2's ingress; z2's metrics read through z0 (as
+        # the dashboard sums a service over the nodes) are z2's own.
+        host, port = nodes[2].ingress
+        for _ in range(5):
+            req = urllib.request.Request(f"http://{host}:{port}/", headers={"Host": f"{svc}.localhost"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200
+
+        def served(text):
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("skiff_http_requests_total{") and f'service="{svc}"' in line)
+
+        def metrics(endpoint, query=""):
+            with urllib.request.urlopen(f"{endpoint}/metrics{query}", timeout=30) as r:
+                return r.read().decode()
+
+        z2_id = by_zone["z2"]["ec2InstanceId"]
+        direct = served(metrics(nodes[2].endpoint))
+        assert direct >= 5
+        assert served(metrics(nodes[0].endpoint, f"?node={z2_id}")) == direct
+        with pytest.raises(urllib.error.HTTPError) as e:
+            metrics(nodes[0].endpoint, "?node=no-such-node")
+        assert e.value.code == 404 and b"no container instance no-such-node" in e.value.read()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{nodes[0].endpoint}/_skiff/metrics", timeout=30)
         z1 = by_zone["z1"]["containerInstanceArn"]
         out = aws(nodes[1].endpoint, "update-container-instances-state",
                   "--container-instances", z1, "--status", "DRAINING")
