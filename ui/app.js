@@ -622,29 +622,82 @@ async function rollbackTarget(service) {
 }
 
 /** The deployments as bars from when each began, `width` pixels wide. */
-function timeline(service, width) {
-  const deployments = [...(service.deployments || [])].sort((a, b) => epoch(a.createdAt) - epoch(b.createdAt));
+/** How many of a service's deployments the timeline shows, newest. */
+const TIMELINE_DEPLOYMENTS = 10;
+
+/**
+ * A service's latest deployments, finished ones too (ListServiceDeployments),
+ * with the task definition each ran (DescribeServiceRevisions); null when
+ * the key's policy does not allow reading them.
+ */
+async function deploymentHistory(cluster, name) {
+  try {
+    const list = (await ecs("ListServiceDeployments", { cluster, service: name, maxResults: TIMELINE_DEPLOYMENTS }))
+      .serviceDeployments || [];
+    const arns = list.map((d) => d.targetServiceRevisionArn).filter(Boolean);
+    const revisions = arns.length ? (await ecs("DescribeServiceRevisions", { serviceRevisionArns: arns })).serviceRevisions || [] : [];
+    const td = new Map(revisions.map((r) => [r.serviceRevisionArn, r.taskDefinition]));
+    return list.map((d) => ({ ...d, taskDefinition: td.get(d.targetServiceRevisionArn) }));
+  } catch (e) {
+    return null;
+  }
+}
+
+/**
+ * Timeline rows, oldest first: each deployment from its start until it
+ * was replaced or ended (now while it runs), labelled with its task
+ * definition and status, and for the live ones their counts. Without the
+ * history, the live deployments alone.
+ */
+function timelineRows(service, history) {
   const now = Date.now() / 1000;
-  const start = Math.min(...deployments.map((d) => epoch(d.createdAt)), now - 60);
+  const number = (id) => String(id || "").split("/").pop();
+  const live = new Map((service.deployments || []).map((d) => [number(d.id), d]));
+  if (!history) {
+    return [...(service.deployments || [])]
+      .sort((a, b) => epoch(a.createdAt) - epoch(b.createdAt))
+      .map((d) => {
+        const done = d.rolloutState === "COMPLETED" || d.rolloutState === "FAILED";
+        return {
+          from: epoch(d.createdAt),
+          to: done && d.status !== "PRIMARY" ? epoch(d.updatedAt) || now : now,
+          label: `${last(d.taskDefinition)} ${d.status}`,
+          bar: `${d.rolloutState || ""} ${d.runningCount}/${d.desiredCount} running`,
+          color: d.rolloutState === "FAILED" ? "#cf222e" : d.status === "PRIMARY" ? "#1f6feb" : "#8b949e",
+        };
+      });
+  }
+  const list = [...history].sort((a, b) => epoch(a.startedAt || a.createdAt) - epoch(b.startedAt || b.createdAt));
+  return list.map((d, i) => {
+    const from = epoch(d.startedAt || d.createdAt);
+    const next = list[i + 1] ? epoch(list[i + 1].startedAt || list[i + 1].createdAt) : now;
+    const running = live.get(number(d.serviceDeploymentArn));
+    const failed = /ROLLBACK|FAILED/.test(d.status);
+    const to = running ? now : d.status === "SUCCESSFUL" ? next : epoch(d.finishedAt) || next;
+    return {
+      from,
+      to,
+      label: `${last(d.taskDefinition) || number(d.serviceDeploymentArn)} ${d.status}`,
+      bar: running ? `${running.rolloutState || ""} ${running.runningCount}/${running.desiredCount} running` : d.status,
+      color: failed ? "#cf222e" : running && running.status === "PRIMARY" ? "#1f6feb" : "#8b949e",
+    };
+  });
+}
+
+function timeline(rows, width) {
+  const now = Date.now() / 1000;
+  const start = Math.min(...rows.map((r) => r.from), now - 60);
   const w = Math.max(width, 480);
   const rowH = 22;
-  const ht = deployments.length * rowH + 22;
+  const ht = rows.length * rowH + 22;
   const x = (t) => 150 + ((t - start) / Math.max(now - start, 1)) * (w - 160);
   const svg = s("svg", { viewBox: `0 0 ${w} ${ht}`, width: w, height: ht, id: "timeline" });
-  deployments.forEach((d, i) => {
+  rows.forEach((r, i) => {
     const y = i * rowH + 4;
-    const from = epoch(d.createdAt);
-    const done = d.rolloutState === "COMPLETED" || d.rolloutState === "FAILED";
-    const to = done && d.status !== "PRIMARY" ? epoch(d.updatedAt) || now : now;
-    const color = d.rolloutState === "FAILED" ? "#cf222e" : d.status === "PRIMARY" ? "#1f6feb" : "#8b949e";
     svg.append(
-      s("text", { x: 0, y: y + 13 }, `${last(d.taskDefinition)} ${d.status}`),
-      s("rect", { x: x(from), y, width: Math.max(x(to) - x(from), 2), height: rowH - 8, rx: 3, fill: color }),
-      s(
-        "text",
-        { x: Math.min(x(from) + 4, w - 200), y: y + 11, class: "on-bar" },
-        `${d.rolloutState || ""} ${d.runningCount}/${d.desiredCount} running`,
-      ),
+      s("text", { x: 0, y: y + 13 }, r.label),
+      s("rect", { x: x(r.from), y, width: Math.max(x(r.to) - x(r.from), 2), height: rowH - 8, rx: 3, fill: r.color }),
+      s("text", { x: Math.min(x(r.from) + 4, w - 200), y: y + 11, class: "on-bar" }, r.bar),
     );
   });
   svg.append(
@@ -709,10 +762,11 @@ function serviceView(cluster, name) {
   const stat = (id, n, l) => h("div", { class: "card stat", id }, h("div", { class: "n" }, n), h("div", { class: "l" }, l));
   return {
     async refresh() {
-      const [described, arns] = await Promise.all([
+      const [described, arns, , history] = await Promise.all([
         ecs("DescribeServices", { cluster, services: [name] }),
         listAll("ListTasks", { cluster, serviceName: name }, "taskArns"),
         pollMetrics(),
+        deploymentHistory(cluster, name),
       ]);
       if (!described.services || !described.services.length) {
         throw new ApiError("ServiceNotFoundException", `no service ${name} in cluster ${cluster}`, 400);
@@ -736,7 +790,7 @@ function serviceView(cluster, name) {
               chart("Latency p99", sr.p99, "ms", "chart-p99"),
             ]),
       );
-      timelineBox.replaceChildren(timeline(service, timelineBox.clientWidth - 30));
+      timelineBox.replaceChildren(timeline(timelineRows(service, history), timelineBox.clientWidth - 30));
       const list = await describeTasks(cluster, arns);
       list.sort((a, b) => a.taskArn.localeCompare(b.taskArn));
       syncRows(tasks.tbody, list, (t) => t.taskArn, taskCells(cluster, true));

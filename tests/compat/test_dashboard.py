@@ -338,6 +338,18 @@ def test_rolling_back_to_the_revision_before(ui, browser):
         timeout=30,
     )
 
+    # The timeline shows the finished deployments too: revision 1, then 2,
+    # then 1 again, which runs.
+    def rows():
+        labels = driver.execute_script(
+            "return [...document.querySelectorAll('#timeline text:not(.on-bar)')].map((t) => t.textContent)"
+        )
+        rows = [l for l in labels if l.startswith(family + ":")]
+        return len(rows) == 3 and rows
+
+    labels = wait_for("three deployments in the timeline", rows, timeout=30)
+    assert [l.split(" ")[0] for l in labels] == [f"{family}:1", f"{family}:2", f"{family}:1"], labels
+
 
 def test_cancelling_asks_and_does_nothing(ui, browser):
     driver = browser
