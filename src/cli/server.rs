@@ -499,7 +499,7 @@ impl Server {
         let scheduler_thread = crate::scheduler::controller::spawn(
             store.clone(),
             node.clone(),
-            lease,
+            lease.clone(),
             self.scale_in_window,
             shutdown.clone(),
         )
@@ -548,6 +548,7 @@ impl Server {
                 crate::ingress::acme::Shared {
                     store: store.clone(),
                     node: node.clone(),
+                    lease: lease.clone(),
                     domains: routes.domains().clone(),
                     certs: certs.clone(),
                     challenges: challenges.clone(),

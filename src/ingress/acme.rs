@@ -239,6 +239,9 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// This node's id (in its claims of names).
     pub node: String,
+    /// This node's lease: its claims end with it, so that the names a
+    /// node was ordering are free as soon as the node is gone.
+    pub lease: crate::scheduler::leader::NodeLease,
     /// The names services claim.
     pub domains: Arc<Domains>,
     /// The ingress's certificates.
@@ -398,8 +401,9 @@ impl Manager {
     }
 
     /// Claims `name` for this node's order: false while another node's
-    /// claim holds (a claim lapses after twice an order's longest time, so
-    /// that a node that went away holds nothing).
+    /// claim holds. A claim is kept under the node's lease, so it ends
+    /// with the node; and it lapses after twice an order's longest time,
+    /// so that a node stuck in an order holds nothing for long.
     fn claim(&self, name: &str) -> Result<bool, String> {
         let store = &self.shared.store;
         let key = format!("{ORDERS}{name}");
@@ -419,11 +423,16 @@ impl Manager {
         };
         let until = now + 2.0 * ORDER_TIMEOUT.as_secs_f64();
         let value = serde_json::json!({"node": self.shared.node, "until": until});
+        let lease = self
+            .shared
+            .lease
+            .load(std::sync::atomic::Ordering::SeqCst);
         match store.commit(
             &[condition],
-            &[Write::Put(
+            &[Write::PutLeased(
                 key,
                 serde_json::to_vec(&value).unwrap_or_default(),
+                lease,
             )],
         ) {
             Ok(_) => Ok(true),
@@ -680,5 +689,45 @@ mod tests {
         );
         // What is not shaped as a token is never looked up.
         assert_eq!(answer(&format!("{CHALLENGE_PATH}../../x")), None);
+    }
+
+    #[test]
+    fn a_claim_ends_with_its_nodes_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let manager = |node: &str| {
+            let lease = store.grant(Duration::from_secs(600)).unwrap();
+            Manager {
+                config: AcmeConfig {
+                    directory: "https://ca.invalid/dir".into(),
+                    email: None,
+                    ca_root: None,
+                    dir: dir.path().join(node),
+                },
+                cert_dir: dir.path().join(node),
+                shared: Shared {
+                    store: store.clone(),
+                    node: node.into(),
+                    lease: Arc::new(lease.into()),
+                    domains: Default::default(),
+                    certs: Default::default(),
+                    challenges: Arc::new(Challenges::new(store.clone())),
+                    metrics: Default::default(),
+                },
+                account: None,
+                backoff: HashMap::new(),
+            }
+        };
+        let (a, b) = (manager("a"), manager("b"));
+        assert!(a.claim("www.example.com").unwrap());
+        assert!(!b.claim("www.example.com").unwrap(), "a's claim holds");
+        assert!(b.claim("api.example.com").unwrap(), "other names are free");
+        // Node a goes: its claim goes with its lease, long before the
+        // claim's own time runs out.
+        store
+            .revoke(a.shared.lease.load(std::sync::atomic::Ordering::SeqCst))
+            .unwrap();
+        assert!(b.claim("www.example.com").unwrap());
     }
 }
