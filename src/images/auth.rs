@@ -16,7 +16,8 @@ pub struct Credentials {
     /// names a file here holding `{"username": ..., "password": ...}` (the
     /// shape of the Secrets Manager secret ECS reads).
     pub secrets_dir: Option<PathBuf>,
-    /// A docker `config.json` (`auths`, as `docker login` writes it).
+    /// A docker `config.json`: `auths` as `docker login` writes them, or
+    /// credential helpers (`credHelpers`, `credsStore`).
     pub docker_config: Option<PathBuf>,
 }
 
@@ -27,9 +28,97 @@ struct Secret {
 }
 
 #[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct DockerConfig {
     #[serde(default)]
     auths: std::collections::BTreeMap<String, DockerAuth>,
+    /// Registry host to credential helper (`docker-credential-NAME`).
+    #[serde(default)]
+    cred_helpers: std::collections::BTreeMap<String, String>,
+    /// The helper for registries `credHelpers` does not name.
+    creds_store: Option<String>,
+}
+
+/// What a credential helper's `get` prints.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HelperAnswer {
+    username: String,
+    secret: String,
+}
+
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks the credential helper `docker-credential-NAME` (found on PATH)
+/// for the credentials of `server`, as docker does: `get`, the server on
+/// its stdin, `{"Username", "Secret"}` on its stdout. A helper that knows
+/// none says so ("credentials not found"): anonymous.
+fn ask_helper(name: &str, server: &str) -> Result<RegistryAuth, String> {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{name}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "the credential helper name {name:?} must be letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("the credential helper {program} cannot run (is it on PATH?): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{server}");
+    }
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < HELPER_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the credential helper {program} did not answer within {HELPER_TIMEOUT:?}"
+                ));
+            }
+            Err(e) => return Err(format!("the credential helper {program}: {e}")),
+        }
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if !status.success() {
+        if out.contains("credentials not found") || err.contains("credentials not found") {
+            return Ok(RegistryAuth::Anonymous);
+        }
+        return Err(format!(
+            "the credential helper {program} failed ({status}) for {server}: {}",
+            format!("{} {}", out.trim(), err.trim()).trim()
+        ));
+    }
+    let a: HelperAnswer = serde_json::from_str(&out).map_err(|e| {
+        format!("the credential helper {program} answered what is not {{\"Username\", \"Secret\"}}: {e}")
+    })?;
+    if a.username == "<token>" {
+        return Err(format!(
+            "the credential helper {program} gave an identity token for {server}, which skiff does not exchange; log in with a username and password"
+        ));
+    }
+    Ok(RegistryAuth::Basic(a.username, a.secret))
 }
 
 #[derive(serde::Deserialize)]
@@ -51,7 +140,9 @@ impl Credentials {
 
     /// The credentials for `reference`: from the secret `parameter` names
     /// when set (an error when it cannot be read), else from the docker
-    /// config, else anonymous.
+    /// config (its credential helper for the registry, else its `auths`),
+    /// else anonymous. May run a credential helper: call it off the async
+    /// threads.
     pub fn for_registry(
         &self,
         reference: &Reference,
@@ -106,13 +197,27 @@ impl Credentials {
             ))
         })?;
         let registry = reference.resolve_registry();
-        let entry = config.auths.iter().find(|(k, _)| {
+        let names = |k: &str| {
             let host = k
                 .trim_start_matches("https://")
                 .trim_start_matches("http://");
             let host = host.split('/').next().unwrap_or(host);
             host == registry || host == reference.registry()
-        });
+        };
+        // A helper first, as docker looks: the registry's own, else the
+        // store for all.
+        let helper = config
+            .cred_helpers
+            .iter()
+            .find(|(k, _)| names(k))
+            .map(|(k, h)| (k.as_str(), h))
+            .or(config.creds_store.as_ref().map(|h| (registry, h)));
+        if let Some((server, name)) = helper {
+            return ask_helper(name, server).map_err(|e| {
+                fail(format!("{e} (the docker config {})", path.display()))
+            });
+        }
+        let entry = config.auths.iter().find(|(k, _)| names(k));
         let Some((_, a)) = entry else {
             return Ok(RegistryAuth::Anonymous);
         };

@@ -218,10 +218,7 @@ impl Registry {
         if let Some(d) = reference.digest() {
             return Ok(d.to_string());
         }
-        let auth = self
-            .config
-            .credentials
-            .for_registry(reference, credentials)?;
+        let auth = self.auth(reference, credentials).await?;
         self.client(&auth)
             .fetch_manifest_digest(reference, &auth)
             .await
@@ -293,10 +290,7 @@ impl Registry {
             kind,
             detail,
         };
-        let auth = self
-            .config
-            .credentials
-            .for_registry(reference, credentials)?;
+        let auth = self.auth(reference, credentials).await?;
         let client = self.client(&auth);
         let (raw, digest) = client
             .pull_manifest_raw(target, &auth, MANIFEST_TYPES)
@@ -362,6 +356,26 @@ impl Registry {
         Ok(Pulled { digest, bytes })
     }
 
+    /// The credentials for `reference` (see [`Credentials::for_registry`]),
+    /// found off the async threads: a credential helper may take a while.
+    async fn auth(
+        &self,
+        reference: &Reference,
+        parameter: Option<&str>,
+    ) -> Result<RegistryAuth, ImageError> {
+        let credentials = self.config.credentials.clone();
+        let (r, p) = (reference.clone(), parameter.map(str::to_string));
+        tokio::task::spawn_blocking(move || credentials.for_registry(&r, p.as_deref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ImageError {
+                    reference: reference.whole(),
+                    kind: ImageErrorKind::Credentials,
+                    detail: format!("looking up the credentials failed: {e}"),
+                })
+            })
+    }
+
     /// Pushes `wasm` to `reference` as a CNCF wasm artifact; returns the
     /// manifest's digest. `config` is the artifact's config document.
     pub async fn push(
@@ -370,7 +384,7 @@ impl Registry {
         wasm: Vec<u8>,
         config: serde_json::Value,
     ) -> Result<String, ImageError> {
-        let auth = self.config.credentials.for_registry(reference, None)?;
+        let auth = self.auth(reference, None).await?;
         let client = self.client(&auth);
         let layer = ImageLayer::new(wasm, WASM_LAYER.to_string(), None);
         let config = Config::new(

@@ -50,11 +50,13 @@ def wait_for(what, fn, timeout=60.0):
 class Server:
     """A skiff server on free ports, in its own data directory."""
 
-    def __init__(self, data_dir, *args, wrap=()):
+    def __init__(self, data_dir, *args, wrap=(), env=None):
         self.data_dir = data_dir
         self.args = list(args)
         # A command the server runs under (strace, for example).
         self.wrap = list(wrap)
+        # Its environment, when not this process's.
+        self.env = env
         self.proc = None
         self.endpoint = None
         self.ingress = None
@@ -69,6 +71,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             text=True,
             cwd=ROOT,
+            env=self.env,
         )
         lines = queue.Queue()
 

@@ -401,3 +401,54 @@ def test_failed_pulls_trip_the_circuit_breaker_and_the_rollback_keeps_its_digest
         for t in stopped_bad), [t["stoppedReason"] for t in stopped_bad]
     ecs.update_service(service=name, desiredCount=0)
     ecs.delete_service(service=name)
+
+
+def test_credentials_from_a_docker_credential_helper(registry):
+    """A docker config whose credHelpers names a helper for the registry:
+    the server runs docker-credential-NAME get (found on its PATH), as
+    docker does; a helper that fails is named in the task's reason."""
+    work = tempfile.mkdtemp(prefix="skiff-cred-helper-")
+    bin_dir = os.path.join(work, "bin")
+    os.makedirs(bin_dir)
+    asked = os.path.join(work, "asked")
+    helper = os.path.join(bin_dir, "docker-credential-skifftest")
+    with open(helper, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            f'[ "$1" = get ] || exit 2\n'
+            f"read server; echo \"$server\" >> {asked}\n"
+            f"printf '{{\"ServerURL\": \"%s\", \"Username\": \"{USER}\", \"Secret\": \"{PASSWORD}\"}}' \"$server\"\n"
+        )
+    broken = os.path.join(bin_dir, "docker-credential-broken")
+    with open(broken, "w") as f:
+        f.write("#!/bin/sh\necho 'the keychain is locked' >&2\nexit 3\n")
+    for p in (helper, broken):
+        os.chmod(p, 0o755)
+    config = os.path.join(work, "config.json")
+    with open(config, "w") as f:
+        json.dump({"credHelpers": {registry.host: "skifftest"}}, f)
+    image = variant(ECHO, uniq("helper"))
+    digest = push(registry, image, "helped:v1")
+    os.unlink(image)
+    data = tempfile.mkdtemp(prefix="skiff-compat-helper-")
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"])
+    s = Server(data, "--insecure-registry", registry.host, "--docker-config", config, env=env).start()
+    try:
+        ecs = s.client()
+        family = register(ecs, f"{registry.host}/helped:v1")
+        t = stopped(ecs, ecs.run_task(taskDefinition=family)["tasks"][0]["taskArn"])
+        assert t["containers"][0]["exitCode"] == 0, t
+        assert t["containers"][0]["imageDigest"] == digest
+        with open(asked) as f:
+            assert registry.host in f.read().split()
+        # A helper that fails: the task says which, and why.
+        with open(config, "w") as f:
+            json.dump({"credsStore": "broken"}, f)
+        family = register(ecs, f"{registry.host}/helped:v1")
+        t = stopped(ecs, ecs.run_task(taskDefinition=family)["tasks"][0]["taskArn"])
+        reason = t["containers"][0].get("reason", "") + t.get("stoppedReason", "")
+        assert "docker-credential-broken" in reason and "the keychain is locked" in reason, t
+    finally:
+        s.stop()
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
