@@ -218,6 +218,12 @@ pub fn stream_key(group: &str, stream: &str) -> String {
     format!("logstreams/{}/{}", enc(group), enc(stream))
 }
 
+/// The store key of a log group made by CreateLogGroup (or given a
+/// retention policy or tags): `loggroups/GROUP`.
+pub fn group_key(group: &str) -> String {
+    format!("loggroups/{}", enc(group))
+}
+
 /// The prefix of a log group's stream keys.
 pub fn group_prefix(group: &str) -> String {
     format!("logstreams/{}/", enc(group))

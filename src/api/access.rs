@@ -111,7 +111,11 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
 /// The resources a CloudWatch Logs action acts on.
 pub fn logs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
     let s = |name: &str| req.get(name).and_then(Value::as_str);
-    let group = s("logGroupName").or(s("logGroupIdentifier"));
+    // The tag calls name their group by ARN.
+    let by_arn = s("resourceArn")
+        .and_then(|a| a.split_once(":log-group:"))
+        .map(|(_, g)| g.trim_end_matches(":*"));
+    let group = s("logGroupName").or(s("logGroupIdentifier")).or(by_arn);
     match (action, group) {
         ("DescribeLogGroups", _) | (_, None) => vec!["*".into()],
         ("GetLogEvents", Some(g)) => vec![format!(
@@ -215,6 +219,14 @@ mod tests {
                 &json!({"resourceArn": "arn:aws:ecs:eu-west-1:1:service/prod/web"})
             ),
             [prod]
+        );
+        assert_eq!(
+            logs_resources(
+                &scope,
+                "TagResource",
+                &json!({"resourceArn": "arn:aws:logs:eu-west-1:1:log-group:/ecs/web"})
+            ),
+            ["arn:aws:logs:eu-west-1:1:log-group:/ecs/web"]
         );
         assert_eq!(
             logs_resources(

@@ -1,7 +1,8 @@
 //! CloudWatch Logs' read API over container logs: DescribeLogGroups,
 //! DescribeLogStreams, GetLogEvents and FilterLogEvents (AWS JSON 1.1,
 //! target prefix `Logs_20140328`), so that `aws logs` and boto3's `logs`
-//! client read them unchanged.
+//! client read them unchanged; log groups themselves are made, deleted,
+//! given retention and tagged in [`super::log_groups`].
 //!
 //! A container whose `logConfiguration` uses the `awslogs` driver has its
 //! log (stdout and stderr, line by line) in the group `awslogs-group`, in
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
+use super::log_groups as groups;
 use super::{decode, page, Api};
 use crate::agent::logs::{self as files, Line};
 use crate::model::arn::Scope;
@@ -27,7 +29,34 @@ pub(crate) const ACTIONS: &[(&str, super::Action)] = &[
     ("DescribeLogStreams", describe_streams),
     ("GetLogEvents", get_events),
     ("FilterLogEvents", filter_events),
+    ("CreateLogGroup", groups::create),
+    ("DeleteLogGroup", groups::delete),
+    ("PutRetentionPolicy", groups::put_retention),
+    ("DeleteRetentionPolicy", groups::delete_retention),
+    ("ListTagsForResource", groups::list_tags),
+    ("TagResource", groups::tag),
+    ("UntagResource", groups::untag),
+    ("ListTagsLogGroup", groups::list_tags_by_name),
+    ("TagLogGroup", groups::tag_by_name),
+    ("UntagLogGroup", groups::untag_by_name),
 ];
+
+/// The oldest event time (ms) a group's reads show: its retention
+/// policy's bound, if it has one.
+fn retained_from(api: &Api, group: &str) -> ApiResult<Option<u64>> {
+    let now_ms = (crate::model::now() * 1000.0) as u64;
+    Ok(groups::record(api, group)?.and_then(|(g, _)| g.retained_from(now_ms)))
+}
+
+/// A group's streams; ResourceNotFound when the group does not exist
+/// (no stream and no record).
+fn group_streams(api: &Api, group: &str) -> ApiResult<Vec<Stream>> {
+    let all = streams(api, &files::group_prefix(group))?;
+    if all.is_empty() && groups::record(api, group)?.is_none() {
+        return Err(not_found("log group"));
+    }
+    Ok(all)
+}
 
 /// One indexed stream.
 struct Stream {
@@ -47,8 +76,13 @@ impl Stream {
             .unwrap_or_default()
     }
 
-    fn lines(&self, api: &Api) -> Vec<Line> {
-        files::parse(&self.text(api))
+    /// Its events, from `from` (ms) on when a retention policy says.
+    fn lines(&self, api: &Api, from: Option<u64>) -> Vec<Line> {
+        let mut lines = files::parse(&self.text(api));
+        if let Some(from) = from {
+            lines.retain(|l| l.ms >= from);
+        }
+        lines
     }
 
     fn bytes(&self, api: &Api) -> u64 {
@@ -141,23 +175,32 @@ fn describe_groups(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let prefix = r.log_group_name_prefix.as_deref().unwrap_or("");
     let max = r.limit(50, 50)?;
     let after = page::after(req)?;
-    let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    // (creation time, bytes, retention) by group: the groups tasks wrote
+    // to and those created.
+    let mut found: BTreeMap<String, (u64, u64, Option<u32>)> = BTreeMap::new();
     for s in streams(api, "logstreams/")? {
         if !s.group.starts_with(prefix) {
             continue;
         }
         let bytes = s.bytes(api);
-        let g = groups.entry(s.group.clone()).or_insert((s.created, 0));
+        let g = found.entry(s.group.clone()).or_insert((s.created, 0, None));
         g.0 = g.0.min(s.created);
         g.1 += bytes;
     }
-    let names: Vec<String> = groups.keys().cloned().collect();
+    for (name, r) in groups::records(api)? {
+        if name.starts_with(prefix) {
+            let g = found.entry(name).or_insert((r.creation_time, 0, None));
+            g.0 = r.creation_time;
+            g.2 = r.retention_in_days;
+        }
+    }
+    let names: Vec<String> = found.keys().cloned().collect();
     let (names, next) = page::page(names, |n| n.clone(), after.as_deref(), max);
     let out: Vec<Value> = names
         .iter()
         .map(|n| {
-            let (created, bytes) = groups[n];
-            json!({
+            let (created, bytes, retention) = found[n];
+            let mut v = json!({
                 "logGroupName": n,
                 "creationTime": created,
                 "arn": format!("{}:*", group_arn(scope, n)),
@@ -165,7 +208,11 @@ fn describe_groups(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 "storedBytes": bytes,
                 "metricFilterCount": 0,
                 "logGroupClass": "STANDARD",
-            })
+            });
+            if let Some(days) = retention {
+                v["retentionInDays"] = json!(days);
+            }
+            v
         })
         .collect();
     let mut v = json!({ "logGroups": out });
@@ -199,15 +246,13 @@ fn describe_streams(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let max = r.limit(50, 50)?;
-    let all = streams(api, &files::group_prefix(&group))?;
-    if all.is_empty() {
-        return Err(not_found("log group"));
-    }
+    let all = group_streams(api, &group)?;
+    let from = retained_from(api, &group)?;
     let mut rows: Vec<(String, Value, u64)> = all
         .iter()
         .filter(|s| s.name.starts_with(prefix))
         .map(|s| {
-            let lines = s.lines(api);
+            let lines = s.lines(api, from);
             let first = lines.first().map(|l| l.ms);
             let last = lines.last().map(|l| l.ms);
             let mut v = json!({
@@ -265,7 +310,7 @@ fn get_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let max = r.limit(10_000, 10_000)?;
     let (start, end) = (r.start_time, r.end_time);
     let lines: Vec<Line> = s
-        .lines(api)
+        .lines(api, retained_from(api, &group)?)
         .into_iter()
         .filter(|l| in_window(l, start, end))
         .collect();
@@ -328,10 +373,8 @@ fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let pattern = r.filter_pattern.as_deref().unwrap_or("");
     let (start, end) = (r.start_time, r.end_time);
     let max = r.limit(10_000, 10_000)?;
-    let all = streams(api, &files::group_prefix(&group))?;
-    if all.is_empty() {
-        return Err(not_found("log group"));
-    }
+    let all = group_streams(api, &group)?;
+    let from = retained_from(api, &group)?;
     let mut events: Vec<(u64, String, usize, Line)> = Vec::new();
     let mut searched = Vec::new();
     for s in all.iter().filter(|s| {
@@ -339,7 +382,7 @@ fn filter_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
             && prefix.is_none_or(|p| s.name.starts_with(p))
     }) {
         searched.push(json!({"logStreamName": s.name, "searchedCompletely": true}));
-        for (i, l) in s.lines(api).into_iter().enumerate() {
+        for (i, l) in s.lines(api, from).into_iter().enumerate() {
             if in_window(&l, start, end) && matches(pattern, &l.text) {
                 events.push((l.ms, s.name.clone(), i, l));
             }

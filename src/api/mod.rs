@@ -21,6 +21,7 @@ pub mod clusters;
 pub mod deployments;
 pub mod error;
 pub mod instances;
+pub mod log_groups;
 pub mod logs;
 pub mod page;
 pub mod peer;

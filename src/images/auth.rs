@@ -213,9 +213,8 @@ impl Credentials {
             .map(|(k, h)| (k.as_str(), h))
             .or(config.creds_store.as_ref().map(|h| (registry, h)));
         if let Some((server, name)) = helper {
-            return ask_helper(name, server).map_err(|e| {
-                fail(format!("{e} (the docker config {})", path.display()))
-            });
+            return ask_helper(name, server)
+                .map_err(|e| fail(format!("{e} (the docker config {})", path.display())));
         }
         let entry = config.auths.iter().find(|(k, _)| names(k));
         let Some((_, a)) = entry else {

@@ -423,10 +423,7 @@ impl Manager {
         };
         let until = now + 2.0 * ORDER_TIMEOUT.as_secs_f64();
         let value = serde_json::json!({"node": self.shared.node, "until": until});
-        let lease = self
-            .shared
-            .lease
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let lease = self.shared.lease.load(std::sync::atomic::Ordering::SeqCst);
         match store.commit(
             &[condition],
             &[Write::PutLeased(

@@ -156,3 +156,67 @@ def test_task_logs_read_from_a_cursor(server, ecs):
     except urllib.error.HTTPError as e:
         assert e.code == 400 and "from" in e.read().decode()
     ecs.delete_service(service=svc, force=True)
+
+
+def test_log_groups_made_retained_tagged_and_deleted_as_terraform_does(server, ecs):
+    """aws_cloudwatch_log_group's calls: CreateLogGroup (with tags), then
+    PutRetentionPolicy, DescribeLogGroups by prefix, the tag calls,
+    DeleteRetentionPolicy and DeleteLogGroup; a task then writes to the
+    group it made."""
+    logs = server.client("logs")
+    group = f"/ecs/{uniq('tf')}"
+    logs.create_log_group(logGroupName=group, tags={"team": "edge"}, logGroupClass="STANDARD")
+    try:
+        logs.create_log_group(logGroupName=group)
+        raise AssertionError("a second CreateLogGroup succeeded")
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    for bad, words in [
+        ({"logGroupName": "no spaces"}, "logGroupName"),
+        ({"logGroupName": group + "x", "kmsKeyId": "arn:aws:kms:us-west-2:1:key/k"}, "kmsKeyId"),
+        ({"logGroupName": group + "y", "logGroupClass": "INFREQUENT_ACCESS"}, "logGroupClass"),
+    ]:
+        try:
+            logs.create_log_group(**bad)
+            raise AssertionError(f"{bad} was taken")
+        except logs.exceptions.InvalidParameterException as e:
+            assert words in str(e)
+    # Created, not yet written to: it is described, with no streams.
+    [g] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert g["logGroupName"] == group and "retentionInDays" not in g
+    assert logs.describe_log_streams(logGroupName=group)["logStreams"] == []
+
+    logs.put_retention_policy(logGroupName=group, retentionInDays=7)
+    [g] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert g["retentionInDays"] == 7
+    try:
+        logs.put_retention_policy(logGroupName=group, retentionInDays=8)
+        raise AssertionError("8 days was taken")
+    except logs.exceptions.InvalidParameterException as e:
+        assert "retentionInDays" in str(e)
+
+    arn = g["logGroupArn"]
+    assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "edge"}
+    logs.tag_resource(resourceArn=arn, tags={"env": "prod"})
+    logs.untag_resource(resourceArn=arn, tagKeys=["team"])
+    assert logs.list_tags_log_group(logGroupName=group)["tags"] == {"env": "prod"}
+
+    # A task writes to it; its events are within the retention.
+    t = run_logged(ecs, group, "p", ["into-made-group"])
+    events = logs.get_log_events(logGroupName=group, logStreamName=f"p/job/{t}", startFromHead=True)["events"]
+    assert "argv[1]=into-made-group" in [e["message"] for e in events]
+    [g] = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    assert g["retentionInDays"] == 7 and g["storedBytes"] > 0
+
+    logs.delete_retention_policy(logGroupName=group)
+    assert "retentionInDays" not in logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]
+    logs.delete_log_group(logGroupName=group)
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] == []
+    for call in (lambda: logs.delete_log_group(logGroupName=group),
+                 lambda: logs.describe_log_streams(logGroupName=group),
+                 lambda: logs.put_retention_policy(logGroupName=group, retentionInDays=1)):
+        try:
+            call()
+            raise AssertionError("a deleted group was found")
+        except logs.exceptions.ResourceNotFoundException:
+            pass
