@@ -254,9 +254,14 @@ pub fn register_target(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let min = capacity("MinCapacity", r.min_capacity)?;
     let max = capacity("MaxCapacity", r.max_capacity)?;
     let svc: Option<(ServiceRecord, _)> = read(api, &service::key(&cluster, &name))?;
-    if !svc.is_some_and(|(s, _)| s.status == ServiceStatus::Active) {
+    let Some((svc, _)) = svc.filter(|(s, _)| s.status == ServiceStatus::Active) else {
         return Err(validation(format!(
             "ECS service doesn't exist: service {name:?} in cluster {cluster:?} (create it first, or check the ResourceId service/CLUSTER/SERVICE)"
+        )));
+    };
+    if svc.daemon {
+        return Err(validation(format!(
+            "service {name:?} is a DAEMON service: it runs one task per container instance, which scaling cannot change"
         )));
     }
     let key = scaling::target_key(&cluster, &name);

@@ -341,14 +341,18 @@ pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             live.len()
         )));
     }
+    // INACTIVE before its tasks stop: the scheduler, seeing them stop,
+    // must not place their replacements on it.
+    let mut shown = member.clone();
+    if member.connected {
+        set_status(api, &id, InstanceStatus::Inactive)?;
+    }
     let reason = format!("its container instance {id} was deregistered");
     for t in &live {
         super::tasks::desire_stopped(api, &t.cluster, &t.id, &reason)?;
     }
     let counts = task_counts(api, &cluster)?;
-    let mut shown = member.clone();
     if member.connected {
-        set_status(api, &id, InstanceStatus::Inactive)?;
         shown.status = InstanceStatus::Inactive;
     } else {
         api.store.commit(

@@ -357,11 +357,10 @@ fn refuse_unsupported(r: &ServiceRequest) -> ApiResult<()> {
         }
     }
     if let Some(s) = r.scheduling_strategy.as_deref() {
-        if s != "REPLICA" {
-            return Err(ApiError::new(
-                Kind::UnsupportedFeature,
-                format!("schedulingStrategy {s:?} is not supported: use REPLICA (with a distinctInstance constraint to keep one task per container instance)"),
-            ));
+        if s != "REPLICA" && s != "DAEMON" {
+            return Err(ApiError::invalid(format!(
+                "schedulingStrategy must be REPLICA or DAEMON, got {s:?}"
+            )));
         }
     }
     Ok(())
@@ -422,9 +421,25 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         ApiError::invalid("taskDefinition is required (family, family:revision or ARN)")
     })?;
     let (family, revision, td) = definition(api, reference)?;
-    let desired = int("desiredCount", r.desired_count, 0, 10_000)?.ok_or_else(|| {
-        ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
-    })?;
+    let daemon = r.scheduling_strategy.as_deref() == Some("DAEMON");
+    let desired = if daemon {
+        // The nodes decide; the scheduler sets it.
+        if r.desired_count.is_some_and(|n| n != 0) {
+            return Err(ApiError::invalid(
+                "desiredCount cannot be set for a DAEMON service: it runs one task on each container instance",
+            ));
+        }
+        if r.placement_strategy.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(ApiError::invalid(
+                "placementStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+            ));
+        }
+        0
+    } else {
+        int("desiredCount", r.desired_count, 0, 10_000)?.ok_or_else(|| {
+            ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
+        })?
+    };
     let launch_type = r
         .launch_type
         .clone()
@@ -434,10 +449,18 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
         )));
     }
-    let config = deployment_config(
-        r.deployment_configuration.as_ref(),
-        DeploymentConfig::default(),
-    )?;
+    // A daemon replaces each node's task in place, all at once unless
+    // minimumHealthyPercent says (as ECS's defaults for daemons).
+    let base = if daemon {
+        DeploymentConfig {
+            minimum_healthy_percent: 0,
+            maximum_percent: 100,
+            circuit_breaker: None,
+        }
+    } else {
+        DeploymentConfig::default()
+    };
+    let config = deployment_config(r.deployment_configuration.as_ref(), base)?;
     let (strategy, placement_strategy) = placement(&r, req)?.unwrap_or((vec![], json!([])));
     let (
         Constraints {
@@ -481,6 +504,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         events: Vec::new(),
         steady: false,
         held_by_protection: 0,
+        daemon,
         deleted_at: None,
         domains: td.domains(),
         https_redirect: td.https_redirect(),
@@ -650,8 +674,19 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ));
         }
         let now = crate::model::now();
+        if s.daemon && desired.is_some_and(|d| d != s.desired_count) {
+            return Err(ApiError::invalid(format!(
+                "desiredCount cannot be set for DAEMON service {name:?}: it runs one task on each container instance ({} now)",
+                s.desired_count
+            )));
+        }
+        if s.daemon && placement.as_ref().is_some_and(|(p, _)| !p.is_empty()) {
+            return Err(ApiError::invalid(
+                "placementStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+            ));
+        }
         s.config = deployment_config(r.deployment_configuration.as_ref(), s.config)?;
-        if let Some(d) = desired {
+        if let Some(d) = desired.filter(|_| !s.daemon) {
             s.desired_count = d;
         }
         if let Some((strategy, raw)) = placement.clone() {
@@ -742,7 +777,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ServiceStatus::Draining => return Ok(false),
             ServiceStatus::Active => {}
         }
-        if s.desired_count > 0 && !force {
+        if s.desired_count > 0 && !force && !s.daemon {
             return Err(ApiError::invalid(format!(
                 "The service cannot be stopped while it is scaled above 0: set desiredCount of {name:?} to 0 with UpdateService first, or delete with force"
             )));

@@ -301,6 +301,10 @@ pub struct ServiceRecord {
     pub events: Vec<ServiceEvent>,
     /// Whether the last reconcile found it in a steady state.
     pub steady: bool,
+    /// schedulingStrategy DAEMON: one task on each ACTIVE node its
+    /// constraints allow, its desired count following the nodes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub daemon: bool,
     /// Tasks the last reconcile would have stopped (to scale in or for a
     /// deployment) but left running because they are protected.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -561,7 +565,7 @@ impl ServiceRecord {
             "placementConstraints": self.placement_constraints,
             "placementStrategy": self.placement_strategy,
             "healthCheckGracePeriodSeconds": self.health_check_grace_period_seconds,
-            "schedulingStrategy": "REPLICA",
+            "schedulingStrategy": if self.daemon { "DAEMON" } else { "REPLICA" },
             "deploymentController": {"type": "ECS"},
             "enableECSManagedTags": false,
             "propagateTags": "NONE",

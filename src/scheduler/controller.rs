@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::capacity;
-use super::expr::Expr;
+use super::expr::{Expr, Op, Subject};
 use super::leader::{Leadership, NodeLease, LEADER_KEY};
-use super::reconcile::{reconcile_draining, Ids};
+use super::reconcile::{reconcile_daemon, reconcile_draining, Ids};
 use crate::agent::ledger;
 use crate::api::task_definitions;
 use crate::model::service::{self, DeploymentStatus, ServiceRecord, ServiceStatus};
@@ -105,6 +105,9 @@ pub struct Controller {
     /// Service auto scaling, run every [`super::autoscale::EVERY`] while
     /// this node leads.
     scaler: Option<super::autoscale::Scaler>,
+    /// The DAEMON services seen (service keys): looked at again whenever
+    /// a node comes, goes or changes.
+    daemons: BTreeSet<String>,
 }
 
 impl Controller {
@@ -118,6 +121,7 @@ impl Controller {
             definitions: HashMap::new(),
             own: VecDeque::new(),
             scaler: None,
+            daemons: BTreeSet::new(),
         }
     }
 
@@ -228,6 +232,11 @@ impl Controller {
                                 .is_some_and(|rest| !rest.contains('/'));
                             if node_record {
                                 self.sweep_lost(&mut dirty);
+                            }
+                            // DAEMON services follow the nodes: their
+                            // leases, statuses and attributes.
+                            if node_record || c.key.starts_with("instances/") {
+                                dirty.extend(self.daemons.iter().cloned());
                             }
                             // A revision newly deleted (not the sweep's
                             // own removal of a mark).
@@ -575,7 +584,25 @@ impl Controller {
             .filter(|m| m.status == capacity::InstanceStatus::Draining)
             .map(|m| m.id.clone())
             .collect();
-        let plan = reconcile_draining(&svc, &observed, &draining, now, &mut RandomIds);
+        let member_of: Vec<Expr> = svc
+            .member_of
+            .iter()
+            .filter_map(|e| super::expr::parse(e).ok())
+            .collect();
+        let plan = if svc.daemon {
+            self.daemons.insert(key.to_string());
+            let eligible: Vec<String> = fleet
+                .members
+                .iter()
+                .filter(|m| {
+                    m.accepts() && member_of.iter().all(|e| e.matches(&m.id, &m.attributes))
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            reconcile_daemon(&svc, &observed, &eligible, now, &mut RandomIds)
+        } else {
+            reconcile_draining(&svc, &observed, &draining, now, &mut RandomIds)
+        };
         if !plan.acts(&svc) {
             return Ok(plan.requeue);
         }
@@ -594,11 +621,6 @@ impl Controller {
                 }
             }
         }
-        let member_of: Vec<Expr> = s
-            .member_of
-            .iter()
-            .filter_map(|e| super::expr::parse(e).ok())
-            .collect();
         let mut placed: Vec<(TaskRecord, TaskDefinition)> = Vec::new();
         // A pass places a bounded number (one transaction each: etcd's
         // default --max-txn-ops is 128); the rest go in the next pass, at
@@ -618,12 +640,26 @@ impl Controller {
                 }
             };
             let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
-            let ask = capacity::PlacementAsk {
-                strategies: &s.strategy,
-                distinct_instance: s.distinct_instance,
-                member_of: &member_of,
-                cpu,
-                memory,
+            // A DAEMON task goes to its node, on the worker placement picks.
+            let pinned: Vec<Expr>;
+            let ask = match &st.node {
+                Some(node) => {
+                    pinned = vec![Expr::Cond(Subject::Instance, Op::Eq(node.clone()))];
+                    capacity::PlacementAsk {
+                        strategies: &[],
+                        distinct_instance: false,
+                        member_of: &pinned,
+                        cpu,
+                        memory,
+                    }
+                }
+                None => capacity::PlacementAsk {
+                    strategies: &s.strategy,
+                    distinct_instance: s.distinct_instance,
+                    member_of: &member_of,
+                    cpu,
+                    memory,
+                },
             };
             match fleet.place(&ask, &mut group_tasks) {
                 Ok((node, worker, zone)) => {
@@ -649,15 +685,25 @@ impl Controller {
                     placed.push((t, td));
                 }
                 Err(why) => {
-                    let msg = format!(
-                        "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; {}).",
-                        s.name,
-                        fleet.summary(),
-                    );
+                    let msg = match &st.node {
+                        Some(node) => format!(
+                            "(service {}) was unable to place a task on container instance {node}. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker).",
+                            s.name,
+                        ),
+                        None => format!(
+                            "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; {}).",
+                            s.name,
+                            fleet.summary(),
+                        ),
+                    };
                     if !s.said_recently(&msg, now, 60.0) {
                         s.event(RandomIds.event_id(), now, msg);
                     }
                     requeue = Some(requeue.map_or(PLACE_RETRY, |r| r.min(PLACE_RETRY)));
+                    // A full node holds up only its own daemon task.
+                    if st.node.is_some() {
+                        continue;
+                    }
                     unplaced = true;
                     break;
                 }

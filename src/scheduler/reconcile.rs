@@ -31,6 +31,9 @@ pub struct Start {
     pub family: String,
     /// And revision.
     pub revision: u32,
+    /// The node it must go to (a DAEMON service's task); anywhere
+    /// placement picks when `None`.
+    pub node: Option<String>,
 }
 
 /// A task to stop.
@@ -190,6 +193,188 @@ pub fn reconcile_draining(
     }
 }
 
+/// [`reconcile`] for a DAEMON service: one task on each node of
+/// `eligible` (the ACTIVE, connected nodes its `memberOf` constraints
+/// allow), none elsewhere. Its desired count is the number of those
+/// nodes. A failed or unhealthy task is replaced on its node; a node
+/// that leaves `eligible` (DRAINING, gone, or no longer matching) has its
+/// task stopped, not moved. A deployment replaces each node's task in
+/// place: the old one stops (as many at once as minimumHealthyPercent
+/// allows; none while protected) and the new one starts once the node
+/// runs none.
+pub fn reconcile_daemon(
+    svc: &ServiceRecord,
+    tasks: &[TaskRecord],
+    eligible: &[String],
+    now: f64,
+    ids: &mut dyn Ids,
+) -> Plan {
+    let mut plan = Plan {
+        service: svc.clone(),
+        start: Vec::new(),
+        stop: Vec::new(),
+        requeue: None,
+    };
+    let mine: Vec<&TaskRecord> = tasks
+        .iter()
+        .filter(|t| t.cluster == svc.cluster && t.group == group(&svc.name))
+        .collect();
+    match svc.status {
+        ServiceStatus::Inactive => {}
+        ServiceStatus::Draining => drain(&mut plan, &mine, now),
+        ServiceStatus::Active => daemon(&mut plan, &mine, eligible, now, ids),
+    }
+    plan
+}
+
+fn daemon(plan: &mut Plan, mine: &[&TaskRecord], eligible: &[String], now: f64, ids: &mut dyn Ids) {
+    let name = plan.service.name.clone();
+    let desired = eligible.len() as u32;
+    plan.service.desired_count = desired;
+    let cfg = plan.service.config;
+    let grace = plan.service.health_check_grace_period_seconds as f64;
+    let Some((pi, blocked_until)) = primary_failures(plan, mine, now, ids) else {
+        return;
+    };
+    let pid = plan.service.deployments[pi].id.clone();
+    let known: Vec<String> = plan
+        .service
+        .deployments
+        .iter()
+        .filter(|d| d.status != DeploymentStatus::Inactive)
+        .map(|d| d.id.clone())
+        .collect();
+    let of = |t: &TaskRecord, id: &str| t.started_by.as_deref() == Some(id);
+    let in_grace = |t: &TaskRecord| t.started_at.unwrap_or(t.created_at) + grace > now;
+    let unhealthy = |t: &TaskRecord| t.health_status == HealthStatus::Unhealthy && !in_grace(t);
+    let live_tasks: Vec<&TaskRecord> = mine.iter().copied().filter(|t| live(t)).collect();
+    let mut stops = Stops::default();
+    let mut held = Protected::default();
+    for t in &live_tasks {
+        if !known.iter().any(|k| of(t, k)) {
+            stops.add(
+                t,
+                format!("Task is not part of a deployment of service {name}"),
+            );
+        } else if !eligible.contains(&t.node) {
+            stops.add(
+                t,
+                format!(
+                    "Task stopped because container instance {} no longer takes tasks of service {name} (DRAINING, gone, or its attributes no longer match)",
+                    t.node
+                ),
+            );
+        }
+    }
+    // Per node: at most one task of the primary, healthy.
+    let mut primary_good = 0;
+    let mut primary_healthy = 0;
+    for node in eligible {
+        let mut primary: Vec<&TaskRecord> = live_tasks
+            .iter()
+            .copied()
+            .filter(|t| &t.node == node && of(t, &pid) && !stops.has(&t.id))
+            .collect();
+        primary.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        for t in primary.iter().skip(1) {
+            stops.add(
+                t,
+                format!("Scaling activity initiated by (deployment {pid})"),
+            );
+        }
+        if let Some(t) = primary.first() {
+            if unhealthy(t) {
+                plan.service.event(
+                    ids.event_id(),
+                    now,
+                    format!(
+                        "(service {name}) (task {}) failed container health checks.",
+                        t.id
+                    ),
+                );
+                stops.add(t, "Task failed container health checks".into());
+            } else {
+                primary_good += 1;
+                primary_healthy += u32::from(healthy(t));
+            }
+        }
+    }
+    // Old deployments' tasks: what is not healthy goes at once; healthy
+    // ones as long as minimumHealthyPercent holds.
+    let healthy_now = live_tasks
+        .iter()
+        .filter(|t| healthy(t) && !stops.has(&t.id))
+        .count() as u32;
+    let mut budget = healthy_now.saturating_sub(cfg.min_healthy(desired));
+    let mut old: Vec<&TaskRecord> = live_tasks
+        .iter()
+        .copied()
+        .filter(|t| !of(t, &pid) && !stops.has(&t.id))
+        .collect();
+    old.sort_by(|a, b| {
+        healthy(a)
+            .cmp(&healthy(b))
+            .then(a.created_at.total_cmp(&b.created_at))
+    });
+    for t in old {
+        if healthy(t) && budget == 0 {
+            continue;
+        }
+        if !unhealthy(t) && t.protected_at(now).is_some() {
+            held.hold(&[t]);
+            held.wake_for(&[t], now);
+            continue;
+        }
+        if healthy(t) {
+            budget -= 1;
+        }
+        let reason = format!(
+            "Scaling activity initiated by (deployment {})",
+            t.started_by.as_deref().unwrap_or("")
+        );
+        stops.add(t, reason);
+    }
+    stop_event(&mut plan.service, &stops.0, now, ids);
+    held.report(&mut plan.service, now, ids);
+    if let Some(at) = held.wake {
+        plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
+    }
+    // Starts: on each node that runs nothing of the service any more (a
+    // task told to stop keeps its node's room until it has stopped).
+    let p = &plan.service.deployments[pi];
+    for node in eligible {
+        let occupied = mine
+            .iter()
+            .any(|t| &t.node == node && t.last_status < TaskStatus::Stopped);
+        if occupied {
+            continue;
+        }
+        if let Some(until) = blocked_until {
+            plan.requeue = Some(until - now);
+            break;
+        }
+        plan.start.push(Start {
+            deployment: pid.clone(),
+            family: p.family.clone(),
+            revision: p.revision,
+            node: Some(node.clone()),
+        });
+    }
+    // Requeue when a grace period ends for an unhealthy task.
+    for t in &live_tasks {
+        if t.health_status == HealthStatus::Unhealthy && in_grace(t) {
+            let at = t.started_at.unwrap_or(t.created_at) + grace - now;
+            plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
+        }
+    }
+    plan.stop = stops.0;
+    let others = live_tasks
+        .iter()
+        .any(|t| !of(t, &pid) || !eligible.contains(&t.node));
+    let settled = primary_good == desired && primary_healthy == desired && !others;
+    conclude(plan, pi, &live_tasks, settled, now, ids);
+}
+
 fn stop_event(s: &mut ServiceRecord, stops: &[Stop], now: f64, ids: &mut dyn Ids) {
     if stops.is_empty() {
         return;
@@ -232,22 +417,25 @@ fn drain(plan: &mut Plan, mine: &[&TaskRecord], now: f64) {
     }
 }
 
-fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, ids: &mut dyn Ids) {
+/// The primary deployment's failures: the circuit breaker (which may roll
+/// it back: then `None`, and the plan runs again at once), then the
+/// throttle. The primary's index and, when throttled, the time before
+/// which nothing starts.
+fn primary_failures(
+    plan: &mut Plan,
+    mine: &[&TaskRecord],
+    now: f64,
+    ids: &mut dyn Ids,
+) -> Option<(usize, Option<f64>)> {
     let name = plan.service.name.clone();
     let desired = plan.service.desired_count;
     let cfg = plan.service.config;
-    let grace = plan.service.health_check_grace_period_seconds as f64;
-    let Some(pi) = plan
+    let pi = plan
         .service
         .deployments
         .iter()
-        .position(|d| d.status == DeploymentStatus::Primary)
-    else {
-        return;
-    };
+        .position(|d| d.status == DeploymentStatus::Primary)?;
     let pid = plan.service.deployments[pi].id.clone();
-
-    // Failures of the primary: the circuit breaker, then the throttle.
     let p_failed: Vec<&TaskRecord> = mine
         .iter()
         .copied()
@@ -268,7 +456,7 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
         {
             trip(plan, pi, cb.rollback, now, ids);
             plan.requeue = Some(0.0);
-            return;
+            return None;
         }
     }
     let window = p.created_at.max(now - THROTTLE_WINDOW);
@@ -298,6 +486,18 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
     } else if p.throttled {
         plan.service.deployments[pi].throttled = false;
     }
+    Some((pi, blocked_until))
+}
+
+fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, ids: &mut dyn Ids) {
+    let name = plan.service.name.clone();
+    let desired = plan.service.desired_count;
+    let cfg = plan.service.config;
+    let grace = plan.service.health_check_grace_period_seconds as f64;
+    let Some((pi, blocked_until)) = primary_failures(plan, mine, now, ids) else {
+        return;
+    };
+    let pid = plan.service.deployments[pi].id.clone();
 
     // What runs.
     let known: Vec<String> = plan
@@ -489,12 +689,35 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
             deployment: pid.clone(),
             family: p.family.clone(),
             revision: p.revision,
+            node: None,
         });
     }
     plan.stop = stops.0;
 
-    // Deployments: old ones end when their tasks are gone; the primary
-    // completes when it alone runs the desired count, healthy.
+    let others_live = !old_live.is_empty() || live_tasks.len() > primary_live.len();
+    conclude(
+        plan,
+        pi,
+        &live_tasks,
+        primary_healthy == desired && primary_live.len() as u32 == desired && !others_live,
+        now,
+        ids,
+    );
+}
+
+/// Ends what a pass found ended: old deployments whose tasks are gone
+/// become INACTIVE, and the primary completes once `settled` (it alone
+/// runs what is desired, healthy) and the plan does nothing more.
+fn conclude(
+    plan: &mut Plan,
+    pi: usize,
+    live_tasks: &[&TaskRecord],
+    settled: bool,
+    now: f64,
+    ids: &mut dyn Ids,
+) {
+    let name = plan.service.name.clone();
+    let pid = plan.service.deployments[pi].id.clone();
     let alive_ids: Vec<&str> = live_tasks
         .iter()
         .filter_map(|t| t.started_by.as_deref())
@@ -510,12 +733,7 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
             }
         }
     }
-    let others_live = !old_live.is_empty() || live_tasks.len() > primary_live.len();
-    let steady = primary_healthy == desired
-        && primary_live.len() as u32 == desired
-        && !others_live
-        && plan.start.is_empty()
-        && plan.stop.is_empty();
+    let steady = settled && plan.start.is_empty() && plan.stop.is_empty();
     if steady {
         let p = &mut plan.service.deployments[pi];
         if p.rollout_state == RolloutState::InProgress {

@@ -170,6 +170,18 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"{nodes[0].endpoint}/_skiff/logs/default/{job_id}", timeout=30)
 
+        # A DAEMON service: one task on each node, whichever node is asked.
+        daemon = uniq("daemon")
+        ecs[1].create_service(serviceName=daemon, taskDefinition=family, schedulingStrategy="DAEMON")
+
+        def daemon_zones():
+            arns = ecs[0].list_tasks(serviceName=daemon, desiredStatus="RUNNING")["taskArns"]
+            ts = ecs[0].describe_tasks(tasks=arns)["tasks"] if arns else []
+            return sorted(t["availabilityZone"] for t in ts if t["lastStatus"] == "RUNNING")
+
+        wait_for("a daemon task on each node", lambda: daemon_zones() == ["z0", "z1", "z2"])
+        assert ecs[2].describe_services(services=[daemon])["services"][0]["desiredCount"] == 3
+
         # A service of 3, one per zone; the z1 node set DRAINING: its task
         # moves to the others, and it takes no new ones.
         svc = uniq("svc")
@@ -215,6 +227,9 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
         assert sorted(set(moved)) == ["z0", "z2"]
         ci = ecs[2].describe_container_instances(containerInstances=[z1])["containerInstances"][0]
         assert ci["status"] == "DRAINING"
+        # The daemon's task on z1 stops and is not moved.
+        wait_for("the daemon off z1", lambda: daemon_zones() == ["z0", "z2"])
+        assert ecs[2].describe_services(services=[daemon])["services"][0]["desiredCount"] == 2
         wait_for("z1 runs nothing", lambda: ecs[2].describe_container_instances(
             containerInstances=[z1])["containerInstances"][0]["runningTasksCount"] == 0)
         stopped = ecs[0].list_tasks(serviceName=svc, desiredStatus="STOPPED")["taskArns"]
@@ -230,6 +245,8 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
         wait_for("all on z2", lambda: zones() == ["z2", "z2", "z2"])
         assert ecs[1].list_container_instances(status="INACTIVE")["containerInstanceArns"] == [z0]
         ecs[0].update_container_instances_state(containerInstances=[z1], status="ACTIVE")
+        # z1 ACTIVE again (z0 deregistered): the daemon is back on it.
+        wait_for("the daemon back on z1", lambda: daemon_zones() == ["z1", "z2"])
         ecs[0].update_service(service=svc, desiredCount=0)
     finally:
         for n in nodes:

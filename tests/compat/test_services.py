@@ -644,3 +644,34 @@ def test_stop_service_deployment_rolls_back_and_revisions_say_what_ran(server):
     back = ecs.describe_service_revisions(serviceRevisionArns=[newest["targetServiceRevisionArn"]])["serviceRevisions"][0]
     assert back["taskDefinition"] == good
     delete(ecs, name)
+
+
+def test_a_daemon_service_runs_one_task_per_container_instance(server):
+    """schedulingStrategy DAEMON on one node: one task, its desired count
+    set by the scheduler; it is deployed in place and deleted without
+    scaling to 0 first."""
+    ecs = server.client()
+    family = uniq("daemon")
+    td1 = register(ecs, [web()], family=family)
+    name = uniq("daemon")
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(serviceName=name, taskDefinition=td1, schedulingStrategy="DAEMON", desiredCount=2)
+    assert "desiredCount cannot be set for a DAEMON service" in e.value.response["Error"]["Message"]
+    created = ecs.create_service(serviceName=name, taskDefinition=td1, schedulingStrategy="DAEMON")["service"]
+    assert created["schedulingStrategy"] == "DAEMON"
+    assert created["deploymentConfiguration"]["minimumHealthyPercent"] == 0
+    svc = stable(ecs, name)
+    node = ecs.list_container_instances()["containerInstanceArns"][0]
+    assert (svc["desiredCount"], svc["runningCount"]) == (1, 1)
+    assert [t["containerInstanceArn"] for t in running_tasks(ecs, name)] == [node]
+    with pytest.raises(ClientError) as e:
+        ecs.update_service(service=name, desiredCount=3)
+    assert "one task on each container instance" in e.value.response["Error"]["Message"]
+
+    td2 = register(ecs, [web(environment=[{"name": "V", "value": "2"}])], family=family)
+    ecs.update_service(service=name, taskDefinition=td2)
+    svc = stable(ecs, name)
+    assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
+    assert [t["taskDefinitionArn"] for t in running_tasks(ecs, name)] == [td2]
+    ecs.delete_service(service=name)
+    ecs.get_waiter("services_inactive").wait(services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": 60})

@@ -38,6 +38,7 @@ fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         events: vec![],
         steady: false,
         held_by_protection: 0,
+        daemon: false,
         deleted_at: None,
         domains: Default::default(),
         https_redirect: false,
@@ -54,6 +55,8 @@ struct World {
     /// The node new tasks go to, and the nodes DRAINING.
     node: String,
     draining: Vec<String>,
+    /// For a DAEMON service: the nodes it runs on.
+    eligible: Option<Vec<String>>,
 }
 
 impl World {
@@ -66,18 +69,22 @@ impl World {
             checked: false,
             node: "a".into(),
             draining: vec![],
+            eligible: None,
         }
     }
 
     /// Runs reconcile and applies its plan as the controller would.
     fn step(&mut self) -> Plan {
-        let plan = reconcile_draining(
-            &self.svc,
-            &self.tasks,
-            &self.draining,
-            self.now,
-            &mut self.ids,
-        );
+        let plan = match &self.eligible {
+            Some(nodes) => reconcile_daemon(&self.svc, &self.tasks, nodes, self.now, &mut self.ids),
+            None => reconcile_draining(
+                &self.svc,
+                &self.tasks,
+                &self.draining,
+                self.now,
+                &mut self.ids,
+            ),
+        };
         for s in &plan.start {
             let mut container =
                 serde_json::json!({"name": "main", "image": "x.wasm", "memory": 16});
@@ -89,7 +96,7 @@ impl World {
             )
             .unwrap();
             let ids = &mut self.ids;
-            let node = self.node.clone();
+            let node = s.node.clone().unwrap_or_else(|| self.node.clone());
             let mut t =
                 TaskRecord::placed(&td, s.revision, "default", &node, 0, self.now, &mut || {
                     ids.0 += 1;
@@ -319,6 +326,105 @@ fn a_deployment_waits_for_protected_old_tasks_but_not_failing_ones() {
     // false): the deployment completes.
     w.task(&old[0]).protected_until = None;
     w.converge(true);
+    assert_eq!(w.running("ecs-svc/1"), 0);
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::Completed);
+}
+
+/// A DAEMON service (minimumHealthyPercent 0, maximumPercent 100, as
+/// ECS has them for daemons) on nodes a, b and c.
+fn daemon_on_three() -> World {
+    let mut w = World::new(
+        0,
+        DeploymentConfig {
+            minimum_healthy_percent: 0,
+            maximum_percent: 100,
+            circuit_breaker: None,
+        },
+    );
+    w.svc.daemon = true;
+    w.eligible = Some(vec!["a".into(), "b".into(), "c".into()]);
+    w.converge(true);
+    w
+}
+
+fn nodes_of(w: &World, deployment: &str) -> Vec<String> {
+    let mut n: Vec<String> = w
+        .live()
+        .iter()
+        .filter(|t| t.started_by.as_deref() == Some(deployment))
+        .map(|t| t.node.clone())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn a_daemon_runs_one_task_on_each_node_and_follows_the_nodes() {
+    let mut w = daemon_on_three();
+    assert_eq!(nodes_of(&w, "ecs-svc/1"), ["a", "b", "c"]);
+    assert_eq!(w.svc.desired_count, 3);
+    assert!(w.svc.steady);
+    // A failed task is replaced on its own node.
+    let on_b = w.live().iter().find(|t| t.node == "b").unwrap().id.clone();
+    w.fail(&on_b);
+    let plan = w.step();
+    assert_eq!(plan.start.len(), 1);
+    assert_eq!(plan.start[0].node.as_deref(), Some("b"));
+    w.converge(true);
+    // A node leaves (drained): its task stops and is not moved; a node
+    // joins: it gets one.
+    w.eligible = Some(vec!["a".into(), "c".into(), "d".into()]);
+    w.converge(true);
+    assert_eq!(nodes_of(&w, "ecs-svc/1"), ["a", "c", "d"]);
+    assert_eq!(w.svc.desired_count, 3);
+    assert!(w.tasks.iter().any(|t| t.node == "b"
+        && t.stopped_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("container instance b no longer takes tasks"))));
+    // A second task on a node (a race) is stopped.
+    let extra = {
+        let mut t = w
+            .live()
+            .iter()
+            .find(|t| t.node == "a")
+            .copied()
+            .unwrap()
+            .clone();
+        t.id = "extra".into();
+        t.created_at = w.now + 1.0;
+        t
+    };
+    w.tasks.push(extra);
+    let plan = w.step();
+    assert_eq!(plan.stop.len(), 1);
+    assert_eq!(plan.stop[0].task, "extra");
+}
+
+#[test]
+fn a_daemon_deployment_replaces_each_nodes_task_in_place() {
+    let mut w = daemon_on_three();
+    w.svc.config.minimum_healthy_percent = 50;
+    let new = w.deploy(2);
+    for _ in 0..20 {
+        let plan = w.step();
+        // At most one task per node, and at least half healthy.
+        for node in ["a", "b", "c"] {
+            let here = w
+                .tasks
+                .iter()
+                .filter(|t| t.node == node && t.last_status < TaskStatus::Stopped)
+                .count();
+            assert!(here <= 1, "node {node} runs {here} tasks");
+        }
+        let healthy = w.tasks.iter().filter(|t| healthy(t)).count();
+        assert!(healthy >= 2, "at least 50% of 3 healthy: {healthy}");
+        if !plan.acts(&w.svc) && w.running(&new) == 3 {
+            break;
+        }
+        w.settle(true);
+    }
+    w.converge(true);
+    assert_eq!(nodes_of(&w, &new), ["a", "b", "c"]);
     assert_eq!(w.running("ecs-svc/1"), 0);
     assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::Completed);
 }
