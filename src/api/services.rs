@@ -715,12 +715,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             {
                 d.image_digests = digests.clone();
             }
-            d.sources = s
-                .deployments
-                .iter()
-                .filter(|d| d.status != DeploymentStatus::Inactive)
-                .map(|d| d.id.clone())
-                .collect();
+            d.sources = s.live_deployments();
             for old in &mut s.deployments {
                 if old.status == DeploymentStatus::Primary {
                     old.status = DeploymentStatus::Active;

@@ -430,6 +430,16 @@ impl ServiceRecord {
             .any(|e| e.message == message)
     }
 
+    /// The ids of the deployments that are not INACTIVE (a new
+    /// deployment's sources; whose tasks are the service's).
+    pub fn live_deployments(&self) -> Vec<String> {
+        self.deployments
+            .iter()
+            .filter(|d| d.status != DeploymentStatus::Inactive)
+            .map(|d| d.id.clone())
+            .collect()
+    }
+
     /// Rolls the deployment at `index` back: the last deployment that
     /// completed comes back as a new primary (`id`), with the same task
     /// definition and image digests, and the one at `index` keeps running
@@ -455,12 +465,7 @@ impl ServiceRecord {
         r.restores = Some(from);
         // Back to exactly what ran: the same image digests.
         r.image_digests = previous.image_digests.clone();
-        r.sources = self
-            .deployments
-            .iter()
-            .filter(|d| d.status != DeploymentStatus::Inactive)
-            .map(|d| d.id.clone())
-            .collect();
+        r.sources = self.live_deployments();
         for d in &mut self.deployments {
             if d.status == DeploymentStatus::Primary {
                 d.status = DeploymentStatus::Active;

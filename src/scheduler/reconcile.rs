@@ -159,6 +159,21 @@ pub fn reconcile(svc: &ServiceRecord, tasks: &[TaskRecord], now: f64, ids: &mut 
     reconcile_draining(svc, tasks, &[], now, ids)
 }
 
+/// A plan that does nothing yet, and the service's own tasks.
+fn begin<'t>(svc: &ServiceRecord, tasks: &'t [TaskRecord]) -> (Plan, Vec<&'t TaskRecord>) {
+    let plan = Plan {
+        service: svc.clone(),
+        start: Vec::new(),
+        stop: Vec::new(),
+        requeue: None,
+    };
+    let mine = tasks
+        .iter()
+        .filter(|t| t.cluster == svc.cluster && t.group == group(&svc.name))
+        .collect();
+    (plan, mine)
+}
+
 /// [`reconcile`], with the nodes (container instances) that are DRAINING:
 /// the service's tasks on them are moved away as a deployment moves old
 /// tasks: replacements start within maximumPercent, and they stop as
@@ -170,16 +185,7 @@ pub fn reconcile_draining(
     now: f64,
     ids: &mut dyn Ids,
 ) -> Plan {
-    let mut plan = Plan {
-        service: svc.clone(),
-        start: Vec::new(),
-        stop: Vec::new(),
-        requeue: None,
-    };
-    let mine: Vec<&TaskRecord> = tasks
-        .iter()
-        .filter(|t| t.cluster == svc.cluster && t.group == group(&svc.name))
-        .collect();
+    let (mut plan, mine) = begin(svc, tasks);
     match svc.status {
         ServiceStatus::Inactive => plan,
         ServiceStatus::Draining => {
@@ -209,16 +215,7 @@ pub fn reconcile_daemon(
     now: f64,
     ids: &mut dyn Ids,
 ) -> Plan {
-    let mut plan = Plan {
-        service: svc.clone(),
-        start: Vec::new(),
-        stop: Vec::new(),
-        requeue: None,
-    };
-    let mine: Vec<&TaskRecord> = tasks
-        .iter()
-        .filter(|t| t.cluster == svc.cluster && t.group == group(&svc.name))
-        .collect();
+    let (mut plan, mine) = begin(svc, tasks);
     match svc.status {
         ServiceStatus::Inactive => {}
         ServiceStatus::Draining => drain(&mut plan, &mine, now),
@@ -237,13 +234,7 @@ fn daemon(plan: &mut Plan, mine: &[&TaskRecord], eligible: &[String], now: f64, 
         return;
     };
     let pid = plan.service.deployments[pi].id.clone();
-    let known: Vec<String> = plan
-        .service
-        .deployments
-        .iter()
-        .filter(|d| d.status != DeploymentStatus::Inactive)
-        .map(|d| d.id.clone())
-        .collect();
+    let known = plan.service.live_deployments();
     let of = |t: &TaskRecord, id: &str| t.started_by.as_deref() == Some(id);
     let in_grace = |t: &TaskRecord| t.started_at.unwrap_or(t.created_at) + grace > now;
     let unhealthy = |t: &TaskRecord| t.health_status == HealthStatus::Unhealthy && !in_grace(t);
@@ -500,13 +491,7 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
     let pid = plan.service.deployments[pi].id.clone();
 
     // What runs.
-    let known: Vec<String> = plan
-        .service
-        .deployments
-        .iter()
-        .filter(|d| d.status != DeploymentStatus::Inactive)
-        .map(|d| d.id.clone())
-        .collect();
+    let known = plan.service.live_deployments();
     let live_tasks: Vec<&TaskRecord> = mine.iter().copied().filter(|t| live(t)).collect();
     let of = |t: &TaskRecord, id: &str| t.started_by.as_deref() == Some(id);
     let in_grace = |t: &TaskRecord| t.started_at.unwrap_or(t.created_at) + grace > now;

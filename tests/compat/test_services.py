@@ -367,7 +367,8 @@ def test_bad_requests_name_the_field(ecs):
     code, msg = code_and_message(serviceName=uniq("x"), taskDefinition="nope:9", desiredCount=1)
     assert "TaskDefinition not found" in msg
     code, msg = code_and_message(serviceName=uniq("x"), taskDefinition=td, desiredCount=1, schedulingStrategy="DAEMON")
-    assert code == "UnsupportedFeatureException"
+    assert code == "InvalidParameterException"
+    assert "desiredCount cannot be set for a DAEMON service" in msg
     with pytest.raises(ClientError) as e:
         ecs.update_service(service="no-such-service", desiredCount=1)
     assert e.value.response["Error"]["Code"] == "ServiceNotFoundException"
