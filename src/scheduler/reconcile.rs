@@ -275,61 +275,31 @@ fn daemon(plan: &mut Plan, mine: &[&TaskRecord], eligible: &[String], now: f64, 
         }
         if let Some(t) = primary.first() {
             if unhealthy(t) {
-                plan.service.event(
-                    ids.event_id(),
-                    now,
-                    format!(
-                        "(service {name}) (task {}) failed container health checks.",
-                        t.id
-                    ),
-                );
-                stops.add(t, "Task failed container health checks".into());
+                failed_checks(&mut plan.service, &mut stops, t, now, ids);
             } else {
                 primary_good += 1;
                 primary_healthy += u32::from(healthy(t));
             }
         }
     }
-    // Old deployments' tasks: what is not healthy goes at once; healthy
-    // ones as long as minimumHealthyPercent holds.
-    let healthy_now = live_tasks
-        .iter()
-        .filter(|t| healthy(t) && !stops.has(&t.id))
-        .count() as u32;
-    let mut budget = healthy_now.saturating_sub(cfg.min_healthy(desired));
-    let mut old: Vec<&TaskRecord> = live_tasks
+    let old: Vec<&TaskRecord> = live_tasks
         .iter()
         .copied()
-        .filter(|t| !of(t, &pid) && !stops.has(&t.id))
+        .filter(|t| !of(t, &pid))
         .collect();
-    old.sort_by(|a, b| {
-        healthy(a)
-            .cmp(&healthy(b))
-            .then(a.created_at.total_cmp(&b.created_at))
-    });
-    for t in old {
-        if healthy(t) && budget == 0 {
-            continue;
-        }
-        if !unhealthy(t) && t.protected_at(now).is_some() {
-            held.hold(&[t]);
-            held.wake_for(&[t], now);
-            continue;
-        }
-        if healthy(t) {
-            budget -= 1;
-        }
-        let reason = format!(
-            "Scaling activity initiated by (deployment {})",
-            t.started_by.as_deref().unwrap_or("")
-        );
-        stops.add(t, reason);
-    }
-    stop_event(&mut plan.service, &stops.0, now, ids);
-    held.report(&mut plan.service, now, ids);
-    if let Some(at) = held.wake {
-        plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
-    }
+    let floor = cfg.min_healthy(desired);
+    stop_old(
+        plan,
+        &mut stops,
+        &mut held,
+        &live_tasks,
+        old,
+        floor,
+        &unhealthy,
+        &|_| false,
+        now,
+        ids,
+    );
     // Starts: on each node that runs nothing of the service any more (a
     // task told to stop keeps its node's room until it has stopped).
     let p = &plan.service.deployments[pi];
@@ -364,6 +334,84 @@ fn daemon(plan: &mut Plan, mine: &[&TaskRecord], eligible: &[String], now: f64, 
         .any(|t| !of(t, &pid) || !eligible.contains(&t.node));
     let settled = primary_good == desired && primary_healthy == desired && !others;
     conclude(plan, pi, &live_tasks, settled, now, ids);
+}
+
+/// Stops old deployments' tasks (and those on DRAINING nodes, which
+/// `leaving` tells) as a rollout does: what is not healthy at once,
+/// healthy ones as long as `floor` of the `live` tasks stay healthy. A
+/// protected task waits, unless it failed its health checks (protection
+/// is from scale-in, not from failure) or its node is draining. Then
+/// says what the pass stops and what it waits for, and runs again when
+/// the first protection ends.
+#[allow(clippy::too_many_arguments)]
+fn stop_old(
+    plan: &mut Plan,
+    stops: &mut Stops,
+    held: &mut Protected,
+    live: &[&TaskRecord],
+    mut old: Vec<&TaskRecord>,
+    floor: u32,
+    unhealthy: &dyn Fn(&TaskRecord) -> bool,
+    leaving: &dyn Fn(&TaskRecord) -> bool,
+    now: f64,
+    ids: &mut dyn Ids,
+) {
+    let healthy_now = live
+        .iter()
+        .filter(|t| healthy(t) && !stops.has(&t.id))
+        .count() as u32;
+    let mut budget = healthy_now.saturating_sub(floor);
+    old.sort_by(|a, b| {
+        healthy(a)
+            .cmp(&healthy(b))
+            .then(a.created_at.total_cmp(&b.created_at))
+    });
+    for t in old {
+        if stops.has(&t.id) || (healthy(t) && budget == 0) {
+            continue;
+        }
+        if !leaving(t) && !unhealthy(t) && t.protected_at(now).is_some() {
+            held.hold(&[t]);
+            held.wake_for(&[t], now);
+            continue;
+        }
+        if healthy(t) {
+            budget -= 1;
+        }
+        let reason = if leaving(t) {
+            format!(
+                "Task moved away from container instance {}, which is DRAINING",
+                t.node
+            )
+        } else {
+            format!(
+                "Scaling activity initiated by (deployment {})",
+                t.started_by.as_deref().unwrap_or("")
+            )
+        };
+        stops.add(t, reason);
+    }
+    stop_event(&mut plan.service, &stops.0, now, ids);
+    held.report(&mut plan.service, now, ids);
+    if let Some(at) = held.wake {
+        plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
+    }
+}
+
+/// Stops a task that failed its health checks, and says so.
+fn failed_checks(
+    s: &mut ServiceRecord,
+    stops: &mut Stops,
+    t: &TaskRecord,
+    now: f64,
+    ids: &mut dyn Ids,
+) {
+    let message = format!(
+        "(service {}) (task {}) failed container health checks.",
+        s.name, t.id
+    );
+    s.event(ids.event_id(), now, message);
+    stops.add(t, "Task failed container health checks".into());
 }
 
 fn stop_event(s: &mut ServiceRecord, stops: &[Stop], now: f64, ids: &mut dyn Ids) {
@@ -599,66 +647,22 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
     }
     to_stop_bad.append(&mut bad_old);
     for t in &to_stop_bad {
-        plan.service.event(
-            ids.event_id(),
-            now,
-            format!(
-                "(service {name}) (task {}) failed container health checks.",
-                t.id
-            ),
-        );
-        stops.add(t, "Task failed container health checks".into());
+        failed_checks(&mut plan.service, &mut stops, t, now, ids);
     }
 
-    // Old deployments: what is not healthy goes at once; healthy tasks as
-    // long as minimumHealthyPercent holds.
-    let healthy_now = live_tasks
-        .iter()
-        .filter(|t| healthy(t) && !stops.has(&t.id))
-        .count() as u32;
-    let mut budget = healthy_now.saturating_sub(cfg.min_healthy(desired));
-    let mut old_sorted = old_live.clone();
-    old_sorted.sort_by(|a, b| {
-        healthy(a)
-            .cmp(&healthy(b))
-            .then(a.created_at.total_cmp(&b.created_at))
-    });
-    for t in old_sorted {
-        if stops.has(&t.id) {
-            continue;
-        }
-        if healthy(t) && budget == 0 {
-            continue;
-        }
-        // A deployment waits for a protected task, unless it failed its
-        // health checks (protection is from scale-in, not from failure)
-        // or its node is draining.
-        if !leaving(t) && !unhealthy(t) && t.protected_at(now).is_some() {
-            held.hold(&[t]);
-            held.wake_for(&[t], now);
-            continue;
-        }
-        if healthy(t) {
-            budget -= 1;
-        }
-        let reason = if leaving(t) {
-            format!(
-                "Task moved away from container instance {}, which is DRAINING",
-                t.node
-            )
-        } else {
-            format!(
-                "Scaling activity initiated by (deployment {})",
-                t.started_by.as_deref().unwrap_or("")
-            )
-        };
-        stops.add(t, reason);
-    }
-    stop_event(&mut plan.service, &stops.0, now, ids);
-    held.report(&mut plan.service, now, ids);
-    if let Some(at) = held.wake {
-        plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
-    }
+    let floor = cfg.min_healthy(desired);
+    stop_old(
+        plan,
+        &mut stops,
+        &mut held,
+        &live_tasks,
+        old_live.clone(),
+        floor,
+        &unhealthy,
+        &leaving,
+        now,
+        ids,
+    );
 
     // Requeue when a grace period ends for an unhealthy task.
     for t in primary_live.iter().chain(old_live.iter()) {
