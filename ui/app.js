@@ -342,8 +342,13 @@ function parseMetrics(text) {
  * services' intervals. A node that restarted (its counters went down) or
  * could not be read adds nothing this time.
  */
-async function pollMetrics() {
-  let nodes = [""];
+/** The connected nodes, as last listed, and when (they change seldom). */
+let metricsNodes = { at: 0, ids: [""] };
+const NODES_REFRESH_MS = 10000;
+
+async function connectedNodes() {
+  if (Date.now() - metricsNodes.at < NODES_REFRESH_MS) return metricsNodes.ids;
+  let ids = [""];
   try {
     const arns = await listAll("ListContainerInstances", {}, "containerInstanceArns");
     const described = [];
@@ -351,11 +356,17 @@ async function pollMetrics() {
       described.push(...((await ecs("DescribeContainerInstances", { containerInstances: part })).containerInstances || []));
     }
     const connected = described.filter((n) => n.agentConnected).map((n) => n.ec2InstanceId);
-    if (connected.length) nodes = connected;
+    if (connected.length) ids = connected;
   } catch (e) {
     // Without the instances (a policy may not allow listing them), the
     // traffic of the node the dashboard talks to.
   }
+  metricsNodes = { at: Date.now(), ids };
+  return ids;
+}
+
+async function pollMetrics() {
+  const nodes = await connectedNodes();
   const t = Date.now() / 1000;
   const reads = await Promise.allSettled(
     nodes.map((n) => request("GET", "/metrics", { query: n ? `node=${encodeURIComponent(n)}` : "" })),

@@ -300,14 +300,9 @@ impl Blobs {
             if node == self.node {
                 continue;
             }
-            let Some(addr) = self
-                .store
-                .get(&crate::scheduler::capacity::instance_key(node))
+            let Some(addr) = crate::scheduler::capacity::instance(self.store.as_ref(), node)
                 .ok()
                 .flatten()
-                .and_then(|r| {
-                    serde_json::from_slice::<crate::scheduler::capacity::Instance>(&r.value).ok()
-                })
                 .and_then(|i| i.node.api)
             else {
                 continue;

@@ -154,22 +154,17 @@ pub fn describe_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult 
     }
     let (mut found, mut failures) = (Vec::new(), Vec::new());
     for a in arns {
-        let parsed = arn::parse(&a).filter(|p| p.kind == "service-deployment");
-        let parts: Vec<&str> = parsed
-            .as_ref()
-            .map(|p| p.resource.split('/').collect())
-            .unwrap_or_default();
-        let [cluster, name, number] = parts[..] else {
+        let Some((cluster, name, number)) = parts(&a, "service-deployment") else {
             failures.push(json!({"arn": a, "reason": "MISSING", "detail": "not a service deployment ARN (arn:aws:ecs:REGION:ACCOUNT:service-deployment/CLUSTER/SERVICE/ID)"}));
             continue;
         };
-        let Some((s, _)) = load(api, cluster, name)? else {
+        let Some((s, _)) = load(api, &cluster, &name)? else {
             failures.push(json!({"arn": a, "reason": "MISSING"}));
             continue;
         };
         match s.deployments.iter().find(|d| d.number() == number) {
             Some(d) => {
-                let tasks = tasks_of(api, cluster, name)?;
+                let tasks = tasks_of(api, &cluster, &name)?;
                 found.push(s.deployment_view(scope, d, &tasks));
             }
             None => failures.push(json!({"arn": a, "reason": "MISSING"})),

@@ -75,6 +75,14 @@ pub fn records(api: &Api) -> ApiResult<BTreeMap<String, GroupRecord>> {
     Ok(out)
 }
 
+/// Whether a task wrote to the group (it has a stream).
+fn has_streams(api: &Api, group: &str) -> ApiResult<bool> {
+    Ok(!api
+        .store
+        .list(&files::group_prefix(group), None, 1)?
+        .is_empty())
+}
+
 /// The time (ms) of the first event of a group a task wrote to, if any.
 fn first_stream(api: &Api, group: &str) -> ApiResult<Option<u64>> {
     Ok(api
@@ -205,7 +213,7 @@ pub fn create(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     }
     let tags = r.tags.clone().unwrap_or_default();
     check_tags(&tags)?;
-    if first_stream(api, name)?.is_some() {
+    if has_streams(api, name)? {
         return Err(ApiError::new(
             Kind::ResourceAlreadyExists,
             "The specified log group already exists",
@@ -280,7 +288,7 @@ pub fn delete_retention(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 fn tags_of(api: &Api, group: &str) -> ApiResult<Value> {
     match record(api, group)? {
         Some((g, _)) => Ok(json!({ "tags": g.tags })),
-        None if first_stream(api, group)?.is_some() => Ok(json!({ "tags": {} })),
+        None if has_streams(api, group)? => Ok(json!({ "tags": {} })),
         None => Err(not_found()),
     }
 }

@@ -312,11 +312,7 @@ fn authorize(
 /// `timestamps=1`). The `x-skiff-log-cursor` header of the answer, given
 /// back as `from=`, reads only the lines written since.
 fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
-    let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-    };
+    let param = |name: &str| query_param(query, name);
     let timestamps = param("timestamps") == Some("1");
     let from = match param("from").map(crate::agent::logs::parse_cursor) {
         None => Default::default(),
@@ -732,7 +728,7 @@ pub(crate) fn metrics_text(api: &Api) -> String {
 }
 
 /// The value of `name` in a URL query (`a=1&b=2`), as given.
-fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))

@@ -25,7 +25,7 @@ use sha2::Sha256;
 use super::Api;
 use crate::agent::ledger;
 use crate::agent::logs::{self, TaskFiles};
-use crate::scheduler::capacity::{self, Instance};
+use crate::scheduler::capacity;
 use crate::store::{Condition, Store, StoreError, Write};
 
 /// The header that proves a request comes from a node.
@@ -145,12 +145,9 @@ pub fn task_files_from(
     }
     // The instance record outlives the node's lease: a node that is away
     // is asked all the same (it may be back).
-    let addr = api
-        .store
-        .get(&capacity::instance_key(&node))
+    let addr = capacity::instance(api.store.as_ref(), &node)
         .ok()
         .flatten()
-        .and_then(|r| serde_json::from_slice::<Instance>(&r.value).ok())
         .and_then(|i| i.node.api)?;
     let path = format!(
         "{LOGS_PATH}{cluster}/{task}?from={}",
@@ -179,11 +176,8 @@ pub const METRICS_PATH: &str = "/_skiff/metrics";
 /// the status and message to answer with (404 for a node the store does
 /// not know, 502 for one that cannot be reached).
 pub fn node_metrics(api: &Api, node: &str) -> Result<String, (StatusCode, String)> {
-    let addr = api
-        .store
-        .get(&capacity::instance_key(node))
+    let addr = capacity::instance(api.store.as_ref(), node)
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}")))?
-        .and_then(|r| serde_json::from_slice::<Instance>(&r.value).ok())
         .ok_or_else(|| {
             (
                 StatusCode::NOT_FOUND,
@@ -262,9 +256,7 @@ fn task_files_json(api: &Api, path: &str) -> Option<String> {
     if !ok(cluster) || !ok(task) {
         return None;
     }
-    let from = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("from="))
+    let from = super::query_param(query, "from")
         .map(logs::parse_cursor)
         .transpose()
         .ok()?

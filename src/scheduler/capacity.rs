@@ -122,6 +122,13 @@ pub struct Instance {
     pub custom: BTreeMap<String, String>,
 }
 
+/// A node's instance record, if the store has one (and it reads).
+pub fn instance(store: &dyn Store, node: &str) -> Result<Option<Instance>, StoreError> {
+    Ok(store
+        .get(&instance_key(node))?
+        .and_then(|r| serde_json::from_slice(&r.value).ok()))
+}
+
 /// What a node's workers have promised to their tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservations {
