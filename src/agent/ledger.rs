@@ -328,6 +328,7 @@ mod tests {
             service: None,
             started_by: None,
             launch_type: "FARGATE".into(),
+            capacity_provider: None,
             last_status: TaskStatus::Provisioning,
             desired_status: DesiredStatus::Running,
             node: "n1".into(),

@@ -33,7 +33,11 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
         | "ListTaskDefinitions"
         | "ListTaskDefinitionFamilies"
         | "DeregisterTaskDefinition"
-        | "DeleteTaskDefinitions" => {
+        | "DeleteTaskDefinitions"
+        | "DescribeCapacityProviders"
+        | "CreateCapacityProvider"
+        | "UpdateCapacityProvider"
+        | "DeleteCapacityProvider" => {
             vec!["*".into()]
         }
         "CreateCluster" => vec![cluster_arn(scope, s("clusterName"))],

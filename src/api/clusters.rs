@@ -1,6 +1,9 @@
-//! Clusters: CreateCluster, DescribeClusters, ListClusters, DeleteCluster.
-//! Stored at `clusters/NAME`; a deleted cluster stays describable as
-//! INACTIVE, and creating it again makes it ACTIVE.
+//! Clusters: CreateCluster, DescribeClusters, ListClusters, DeleteCluster,
+//! UpdateCluster, and their capacity providers (PutClusterCapacityProviders,
+//! DescribeCapacityProviders). Stored at `clusters/NAME`; a deleted cluster
+//! stays describable as INACTIVE, and creating it again makes it ACTIVE.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -9,6 +12,7 @@ use super::error::{ApiError, ApiResult, Kind};
 use super::{decode, get_json, now, page, tags, to_bytes, with_retries, Api};
 use crate::model::arn::{self, Scope};
 use crate::model::check_name;
+use crate::model::provider::{self, StrategyItem};
 use crate::store::{Condition, Store, Write};
 
 /// The cluster every request that names none uses.
@@ -28,13 +32,121 @@ pub fn name_of(reference: &str) -> String {
 }
 
 /// Fields of CreateCluster that are stored and returned as given.
-const ECHOED: [&str; 5] = [
-    "settings",
-    "configuration",
-    "capacityProviders",
-    "defaultCapacityProviderStrategy",
-    "serviceConnectDefaults",
-];
+const ECHOED: [&str; 3] = ["settings", "configuration", "serviceConnectDefaults"];
+
+/// A cluster's capacity providers and its default capacity provider
+/// strategy, from its record (both empty unless set).
+pub fn capacity(record: &Value) -> (Vec<String>, Vec<StrategyItem>) {
+    let providers = record
+        .get("capacityProviders")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let strategy = record
+        .get("defaultCapacityProviderStrategy")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    (providers, strategy)
+}
+
+/// The capacity providers and default strategy of a CreateCluster or
+/// PutClusterCapacityProviders request, checked; each `None` where absent.
+struct RequestedCapacity {
+    providers: Option<Vec<String>>,
+    strategy: Option<Vec<StrategyItem>>,
+}
+
+/// Reads and checks a request's [`RequestedCapacity`].
+fn requested_capacity(req: &Value) -> ApiResult<RequestedCapacity> {
+    let providers = match req.get("capacityProviders").filter(|v| !v.is_null()) {
+        Some(v) => Some(provider::parse_names("capacityProviders", v)?),
+        None => None,
+    };
+    let strategy = match req
+        .get("defaultCapacityProviderStrategy")
+        .filter(|v| !v.is_null())
+    {
+        Some(v) => Some(provider::parse_strategy(
+            "defaultCapacityProviderStrategy",
+            v,
+            providers.as_deref().unwrap_or_default(),
+        )?),
+        None => None,
+    };
+    Ok(RequestedCapacity {
+        providers,
+        strategy,
+    })
+}
+
+/// The capacity provider strategy a CreateService or RunTask in `cluster`
+/// runs with: `given` (its `capacityProviderStrategy`, checked against the
+/// cluster's providers) or, when neither it nor a launch type is given,
+/// the cluster's default strategy. Empty means the launch type.
+pub fn strategy_for(
+    api: &Api,
+    cluster: &str,
+    launch_type_given: bool,
+    given: Option<&Value>,
+) -> ApiResult<Vec<StrategyItem>> {
+    let given = given.filter(|v| !v.is_null());
+    if launch_type_given && given.is_some() {
+        return Err(ApiError::invalid(
+            "Specifying both a launch type and capacity provider strategy is not supported: remove launchType or capacityProviderStrategy",
+        ));
+    }
+    let (providers, default) = capacity(&load_active(api, cluster)?.0);
+    match given {
+        Some(v) => {
+            let s = provider::parse_strategy("capacityProviderStrategy", v, &providers)?;
+            Ok(if s.is_empty() { default } else { s })
+        }
+        None if launch_type_given => Ok(Vec::new()),
+        None => Ok(default),
+    }
+}
+
+/// The capacity providers that services or unstopped tasks of `cluster`
+/// use, each with one of its users (for the error that refuses removing
+/// it).
+fn providers_in_use(api: &Api, cluster: &str) -> ApiResult<BTreeMap<String, String>> {
+    let mut used = BTreeMap::new();
+    for r in api
+        .store
+        .list(&format!("services/{cluster}/"), None, usize::MAX)?
+    {
+        let s = super::parse_record(&r)?;
+        if s.get("status").and_then(Value::as_str) == Some("INACTIVE") {
+            continue;
+        }
+        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+        for item in s
+            .get("capacityProviderStrategy")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = item.get("capacityProvider").and_then(Value::as_str) {
+                used.entry(p.to_string())
+                    .or_insert_with(|| format!("service {name:?}"));
+            }
+        }
+    }
+    for r in api
+        .store
+        .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
+    {
+        let t = super::parse_record(&r)?;
+        if t.get("lastStatus").and_then(Value::as_str) == Some("STOPPED") {
+            continue;
+        }
+        if let Some(p) = t.get("capacityProvider").and_then(Value::as_str) {
+            let id = r.key.rsplit('/').next().unwrap_or_default();
+            used.entry(p.to_string())
+                .or_insert_with(|| format!("task {id}"));
+        }
+    }
+    Ok(used)
+}
 
 /// Makes sure the default cluster exists (at first start).
 pub fn ensure_default(store: &dyn Store) -> Result<(), String> {
@@ -137,6 +249,9 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
             out.insert(f.into(), v.clone());
         }
     }
+    let (providers, strategy) = capacity(record);
+    out.insert("capacityProviders".into(), json!(providers));
+    out.insert("defaultCapacityProviderStrategy".into(), json!(strategy));
     if with_tags {
         out.insert(
             "tags".into(),
@@ -167,10 +282,6 @@ struct ClusterRequest {
     _settings: Option<Vec<Map<String, Value>>>,
     #[serde(rename = "configuration")]
     _configuration: Option<Map<String, Value>>,
-    #[serde(rename = "capacityProviders")]
-    _capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy")]
-    _default_capacity_provider_strategy: Option<Vec<Map<String, Value>>>,
     #[serde(rename = "serviceConnectDefaults")]
     _service_connect_defaults: Option<Map<String, Value>>,
 }
@@ -191,6 +302,10 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let name = r.cluster_name.unwrap_or_else(|| DEFAULT.to_string());
     check_name("clusterName", "cluster", &name).map_err(|e| ApiError::invalid(e.to_string()))?;
     let new_tags = tags::parse(r.tags.as_ref())?;
+    let RequestedCapacity {
+        providers,
+        strategy,
+    } = requested_capacity(req)?;
     let k = key(&name);
     let record = with_retries(|| {
         let current = get_json(api.store.as_ref(), &k)?;
@@ -204,6 +319,12 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             if let Some(v) = req.get(f) {
                 record[f] = v.clone();
             }
+        }
+        if let Some(p) = &providers {
+            record["capacityProviders"] = json!(p);
+        }
+        if let Some(s) = &strategy {
+            record["defaultCapacityProviderStrategy"] = json!(s);
         }
         let cond = match &current {
             Some((_, rev)) => Condition::At(k.clone(), *rev),
@@ -321,4 +442,81 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         Ok(())
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))
+}
+
+/// PutClusterCapacityProviders: replaces a cluster's capacity providers
+/// and its default strategy (both required; empty lists clear them). A
+/// provider that a service's strategy or an unstopped task uses cannot be
+/// removed.
+pub fn put_capacity_providers(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let name = decode::<ClusterRequest>(req)?.required_cluster()?;
+    let RequestedCapacity {
+        providers: Some(providers),
+        strategy: Some(strategy),
+    } = requested_capacity(req)?
+    else {
+        return Err(ApiError::invalid(
+            "capacityProviders and defaultCapacityProviderStrategy are both required (empty lists clear them)",
+        ));
+    };
+    let record = modify_active(api, &name, |c| {
+        let (current, _) = capacity(c);
+        let in_use = providers_in_use(api, &name)?;
+        for p in current.iter().filter(|p| !providers.contains(p)) {
+            if let Some(user) = in_use.get(p) {
+                return Err(ApiError::new(
+                    Kind::ResourceInUse,
+                    format!(
+                        "The specified capacity provider {p:?} is in use and cannot be removed: {user} uses it (update or delete it first)"
+                    ),
+                ));
+            }
+        }
+        c["capacityProviders"] = json!(providers);
+        c["defaultCapacityProviderStrategy"] = json!(strategy);
+        Ok(())
+    })?;
+    Ok(json!({ "cluster": view(api, scope, &record, false)? }))
+}
+
+/// DescribeCapacityProviders: FARGATE and FARGATE_SPOT, which every
+/// cluster can use; other names are `failures` with reason MISSING.
+pub fn describe_capacity_providers(_api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let names: Option<Vec<String>> = match req.get("capacityProviders").filter(|v| !v.is_null()) {
+        Some(v) => Some(crate::model::decode_at(v, "capacityProviders")?),
+        None => None,
+    };
+    let arn = |n: &str| {
+        format!(
+            "arn:aws:ecs:{}:{}:capacity-provider/{n}",
+            scope.region, scope.account
+        )
+    };
+    let view =
+        |n: &str| json!({"capacityProviderArn": arn(n), "name": n, "status": "ACTIVE", "tags": []});
+    let (mut found, mut failures) = (Vec::new(), Vec::new());
+    match names {
+        None => found = provider::PROVIDERS.iter().map(|n| view(n)).collect(),
+        Some(names) => {
+            for reference in names {
+                let n = reference.rsplit('/').next().unwrap_or_default();
+                if provider::PROVIDERS.contains(&n) {
+                    found.push(view(n));
+                } else {
+                    failures.push(json!({"arn": reference, "reason": "MISSING"}));
+                }
+            }
+        }
+    }
+    Ok(json!({"capacityProviders": found, "failures": failures}))
+}
+
+/// CreateCapacityProvider, UpdateCapacityProvider and
+/// DeleteCapacityProvider: skiff's capacity is its nodes, not Auto Scaling
+/// groups, so only FARGATE and FARGATE_SPOT exist.
+pub fn custom_capacity_provider(_api: &Api, _scope: &Scope, _req: &Value) -> ApiResult {
+    Err(ApiError::new(
+        Kind::UnsupportedFeature,
+        "capacity providers backed by Auto Scaling groups are not supported: skiff's capacity is its nodes; associate FARGATE or FARGATE_SPOT with the cluster (PutClusterCapacityProviders) instead",
+    ))
 }

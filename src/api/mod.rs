@@ -98,6 +98,17 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("DeleteCluster", clusters::delete),
     ("UpdateCluster", clusters::update),
     ("UpdateClusterSettings", clusters::update),
+    (
+        "PutClusterCapacityProviders",
+        clusters::put_capacity_providers,
+    ),
+    (
+        "DescribeCapacityProviders",
+        clusters::describe_capacity_providers,
+    ),
+    ("CreateCapacityProvider", clusters::custom_capacity_provider),
+    ("UpdateCapacityProvider", clusters::custom_capacity_provider),
+    ("DeleteCapacityProvider", clusters::custom_capacity_provider),
     ("RegisterTaskDefinition", task_definitions::register),
     ("DescribeTaskDefinition", task_definitions::describe),
     ("ListTaskDefinitions", task_definitions::list),

@@ -367,9 +367,8 @@ fn refuse_unsupported(r: &ServiceRequest) -> ApiResult<()> {
 }
 
 /// Settings kept as given and shown back.
-const KEPT: [&str; 6] = [
+const KEPT: [&str; 5] = [
     "networkConfiguration",
-    "capacityProviderStrategy",
     "propagateTags",
     "enableECSManagedTags",
     "enableExecuteCommand",
@@ -449,6 +448,17 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
         )));
     }
+    let given_strategy = req.get("capacityProviderStrategy");
+    if daemon && given_strategy.is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::invalid(
+            "capacityProviderStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+        ));
+    }
+    let capacity_provider_strategy = if daemon {
+        Vec::new()
+    } else {
+        clusters::strategy_for(api, &cluster, r.launch_type.is_some(), given_strategy)?
+    };
     // A daemon replaces each node's task in place, all at once unless
     // minimumHealthyPercent says (as ECS's defaults for daemons).
     let base = if daemon {
@@ -491,6 +501,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         family,
         revision,
         launch_type,
+        capacity_provider_strategy,
         config,
         strategy,
         placement_strategy,
@@ -642,13 +653,19 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         Some(t) => Some(definition(api, t)?),
         None => None,
     };
+    // A new strategy ([] for the cluster's default) starts a deployment,
+    // so that the tasks are spread over the providers as it says.
+    let new_strategy = match req.get("capacityProviderStrategy").filter(|v| !v.is_null()) {
+        Some(v) => Some(clusters::strategy_for(api, &cluster, false, Some(v))?),
+        None => None,
+    };
     let force = r.force_new_deployment.unwrap_or(false);
     // A new deployment pins its images' tags (a forced one again, which is
     // how a moved tag is taken up), resolved before the service is read
     // and written.
     let pinned: Option<((String, u32), BTreeMap<String, String>)> = match &target {
         Some((f, rev, td)) => Some(((f.clone(), *rev), pin_images(api, td))),
-        None if force => match load(api, &cluster, &name)? {
+        None if force || new_strategy.is_some() => match load(api, &cluster, &name)? {
             Some((s, _)) => definition(api, &format!("{}:{}", s.family, s.revision))
                 .ok()
                 .map(|(f, rev, td)| ((f, rev), pin_images(api, &td))),
@@ -702,10 +719,21 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             s.health_check_grace_period_seconds = g;
         }
         keep_extra(req, &mut s.extra);
+        if s.daemon && new_strategy.as_ref().is_some_and(|n| !n.is_empty()) {
+            return Err(ApiError::invalid(
+                "capacityProviderStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+            ));
+        }
+        let changes_strategy = new_strategy
+            .as_ref()
+            .is_some_and(|n| *n != s.capacity_provider_strategy);
+        if let Some(n) = new_strategy.clone() {
+            s.capacity_provider_strategy = n;
+        }
         let changes_definition = target
             .as_ref()
             .is_some_and(|(f, r)| (f.as_str(), *r) != (s.family.as_str(), s.revision));
-        if changes_definition || force {
+        if changes_definition || force || changes_strategy {
             let (family, revision) = target.clone().unwrap_or((s.family.clone(), s.revision));
             let mut d =
                 Deployment::new(RandomIds.deployment_id(), &family, revision, s.config, now);

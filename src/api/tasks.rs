@@ -92,12 +92,24 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
         ));
     }
     let group = r.group.unwrap_or_else(|| format!("family:{}", td.family));
+    let launch_type_given = r.launch_type.is_some();
     let launch_type = r.launch_type.unwrap_or_else(|| "FARGATE".to_string());
     if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
         return Err(ApiError::invalid(format!(
             "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
         )));
     }
+    // StartTask names its container instances and takes no strategy.
+    let strategy = if on_instances {
+        Vec::new()
+    } else {
+        clusters::strategy_for(
+            api,
+            &cluster,
+            launch_type_given,
+            req.get("capacityProviderStrategy"),
+        )?
+    };
     // Checked here; the agent reads them again from the stored task.
     crate::agent::container_overrides(&r.overrides, &td)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -132,6 +144,7 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
     let _placing = api.placing.lock().unwrap_or_else(|p| p.into_inner());
     let (placed, failures) = with_retries(|| {
         let mut fleet = Fleet::read(api.store.as_ref())?;
+        let mut providers = std::collections::BTreeMap::new();
         // What spread counts: the group's tasks per node and worker when a
         // strategy or distinctInstance asks (a listing of the cluster's
         // tasks), otherwise all tasks (from the reservations read).
@@ -209,6 +222,7 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
                     t.group = group.clone();
                     t.started_by = started_by.clone();
                     t.launch_type = launch_type.clone();
+                    t.capacity_provider = crate::model::provider::pick(&strategy, &mut providers);
                     t.overrides = raw_overrides.clone();
                     for c in &mut t.containers {
                         c.image_digest = pinned.get(&c.name).cloned();

@@ -9,6 +9,7 @@ pub mod arn;
 pub mod domain;
 pub mod image;
 pub mod outbound;
+pub mod provider;
 pub mod scaling;
 pub mod service;
 pub mod task;

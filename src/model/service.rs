@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::arn::Scope;
+use super::provider::StrategyItem;
 use super::task::{DesiredStatus, TaskRecord, TaskStatus};
 
 /// The most events a service keeps (newest first), as ECS shows.
@@ -279,6 +280,10 @@ pub struct ServiceRecord {
     pub family: String,
     pub revision: u32,
     pub launch_type: String,
+    /// The capacity provider strategy its tasks are spread over (then no
+    /// launch type is shown); empty for a service with a launch type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity_provider_strategy: Vec<StrategyItem>,
     pub config: DeploymentConfig,
     /// Strategies in order (the first decides; later ones break ties).
     pub strategy: Vec<Strategy>,
@@ -522,7 +527,7 @@ impl ServiceRecord {
                     }
                     _ => c.running + c.pending,
                 };
-                json!({
+                let mut v = json!({
                     "id": d.id,
                     "status": match d.status {
                         DeploymentStatus::Primary => "PRIMARY",
@@ -541,7 +546,18 @@ impl ServiceRecord {
                     "platformFamily": "wasi",
                     "rolloutState": rollout_word(d.rollout_state),
                     "rolloutStateReason": d.rollout_state_reason,
-                })
+                });
+                if let (Some(o), false) = (
+                    v.as_object_mut(),
+                    self.capacity_provider_strategy.is_empty(),
+                ) {
+                    o.remove("launchType");
+                    o.insert(
+                        "capacityProviderStrategy".into(),
+                        json!(self.capacity_provider_strategy),
+                    );
+                }
+                v
             })
             .collect();
         let events: Vec<Value> = self
@@ -582,6 +598,13 @@ impl ServiceRecord {
             for (k, x) in extra {
                 o.insert(k.clone(), x.clone());
             }
+        }
+        if !self.capacity_provider_strategy.is_empty() {
+            o.remove("launchType");
+            o.insert(
+                "capacityProviderStrategy".into(),
+                json!(self.capacity_provider_strategy),
+            );
         }
         if let Some(p) = self.primary() {
             o.insert(

@@ -148,6 +148,10 @@ pub struct TaskRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     pub launch_type: String,
+    /// The capacity provider (`FARGATE`, `FARGATE_SPOT`) its strategy gave
+    /// it; `None` for a task started with a launch type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider: Option<String>,
     pub last_status: TaskStatus,
     pub desired_status: DesiredStatus,
     /// The node (container instance) the task was placed on; empty in
@@ -230,6 +234,7 @@ impl TaskRecord {
             service: None,
             started_by: None,
             launch_type: "FARGATE".into(),
+            capacity_provider: None,
             last_status: TaskStatus::Provisioning,
             desired_status: DesiredStatus::Running,
             node: node.to_string(),
@@ -372,6 +377,9 @@ impl TaskRecord {
         let o = v.as_object_mut().expect("an object");
         if let Some(s) = &self.started_by {
             o.insert("startedBy".into(), json!(s));
+        }
+        if let Some(p) = &self.capacity_provider {
+            o.insert("capacityProviderName".into(), json!(p));
         }
         for (k, t) in [
             ("startedAt", self.started_at),

@@ -11,7 +11,7 @@
 //! agent reads the committed tasks from the store. A conflict (the API or
 //! the ledger wrote meanwhile) reconciles again from what is stored.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -621,6 +621,21 @@ impl Controller {
                 }
             }
         }
+        // Each deployment's live tasks by capacity provider: a new task
+        // goes to the provider its strategy is furthest behind on.
+        let mut providers: BTreeMap<&str, BTreeMap<String, u32>> = BTreeMap::new();
+        for (t, _) in &tasks {
+            if let (Some(d), Some(p)) = (&t.started_by, &t.capacity_provider) {
+                if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped
+                {
+                    *providers
+                        .entry(d.as_str())
+                        .or_default()
+                        .entry(p.clone())
+                        .or_default() += 1;
+                }
+            }
+        }
         let mut placed: Vec<(TaskRecord, TaskDefinition)> = Vec::new();
         // A pass places a bounded number (one transaction each: etcd's
         // default --max-txn-ops is 128); the rest go in the next pass, at
@@ -677,6 +692,10 @@ impl Controller {
                     t.service = Some(s.name.clone());
                     t.started_by = Some(st.deployment.clone());
                     t.launch_type = s.launch_type.clone();
+                    t.capacity_provider = crate::model::provider::pick(
+                        &s.capacity_provider_strategy,
+                        providers.entry(st.deployment.as_str()).or_default(),
+                    );
                     if let Some(d) = s.deployments.iter().find(|d| d.id == st.deployment) {
                         for c in &mut t.containers {
                             c.image_digest = d.image_digests.get(&c.name).cloned();

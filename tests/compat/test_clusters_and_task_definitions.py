@@ -322,9 +322,9 @@ def test_tags_on_task_definitions_and_clusters(ecs):
 
 def test_unsupported_action_names_it(ecs):
     with pytest.raises(ClientError) as e:
-        ecs.describe_capacity_providers()
+        ecs.describe_task_sets(cluster="default", service="web")
     assert error_code(e) == "UnsupportedFeatureException"
-    assert "DescribeCapacityProviders" in error_message(e)
+    assert "DescribeTaskSets" in error_message(e)
 
 
 def test_aws_cli_works_unchanged(server):
@@ -355,3 +355,113 @@ def test_aws_cli_works_unchanged(server):
         env=env, capture_output=True, text=True,
     )
     assert bad.returncode != 0 and "ClientException" in bad.stderr
+
+
+# ------------------------------------------------------ capacity providers
+
+
+def plain_taskdef(family):
+    """A hello-http task definition without a health check (its tasks count
+    as started once RUNNING)."""
+    doc = taskdef(family)
+    del doc["containerDefinitions"][0]["healthCheck"]
+    return doc
+
+
+def providers_of(ecs, cluster, **filters):
+    arns = ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING", **filters)["taskArns"]
+    if not arns:
+        return []
+    tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+    return sorted((t.get("capacityProviderName"), t["lastStatus"], t["launchType"]) for t in tasks)
+
+
+def test_capacity_providers_spread_tasks_as_ecs_does(server, ecs):
+    """What Terraform's aws_ecs_cluster_capacity_providers and a service's
+    capacity_provider_strategy call: FARGATE and FARGATE_SPOT, the
+    cluster's default strategy, base and weight, and a provider in use."""
+    name, family = uniq("cp"), uniq("cp")
+    ecs.create_cluster(clusterName=name)
+    (c,) = ecs.describe_clusters(clusters=[name])["clusters"]
+    assert c["capacityProviders"] == [] and c["defaultCapacityProviderStrategy"] == []
+
+    with pytest.raises(ClientError) as e:
+        ecs.put_cluster_capacity_providers(
+            cluster=name, capacityProviders=["FARGATE", "my-asg"], defaultCapacityProviderStrategy=[])
+    assert "capacityProviders[1]" in error_message(e) and "FARGATE_SPOT" in error_message(e)
+    with pytest.raises(ClientError) as e:
+        ecs.put_cluster_capacity_providers(
+            cluster=name, capacityProviders=["FARGATE"],
+            defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}])
+    assert "not associated" in error_message(e), error_message(e)
+    strategy = [{"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+                {"capacityProvider": "FARGATE_SPOT", "weight": 3}]
+    c = ecs.put_cluster_capacity_providers(
+        cluster=name, capacityProviders=["FARGATE", "FARGATE_SPOT"],
+        defaultCapacityProviderStrategy=strategy)["cluster"]
+    assert c["capacityProviders"] == ["FARGATE", "FARGATE_SPOT"]
+    assert c["defaultCapacityProviderStrategy"] == [
+        {"capacityProvider": "FARGATE", "base": 1, "weight": 1},
+        {"capacityProvider": "FARGATE_SPOT", "base": 0, "weight": 3}]
+    (d,) = ecs.describe_clusters(clusters=[name])["clusters"]
+    assert d["defaultCapacityProviderStrategy"] == c["defaultCapacityProviderStrategy"]
+
+    found = ecs.describe_capacity_providers(capacityProviders=["FARGATE_SPOT", "my-asg"])
+    assert [p["name"] for p in found["capacityProviders"]] == ["FARGATE_SPOT"]
+    assert found["capacityProviders"][0]["status"] == "ACTIVE"
+    assert found["failures"][0]["reason"] == "MISSING"
+    assert {p["name"] for p in aws_cli(server, "ecs", "describe-capacity-providers")["capacityProviders"]} == {
+        "FARGATE", "FARGATE_SPOT"}
+    with pytest.raises(ClientError) as e:
+        ecs.create_capacity_provider(name="mine", autoScalingGroupProvider={
+            "autoScalingGroupArn": "arn:aws:autoscaling:us-east-1:000000000000:autoScalingGroup:x:autoScalingGroupName/x"})
+    assert error_code(e) == "UnsupportedFeatureException" and "FARGATE" in error_message(e)
+
+    ecs.register_task_definition(**plain_taskdef(family))
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(cluster=name, serviceName="both", taskDefinition=family, desiredCount=1,
+                           launchType="FARGATE",
+                           capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])
+    assert error_code(e) == "InvalidParameterException"
+
+    # No launch type and no strategy: the cluster's default, base first,
+    # then 1:3.
+    svc = ecs.create_service(cluster=name, serviceName="web", taskDefinition=family, desiredCount=5)["service"]
+    assert "launchType" not in svc
+    assert svc["capacityProviderStrategy"] == c["defaultCapacityProviderStrategy"]
+    assert svc["deployments"][0]["capacityProviderStrategy"] == c["defaultCapacityProviderStrategy"]
+    seen = wait_for("5 running tasks", lambda: (lambda p: p if len(p) == 5 else None)(
+        providers_of(ecs, name, serviceName="web")))
+    assert [p for p, _, _ in seen] == ["FARGATE"] * 2 + ["FARGATE_SPOT"] * 3, seen
+    assert {lt for _, _, lt in seen} == {"FARGATE"}
+
+    # A provider a service uses cannot be taken off the cluster.
+    with pytest.raises(ClientError) as e:
+        ecs.put_cluster_capacity_providers(
+            cluster=name, capacityProviders=["FARGATE"],
+            defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])
+    assert error_code(e) == "ResourceInUseException" and '"web"' in error_message(e), error_message(e)
+
+    # RunTask with its own strategy.
+    run = ecs.run_task(cluster=name, taskDefinition=family, count=2,
+                       capacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}])
+    assert run["failures"] == []
+    assert [t["capacityProviderName"] for t in run["tasks"]] == ["FARGATE_SPOT"] * 2
+
+    # A new strategy deploys: the service's tasks end up all on FARGATE.
+    out = ecs.update_service(cluster=name, service="web",
+                             capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])["service"]
+    assert out["deployments"][0]["status"] == "PRIMARY" and len(out["deployments"]) == 2
+    wait_for("the service's tasks all on FARGATE", lambda: (lambda p: p == [("FARGATE", "RUNNING", "FARGATE")] * 5)(
+        providers_of(ecs, name, serviceName="web")), timeout=90)
+
+    # Once the RunTask tasks stop, nothing uses FARGATE_SPOT.
+    for t in run["tasks"]:
+        ecs.stop_task(cluster=name, task=t["taskArn"])
+    wait_for("the run tasks to stop", lambda: all(
+        t["lastStatus"] == "STOPPED"
+        for t in ecs.describe_tasks(cluster=name, tasks=[t["taskArn"] for t in run["tasks"]])["tasks"]))
+    c = ecs.put_cluster_capacity_providers(
+        cluster=name, capacityProviders=["FARGATE"], defaultCapacityProviderStrategy=[])["cluster"]
+    assert c["capacityProviders"] == ["FARGATE"] and c["defaultCapacityProviderStrategy"] == []
+    ecs.delete_service(cluster=name, service="web", force=True)

@@ -25,6 +25,7 @@ fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         family: "web".into(),
         revision: 1,
         launch_type: "FARGATE".into(),
+        capacity_provider_strategy: Vec::new(),
         config,
         strategy: vec![Strategy::Spread],
         placement_strategy: serde_json::json!([]),
