@@ -126,10 +126,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let targets = targets();
     let target = &targets[pick as usize % targets.len()];
-    let scope = Scope {
-        region: "us-east-1".into(),
-        account: "000000000000".into(),
-    };
+    let scope = Scope::new("us-east-1", "000000000000");
     let c = ctx();
     let check = |body: &[u8]| {
         if let Err(e) = skiff::api::call(&c.engine.api, &scope, target, body, None) {

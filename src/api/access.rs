@@ -37,7 +37,11 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
         | "DescribeCapacityProviders"
         | "CreateCapacityProvider"
         | "UpdateCapacityProvider"
-        | "DeleteCapacityProvider" => {
+        | "DeleteCapacityProvider"
+        | "PutAccountSetting"
+        | "PutAccountSettingDefault"
+        | "DeleteAccountSetting"
+        | "ListAccountSettings" => {
             vec!["*".into()]
         }
         "CreateCluster" => vec![cluster_arn(scope, s("clusterName"))],
@@ -147,10 +151,7 @@ mod tests {
 
     #[test]
     fn calls_act_on_their_clusters() {
-        let scope = Scope {
-            region: "eu-west-1".into(),
-            account: "1".into(),
-        };
+        let scope = Scope::new("eu-west-1", "1");
         let prod = "arn:aws:ecs:eu-west-1:1:cluster/prod";
         let default = "arn:aws:ecs:eu-west-1:1:cluster/default";
         assert_eq!(

@@ -306,6 +306,9 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         providers,
         strategy,
     } = requested_capacity(req)?;
+    // Without its own containerInsights setting a cluster gets the
+    // caller's account setting, where one was made.
+    let insights = super::account_settings::chosen(api, scope, "containerInsights")?;
     let k = key(&name);
     let record = with_retries(|| {
         let current = get_json(api.store.as_ref(), &k)?;
@@ -318,6 +321,16 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         for f in ECHOED {
             if let Some(v) = req.get(f) {
                 record[f] = v.clone();
+            }
+        }
+        if let Some(v) = &insights {
+            let has = record["settings"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|s| s["name"] == "containerInsights"));
+            if !has {
+                let mut settings = record["settings"].as_array().cloned().unwrap_or_default();
+                settings.push(json!({"name": "containerInsights", "value": v}));
+                record["settings"] = json!(settings);
             }
         }
         if let Some(p) = &providers {

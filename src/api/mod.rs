@@ -15,6 +15,7 @@
 //! dashboard under `GET /ui/` ([`ui`]).
 
 pub mod access;
+pub mod account_settings;
 pub mod attributes;
 pub mod autoscaling;
 pub mod clusters;
@@ -109,6 +110,10 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("CreateCapacityProvider", clusters::custom_capacity_provider),
     ("UpdateCapacityProvider", clusters::custom_capacity_provider),
     ("DeleteCapacityProvider", clusters::custom_capacity_provider),
+    ("PutAccountSetting", account_settings::put),
+    ("PutAccountSettingDefault", account_settings::put_default),
+    ("DeleteAccountSetting", account_settings::delete),
+    ("ListAccountSettings", account_settings::list),
     ("RegisterTaskDefinition", task_definitions::register),
     ("DescribeTaskDefinition", task_definitions::describe),
     ("ListTaskDefinitions", task_definitions::list),
@@ -447,6 +452,7 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
                     |c| c.credential.region.clone(),
                 ),
                 account: api.account.clone(),
+                user: caller.as_ref().map(|c| c.key.name.clone()),
             };
             let (cluster, _) = logs_path(&path);
             let resource = access::task_logs_resource(&scope, cluster);
@@ -547,6 +553,7 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         let scope = Scope {
             region,
             account: api.account.clone(),
+            user: caller.as_ref().map(|c| c.key.name.clone()),
         };
         call(&api, &scope, &target, &body, caller.as_ref())
     })

@@ -123,10 +123,7 @@ async fn call(
     req: Value,
 ) -> Result<Value, ApiError> {
     let api = engine.api.clone();
-    let scope = Scope {
-        region: api.default_region.clone(),
-        account: api.account.clone(),
-    };
+    let scope = Scope::new(api.default_region.clone(), api.account.clone());
     tokio::task::spawn_blocking(move || action(&api, &scope, &req))
         .await
         .unwrap_or_else(|_| Err(ApiError::client("the action failed unexpectedly")))

@@ -9,9 +9,36 @@ pub struct Scope {
     pub region: String,
     /// Twelve digits.
     pub account: String,
+    /// The name of the key that signed the request (`None` without
+    /// `--auth`): the caller is then `arn:aws:iam::ACCOUNT:user/NAME`,
+    /// otherwise the account's root.
+    pub user: Option<String>,
 }
 
 impl Scope {
+    /// A scope for `region` and `account` whose caller is the account's
+    /// root.
+    pub fn new(region: impl Into<String>, account: impl Into<String>) -> Scope {
+        Scope {
+            region: region.into(),
+            account: account.into(),
+            user: None,
+        }
+    }
+
+    /// `arn:aws:iam::ACCOUNT:root`
+    pub fn root(&self) -> String {
+        format!("arn:aws:iam::{}:root", self.account)
+    }
+
+    /// The caller's ARN: its key's user, or the account's root.
+    pub fn principal(&self) -> String {
+        match &self.user {
+            Some(name) => format!("arn:aws:iam::{}:user/{name}", self.account),
+            None => self.root(),
+        }
+    }
+
     fn prefix(&self) -> String {
         format!("arn:aws:ecs:{}:{}", self.region, self.account)
     }
@@ -103,10 +130,7 @@ mod tests {
 
     #[test]
     fn long_format_round_trips() {
-        let s = Scope {
-            region: "eu-west-1".into(),
-            account: "000000000000".into(),
-        };
+        let s = Scope::new("eu-west-1", "000000000000");
         let t = s.task("default", "abc123");
         assert_eq!(t, "arn:aws:ecs:eu-west-1:000000000000:task/default/abc123");
         let a = parse(&t).unwrap();

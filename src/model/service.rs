@@ -591,7 +591,7 @@ impl ServiceRecord {
             "enableECSManagedTags": false,
             "propagateTags": "NONE",
             "enableExecuteCommand": false,
-            "createdBy": format!("arn:aws:iam::{}:root", scope.account),
+            "createdBy": scope.root(),
         });
         let o = v.as_object_mut().expect("an object");
         if let Some(extra) = self.extra.as_object() {

@@ -98,6 +98,11 @@ def test_the_right_key_works_and_signs_the_region(authed):
     assert arn in ecs.list_clusters()["clusterArns"]
     logs = client(authed, ADMIN, "logs")
     assert "logGroups" in logs.describe_log_groups()
+    # The signer is the principal of its own account settings.
+    out = ecs.put_account_setting(name="awsvpcTrunking", value="enabled")["setting"]
+    assert out["principalArn"] == "arn:aws:iam::000000000000:user/admin"
+    (s,) = ecs.list_account_settings(name="awsvpcTrunking", effectiveSettings=True)["settings"]
+    assert (s["value"], s["principalArn"]) == ("enabled", "arn:aws:iam::000000000000:user/admin")
 
 
 def test_a_wrong_secret_is_an_invalid_signature(authed):

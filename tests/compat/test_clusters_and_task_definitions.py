@@ -465,3 +465,73 @@ def test_capacity_providers_spread_tasks_as_ecs_does(server, ecs):
         cluster=name, capacityProviders=["FARGATE"], defaultCapacityProviderStrategy=[])["cluster"]
     assert c["capacityProviders"] == ["FARGATE"] and c["defaultCapacityProviderStrategy"] == []
     ecs.delete_service(cluster=name, service="web", force=True)
+
+
+# --------------------------------------------------------- account settings
+
+
+def test_account_settings_as_terraform_and_aws_cli_use_them(server, ecs):
+    """aws_ecs_account_setting_default puts the account's default and reads
+    the effective setting back; a principal's own setting wins over it."""
+    root = "arn:aws:iam::000000000000:root"
+    alice = "arn:aws:iam::000000000000:user/alice"
+    try:
+        out = ecs.put_account_setting_default(name="containerInsights", value="enabled")["setting"]
+        assert out == {"name": "containerInsights", "value": "enabled", "principalArn": root, "type": "user"}
+        (s,) = ecs.list_account_settings(name="containerInsights", effectiveSettings=True)["settings"]
+        assert (s["value"], s["principalArn"]) == ("enabled", root)
+
+        # A cluster created without its own setting gets the account's.
+        name = uniq("insights")
+        c = ecs.create_cluster(clusterName=name)["cluster"]
+        assert c["settings"] == [{"name": "containerInsights", "value": "enabled"}]
+        c = ecs.create_cluster(clusterName=uniq("own"), settings=[{"name": "containerInsights", "value": "disabled"}])
+        assert c["cluster"]["settings"] == [{"name": "containerInsights", "value": "disabled"}]
+
+        # A principal's own setting, then deleted: the default applies again.
+        ecs.put_account_setting(name="containerInsights", value="disabled", principalArn=alice)
+        (s,) = ecs.list_account_settings(name="containerInsights", effectiveSettings=True, principalArn=alice)["settings"]
+        assert (s["value"], s["principalArn"]) == ("disabled", alice)
+        assert [x["name"] for x in ecs.list_account_settings(principalArn=alice)["settings"]] == ["containerInsights"]
+        ecs.delete_account_setting(name="containerInsights", principalArn=alice)
+        (s,) = ecs.list_account_settings(name="containerInsights", effectiveSettings=True, principalArn=alice)["settings"]
+        assert (s["value"], s["principalArn"]) == ("enabled", root)
+
+        # ECS's defaults, paged; filtered by value.
+        first = ecs.list_account_settings(effectiveSettings=True, maxResults=5)
+        assert len(first["settings"]) == 5 and "nextToken" in first
+        rest = ecs.list_account_settings(effectiveSettings=True, nextToken=first["nextToken"])
+        every = {s["name"]: s for s in first["settings"] + rest["settings"]}
+        assert every["taskLongArnFormat"]["value"] == "enabled"
+        assert every["taskLongArnFormat"]["type"] == "aws_managed"
+        assert every["fargateTaskRetirementWaitPeriod"]["value"] == "7"
+        on = ecs.list_account_settings(effectiveSettings=True, value="enabled")["settings"]
+        assert {s["name"] for s in on} >= {"containerInsights", "serviceLongArnFormat"}
+        cli = aws_cli(server, "ecs", "list-account-settings", "--effective-settings", "--name", "containerInsights")
+        assert cli["settings"][0]["value"] == "enabled"
+
+        # Terraform's destroy disables the setting, and takes "You can no
+        # longer disable" for the long ARN formats.
+        with pytest.raises(ClientError) as e:
+            ecs.put_account_setting_default(name="serviceLongArnFormat", value="disabled")
+        assert error_code(e) == "InvalidParameterException"
+        assert "You can no longer disable" in error_message(e)
+        with pytest.raises(ClientError) as e:
+            ecs.put_account_setting(name="containerInsights", value="maybe")
+        assert "enhanced" in error_message(e)
+        with pytest.raises(ClientError) as e:
+            ecs.put_account_setting(name="nope", value="enabled")
+        assert "awsvpcTrunking" in error_message(e)
+        with pytest.raises(ClientError) as e:
+            ecs.put_account_setting(name="containerInsights", value="enabled",
+                                    principalArn="arn:aws:iam::111111111111:user/bob")
+        assert "principalArn" in error_message(e)
+    finally:
+        try:
+            ecs.delete_account_setting(name="containerInsights", principalArn=root)
+        except ClientError:
+            pass
+    # Deleted, the account default no longer decides: ECS's applies.
+    (s,) = ecs.list_account_settings(name="containerInsights", effectiveSettings=True)["settings"]
+    assert (s["value"], s["type"]) == ("disabled", "aws_managed")
+    assert "settings" not in ecs.create_cluster(clusterName=uniq("plain"))["cluster"]
