@@ -530,7 +530,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             )))
         }
     };
-    let (mut conditions, mut writes) = claims(api, &BTreeSet::new(), &svc)?;
+    let (mut conditions, mut writes) = claims(api.store.as_ref(), &BTreeSet::new(), &svc)?;
     conditions.push(condition);
     writes.push(Write::Put(k, serde_json::to_vec(&svc).unwrap_or_default()));
     writes.push(tags::write(
@@ -559,8 +559,8 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// service); names it no longer claims are released. Guarded by each
 /// claim's revision, so two services claiming one name at once cannot
 /// both win.
-fn claims(
-    api: &Api,
+pub(crate) fn claims(
+    store: &dyn crate::store::Store,
     before: &BTreeSet<String>,
     svc: &ServiceRecord,
 ) -> ApiResult<(Vec<Condition>, Vec<Write>)> {
@@ -576,7 +576,7 @@ fn claims(
     // transaction that names a key twice).
     for d in svc.domains.union(before) {
         let k = domain::claim_key(d);
-        let held = api.store.get(&k)?;
+        let held = store.get(&k)?;
         let owner = held
             .as_ref()
             .and_then(|r| serde_json::from_slice::<domain::Claim>(&r.value).ok());
@@ -629,7 +629,7 @@ pub(super) fn modify(
             return Ok(Ok(s));
         }
         let (mut conditions, mut writes) = if before != s.domains || redirect != s.https_redirect {
-            claims(api, &before, &s)?
+            claims(api.store.as_ref(), &before, &s)?
         } else {
             Default::default()
         };

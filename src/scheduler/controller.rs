@@ -510,6 +510,31 @@ impl Controller {
         })
     }
 
+    /// The domains (and HTTPS redirect) an ACTIVE service should claim
+    /// when they are not what it claims: those of the task definition it
+    /// runs, so that after a rollback (the circuit breaker's) it answers on
+    /// the names of the one it returned to, as after StopServiceDeployment.
+    /// A name another service claimed meanwhile stays with that service.
+    fn domains(&mut self, s: &ServiceRecord) -> Option<(BTreeSet<String>, bool)> {
+        if s.status != ServiceStatus::Active {
+            return None;
+        }
+        let td = self.definition(&s.family, s.revision).ok()?;
+        let (mut domains, redirect) = (td.domains(), td.https_redirect());
+        if (&domains, redirect) == (&s.domains, s.https_redirect) {
+            return None;
+        }
+        domains.retain(
+            |d| match self.store.get(&crate::model::domain::claim_key(d)) {
+                Ok(None) => true,
+                Ok(Some(r)) => serde_json::from_slice::<crate::model::domain::Claim>(&r.value)
+                    .is_ok_and(|c| c.cluster == s.cluster && c.service == s.name),
+                Err(_) => false,
+            },
+        );
+        ((&domains, redirect) != (&s.domains, s.https_redirect)).then_some((domains, redirect))
+    }
+
     fn definition(&mut self, family: &str, revision: u32) -> Result<TaskDefinition, String> {
         let k = (family.to_string(), revision);
         if let Some(td) = self.definitions.get(&k) {
@@ -603,11 +628,16 @@ impl Controller {
         } else {
             reconcile_draining(&svc, &observed, &draining, now, &mut RandomIds)
         };
-        if !plan.acts(&svc) {
+        let domains = self.domains(&plan.service);
+        if !plan.acts(&svc) && domains.is_none() {
             return Ok(plan.requeue);
         }
         let mut s = plan.service.clone();
         let mut requeue = plan.requeue;
+        if let Some((domains, redirect)) = domains {
+            s.domains = domains;
+            s.https_redirect = redirect;
+        }
 
         // Place the new tasks.
         let mut group_tasks = fleet.no_tasks();
@@ -754,6 +784,23 @@ impl Controller {
             key.to_string(),
             serde_json::to_vec(&s).unwrap_or_default(),
         )];
+        if (&s.domains, s.https_redirect) != (&svc.domains, svc.https_redirect) {
+            match crate::api::services::claims(self.store.as_ref(), &svc.domains, &s) {
+                Ok((held, claimed)) => {
+                    conditions.extend(held);
+                    writes.extend(claimed);
+                }
+                // Claimed by another service since it was read: the
+                // claims stay as they were, and the next pass looks again.
+                Err(_) => {
+                    s.domains = svc.domains.clone();
+                    s.https_redirect = svc.https_redirect;
+                    writes[0] =
+                        Write::Put(key.to_string(), serde_json::to_vec(&s).unwrap_or_default());
+                    requeue = Some(PLACE_RETRY);
+                }
+            }
+        }
         if !placed.is_empty() {
             let (held, reservations) = fleet.commit_parts();
             conditions.extend(held);

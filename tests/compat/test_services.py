@@ -275,10 +275,15 @@ def test_tasks_that_keep_failing_are_throttled_and_a_new_deployment_resets(ecs):
 
 def test_circuit_breaker_rolls_back_to_the_last_completed_deployment(ecs):
     family = uniq("breaker")
-    good = register(ecs, [web()], family=family)
+    good_name, bad_name = f"{family}-good.example.test", f"{family}-bad.example.test"
+    good = register(ecs, [web(dockerLabels={"skiff.domains": good_name})], family=family)
+    # Tasks that fail to start (their module is missing), never RUNNING: a
+    # guest that exits at once could be seen RUNNING by the pass that
+    # completes the deployment, and a completed deployment does not roll
+    # back (as in ECS).
     bad = register(
         ecs,
-        [{"name": "web", "image": os.path.join(DIST, "echo.wasm"), "memory": 16, "command": ["--exit", "1"]}],
+        [web(image=os.path.join(DIST, f"{family}-missing.wasm"), dockerLabels={"skiff.domains": bad_name})],
         family=family,
     )
     name = uniq("breaker")
@@ -313,6 +318,16 @@ def test_circuit_breaker_rolls_back_to_the_last_completed_deployment(ecs):
     )["serviceDeployments"][0]
     assert full["rollback"]["reason"].startswith("ECS deployment circuit breaker")
     assert full["deploymentCircuitBreaker"]["status"] == "TRIGGERED"
+    # The domains went back with the task definition: the failed one's
+    # name is free again, the good one's is the service's once more.
+    other = uniq("claim")
+    ecs.create_service(serviceName=other, desiredCount=0,
+                       taskDefinition=register(ecs, [web(dockerLabels={"skiff.domains": bad_name})]))
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(serviceName=uniq("claim"), desiredCount=0,
+                           taskDefinition=register(ecs, [web(dockerLabels={"skiff.domains": good_name})]))
+    assert f"already claimed by service {name!r}".replace("'", '"') in e.value.response["Error"]["Message"]
+    ecs.delete_service(service=other)
     delete(ecs, name)
 
 
