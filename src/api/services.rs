@@ -510,6 +510,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         member_of,
         health_check_grace_period_seconds: grace,
         created_at: now,
+        created_by: Some(scope.principal()),
         extra,
         deployments: vec![deployment],
         events: Vec::new(),

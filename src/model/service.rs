@@ -298,6 +298,10 @@ pub struct ServiceRecord {
     pub member_of: Vec<String>,
     pub health_check_grace_period_seconds: u32,
     pub created_at: f64,
+    /// The principal that created it (`arn:aws:iam::ACCOUNT:user/NAME`);
+    /// `None` in records from before it was kept (shown as the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     /// Settings ECS has and skiff keeps and shows, as given.
     pub extra: Value,
     /// Newest first; live deployments before finished ones.
@@ -591,7 +595,7 @@ impl ServiceRecord {
             "enableECSManagedTags": false,
             "propagateTags": "NONE",
             "enableExecuteCommand": false,
-            "createdBy": scope.root(),
+            "createdBy": self.created_by.clone().unwrap_or_else(|| scope.root()),
         });
         let o = v.as_object_mut().expect("an object");
         if let Some(extra) = self.extra.as_object() {

@@ -98,7 +98,14 @@ def test_the_right_key_works_and_signs_the_region(authed):
     assert arn in ecs.list_clusters()["clusterArns"]
     logs = client(authed, ADMIN, "logs")
     assert "logGroups" in logs.describe_log_groups()
-    # The signer is the principal of its own account settings.
+    # The signer is who created a service, and the principal of its own
+    # account settings.
+    family = uniq("signed")
+    ecs.register_task_definition(family=family, containerDefinitions=[
+        {"name": "web", "image": os.path.join(ROOT, "guests", "dist", "hello-http.wasm"), "memory": 32}])
+    svc = ecs.create_service(cluster=name, serviceName="by", taskDefinition=family, desiredCount=0)["service"]
+    assert svc["createdBy"] == "arn:aws:iam::000000000000:user/admin"
+    ecs.delete_service(cluster=name, service="by")
     out = ecs.put_account_setting(name="awsvpcTrunking", value="enabled")["setting"]
     assert out["principalArn"] == "arn:aws:iam::000000000000:user/admin"
     (s,) = ecs.list_account_settings(name="awsvpcTrunking", effectiveSettings=True)["settings"]

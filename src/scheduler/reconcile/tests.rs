@@ -34,6 +34,7 @@ fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         member_of: vec![],
         health_check_grace_period_seconds: 0,
         created_at: 0.0,
+        created_by: None,
         extra: serde_json::json!({}),
         deployments: vec![Deployment::new("ecs-svc/1".into(), "web", 1, config, 0.0)],
         events: vec![],
