@@ -634,9 +634,21 @@ impl Controller {
         }
         let mut s = plan.service.clone();
         let mut requeue = plan.requeue;
+        // The claims move with the domains; a name claimed by another
+        // service since it was read leaves them as they were, and the
+        // next pass looks again.
+        let mut claimed = (Vec::new(), Vec::new());
         if let Some((domains, redirect)) = domains {
             s.domains = domains;
             s.https_redirect = redirect;
+            match crate::api::services::claims(self.store.as_ref(), &svc.domains, &s) {
+                Ok(parts) => claimed = parts,
+                Err(_) => {
+                    s.domains = svc.domains.clone();
+                    s.https_redirect = svc.https_redirect;
+                    requeue = Some(PLACE_RETRY);
+                }
+            }
         }
 
         // Place the new tasks.
@@ -784,23 +796,8 @@ impl Controller {
             key.to_string(),
             serde_json::to_vec(&s).unwrap_or_default(),
         )];
-        if (&s.domains, s.https_redirect) != (&svc.domains, svc.https_redirect) {
-            match crate::api::services::claims(self.store.as_ref(), &svc.domains, &s) {
-                Ok((held, claimed)) => {
-                    conditions.extend(held);
-                    writes.extend(claimed);
-                }
-                // Claimed by another service since it was read: the
-                // claims stay as they were, and the next pass looks again.
-                Err(_) => {
-                    s.domains = svc.domains.clone();
-                    s.https_redirect = svc.https_redirect;
-                    writes[0] =
-                        Write::Put(key.to_string(), serde_json::to_vec(&s).unwrap_or_default());
-                    requeue = Some(PLACE_RETRY);
-                }
-            }
-        }
+        conditions.extend(claimed.0);
+        writes.extend(claimed.1);
         if !placed.is_empty() {
             let (held, reservations) = fleet.commit_parts();
             conditions.extend(held);
