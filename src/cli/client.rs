@@ -400,8 +400,8 @@ pub fn service_done(
     Ok(0)
 }
 
-/// Waits until a service is stable (one deployment, desired = running), or
-/// INACTIVE with `inactive`; shows progress on a terminal.
+/// Waits until a service is stable (one deployment, completed, desired =
+/// running), or INACTIVE with `inactive`; shows progress on a terminal.
 pub fn wait_service(
     ep: &Endpoint,
     name: &str,
@@ -424,6 +424,7 @@ pub fn wait_service(
             s["status"] == "ACTIVE"
                 && s["runningCount"] == s["desiredCount"]
                 && s["deployments"].as_array().map(Vec::len) == Some(1)
+                && s["deployments"][0]["rolloutState"] == "COMPLETED"
         };
         if done {
             if shown {

@@ -22,6 +22,15 @@ pub const THROTTLE_WINDOW: f64 = 300.0;
 /// The longest delay between starts of a throttled service, in seconds.
 pub const THROTTLE_MAX: f64 = 60.0;
 
+/// Seconds a task without health checks must have been RUNNING before it
+/// counts toward its deployment's completion (and the service's steady
+/// state). A task with health checks counts once HEALTHY. Without this, a
+/// pass that saw the new tasks RUNNING just before their guests exited
+/// would complete the deployment, and a completed deployment never trips
+/// the circuit breaker: a revision that exits at start would crash-loop
+/// instead of rolling back.
+pub const PROVEN_AFTER: f64 = 2.0;
+
 /// A task to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
@@ -696,7 +705,9 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
 
 /// Ends what a pass found ended: old deployments whose tasks are gone
 /// become INACTIVE, and the primary completes once `settled` (it alone
-/// runs what is desired, healthy) and the plan does nothing more.
+/// runs what is desired, healthy), its tasks have proven themselves (see
+/// [`PROVEN_AFTER`]; until then the pass runs again when the last one
+/// will have) and the plan does nothing more.
 fn conclude(
     plan: &mut Plan,
     pi: usize,
@@ -722,7 +733,23 @@ fn conclude(
             }
         }
     }
-    let steady = settled && plan.start.is_empty() && plan.stop.is_empty();
+    let mut steady = settled && plan.start.is_empty() && plan.stop.is_empty();
+    if steady {
+        let unproven = live_tasks
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(pid.as_str()) && !t.health_checked())
+            .filter_map(|t| {
+                let at = t.started_at.unwrap_or(t.created_at) + PROVEN_AFTER;
+                (at > now).then_some(at - now)
+            })
+            .fold(None, |last: Option<f64>, wait| {
+                Some(last.map_or(wait, |l| l.max(wait)))
+            });
+        if let Some(wait) = unproven {
+            steady = false;
+            plan.requeue = Some(plan.requeue.map_or(wait, |r: f64| r.min(wait)));
+        }
+    }
     if steady {
         let p = &mut plan.service.deployments[pi];
         if p.rollout_state == RolloutState::InProgress {

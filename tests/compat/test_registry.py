@@ -368,6 +368,9 @@ def test_failed_pulls_trip_the_circuit_breaker_and_the_rollback_keeps_its_digest
         return ts if ok else None
 
     wait_for("two tasks on v1", lambda: on(d1, good))
+    # The breaker rolls back to the last deployment that completed.
+    wait_for("the first deployment to complete", lambda: ecs.describe_services(services=[name])[
+        "services"][0]["deployments"][0]["rolloutState"] == "COMPLETED")
     # The tag moves before the failing deployment: the rollback must go back
     # to what ran (d1), not to what the tag names now.
     moved = variant(HELLO, "moved")

@@ -36,10 +36,19 @@ def register(ecs, containers, family=None, **extra):
 
 
 def stable(ecs, name, cluster="default", attempts=120):
+    """The services-stable waiter (one deployment, desired = running), and
+    then its deployment done: a task without health checks must have run
+    a moment before its deployment completes, which the waiter, as in ECS,
+    does not wait for."""
     ecs.get_waiter("services_stable").wait(
         cluster=cluster, services=[name], WaiterConfig={"Delay": 1, "MaxAttempts": attempts}
     )
-    return describe(ecs, name, cluster)
+
+    def done():
+        svc = describe(ecs, name, cluster)
+        return svc["deployments"][0]["rolloutState"] != "IN_PROGRESS" and svc
+
+    return wait_for(f"{name}'s deployment to finish", done, timeout=attempts)
 
 
 def describe(ecs, name, cluster="default"):
@@ -270,6 +279,43 @@ def test_tasks_that_keep_failing_are_throttled_and_a_new_deployment_resets(ecs):
     ecs.update_service(service=name, taskDefinition=good)
     svc = stable(ecs, name)
     assert svc["runningCount"] == 1
+    delete(ecs, name)
+
+
+def test_circuit_breaker_rolls_back_a_revision_that_exits_right_after_it_runs(ecs):
+    # The guest exits at once: its tasks are RUNNING for a moment, long
+    # enough for a pass to see them and stop the old ones, but never long
+    # enough to complete the deployment, so the breaker trips.
+    family = uniq("exits")
+    good = register(ecs, [web()], family=family)
+    bad = register(
+        ecs,
+        [{"name": "web", "image": os.path.join(DIST, "echo.wasm"), "memory": 16, "command": ["--exit", "1"]}],
+        family=family,
+    )
+    name = uniq("exits")
+    ecs.create_service(
+        serviceName=name,
+        taskDefinition=good,
+        desiredCount=2,
+        deploymentConfiguration={
+            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+            "minimumHealthyPercent": 50,
+        },
+    )
+    stable(ecs, name)
+    failing = ecs.update_service(service=name, taskDefinition=bad)["service"]["deployments"][0]["id"]
+
+    def rolled_back():
+        svc = describe(ecs, name)
+        return svc["taskDefinition"] == good and svc
+
+    svc = wait_for("the rollback", rolled_back, timeout=90)
+    assert any(f"(deployment {failing}) deployment failed: tasks failed to start." in m for m in messages(svc))
+    assert not any(f"(deployment {failing}) deployment completed." in m for m in messages(svc))
+    svc = stable(ecs, name)
+    assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
+    assert all(t["taskDefinitionArn"] == good for t in running_tasks(ecs, name))
     delete(ecs, name)
 
 

@@ -175,7 +175,8 @@ impl World {
             .count()
     }
 
-    /// Steps until nothing changes (bounded), settling tasks in between.
+    /// Steps until nothing changes (bounded), settling tasks in between
+    /// and letting time pass until running tasks have proven themselves.
     fn converge(&mut self, healthy: bool) {
         for _ in 0..50 {
             let before = self.svc.clone();
@@ -185,7 +186,10 @@ impl World {
                     t.last_status == TaskStatus::Stopped || t.last_status == TaskStatus::Running
                 })
             {
-                return;
+                match plan.requeue {
+                    Some(wait) if wait <= PROVEN_AFTER && !self.svc.steady => self.now += wait,
+                    _ => return,
+                }
             }
             self.settle(healthy);
         }
@@ -216,6 +220,16 @@ fn starts_the_desired_count_and_reaches_a_steady_state_once() {
     // Rerun before anything moved: the started tasks are seen, nothing more.
     assert!(w.step().start.is_empty());
     w.settle(true);
+    // Running, but not yet for long: the pass asks to run again when
+    // they will have run PROVEN_AFTER.
+    let plan = w.step();
+    assert_eq!(plan.requeue, Some(PROVEN_AFTER));
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::InProgress);
+    assert!(!w.svc.steady);
+    w.now += PROVEN_AFTER / 2.0;
+    assert_eq!(w.step().requeue, Some(PROVEN_AFTER / 2.0));
+    assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::InProgress);
+    w.now += PROVEN_AFTER / 2.0;
     w.step();
     assert_eq!(w.svc.deployments[0].rollout_state, RolloutState::Completed);
     assert_eq!(
@@ -639,6 +653,58 @@ fn the_circuit_breaker_rolls_back_to_the_last_completed_deployment() {
         w.svc.primary().unwrap().rollout_state,
         RolloutState::Completed
     );
+}
+
+#[test]
+fn tasks_that_exit_right_after_running_still_trip_the_circuit_breaker() {
+    let config = DeploymentConfig {
+        minimum_healthy_percent: 50,
+        maximum_percent: 200,
+        circuit_breaker: Some(CircuitBreaker {
+            enable: true,
+            rollback: true,
+        }),
+    };
+    let mut w = World::new(2, config);
+    w.converge(true);
+    let bad = w.deploy(2);
+    // Each pass sees the new tasks RUNNING (the old ones are stopped for
+    // them, as ECS does), and they exit before they have run
+    // PROVEN_AFTER: the deployment must not complete on them.
+    for _ in 0..20 {
+        w.step();
+        if w.svc.primary().unwrap().id != bad {
+            break;
+        }
+        assert_ne!(
+            w.svc.deployments[0].rollout_state,
+            RolloutState::Completed,
+            "completed on tasks that had not proven themselves"
+        );
+        w.settle(true);
+        w.step();
+        w.settle(true);
+        w.now += PROVEN_AFTER / 4.0;
+        let failing: Vec<String> = w
+            .live()
+            .iter()
+            .filter(|t| t.started_by.as_deref() == Some(bad.as_str()))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in failing {
+            w.fail(&id);
+        }
+        // Past the start throttle.
+        w.now += THROTTLE_MAX;
+    }
+    let failed = w.svc.deployments.iter().find(|d| d.id == bad).unwrap();
+    assert_eq!(failed.rollout_state, RolloutState::Failed);
+    assert_eq!(failed.outcome, ServiceDeploymentStatus::RollbackInProgress);
+    w.converge(true);
+    let primary = w.svc.primary().unwrap().clone();
+    assert_eq!(primary.revision, 1);
+    assert_eq!(w.running(&primary.id), 2);
+    assert_eq!(primary.rollout_state, RolloutState::Completed);
 }
 
 #[test]
