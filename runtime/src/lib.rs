@@ -56,5 +56,6 @@ pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
 pub use load::{binary_kind, Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};
 pub use sandbox::{
-    DenyAll, DiscardLogs, LogSink, LogStream, Mount, OutboundPolicy, Sandbox, MAX_LINE,
+    DenyAll, DiscardLogs, LocalEndpoint, LocalRequest, LocalResponse, LogSink, LogStream, Mount,
+    OutboundPolicy, Sandbox, LOCAL_ENDPOINT_HOST, MAX_LINE, MAX_LOCAL_BODY,
 };

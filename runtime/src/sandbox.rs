@@ -1,10 +1,12 @@
 //! The sandbox a guest sees: argv, environment, preopened directories,
 //! stdio (stdin empty, stdout and stderr captured line by line into a log
-//! sink), and the hosts it may send HTTP requests to. Everything not
-//! granted here is denied: no other host files (cap-std resolves every
-//! path, `..` and symlink inside its directory), no sockets, no outbound
-//! HTTP but to the allowed hosts.
+//! sink), the hosts it may send HTTP requests to, and the endpoints the
+//! host answers itself at [`LOCAL_ENDPOINT_HOST`]. Everything not granted
+//! here is denied: no other host files (cap-std resolves every path, `..`
+//! and symlink inside its directory), no sockets, no outbound HTTP but to
+//! the allowed hosts.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -74,6 +76,11 @@ pub struct Sandbox {
     /// Where `wasi:http/outgoing-handler` may send requests; nowhere by
     /// default ([`DenyAll`]).
     pub outbound: Arc<dyn OutboundPolicy>,
+    /// What answers the guest's plain-HTTP requests to
+    /// [`LOCAL_ENDPOINT_HOST`] (port 80), in process and whatever
+    /// `outbound` says; none by default (the address is then an outbound
+    /// host like any other).
+    pub local: Option<Arc<dyn LocalEndpoint>>,
 }
 
 impl Default for Sandbox {
@@ -84,8 +91,49 @@ impl Default for Sandbox {
             mounts: Vec::new(),
             logs: Arc::new(DiscardLogs),
             outbound: Arc::new(DenyAll),
+            local: None,
         }
     }
+}
+
+/// The link-local address of a task's own endpoints: Fargate's task
+/// metadata address, where ECS's `ECS_CONTAINER_METADATA_URI_V4` and
+/// `ECS_AGENT_URI` point.
+pub const LOCAL_ENDPOINT_HOST: &str = "169.254.170.2";
+
+/// The largest request body a [`LocalEndpoint`] is handed; a larger one
+/// is answered 413 without it being called.
+pub const MAX_LOCAL_BODY: usize = 64 * 1024;
+
+/// A guest's request to [`LOCAL_ENDPOINT_HOST`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRequest {
+    /// `GET`, `PUT`, ...
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The whole body (at most [`MAX_LOCAL_BODY`] bytes).
+    pub body: bytes::Bytes,
+}
+
+/// The answer to a [`LocalRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// Its `content-type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+/// Answers a guest's requests to [`LOCAL_ENDPOINT_HOST`] without any
+/// connection being made (the task metadata and the scale-in protection
+/// endpoints of ECS). Runs on the guest's worker: anything that blocks
+/// belongs on a blocking thread.
+pub trait LocalEndpoint: Send + Sync {
+    /// The answer to `req`.
+    fn answer(&self, req: LocalRequest) -> Pin<Box<dyn Future<Output = LocalResponse> + Send>>;
 }
 
 /// Decides which outbound HTTP requests (`wasi:http/outgoing-handler`) a
@@ -165,6 +213,7 @@ impl Sandbox {
             http: WasiHttpCtx::new(),
             hooks: Outbound {
                 policy: self.outbound.clone(),
+                local: self.local.clone(),
             },
             limiter,
         })
@@ -210,6 +259,7 @@ impl WasiHttpView for P2Host {
 /// one is sent.
 pub(crate) struct Outbound {
     policy: Arc<dyn OutboundPolicy>,
+    local: Option<Arc<dyn LocalEndpoint>>,
 }
 
 type SendResult = Result<
@@ -233,6 +283,13 @@ impl WasiHttpHooks for Outbound {
         } else {
             "http"
         };
+        if let Some(local) = self.local.clone().filter(|_| {
+            scheme == "http"
+                && uri.host() == Some(LOCAL_ENDPOINT_HOST)
+                && uri.port_u16().unwrap_or(80) == 80
+        }) {
+            return Box::new(answer_locally(local, request));
+        }
         let allowed = uri.authority().is_some_and(|a| {
             let port = a
                 .port_u16()
@@ -252,6 +309,44 @@ impl WasiHttpHooks for Outbound {
             ))
         })
     }
+}
+
+/// A request to [`LOCAL_ENDPOINT_HOST`], answered by `local`.
+async fn answer_locally(
+    local: Arc<dyn LocalEndpoint>,
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
+) -> SendResult {
+    use http_body_util::{BodyExt, Full, Limited};
+    let (parts, body) = request.into_parts();
+    let answer = match Limited::new(body, MAX_LOCAL_BODY).collect().await {
+        Ok(body) => {
+            local
+                .answer(LocalRequest {
+                    method: parts.method.as_str().to_string(),
+                    path: parts.uri.path().to_string(),
+                    body: body.to_bytes(),
+                })
+                .await
+        }
+        Err(_) => LocalResponse {
+            status: 413,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("the request body is over {MAX_LOCAL_BODY} bytes\n"),
+        },
+    };
+    let resp = http::Response::builder()
+        .status(answer.status)
+        .header(http::header::CONTENT_TYPE, answer.content_type)
+        .body(
+            Full::new(bytes::Bytes::from(answer.body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?;
+    Ok((
+        resp,
+        Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>,
+    ))
 }
 
 /// stdout or stderr of a guest, split into lines for a [`LogSink`].

@@ -716,6 +716,86 @@ fn outbound_http_reaches_only_allowed_hosts() {
     assert_eq!(hits.load(SeqCst), 1);
 }
 
+/// Answers every local request with what it was asked.
+struct EchoLocal;
+
+impl skiff_runtime::LocalEndpoint for EchoLocal {
+    fn answer(
+        &self,
+        req: skiff_runtime::LocalRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = skiff_runtime::LocalResponse> + Send>>
+    {
+        Box::pin(async move {
+            skiff_runtime::LocalResponse {
+                status: 201,
+                content_type: "text/plain",
+                body: format!("{} {} {}", req.method, req.path, req.body.len()),
+            }
+        })
+    }
+}
+
+#[test]
+fn requests_to_the_local_endpoint_address_are_answered_in_process() {
+    let guest = rt().load_file(dist("hello-http.wasm")).unwrap();
+    let ask = |local: bool, method: &str, url: &str, body: Vec<u8>| {
+        let sandbox = Sandbox {
+            // Nothing may go out: the local endpoints need no rule.
+            local: local.then(|| Arc::new(EchoLocal) as Arc<dyn skiff_runtime::LocalEndpoint>),
+            ..Sandbox::default()
+        };
+        let h = HttpHandler::new(
+            rt(),
+            &guest,
+            budget(64, None),
+            sandbox,
+            RunLimits::default(),
+        )
+        .unwrap();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://localhost/fetch?url={url}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        block_on(async {
+            let resp = h.handle(req).await.expect("response");
+            (resp.status().as_u16(), body_text(resp).await)
+        })
+    };
+    let base = format!("http://{}", skiff_runtime::LOCAL_ENDPOINT_HOST);
+    assert_eq!(
+        ask(true, "GET", &format!("{base}/v4/x/task?q=1"), vec![]),
+        (200, "fetched 201: GET /v4/x/task 0".to_string())
+    );
+    assert_eq!(
+        ask(
+            true,
+            "PUT",
+            &format!("{base}:80/api/x/state"),
+            vec![b'{'; 1000]
+        ),
+        (200, "fetched 201: PUT /api/x/state 1000".to_string())
+    );
+    // A body over the bound is refused before the endpoint sees it.
+    let big = vec![b'x'; skiff_runtime::MAX_LOCAL_BODY + 1];
+    let (status, body) = ask(true, "PUT", &format!("{base}/api/x/state"), big);
+    assert_eq!(status, 200);
+    assert!(body.starts_with("fetched 413: "), "{body}");
+    // Another port, HTTPS, or no endpoint: an outbound host like any other.
+    for (local, url) in [
+        (true, format!("{base}:8080/v4/x")),
+        (
+            true,
+            format!("https://{}/v4/x", skiff_runtime::LOCAL_ENDPOINT_HOST),
+        ),
+        (false, format!("{base}/v4/x")),
+    ] {
+        let (status, body) = ask(local, "GET", &url, vec![]);
+        assert_eq!(status, 502, "{url}: {body}");
+        assert!(body.contains("HttpRequestDenied"), "{url}: {body}");
+    }
+}
+
 #[test]
 fn http_works_with_on_demand_allocation_too() {
     let rt = Runtime::new(RuntimeConfig {

@@ -15,6 +15,7 @@ pub mod blobs;
 pub mod hostfs;
 pub mod ledger;
 pub mod logs;
+mod metadata;
 pub(crate) mod task;
 mod watch;
 
@@ -273,6 +274,9 @@ pub(crate) struct WorkerContext {
     pub host_roots: hostfs::HostRoots,
     pub blobs: Option<Arc<blobs::Blobs>>,
     pub registry: Option<Arc<crate::images::Registry>>,
+    /// The store, for the tasks' own endpoints (task metadata, scale-in
+    /// protection).
+    pub store: Arc<dyn Store>,
 }
 
 impl Agent {
@@ -308,6 +312,7 @@ impl Agent {
             host_roots,
             blobs,
             registry,
+            store: store.clone(),
         };
         let (fence, fenced) = tokio::sync::watch::channel(None);
         let mut threads = Vec::with_capacity(capacity.len());

@@ -154,6 +154,25 @@ impl Task {
         if let Some(service) = &spec.service {
             env.push(("SKIFF_SERVICE".to_string(), service.clone()));
         }
+        let local = super::metadata::TaskEndpoints::new(
+            self.ctx.store.clone(),
+            crate::model::arn::Scope::new(&id.region, &id.account),
+            &spec.cluster,
+            &spec.id,
+            i,
+            spec.definition
+                .containers
+                .iter()
+                .map(|c| {
+                    let a = c.awslogs.as_ref()?;
+                    Some((
+                        a.group.clone(),
+                        format!("{}/{}/{}", a.prefix, c.name, spec.id),
+                    ))
+                })
+                .collect(),
+        );
+        env.extend(local.env());
         for (k, v) in &c.environment {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
@@ -209,6 +228,7 @@ impl Task {
             mounts,
             logs,
             outbound: outbound_policy(&c.extensions.allowed_outbound_hosts),
+            local: Some(Arc::new(local)),
         })
     }
 }

@@ -80,6 +80,58 @@ fn failure(scope: &Scope, cluster: &str, id: &str, reason: &str, detail: String)
     json!({"arn": scope.task(cluster, id), "reason": reason, "detail": detail})
 }
 
+/// Why `expiresInMinutes` is out of range, when it is (only protection
+/// being turned on reads it).
+pub(crate) fn check_minutes(enabled: bool, minutes: i64) -> Result<(), String> {
+    if enabled && !(1..=MAX_MINUTES).contains(&minutes) {
+        return Err(format!(
+            "expiresInMinutes must be from 1 to {MAX_MINUTES} (48 hours), got {minutes}"
+        ));
+    }
+    Ok(())
+}
+
+/// A failure to protect one task: its reason (`MISSING`, `TASK_NOT_VALID`)
+/// and the detail in words.
+pub(crate) type Refusal = (&'static str, String);
+
+/// Protects task `id` of `cluster` for `minutes` from now (checked by
+/// [`check_minutes`]), or removes its protection. The record is written
+/// guarded by its revision, so that a worker's report in between is kept.
+/// The task as written and when, or why it cannot be protected.
+pub(crate) fn set(
+    store: &dyn crate::store::Store,
+    cluster: &str,
+    id: &str,
+    enabled: bool,
+    minutes: i64,
+) -> ApiResult<Result<(TaskRecord, f64), Refusal>> {
+    let k = ledger::key(cluster, id);
+    with_retries(|| {
+        let Some((mut t, rev)) = store
+            .get(&k)?
+            .and_then(|r| ledger::parse(&r).map(|t| (t, r.mod_revision)))
+        else {
+            return Ok(Ok(Err((
+                "MISSING",
+                format!("task {id} was not found in cluster {cluster}"),
+            ))));
+        };
+        if let Some(why) = not_protectable(&t) {
+            return Ok(Ok(Err(("TASK_NOT_VALID", why))));
+        }
+        let now = crate::model::now();
+        t.protected_until = enabled.then_some(now + minutes as f64 * 60.0);
+        t.version += 1;
+        Ok(store
+            .commit(
+                &[Condition::At(k.clone(), rev)],
+                &[Write::Put(k.clone(), ledger::to_bytes(&t))],
+            )
+            .map(|_| Ok((t, now))))
+    })
+}
+
 /// UpdateTaskProtection: protects up to 10 service tasks for
 /// `expiresInMinutes` (1 to 2880, 120 if not given) from now, or removes
 /// their protection. Each task's record is written on its own, guarded
@@ -102,36 +154,11 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .protection_enabled
         .ok_or_else(|| ApiError::client("protectionEnabled is required: true or false"))?;
     let minutes = r.expires_in_minutes.unwrap_or(DEFAULT_MINUTES);
-    if enabled && !(1..=MAX_MINUTES).contains(&minutes) {
-        return Err(ApiError::invalid(format!(
-            "expiresInMinutes must be from 1 to {MAX_MINUTES} (48 hours), got {minutes}"
-        )));
-    }
+    check_minutes(enabled, minutes).map_err(ApiError::invalid)?;
     let (mut protected, mut failures) = (Vec::new(), Vec::new());
     for reference in refs {
         let (c, id) = task_ref(&reference, &cluster);
-        let written = with_retries(|| {
-            let Some((mut t, rev)) = load(api, &c, &id)? else {
-                return Ok(Ok(Err((
-                    "MISSING",
-                    format!("task {id} was not found in cluster {c}"),
-                ))));
-            };
-            if let Some(why) = not_protectable(&t) {
-                return Ok(Ok(Err(("TASK_NOT_VALID", why))));
-            }
-            let now = crate::model::now();
-            t.protected_until = enabled.then_some(now + minutes as f64 * 60.0);
-            t.version += 1;
-            let k = ledger::key(&c, &id);
-            Ok(api
-                .store
-                .commit(
-                    &[Condition::At(k.clone(), rev)],
-                    &[Write::Put(k, ledger::to_bytes(&t))],
-                )
-                .map(|_| Ok((t, now))))
-        })?;
+        let written = set(api.store.as_ref(), &c, &id, enabled, minutes)?;
         match written {
             Ok((t, now)) => protected.push(shown(scope, &t, now)),
             Err((reason, detail)) => failures.push(failure(scope, &c, &id, reason, detail)),

@@ -271,6 +271,7 @@ impl Exec {
             mounts: self.dirs.clone(),
             logs: Arc::new(PassThrough),
             outbound: crate::agent::outbound_policy(&self.allow_outbound.iter().cloned().collect()),
+            local: None,
         };
         let budget = Budget::new(Limits {
             memory_bytes: self.memory << 20,

@@ -614,20 +614,13 @@ pub fn artifact_config(wasm: &[u8]) -> Result<serde_json::Value, String> {
     }))
 }
 
-/// `t` as RFC 3339 in UTC (`2026-12-01T19:50:10Z`).
+/// `t` as RFC 3339 in UTC, to the second (`2026-12-01T19:50:10Z`).
 fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = crate::auth::sigv4::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::model::rfc3339(secs as f64)
 }
 
 /// A component's imported and exported interface names.

@@ -73,6 +73,26 @@ pub fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
+/// `secs` since the epoch as RFC 3339 in UTC: `2026-12-01T19:50:10Z`,
+/// or `2026-12-01T19:50:10.125Z` when there are milliseconds.
+pub fn rfc3339(secs: f64) -> String {
+    let millis = (secs * 1000.0).round() as i64;
+    let (whole, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
+    let (days, rem) = (whole.div_euclid(86_400), whole.rem_euclid(86_400));
+    let (year, month, day) = crate::auth::sigv4::civil_from_days(days);
+    let fraction = if ms == 0 {
+        String::new()
+    } else {
+        format!(".{ms:03}")
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Checks a name of a cluster, family or container: 1-255 letters,
 /// numbers, hyphens and underscores.
 pub fn check_name(field: &str, what: &str, name: &str) -> Result<(), FieldError> {

@@ -148,3 +148,84 @@ def test_a_bad_outbound_rule_is_refused_naming_the_label(ecs):
         )
     msg = e.value.response["Error"]["Message"]
     assert "skiff.allowed-outbound-hosts" in msg and "http://" in msg, msg
+
+
+def test_a_guest_reads_its_task_metadata_and_sets_its_own_protection(server, ecs):
+    """ECS_CONTAINER_METADATA_URI_V4 and ECS_AGENT_URI point at the task's
+    own endpoints at 169.254.170.2, answered by skiff without any outbound
+    rule; the protection a guest sets is the one UpdateTaskProtection
+    sets, and the scheduler honours it."""
+    import json
+
+    name = deploy(ecs, [web(logConfiguration={"logDriver": "awslogs", "options": {
+        "awslogs-group": "/skiff/meta", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "app"}})])
+    (arn,) = ecs.list_tasks(serviceName=name)["taskArns"]
+    task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
+
+    def env(var):
+        status, _, body = get(server, name, f"/env/{var}")
+        assert status == 200, body
+        return body.decode().strip()
+
+    def fetch(url, method="GET", body=None):
+        status, _, out = get(server, name, f"/fetch?url={url}", method=method, body=body)
+        assert status == 200 and out.startswith(b"fetched "), out
+        code, _, text = out.decode()[len("fetched "):].partition(": ")
+        return int(code), text
+
+    meta, agent = env("ECS_CONTAINER_METADATA_URI_V4"), env("ECS_AGENT_URI")
+    assert meta.startswith("http://169.254.170.2/v4/") and agent.startswith("http://169.254.170.2/api/")
+
+    # ARNs there carry the server's --region (the guest signs nothing);
+    # the API's carry the region each request is signed for.
+    def res(arn):
+        return arn.split(":", 5)[5]
+
+    code, text = fetch(f"{meta}/task")
+    assert code == 200, text
+    t = json.loads(text)
+    assert t["TaskARN"].startswith("arn:aws:ecs:us-east-1:")
+    assert (res(t["TaskARN"]), res(t["Cluster"]), t["ServiceName"]) == (res(arn), res(task["clusterArn"]), name)
+    assert (t["Family"], t["Revision"]) == tuple(task["taskDefinitionArn"].rsplit("/", 1)[1].split(":"))
+    assert (t["KnownStatus"], t["DesiredStatus"], t["LaunchType"]) == ("RUNNING", "RUNNING", "FARGATE")
+    assert t["AvailabilityZone"] == task["availabilityZone"]
+    code, text = fetch(meta)
+    c = json.loads(text)
+    assert (code, c["Name"], c["KnownStatus"]) == (200, "web", "RUNNING")
+    assert res(c["ContainerARN"]) == res(task["containers"][0]["containerArn"])
+    assert c["LogOptions"] == {"awslogs-group": "/skiff/meta", "awslogs-region": "us-east-1",
+                               "awslogs-stream": f"app/web/{arn.rsplit('/', 1)[1]}"}
+    assert c == t["Containers"][0]
+    code, text = fetch(f"{meta}/task/stats")
+    assert code == 404 and "Docker stats are not served" in text
+
+    state = f"{agent}/task-protection/v1/state"
+    code, text = fetch(state)
+    assert (code, json.loads(text)["protection"]) == (200, {"ProtectionEnabled": False, "TaskArn": t["TaskARN"]})
+    code, text = fetch(state, "PUT", b'{"ProtectionEnabled": true, "ExpiresInMinutes": 10}')
+    assert code == 200, text
+    p = json.loads(text)["protection"]
+    assert p["ProtectionEnabled"] and p["TaskArn"] == t["TaskARN"] and p["ExpirationDate"].endswith("Z")
+    (seen,) = ecs.get_task_protection(cluster="default", tasks=[arn])["protectedTasks"]
+    assert seen["protectionEnabled"] is True
+    # The scheduler honours it: scaling to 0 leaves the protected task.
+    ecs.update_service(service=name, desiredCount=0)
+    from conftest import wait_for
+    wait_for("the service to say it waits for the protected task",
+             lambda: any("protected" in e["message"] for e in ecs.describe_services(services=[name])["services"][0]["events"]),
+             timeout=30)
+    assert ecs.describe_tasks(tasks=[arn])["tasks"][0]["desiredStatus"] == "RUNNING"
+    code, text = fetch(state, "PUT", b'{"ProtectionEnabled": true, "ExpiresInMinutes": 9999}')
+    assert code == 400 and "ExpiresInMinutes must be from 1 to 2880" in json.loads(text)["error"]["Message"]
+    code, text = fetch(state, "PUT", b'{"ProtectionEnabled": false}')
+    assert (code, json.loads(text)["protection"]["ProtectionEnabled"]) == (200, False)
+    wait_for("the unprotected task to stop",
+             lambda: ecs.describe_tasks(tasks=[arn])["tasks"][0]["desiredStatus"] == "STOPPED", timeout=30)
+    delete(ecs, name)
+
+
+def test_the_metadata_address_on_another_port_is_an_outbound_host_like_any_other(server, ecs):
+    name = deploy(ecs, [web()])
+    status, _, body = get(server, name, "/fetch?url=http://169.254.170.2:8080/v4/x")
+    assert status == 502 and b"HttpRequestDenied" in body, body
+    delete(ecs, name)

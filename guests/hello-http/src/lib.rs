@@ -12,9 +12,11 @@
 //! `/alloc?mib=N` allocates N MiB, `/sleep?ms=N` sleeps, `/env/NAME`
 //! answers an environment variable, `/stream?kib=N` streams N KiB, and
 //! `/count` reads the request body and answers its length.
-//! `/fetch?url=http://HOST:PORT/PATH` makes an outbound GET and answers
+//! `/fetch?url=http://HOST:PORT/PATH` makes an outbound request with the
+//! request's method (and, for PUT and POST, its body) and answers
 //! `fetched STATUS: BODY`, or 502 `fetch failed: ERROR` (for the outbound
-//! allow-list). Any other path is echoed back.
+//! allow-list and the task's own endpoints). Any other path is echoed
+//! back.
 
 use std::io::Write as _;
 
@@ -40,26 +42,38 @@ fn spin(n: u64) -> u64 {
     x
 }
 
-/// Reads the whole request body; returns its length or why it failed.
-fn count_body(request: IncomingRequest) -> Result<u64, String> {
+/// Reads the whole request body, chunk by chunk, handing each to `each`;
+/// returns why it failed, if it did.
+fn read_body(request: IncomingRequest, mut each: impl FnMut(&[u8])) -> Result<(), String> {
     let body = request.consume().map_err(|_| "no body".to_string())?;
     let stream = body.stream().map_err(|_| "no body stream".to_string())?;
-    let mut n = 0u64;
     loop {
         match stream.blocking_read(64 * 1024) {
-            Ok(chunk) => n += chunk.len() as u64,
+            Ok(chunk) => each(&chunk),
             Err(wasip2::io::streams::StreamError::Closed) => break,
             Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
                 return Err(e.to_debug_string())
             }
         }
     }
+    Ok(())
+}
+
+/// Reads the whole request body; returns its length or why it failed.
+fn count_body(request: IncomingRequest) -> Result<u64, String> {
+    let mut n = 0u64;
+    read_body(request, |chunk| n += chunk.len() as u64)?;
     Ok(n)
 }
 
-/// GETs `url` through wasi:http/outgoing-handler.
-fn fetch(url: &str) -> Result<(u16, String), String> {
-    use wasip2::http::types::{Method, OutgoingRequest, Scheme};
+/// Sends `method` to `url` through wasi:http/outgoing-handler, with
+/// `body` when there is one.
+fn fetch(
+    method: &wasip2::http::types::Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, String), String> {
+    use wasip2::http::types::{OutgoingRequest, Scheme};
     let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -72,12 +86,22 @@ fn fetch(url: &str) -> Result<(u16, String), String> {
         None => (rest, "/"),
     };
     let req = OutgoingRequest::new(Fields::new());
-    let _ = req.set_method(&Method::Get);
+    let _ = req.set_method(method);
     let _ = req.set_scheme(Some(&scheme));
     let _ = req.set_authority(Some(authority));
     let _ = req.set_path_with_query(Some(path));
+    let out = req.body().map_err(|_| "no request body".to_string())?;
     let pending =
         wasip2::http::outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
+    {
+        let stream = out.write().map_err(|_| "no request body stream".to_string())?;
+        for piece in body.unwrap_or_default().chunks(4096) {
+            stream
+                .blocking_write_and_flush(piece)
+                .map_err(|e| format!("writing the request body: {e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(out, None).map_err(|e| format!("{e:?}"))?;
     pending.subscribe().block();
     let resp = match pending.get() {
         Some(Ok(Ok(resp))) => resp,
@@ -152,7 +176,19 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
             stream_kib = kib;
             String::new()
         } else if let Some(url) = path.strip_prefix("/fetch?url=") {
-            match fetch(url) {
+            use wasip2::http::types::Method;
+            let method = request.method();
+            let body = match method {
+                Method::Put | Method::Post => {
+                    let mut bytes = Vec::new();
+                    match read_body(request, |chunk| bytes.extend_from_slice(chunk)) {
+                        Ok(()) => Ok(Some(bytes)),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(None),
+            };
+            match body.and_then(|body| fetch(&method, url, body)) {
                 Ok((code, text)) => format!("fetched {code}: {text}"),
                 Err(e) => {
                     status = 502;
