@@ -2,8 +2,11 @@
 //! its time, appended to `logs/CLUSTER/TASK/CONTAINER.log` in the data
 //! directory, readable while the task runs and after it stops.
 //!
-//! Each file is bounded ([`MAX_LOG_BYTES`]); past that, one line says the
-//! rest was dropped.
+//! A container keeps its newest lines: when its file would pass
+//! [`MAX_LOG_BYTES`] it becomes `CONTAINER.log.1` (replacing the one
+//! before) and a new file starts, so a container holds at most twice that.
+//! `CONTAINER.base` says how many bytes the container wrote before its
+//! current file, so that a reader's place ([`Cursor`]) survives rotation.
 
 use std::fs::File;
 use std::io::Write;
@@ -13,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use skiff_runtime::{LogSink, LogStream};
 
-/// The most a container's log file may hold.
+/// The most a container's log file holds before it is rotated (a
+/// container keeps at most twice this).
 pub const MAX_LOG_BYTES: u64 = 8 << 20;
 
 /// A task's log directory.
@@ -22,7 +26,58 @@ pub fn task_dir(logs_dir: &Path, cluster: &str, task: &str) -> PathBuf {
 }
 
 struct FileSink {
-    file: Mutex<(File, u64)>,
+    file: Mutex<Current>,
+    /// The most bytes a file holds before it is rotated.
+    limit: u64,
+    /// The container's current file, and where its older one and its
+    /// base go.
+    path: PathBuf,
+}
+
+/// A container's file being written.
+struct Current {
+    file: File,
+    /// Bytes in it.
+    written: u64,
+    /// Bytes the container wrote before it (in rotated files).
+    base: u64,
+}
+
+/// `CONTAINER.log.1`: the file before the current one.
+fn rotated(path: &Path) -> PathBuf {
+    path.with_extension("log.1")
+}
+
+/// `CONTAINER.base`: how many bytes came before the current file.
+fn base_path(path: &Path) -> PathBuf {
+    path.with_extension("base")
+}
+
+fn read_base(path: &Path) -> u64 {
+    std::fs::read_to_string(base_path(path))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl FileSink {
+    /// Moves the current file aside and starts a new one. The base is
+    /// written first (to a temporary file renamed into place), so that a
+    /// reader never sees a new, short file with the old base.
+    fn rotate(&self, cur: &mut Current) -> std::io::Result<()> {
+        let base = cur.base + cur.written;
+        let tmp = self.path.with_extension("base.tmp");
+        std::fs::write(&tmp, base.to_string())?;
+        std::fs::rename(&self.path, rotated(&self.path))?;
+        std::fs::rename(&tmp, base_path(&self.path))?;
+        cur.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        cur.written = 0;
+        cur.base = base;
+        Ok(())
+    }
 }
 
 impl LogSink for FileSink {
@@ -35,25 +90,16 @@ impl LogSink for FileSink {
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",
         };
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let (file, written) = &mut *f;
-        if *written >= MAX_LOG_BYTES {
-            return;
+        let entry = format!("{ms} {s} {line}\n");
+        let mut cur = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.written > 0 && cur.written + entry.len() as u64 > self.limit {
+            // A disk that refuses the rename keeps the file growing
+            // rather than losing the line.
+            let _ = self.rotate(&mut cur);
         }
-        let entry = if *written + line.len() as u64 + 32 > MAX_LOG_BYTES {
-            format!(
-                "{ms} stderr [skiff: log limit of {} MiB reached; later lines dropped]\n",
-                MAX_LOG_BYTES >> 20
-            )
-        } else {
-            format!("{ms} {s} {line}\n")
-        };
         // A full disk loses log lines, never the task.
-        if file.write_all(entry.as_bytes()).is_ok() {
-            *written += entry.len() as u64;
-        }
-        if *written + 32 > MAX_LOG_BYTES {
-            *written = MAX_LOG_BYTES;
+        if cur.file.write_all(entry.as_bytes()).is_ok() {
+            cur.written += entry.len() as u64;
         }
     }
 }
@@ -65,15 +111,32 @@ pub fn sink(
     task: &str,
     container: &str,
 ) -> std::io::Result<Arc<dyn LogSink>> {
+    bounded_sink(logs_dir, cluster, task, container, MAX_LOG_BYTES)
+}
+
+fn bounded_sink(
+    logs_dir: &Path,
+    cluster: &str,
+    task: &str,
+    container: &str,
+    limit: u64,
+) -> std::io::Result<Arc<dyn LogSink>> {
     let dir = task_dir(logs_dir, cluster, task);
     std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{container}.log"));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(format!("{container}.log")))?;
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        .open(&path)?;
+    let written = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(Arc::new(FileSink {
-        file: Mutex::new((file, len)),
+        file: Mutex::new(Current {
+            file,
+            written,
+            base: read_base(&path),
+        }),
+        limit,
+        path,
     }))
 }
 
@@ -86,39 +149,88 @@ pub fn task_files(logs_dir: &Path, cluster: &str, task: &str) -> Option<TaskFile
     task_files_from(logs_dir, cluster, task, &Cursor::new()).map(|(files, _)| files)
 }
 
-/// Where a reader of a task's logs got to: the bytes of each container's
-/// file it has read.
+/// Where a reader of a task's logs got to: per container, the bytes the
+/// container had written up to there (across rotations).
 pub type Cursor = std::collections::BTreeMap<String, u64>;
 
-/// The lines of a task's log files on this node past `from` (all of a
-/// file it does not name), and where the next read starts. Whole lines
-/// only: a line being written is read whole the next time. A file shorter
-/// than its place in `from` is read from its start.
+/// The bytes of the file at `path` from `start` to its end (none when it
+/// cannot be read).
+fn read_from(path: &Path, start: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = f.read_to_end(&mut bytes);
+        }
+    }
+    bytes
+}
+
+/// A container's bytes from `wanted` (in what it wrote over time) to the
+/// end of its current file, and the place they start at: `wanted`, or the
+/// oldest place kept when `wanted` was rotated away or lies past the end.
+/// A read that a rotation overlapped (its base or its current file
+/// changed) is read again.
+fn read_container(path: &Path, wanted: u64) -> (Vec<u8>, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.ino(), m.len()));
+    let old = rotated(path);
+    let mut last = (Vec::new(), wanted);
+    for _ in 0..8 {
+        let base = read_base(path);
+        let Some((cur, cur_len)) = ino(path) else {
+            // Between the renames of a rotation.
+            std::thread::yield_now();
+            continue;
+        };
+        let old_len = ino(&old).map_or(0, |(_, len)| len);
+        let oldest = base.saturating_sub(old_len);
+        let start = if wanted > base + cur_len || wanted < oldest {
+            oldest
+        } else {
+            wanted
+        };
+        let mut bytes = Vec::new();
+        if start < base {
+            bytes = read_from(&old, start - oldest);
+        }
+        bytes.extend(read_from(path, start.saturating_sub(base)));
+        last = (bytes, start);
+        if read_base(path) == base && ino(path).map(|(i, _)| i) == Some(cur) {
+            break;
+        }
+    }
+    last
+}
+
+/// The lines of a task's log files on this node past `from` (all that is
+/// kept of a container it does not name), and where the next read starts.
+/// Whole lines only: a line being written is read whole the next time. A
+/// place past what a container wrote (another task's) reads all that is
+/// kept; a place in lines rotated away reads from the oldest kept.
 pub fn task_files_from(
     logs_dir: &Path,
     cluster: &str,
     task: &str,
     from: &Cursor,
 ) -> Option<(TaskFiles, Cursor)> {
-    use std::io::{Read, Seek, SeekFrom};
     let dir = task_dir(logs_dir, cluster, task);
     let mut files = TaskFiles::new();
     let mut next = Cursor::new();
     for entry in std::fs::read_dir(&dir).ok()? {
         let path = entry.ok()?.path();
-        let container = path.file_stem()?.to_string_lossy().into_owned();
-        let mut start = from.get(&container).copied().unwrap_or(0);
-        let mut bytes = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if start > len {
-                start = 0;
-            }
-            if f.seek(SeekFrom::Start(start)).is_ok() {
-                let _ = f.take(len - start).read_to_end(&mut bytes);
-            }
-        }
+        let Some(container) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let wanted = from.get(&container).copied().unwrap_or(0);
+        let (bytes, start) = read_container(&path, wanted);
         let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut bytes = bytes;
         bytes.truncate(whole);
         files.insert(
             container.clone(),
@@ -316,5 +428,73 @@ mod tests {
             assert!(e.starts_with("from:"), "{bad}: {e}");
         }
         assert_eq!(parse_cursor(""), Ok(Cursor::new()));
+    }
+
+    #[test]
+    fn a_full_file_is_rotated_keeping_the_newest_lines_and_readers_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = bounded_sink(dir.path(), "c", "t", "web", 100).unwrap();
+        let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        // Each line is 20 bytes: "1000 stdout line-00\n".
+        let write = |from: u64, to: u64| {
+            for i in from..to {
+                sink.line(LogStream::Stdout, at(1000 + i), &format!("line-{i:02}"));
+            }
+        };
+        let texts = |files: &TaskFiles| -> Vec<String> {
+            parse(&files["web"]).into_iter().map(|l| l.text).collect()
+        };
+        write(0, 5);
+        let (files, first) = task_files_from(dir.path(), "c", "t", &Cursor::new()).unwrap();
+        assert_eq!(texts(&files).len(), 5);
+        assert_eq!(first["web"], 100);
+        // The sixth line rotates: 5 lines in web.log.1, 1 in web.log.
+        write(5, 6);
+        let task = task_dir(dir.path(), "c", "t");
+        assert_eq!(
+            std::fs::metadata(task.join("web.log.1")).unwrap().len(),
+            100
+        );
+        assert_eq!(
+            std::fs::read_to_string(task.join("web.base")).unwrap(),
+            "100"
+        );
+        let (files, next) = task_files_from(dir.path(), "c", "t", &first).unwrap();
+        assert_eq!(
+            texts(&files),
+            ["line-05"],
+            "the reader's place survives rotation"
+        );
+        // Far past: the whole of two more files; the oldest are dropped.
+        write(6, 23);
+        let (files, _) = task_files_from(dir.path(), "c", "t", &Cursor::new()).unwrap();
+        let kept = texts(&files);
+        assert_eq!(kept.first().map(String::as_str), Some("line-15"));
+        assert_eq!(kept.last().map(String::as_str), Some("line-22"));
+        assert_eq!(kept.len(), 8, "{kept:?}");
+        // A place in lines rotated away reads from the oldest kept.
+        let (files, end) = task_files_from(dir.path(), "c", "t", &next).unwrap();
+        assert_eq!(texts(&files), kept);
+        assert_eq!(end["web"], 23 * 20);
+        // A place in the rotated file reads on into the current one.
+        let mid: Cursor = [("web".to_string(), 18 * 20)].into();
+        let (files, _) = task_files_from(dir.path(), "c", "t", &mid).unwrap();
+        assert_eq!(
+            texts(&files),
+            ["line-18", "line-19", "line-20", "line-21", "line-22"]
+        );
+        // A sink opened again (a restarted node) goes on from the base.
+        drop(sink);
+        let again = bounded_sink(dir.path(), "c", "t", "web", 100).unwrap();
+        again.line(LogStream::Stderr, at(5000), "after");
+        let (files, last) = task_files_from(dir.path(), "c", "t", &end).unwrap();
+        assert_eq!(texts(&files), ["after"]);
+        assert_eq!(last["web"], 23 * 20 + 18);
+        assert_eq!(
+            format(&task_files(dir.path(), "c", "t").unwrap(), false)
+                .lines()
+                .last(),
+            Some("web stderr after")
+        );
     }
 }
