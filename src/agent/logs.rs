@@ -241,6 +241,31 @@ pub fn task_files_from(
     Some((files, next))
 }
 
+/// The bytes each container of a task keeps on this node (its current
+/// and rotated files); `None` when the task has no logs here. Read from
+/// the files' sizes, not their text.
+pub fn task_sizes(logs_dir: &Path, cluster: &str, task: &str) -> Option<Sizes> {
+    let mut sizes = Sizes::new();
+    for entry in std::fs::read_dir(task_dir(logs_dir, cluster, task)).ok()? {
+        let path = entry.ok()?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(container) = name
+            .strip_suffix(".log")
+            .or_else(|| name.strip_suffix(".log.1"))
+        else {
+            continue;
+        };
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        *sizes.entry(container.to_string()).or_default() += len;
+    }
+    Some(sizes)
+}
+
+/// Container name to the bytes of log it keeps.
+pub type Sizes = std::collections::BTreeMap<String, u64>;
+
 /// A cursor as it travels (`CONTAINER~BYTES` joined by `.`: container
 /// names are letters, digits, `-` and `_`, so it needs no escaping in a
 /// query or a header).

@@ -85,8 +85,11 @@ impl Stream {
         lines
     }
 
+    /// What it keeps on disk, from its files' sizes (not read).
     fn bytes(&self, api: &Api) -> u64 {
-        self.text(api).len() as u64
+        super::peer::task_sizes(api, &self.cluster, &self.task)
+            .and_then(|s| s.get(&self.container).copied())
+            .unwrap_or(0)
     }
 }
 

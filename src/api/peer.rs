@@ -124,14 +124,9 @@ pub fn task_files(api: &Api, cluster: &str, task: &str) -> Option<TaskFiles> {
     task_files_from(api, cluster, task, &logs::Cursor::new()).map(|(files, _)| files)
 }
 
-/// The lines of a task's log files past `from`, wherever its node is,
-/// and where the next read starts (see [`logs::task_files_from`]).
-pub fn task_files_from(
-    api: &Api,
-    cluster: &str,
-    task: &str,
-    from: &logs::Cursor,
-) -> Option<(TaskFiles, logs::Cursor)> {
+/// Where a task's logs are: here (`None`), or the node (id, API address)
+/// to ask.
+fn logs_node(api: &Api, cluster: &str, task: &str) -> Option<Option<(String, String)>> {
     let node = api
         .store
         .get(&ledger::key(cluster, task))
@@ -141,7 +136,7 @@ pub fn task_files_from(
         .map(|t| t.node)
         .unwrap_or_default();
     if node.is_empty() || node == api.node || api.peer_secret.is_empty() {
-        return logs::task_files_from(&api.logs_dir, cluster, task, from);
+        return Some(None);
     }
     // The instance record outlives the node's lease: a node that is away
     // is asked all the same (it may be back).
@@ -149,16 +144,19 @@ pub fn task_files_from(
         .ok()
         .flatten()
         .and_then(|i| i.node.api)?;
-    let path = format!(
-        "{LOGS_PATH}{cluster}/{task}?from={}",
-        logs::cursor_to_string(from)
-    );
-    match get(&addr, &path, &api.peer_secret) {
-        Ok(Some(body)) => {
-            let read: LogsRead = serde_json::from_slice(&body).ok()?;
-            Some((read.files, logs::parse_cursor(&read.next).ok()?))
-        }
-        Ok(None) => None,
+    Some(Some((node, addr)))
+}
+
+/// GETs a task's logs `path` from its node `(node, addr)`; what cannot
+/// be read is logged.
+fn ask_logs(
+    task: &str,
+    (node, addr): (String, String),
+    path: &str,
+    secret: &[u8],
+) -> Option<Vec<u8>> {
+    match get(&addr, path, secret) {
+        Ok(body) => body,
         Err(e) => {
             tracing::warn!(
                 "cannot read the logs of task {task} from its node {node} at {addr}: {e}"
@@ -166,6 +164,37 @@ pub fn task_files_from(
             None
         }
     }
+}
+
+/// The lines of a task's log files past `from`, wherever its node is,
+/// and where the next read starts (see [`logs::task_files_from`]).
+pub fn task_files_from(
+    api: &Api,
+    cluster: &str,
+    task: &str,
+    from: &logs::Cursor,
+) -> Option<(TaskFiles, logs::Cursor)> {
+    let Some(node) = logs_node(api, cluster, task)? else {
+        return logs::task_files_from(&api.logs_dir, cluster, task, from);
+    };
+    let path = format!(
+        "{LOGS_PATH}{cluster}/{task}?from={}",
+        logs::cursor_to_string(from)
+    );
+    let body = ask_logs(task, node, &path, &api.peer_secret)?;
+    let read: LogsRead = serde_json::from_slice(&body).ok()?;
+    Some((read.files, logs::parse_cursor(&read.next).ok()?))
+}
+
+/// The bytes of log each container of a task keeps, wherever its node is
+/// (see [`logs::task_sizes`]): its files are not read.
+pub fn task_sizes(api: &Api, cluster: &str, task: &str) -> Option<logs::Sizes> {
+    let Some(node) = logs_node(api, cluster, task)? else {
+        return logs::task_sizes(&api.logs_dir, cluster, task);
+    };
+    let path = format!("{LOGS_PATH}{cluster}/{task}?sizes=1");
+    let body = ask_logs(task, node, &path, &api.peer_secret)?;
+    serde_json::from_slice(&body).ok()
 }
 
 /// The path of a node's metrics, for nodes.
@@ -243,7 +272,8 @@ pub fn serve(api: &Api, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// A task's log lines here past the query's `from`, as JSON, for
-/// `/_skiff/logs/CLUSTER/TASK?from=CURSOR`.
+/// `/_skiff/logs/CLUSTER/TASK?from=CURSOR`; with `?sizes=1`, the bytes
+/// each container keeps ([`logs::task_sizes`]).
 fn task_files_json(api: &Api, path: &str) -> Option<String> {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let rest = path.strip_prefix(LOGS_PATH)?;
@@ -255,6 +285,9 @@ fn task_files_json(api: &Api, path: &str) -> Option<String> {
     };
     if !ok(cluster) || !ok(task) {
         return None;
+    }
+    if super::query_param(query, "sizes").is_some() {
+        return serde_json::to_string(&logs::task_sizes(&api.logs_dir, cluster, task)?).ok();
     }
     let from = super::query_param(query, "from")
         .map(logs::parse_cursor)

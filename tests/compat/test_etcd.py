@@ -142,6 +142,10 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
             events = n.client("logs").get_log_events(
                 logGroupName=group, logStreamName=f"p/job/{job_id}", startFromHead=True)["events"]
             assert "argv[1]=from-z0" in [e["message"] for e in events], events
+            # Its size, asked of z0 without reading the file.
+            (stream,) = n.client("logs").describe_log_streams(logGroupName=group)["logStreams"]
+            assert stream["storedBytes"] == os.path.getsize(
+                os.path.join(dirs[0], "logs", "default", job_id, "job.log")), stream
             with urllib.request.urlopen(f"{n.endpoint}/logs/default/{job_id}", timeout=30) as r:
                 assert "job stdout argv[1]=from-z0" in r.read().decode()
                 cursor = r.headers["x-skiff-log-cursor"]
