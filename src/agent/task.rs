@@ -165,10 +165,7 @@ impl Task {
                 .iter()
                 .map(|c| {
                     let a = c.awslogs.as_ref()?;
-                    Some((
-                        a.group.clone(),
-                        format!("{}/{}/{}", a.prefix, c.name, spec.id),
-                    ))
+                    Some((a.group.clone(), a.stream(&c.name, &spec.id)))
                 })
                 .collect(),
         );

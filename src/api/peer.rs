@@ -11,8 +11,7 @@
 //! whoever can read the store is trusted with everything already, and a
 //! signature seen on the way is of no use for long.
 
-use std::io::{Read, Write as _};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -302,38 +301,81 @@ fn task_files_json(api: &Api, path: &str) -> Option<String> {
     .ok()
 }
 
+/// The most bytes an answer from another node may have (a module, or a
+/// task's logs).
+const MAX_ANSWER: usize = 256 << 20;
+
+/// How long another node gets to answer, in all.
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client nodes ask each other with: hyper's, keeping connections
+/// alive between asks, on a runtime of its own, since its callers are
+/// blocking threads (API handlers, image loads).
+struct PeerClient {
+    rt: tokio::runtime::Runtime,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<Bytes>,
+    >,
+}
+
+fn peer_client() -> Result<&'static PeerClient, String> {
+    static CLIENT: OnceLock<Result<PeerClient, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // One worker drives the connections; each caller's ask runs
+            // on the caller's thread.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("skiff-peers")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the peer client's runtime: {e}"))?;
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(Duration::from_secs(2)));
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(connector);
+            Ok(PeerClient { rt, client })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// GET `path` from the node API at `addr` (HOST:PORT), signed with
-/// `secret`: `Some(body)` for 200, `None` for 404.
+/// `secret`: `Some(body)` for 200, `None` for 404. Call it from a thread
+/// that may block (not from async code).
 pub(crate) fn get(addr: &str, path: &str, secret: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let signature = sign(secret, path);
-    let target = addr
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut c =
-        TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    c.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{HEADER}: {signature}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    c.take(256 << 20)
-        .read_to_end(&mut raw)
-        .map_err(|e| e.to_string())?;
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no headers")?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let body = raw.split_off(end + 4);
-    let status = head.split(' ').nth(1).unwrap_or("");
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(format!("http://{addr}{path}"))
+        .header(HEADER, sign(secret, path))
+        .body(http_body_util::Empty::new())
+        .map_err(|e| format!("cannot ask for {path}: {e}"))?;
+    let peers = peer_client()?;
+    let ask = async {
+        let resp = peers
+            .client
+            .request(req)
+            .await
+            .map_err(|e| crate::cli::client::error_chain(&e))?;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading its answer: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = peers.rt.block_on(async {
+        tokio::time::timeout(ASK_TIMEOUT, ask)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {}s", ASK_TIMEOUT.as_secs())))
+    })?;
     match status {
-        "200" => Ok(Some(body)),
-        "404" => Ok(None),
+        200 => Ok(Some(body.to_vec())),
+        404 => Ok(None),
         other => Err(format!(
             "it answered {other}: {}",
             String::from_utf8_lossy(&body).trim()

@@ -264,10 +264,7 @@ impl TaskRecord {
             .iter()
             .filter_map(|c| {
                 let a = c.awslogs.as_ref()?;
-                Some((
-                    a.group.clone(),
-                    format!("{}/{}/{}", a.prefix, c.name, self.id),
-                ))
+                Some((a.group.clone(), a.stream(&c.name, &self.id)))
             })
             .collect();
         self

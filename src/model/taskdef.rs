@@ -207,6 +207,14 @@ pub struct AwsLogs {
     pub prefix: String,
 }
 
+impl AwsLogs {
+    /// The stream of `container`'s log in task `task`, as ECS names it:
+    /// `PREFIX/CONTAINER/TASK_ID`.
+    pub fn stream(&self, container: &str, task: &str) -> String {
+        format!("{}/{container}/{task}", self.prefix)
+    }
+}
+
 /// Whether a CloudWatch Logs group or stream name is acceptable.
 pub fn valid_log_name(name: &str, max: usize) -> bool {
     !name.is_empty()
