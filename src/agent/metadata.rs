@@ -9,10 +9,17 @@
 //! each URI carries the container's id (`TASKID-INDEX`, its `DockerId`).
 //! Docker stats (`/stats`, `/task/stats`) are not served: a wasm task has
 //! no Docker container to report on.
+//!
+//! A guest cannot use them against the node: each container has at most
+//! [`MAX_CONCURRENT`] requests served at once (the rest wait their turn,
+//! off the blocking threads the API needs), and at most
+//! [`WRITES_PER_SECOND`] protection changes (each a store commit) a second
+//! on average; past that a PUT is answered 429.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,7 +30,16 @@ use crate::model::arn::Scope;
 use crate::model::task::{DesiredStatus, TaskRecord};
 use crate::store::Store;
 
-/// One container's endpoints.
+/// Requests of one container served at once.
+pub(crate) const MAX_CONCURRENT: usize = 2;
+
+/// Protection changes one container may make a second, on average...
+pub(crate) const WRITES_PER_SECOND: f64 = 5.0;
+
+/// ...and at once, after a quiet while.
+const WRITE_BURST: f64 = 10.0;
+
+/// One container's endpoints. Clones share its limits.
 #[derive(Clone)]
 pub(crate) struct TaskEndpoints {
     store: Arc<dyn Store>,
@@ -34,6 +50,10 @@ pub(crate) struct TaskEndpoints {
     index: usize,
     /// Per container: its `awslogs` (group, stream), when it has one.
     logs: Vec<Option<(String, String)>>,
+    /// Turns to be served.
+    turns: Arc<tokio::sync::Semaphore>,
+    /// Protection changes it may make now, and when that was counted.
+    writes: Arc<Mutex<(f64, Instant)>>,
 }
 
 impl TaskEndpoints {
@@ -52,7 +72,21 @@ impl TaskEndpoints {
             task: task.to_string(),
             index,
             logs,
+            turns: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT)),
+            writes: Arc::new(Mutex::new((WRITE_BURST, Instant::now()))),
         }
+    }
+
+    /// Takes one protection change from the budget; whether there was one.
+    fn may_write(&self) -> bool {
+        let mut w = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (tokens, at) = *w;
+        let tokens =
+            (tokens + now.duration_since(at).as_secs_f64() * WRITES_PER_SECOND).min(WRITE_BURST);
+        let allowed = tokens >= 1.0;
+        *w = (if allowed { tokens - 1.0 } else { tokens }, now.max(at));
+        allowed
     }
 
     /// The container's id in its URIs and its `DockerId`.
@@ -268,6 +302,13 @@ impl TaskEndpoints {
                 why.replace("expiresInMinutes", "ExpiresInMinutes"),
             );
         }
+        if !self.may_write() {
+            return self.error(
+                429,
+                "ThrottlingException",
+                format!("more than {WRITES_PER_SECOND} protection changes a second from this container; retry later"),
+            );
+        }
         match protection::set(
             self.store.as_ref(),
             &self.cluster,
@@ -312,6 +353,10 @@ impl LocalEndpoint for TaskEndpoints {
     fn answer(&self, req: LocalRequest) -> Pin<Box<dyn Future<Output = LocalResponse> + Send>> {
         let me = self.clone();
         Box::pin(async move {
+            // Never closed: a turn always comes.
+            let Ok(_turn) = me.turns.clone().acquire_owned().await else {
+                return text(503, "the endpoint is shutting down".into());
+            };
             // The store blocks (SQLite, or a round trip to etcd).
             tokio::task::spawn_blocking(move || me.serve(&req))
                 .await
@@ -582,6 +627,33 @@ mod tests {
             (200, &json!(false))
         );
         assert_eq!(ep.record().unwrap().unwrap().protected_until, None);
+    }
+
+    #[test]
+    fn a_container_that_keeps_changing_its_protection_is_throttled() {
+        use std::time::Duration;
+        let (_d, ep) = setup(false);
+        let state = "/api/t1-0/task-protection/v1/state";
+        let put = r#"{"ProtectionEnabled": true, "ExpiresInMinutes": 1}"#;
+        // Counted from a time still to come, the budget does not refill
+        // while the test runs, however slow the disk.
+        let future = Instant::now() + Duration::from_secs(3600);
+        *ep.writes.lock().unwrap() = (WRITE_BURST, future);
+        let statuses: Vec<u16> = (0..WRITE_BURST as usize + 2)
+            .map(|_| ask(&ep, "PUT", state, put).0)
+            .collect();
+        let mut expected = vec![200; WRITE_BURST as usize];
+        expected.extend([429, 429]);
+        assert_eq!(statuses, expected);
+        let (_, v) = ask(&ep, "PUT", state, put);
+        assert_eq!(v["error"]["Code"], "ThrottlingException", "{v}");
+        // Reads are not throttled; a clone shares the budget.
+        assert_eq!(ask(&ep, "GET", state, "").0, 200);
+        assert_eq!(ask(&ep.clone(), "PUT", state, put).0, 429);
+        // The budget refills at WRITES_PER_SECOND.
+        let since = Instant::now() - Duration::from_secs_f64(1.5 / WRITES_PER_SECOND);
+        *ep.writes.lock().unwrap() = (0.0, since);
+        assert_eq!(ask(&ep, "PUT", state, put).0, 200);
     }
 
     #[test]

@@ -94,7 +94,9 @@ fn fetch(
     let pending =
         wasip2::http::outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
     {
-        let stream = out.write().map_err(|_| "no request body stream".to_string())?;
+        let stream = out
+            .write()
+            .map_err(|_| "no request body stream".to_string())?;
         for piece in body.unwrap_or_default().chunks(4096) {
             stream
                 .blocking_write_and_flush(piece)
