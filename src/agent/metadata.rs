@@ -656,6 +656,135 @@ mod tests {
         assert_eq!(ask(&ep, "PUT", state, put).0, 200);
     }
 
+    /// A store whose reads wait at a gate, counting how many wait at once.
+    struct Gated {
+        inner: Arc<dyn Store>,
+        state: Mutex<(usize, usize, bool)>,
+        changed: std::sync::Condvar,
+    }
+
+    impl Gated {
+        /// (reading now, the most that ever read at once, gate open)
+        fn state(&self) -> std::sync::MutexGuard<'_, (usize, usize, bool)> {
+            self.state.lock().unwrap()
+        }
+    }
+
+    impl Store for Gated {
+        fn get(&self, key: &str) -> Result<Option<crate::store::Record>, crate::store::StoreError> {
+            let mut s = self.state();
+            s.0 += 1;
+            s.1 = s.1.max(s.0);
+            self.changed.notify_all();
+            while !s.2 {
+                s = self.changed.wait(s).unwrap();
+            }
+            s.0 -= 1;
+            drop(s);
+            self.inner.get(key)
+        }
+        fn list(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::Record>, crate::store::StoreError> {
+            self.inner.list(prefix, after, limit)
+        }
+        fn commit(
+            &self,
+            conditions: &[crate::store::Condition],
+            writes: &[Write],
+        ) -> Result<crate::store::Revision, crate::store::StoreError> {
+            self.inner.commit(conditions, writes)
+        }
+        fn revision(&self) -> Result<crate::store::Revision, crate::store::StoreError> {
+            self.inner.revision()
+        }
+        fn grant(
+            &self,
+            ttl: std::time::Duration,
+        ) -> Result<crate::store::LeaseId, crate::store::StoreError> {
+            self.inner.grant(ttl)
+        }
+        fn keep_alive(&self, lease: crate::store::LeaseId) -> Result<(), crate::store::StoreError> {
+            self.inner.keep_alive(lease)
+        }
+        fn revoke(&self, lease: crate::store::LeaseId) -> Result<(), crate::store::StoreError> {
+            self.inner.revoke(lease)
+        }
+        fn watch(&self, prefix: &str, after: crate::store::Revision) -> crate::store::Watch {
+            self.inner.watch(prefix, after)
+        }
+    }
+
+    #[test]
+    fn a_container_has_at_most_two_requests_served_at_once() {
+        let (_d, ep) = setup(false);
+        let gated = Arc::new(Gated {
+            inner: ep.store.clone(),
+            state: Mutex::new((0, 0, false)),
+            changed: std::sync::Condvar::new(),
+        });
+        let ep = TaskEndpoints {
+            store: gated.clone(),
+            ..ep
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let asks: Vec<_> = (0..6)
+            .map(|_| {
+                rt.spawn(ep.answer(LocalRequest {
+                    method: "GET".into(),
+                    path: "/v4/t1-0/task".into(),
+                    body: bytes::Bytes::new(),
+                }))
+            })
+            .collect();
+        // Two reach the store and wait at the gate; the other four wait
+        // their turn before it.
+        {
+            let deadline = Instant::now() + std::time::Duration::from_secs(30);
+            let mut s = gated.state();
+            while s.0 < MAX_CONCURRENT {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "no request reached the store");
+                s = gated.changed.wait_timeout(s, left).unwrap().0;
+            }
+            // Without the bound the other four would be there within a
+            // moment: give them one (this wait only ends early on failure).
+            let moment = Instant::now() + std::time::Duration::from_millis(300);
+            while s.0 <= MAX_CONCURRENT {
+                let left = moment.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                s = gated.changed.wait_timeout(s, left).unwrap().0;
+            }
+            let crowd = s.0;
+            // Open before asserting, so that a failure does not leave the
+            // runtime's threads waiting forever.
+            s.2 = true;
+            gated.changed.notify_all();
+            drop(s);
+            assert_eq!(
+                crowd, MAX_CONCURRENT,
+                "more requests reached the store at once"
+            );
+        }
+        for a in asks {
+            assert_eq!(rt.block_on(a).unwrap().status, 200);
+        }
+        assert_eq!(
+            gated.state().1,
+            MAX_CONCURRENT,
+            "more requests were served at once"
+        );
+    }
+
     #[test]
     fn a_task_not_of_a_service_cannot_be_protected() {
         let (_d, ep) = setup(true);
