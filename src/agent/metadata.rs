@@ -16,6 +16,7 @@
 //! [`WRITES_PER_SECOND`] protection changes (each a store commit) a second
 //! on average; past that a PUT is answered 429.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,8 @@ pub(crate) struct TaskEndpoints {
     index: usize,
     /// Per container: its `awslogs` (group, stream), when it has one.
     logs: Vec<Option<(String, String)>>,
+    /// Per container: its `dockerLabels`.
+    labels: Vec<BTreeMap<String, String>>,
     /// Turns to be served.
     turns: Arc<tokio::sync::Semaphore>,
     /// Protection changes it may make now, and when that was counted.
@@ -63,15 +66,23 @@ impl TaskEndpoints {
         cluster: &str,
         task: &str,
         index: usize,
-        logs: Vec<Option<(String, String)>>,
+        definition: &crate::model::taskdef::TaskDefinition,
     ) -> TaskEndpoints {
+        let cs = &definition.containers;
         TaskEndpoints {
             store,
             scope,
             cluster: cluster.to_string(),
             task: task.to_string(),
             index,
-            logs,
+            logs: cs
+                .iter()
+                .map(|c| {
+                    let a = c.awslogs.as_ref()?;
+                    Some((a.group.clone(), a.stream(&c.name, task)))
+                })
+                .collect(),
+            labels: cs.iter().map(|c| c.docker_labels.clone()).collect(),
             turns: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT)),
             writes: Arc::new(Mutex::new((WRITE_BURST, Instant::now()))),
         }
@@ -190,6 +201,13 @@ impl TaskEndpoints {
         let o = v.as_object_mut().expect("an object");
         if let Some(m) = c.memory {
             o["Limits"]["Memory"] = json!(m);
+        }
+        // The container's own labels, then ECS's (which win).
+        if let (Some(own), Some(Value::Object(ecs))) = (self.labels.get(i), o.get_mut("Labels")) {
+            let mut all: serde_json::Map<String, Value> =
+                own.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            all.append(ecs);
+            *ecs = all;
         }
         if let Some(d) = &c.image_digest {
             o.insert("ImageID".into(), json!(d));
@@ -410,7 +428,10 @@ mod tests {
         let td = crate::model::taskdef::TaskDefinition::parse(&json!({
             "family": "web",
             "containerDefinitions": [
-                {"name": "web", "image": "x.wasm", "memory": 32, "cpu": 256},
+                {"name": "web", "image": "x.wasm", "memory": 32, "cpu": 256,
+                 "dockerLabels": {"team": "a", "com.amazonaws.ecs.container-name": "mine"},
+                 "logConfiguration": {"logDriver": "awslogs", "options": {
+                     "awslogs-group": "/ecs/web", "awslogs-stream-prefix": "app"}}},
                 {"name": "side", "image": "y.wasm", "memory": 16, "essential": false}]
         }))
         .unwrap();
@@ -434,17 +455,13 @@ mod tests {
                 )],
             )
             .unwrap();
-        let logs = vec![
-            Some(("/ecs/web".to_string(), "app/web/t1".to_string())),
-            None,
-        ];
         let ep = TaskEndpoints::new(
             store,
             Scope::new("eu-west-1", "123456789012"),
             "c",
             "t1",
             0,
-            logs,
+            &td,
         );
         (dir, ep)
     }

@@ -160,14 +160,7 @@ impl Task {
             &spec.cluster,
             &spec.id,
             i,
-            spec.definition
-                .containers
-                .iter()
-                .map(|c| {
-                    let a = c.awslogs.as_ref()?;
-                    Some((a.group.clone(), a.stream(&c.name, &spec.id)))
-                })
-                .collect(),
+            &spec.definition,
         );
         env.extend(local.env());
         for (k, v) in &c.environment {

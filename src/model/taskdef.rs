@@ -193,6 +193,8 @@ pub struct ContainerDefinition {
     pub mount_points: Vec<MountPoint>,
     /// skiff's extensions, from `dockerLabels` `skiff.*`.
     pub extensions: Extensions,
+    /// Its `dockerLabels`, all of them (the task metadata shows them).
+    pub docker_labels: BTreeMap<String, String>,
     /// Where its log is readable through CloudWatch Logs' API, when its
     /// `logConfiguration` uses the `awslogs` driver.
     pub awslogs: Option<AwsLogs>,
@@ -853,6 +855,7 @@ fn container(
         mount_points,
         extensions,
         awslogs,
+        docker_labels: rc.docker_labels,
     })
 }
 

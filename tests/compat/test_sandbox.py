@@ -157,7 +157,7 @@ def test_a_guest_reads_its_task_metadata_and_sets_its_own_protection(server, ecs
     sets, and the scheduler honours it."""
     import json
 
-    name = deploy(ecs, [web(logConfiguration={"logDriver": "awslogs", "options": {
+    name = deploy(ecs, [web(dockerLabels={"team": "edge"}, logConfiguration={"logDriver": "awslogs", "options": {
         "awslogs-group": "/skiff/meta", "awslogs-region": "us-east-1", "awslogs-stream-prefix": "app"}})])
     (arn,) = ecs.list_tasks(serviceName=name)["taskArns"]
     task = ecs.describe_tasks(tasks=[arn])["tasks"][0]
@@ -192,6 +192,7 @@ def test_a_guest_reads_its_task_metadata_and_sets_its_own_protection(server, ecs
     code, text = fetch(meta)
     c = json.loads(text)
     assert (code, c["Name"], c["KnownStatus"]) == (200, "web", "RUNNING")
+    assert c["Labels"]["team"] == "edge" and c["Labels"]["com.amazonaws.ecs.task-arn"] == t["TaskARN"]
     assert res(c["ContainerARN"]) == res(task["containers"][0]["containerArn"])
     assert c["LogOptions"] == {"awslogs-group": "/skiff/meta", "awslogs-region": "us-east-1",
                                "awslogs-stream": f"app/web/{arn.rsplit('/', 1)[1]}"}
