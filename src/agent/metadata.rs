@@ -271,14 +271,16 @@ impl TaskEndpoints {
     /// GET `task-protection/v1/state`.
     fn protection_state(&self) -> LocalResponse {
         match self.record() {
-            Ok(Some(t)) if t.service.is_none() && !t.group.starts_with("service:") => self.failure(
-                "TASK_NOT_VALID",
-                format!("task {} was not started by a service; only a service's tasks have scale-in protection", t.id),
-            ),
-            Ok(Some(t)) => ok(self.protection(&t, crate::model::now())),
+            Ok(Some(t)) => match protection::unreadable(&t) {
+                Some(why) => self.failure("TASK_NOT_VALID", why),
+                None => ok(self.protection(&t, crate::model::now())),
+            },
             Ok(None) => self.failure(
                 "MISSING",
-                format!("task {} was not found in cluster {}", self.task, self.cluster),
+                format!(
+                    "task {} was not found in cluster {}",
+                    self.task, self.cluster
+                ),
             ),
             Err(e) => self.error(500, "ServerException", e.to_string()),
         }
@@ -313,12 +315,8 @@ impl TaskEndpoints {
         let minutes = put
             .expires_in_minutes
             .unwrap_or(protection::DEFAULT_MINUTES);
-        if let Err(why) = protection::check_minutes(enabled, minutes) {
-            return self.error(
-                400,
-                "InvalidParameterException",
-                why.replace("expiresInMinutes", "ExpiresInMinutes"),
-            );
+        if let Err(why) = protection::check_minutes("ExpiresInMinutes", enabled, minutes) {
+            return self.error(400, "InvalidParameterException", why);
         }
         if !self.may_write() {
             return self.error(

@@ -45,6 +45,17 @@ fn of_service(t: &TaskRecord) -> bool {
     t.service.is_some() || t.group.starts_with("service:")
 }
 
+/// Why a task's protection cannot be read, when it is not a service's
+/// (a TASK_NOT_VALID failure's detail).
+pub(crate) fn unreadable(t: &TaskRecord) -> Option<String> {
+    (!of_service(t)).then(|| {
+        format!(
+            "task {} was not started by a service; only a service's tasks have scale-in protection",
+            t.id
+        )
+    })
+}
+
 /// Why a task cannot be protected, as a failure entry's `detail`; `None`
 /// when it can.
 fn not_protectable(t: &TaskRecord) -> Option<String> {
@@ -80,12 +91,12 @@ fn failure(scope: &Scope, cluster: &str, id: &str, reason: &str, detail: String)
     json!({"arn": scope.task(cluster, id), "reason": reason, "detail": detail})
 }
 
-/// Why `expiresInMinutes` is out of range, when it is (only protection
-/// being turned on reads it).
-pub(crate) fn check_minutes(enabled: bool, minutes: i64) -> Result<(), String> {
+/// Why the expiry (the request's `field`) is out of range, when it is
+/// (only protection being turned on reads it).
+pub(crate) fn check_minutes(field: &str, enabled: bool, minutes: i64) -> Result<(), String> {
     if enabled && !(1..=MAX_MINUTES).contains(&minutes) {
         return Err(format!(
-            "expiresInMinutes must be from 1 to {MAX_MINUTES} (48 hours), got {minutes}"
+            "{field} must be from 1 to {MAX_MINUTES} (48 hours), got {minutes}"
         ));
     }
     Ok(())
@@ -154,7 +165,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .protection_enabled
         .ok_or_else(|| ApiError::client("protectionEnabled is required: true or false"))?;
     let minutes = r.expires_in_minutes.unwrap_or(DEFAULT_MINUTES);
-    check_minutes(enabled, minutes).map_err(ApiError::invalid)?;
+    check_minutes("expiresInMinutes", enabled, minutes).map_err(ApiError::invalid)?;
     let (mut protected, mut failures) = (Vec::new(), Vec::new());
     for reference in refs {
         let (c, id) = task_ref(&reference, &cluster);
@@ -202,15 +213,10 @@ pub fn get(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 "MISSING",
                 format!("task {id} was not found in cluster {c}"),
             )),
-            Some((t, _)) if !of_service(&t) => failures
-                .push(failure(
-                    scope,
-                    &c,
-                    &id,
-                    "TASK_NOT_VALID",
-                    format!("task {id} was not started by a service; only a service's tasks have scale-in protection"),
-                )),
-            Some((t, _)) => protected.push(shown(scope, &t, now)),
+            Some((t, _)) => match unreadable(&t) {
+                Some(why) => failures.push(failure(scope, &c, &id, "TASK_NOT_VALID", why)),
+                None => protected.push(shown(scope, &t, now)),
+            },
         }
     }
     Ok(json!({ "protectedTasks": protected, "failures": failures }))
