@@ -797,6 +797,42 @@ pub fn with_retries<T>(
 mod tests {
     use super::new_id;
 
+    /// The `api` fuzz target picks an action by its seed's first byte, by
+    /// position in [`super::targets`]: each seed in `fuzz/seeds/api` must
+    /// pick the action it is named for (`ACTION-*`, `logs-ACTION-*`), or
+    /// the fuzzer starts from bodies sent to the wrong actions.
+    #[test]
+    fn fuzz_seeds_pick_the_action_they_are_named_for() {
+        let targets: Vec<String> = super::targets().collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/api");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/api") {
+            let path = entry.expect("a seed").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (prefix, stem) = match name.strip_prefix("logs-") {
+                Some(rest) => (super::logs::LOGS_TARGET, rest),
+                None => (super::ECS_TARGET, name.as_str()),
+            };
+            let action = stem.rsplit_once('-').map_or(stem, |(a, _)| a);
+            let wanted = format!("{prefix}.{action}");
+            let at = targets
+                .iter()
+                .position(|t| *t == wanted)
+                .unwrap_or_else(|| panic!("seed {name}: no action {wanted}"));
+            let bytes = std::fs::read(&path).unwrap();
+            // The fuzz target's targets are these and one unknown action.
+            let picked = bytes[0] as usize % (targets.len() + 1);
+            assert_eq!(
+                picked,
+                at,
+                "seed {name} picks {:?}, not {wanted}: its first byte must be {at}",
+                targets.get(picked)
+            );
+            seen += 1;
+        }
+        assert!(seen >= 30, "only {seen} seeds in {}", dir.display());
+    }
+
     #[test]
     fn ids_are_32_hex_digits_and_differ_within_and_across_threads() {
         let mut ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
