@@ -56,6 +56,7 @@ pub use limits::{Budget, Limits, RunLimits, CPU_PERIOD};
 pub use load::{binary_kind, Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};
 pub use sandbox::{
-    DenyAll, DiscardLogs, LocalEndpoint, LocalRequest, LocalResponse, LogSink, LogStream, Mount,
-    OutboundPolicy, Sandbox, LOCAL_ENDPOINT_HOST, MAX_LINE, MAX_LOCAL_BODY,
+    DenyAll, DiscardLogs, LinkResult, LocalEndpoint, LocalRequest, LocalResponse, LogSink,
+    LogStream, Mount, OutboundPolicy, Sandbox, ServiceLinks, LOCAL_ENDPOINT_HOST, MAX_LINE,
+    MAX_LOCAL_BODY,
 };

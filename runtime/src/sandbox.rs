@@ -81,6 +81,10 @@ pub struct Sandbox {
     /// `outbound` says; none by default (the address is then an outbound
     /// host like any other).
     pub local: Option<Arc<dyn LocalEndpoint>>,
+    /// Other services the guest reaches by name over plain HTTP (ECS's
+    /// Service Connect), in process and whatever `outbound` says; none by
+    /// default.
+    pub links: Option<Arc<dyn ServiceLinks>>,
 }
 
 impl Default for Sandbox {
@@ -92,6 +96,7 @@ impl Default for Sandbox {
             logs: Arc::new(DiscardLogs),
             outbound: Arc::new(DenyAll),
             local: None,
+            links: None,
         }
     }
 }
@@ -134,6 +139,25 @@ pub struct LocalResponse {
 pub trait LocalEndpoint: Send + Sync {
     /// The answer to `req`.
     fn answer(&self, req: LocalRequest) -> Pin<Box<dyn Future<Output = LocalResponse> + Send>>;
+}
+
+/// The answer to a request a [`ServiceLinks`] sends.
+pub type LinkResult =
+    Result<http::Response<wasmtime_wasi_http::WasiBody>, wasmtime_wasi_http::Error>;
+
+/// Other services a guest calls by name (`http://NAME:PORT/`), answered
+/// in process by the host instead of through a connection. Asked before
+/// the outbound policy: a linked name needs no outbound rule.
+pub trait ServiceLinks: Send + Sync {
+    /// Whether `http://host:port` names a linked service (`host` is
+    /// lowercase, without brackets; `port` is explicit or 80).
+    fn links(&self, host: &str, port: u16) -> bool;
+    /// Sends `request`, whose authority [`ServiceLinks::links`] accepted,
+    /// and its answer, whose body streams.
+    fn send(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> Pin<Box<dyn Future<Output = LinkResult> + Send>>;
 }
 
 /// Decides which outbound HTTP requests (`wasi:http/outgoing-handler`) a
@@ -214,6 +238,7 @@ impl Sandbox {
             hooks: Outbound {
                 policy: self.outbound.clone(),
                 local: self.local.clone(),
+                links: self.links.clone(),
             },
             limiter,
         })
@@ -260,6 +285,7 @@ impl WasiHttpView for P2Host {
 pub(crate) struct Outbound {
     policy: Arc<dyn OutboundPolicy>,
     local: Option<Arc<dyn LocalEndpoint>>,
+    links: Option<Arc<dyn ServiceLinks>>,
 }
 
 type SendResult = Result<
@@ -289,6 +315,21 @@ impl WasiHttpHooks for Outbound {
                 && uri.port_u16().unwrap_or(80) == 80
         }) {
             return Box::new(answer_locally(local, request));
+        }
+        if let Some(links) = self.links.clone().filter(|l| {
+            scheme == "http"
+                && uri.authority().is_some_and(|a| {
+                    let host = a.host().trim_start_matches('[').trim_end_matches(']');
+                    l.links(&host.to_ascii_lowercase(), a.port_u16().unwrap_or(80))
+                })
+        }) {
+            return Box::new(async move {
+                let resp = links.send(request).await?;
+                Ok((
+                    resp,
+                    Box::new(async { Ok(()) }) as Box<dyn std::future::Future<Output = _> + Send>,
+                ))
+            });
         }
         let allowed = uri.authority().is_some_and(|a| {
             let port = a

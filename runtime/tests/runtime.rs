@@ -796,6 +796,89 @@ fn requests_to_the_local_endpoint_address_are_answered_in_process() {
     }
 }
 
+/// Links one name, `backend:8080`, and answers its requests with what
+/// it was asked, the body echoed back.
+struct EchoLink;
+
+impl skiff_runtime::ServiceLinks for EchoLink {
+    fn links(&self, host: &str, port: u16) -> bool {
+        (host, port) == ("backend", 8080)
+    }
+
+    fn send(
+        &self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = skiff_runtime::LinkResult> + Send>>
+    {
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            let text = format!(
+                "{} {} {}",
+                parts.method,
+                parts.uri,
+                String::from_utf8_lossy(&body)
+            );
+            Ok(hyper::Response::builder()
+                .status(202)
+                .body(skiff_runtime::full_body(text))
+                .unwrap())
+        })
+    }
+}
+
+#[test]
+fn linked_services_are_answered_in_process_and_others_are_not() {
+    let guest = rt().load_file(dist("hello-http.wasm")).unwrap();
+    let sandbox = Sandbox {
+        // Nothing may go out: a linked service needs no rule.
+        links: Some(Arc::new(EchoLink)),
+        ..Sandbox::default()
+    };
+    let h = HttpHandler::new(
+        rt(),
+        &guest,
+        budget(64, None),
+        sandbox,
+        RunLimits::default(),
+    )
+    .unwrap();
+    let ask = |method: &str, url: &str, body: &'static str| {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://localhost/fetch?url={url}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        block_on(async {
+            let resp = h.handle(req).await.expect("response");
+            (resp.status().as_u16(), body_text(resp).await)
+        })
+    };
+    assert_eq!(
+        ask("POST", "http://backend:8080/orders?x=1", "one order"),
+        (
+            200,
+            "fetched 202: POST http://backend:8080/orders?x=1 one order".to_string()
+        )
+    );
+    assert_eq!(
+        ask("GET", "http://BACKEND:8080/", ""),
+        (200, "fetched 202: GET http://BACKEND:8080/ ".to_string())
+    );
+    // Another port, HTTPS, or another name: an outbound host like any other.
+    for url in [
+        "http://backend/",
+        "http://backend:8081/",
+        "https://backend:8080/",
+        "http://frontend:8080/",
+    ] {
+        let (status, body) = ask("GET", url, "");
+        assert_eq!(status, 502, "{url}: {body}");
+        assert!(body.contains("HttpRequestDenied"), "{url}: {body}");
+    }
+}
+
 #[test]
 fn http_works_with_on_demand_allocation_too() {
     let rt = Runtime::new(RuntimeConfig {

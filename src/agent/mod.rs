@@ -12,6 +12,7 @@
 //! store (observed state), and gives back a stopped task's reservation.
 
 pub mod blobs;
+pub(crate) mod connect;
 pub mod hostfs;
 pub mod ledger;
 pub mod logs;

@@ -122,7 +122,39 @@ impl Task {
         });
     }
 
-    fn sandbox(&self, i: usize) -> std::io::Result<Sandbox> {
+    /// The task's Service Connect links, when its service has a
+    /// namespace with names in it (read once, as the task starts).
+    async fn links(&self) -> Option<Arc<dyn skiff_runtime::ServiceLinks>> {
+        let service = self.spec.service.clone()?;
+        let (store, cluster) = (self.ctx.store.clone(), self.spec.cluster.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            super::connect::names_for(store.as_ref(), &cluster, &service)
+        })
+        .await;
+        match read {
+            Ok(Ok(names)) => names.map(|names| {
+                Arc::new(super::connect::Links::new(
+                    names,
+                    self.ctx.routes.clone(),
+                    self.spec.worker,
+                )) as Arc<dyn skiff_runtime::ServiceLinks>
+            }),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    task = %self.spec.id,
+                    "cannot read the task's Service Connect names, so it starts without them: {e}"
+                );
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn sandbox(
+        &self,
+        i: usize,
+        links: Option<Arc<dyn skiff_runtime::ServiceLinks>>,
+    ) -> std::io::Result<Sandbox> {
         let c = &self.spec.definition.containers[i];
         let ov = self.spec.overrides.iter().find(|o| o.name == c.name);
         let mut args = vec![c.name.clone()];
@@ -219,6 +251,7 @@ impl Task {
             logs,
             outbound: outbound_policy(&c.extensions.allowed_outbound_hosts),
             local: Some(Arc::new(local)),
+            links,
         })
     }
 }
@@ -427,6 +460,7 @@ async fn run(
     }
 
     task.report(Event::Activating);
+    let links = task.links().await;
     let worker_memory = task.ctx.worker_memory;
     let budgets = budgets(&task.spec, worker_memory);
     let index_of = |name: &str| containers.iter().position(|c| c.name == name);
@@ -482,7 +516,7 @@ async fn run(
                     }
                     Readiness::Ready => {
                         progressed = true;
-                        let sandbox = match task.sandbox(i) {
+                        let sandbox = match task.sandbox(i, links.clone()) {
                             Ok(s) => {
                                 sinks[i] = Some(s.logs.clone());
                                 s

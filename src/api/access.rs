@@ -41,7 +41,8 @@ pub fn ecs_resources(scope: &Scope, action: &str, req: &Value) -> Vec<String> {
         | "PutAccountSetting"
         | "PutAccountSettingDefault"
         | "DeleteAccountSetting"
-        | "ListAccountSettings" => {
+        | "ListAccountSettings"
+        | "ListServicesByNamespace" => {
             vec!["*".into()]
         }
         "CreateCluster" => vec![cluster_arn(scope, s("clusterName"))],

@@ -19,6 +19,7 @@ pub mod account_settings;
 pub mod attributes;
 pub mod autoscaling;
 pub mod clusters;
+pub mod connect;
 pub mod deployments;
 pub mod error;
 pub mod instances;
@@ -152,6 +153,11 @@ const ECS_ACTIONS: &[(&str, Action)] = &[
     ("TagResource", tags::tag),
     ("UntagResource", tags::untag),
     ("ListTagsForResource", tags::list),
+    // New actions go last: the fuzz seeds pick actions by position.
+    (
+        "ListServicesByNamespace",
+        connect::list_services_by_namespace,
+    ),
 ];
 
 /// Every `X-Amz-Target` the API answers: ECS's actions, then CloudWatch

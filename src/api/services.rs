@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult, Kind};
 use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
 use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
+use crate::model::connect::ServiceConnect;
 use crate::model::domain;
 use crate::model::service::{
     self, CircuitBreaker, Deployment, DeploymentConfig, DeploymentStatus, ServiceDeploymentStatus,
@@ -330,6 +331,12 @@ fn service_constraints(r: &ServiceRequest, req: &Value) -> ApiResult<Option<(Con
     )))
 }
 
+/// `serviceConnectConfiguration`, when the request has one.
+fn connect_given(req: &Value) -> Option<&Value> {
+    req.get("serviceConnectConfiguration")
+        .filter(|v| !v.is_null())
+}
+
 /// What skiff does not have an equivalent for, refused with what to do.
 fn refuse_unsupported(r: &ServiceRequest) -> ApiResult<()> {
     if !r.load_balancers.is_empty() {
@@ -341,7 +348,7 @@ fn refuse_unsupported(r: &ServiceRequest) -> ApiResult<()> {
     if !r.service_registries.is_empty() {
         return Err(ApiError::new(
             Kind::UnsupportedFeature,
-            "serviceRegistries: service discovery is not supported; reach services through the ingress",
+            "serviceRegistries: Cloud Map DNS registration is not supported; call services by name with serviceConnectConfiguration (Service Connect), or through the ingress",
         ));
     }
     if let Some(t) = r
@@ -420,6 +427,10 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         ApiError::invalid("taskDefinition is required (family, family:revision or ARN)")
     })?;
     let (family, revision, td) = definition(api, reference)?;
+    let service_connect = match connect_given(req) {
+        Some(v) => super::connect::config_for(api, &cluster, &name, v, &td)?,
+        None => None,
+    };
     let daemon = r.scheduling_strategy.as_deref() == Some("DAEMON");
     let desired = if daemon {
         // The nodes decide; the scheduler sets it.
@@ -493,6 +504,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let mut ids = RandomIds;
     let mut deployment = Deployment::new(ids.deployment_id(), &family, revision, config, now);
     deployment.image_digests = pin_images(api, &td);
+    deployment.service_connect = service_connect;
     let svc = ServiceRecord {
         name: name.clone(),
         cluster: cluster.clone(),
@@ -674,6 +686,31 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         },
         None => None,
     };
+    // The Service Connect configuration of the next deployment, when this
+    // call sets one or changes the task definition (checked against it).
+    let connect: Option<Option<ServiceConnect>> = match (connect_given(req), &target) {
+        (Some(v), Some((_, _, td))) => {
+            Some(super::connect::config_for(api, &cluster, &name, v, td)?)
+        }
+        (None, None) => None,
+        (given, _) => match load(api, &cluster, &name)? {
+            Some((s, _)) => {
+                let current = s.service_connect().map(ServiceConnect::view);
+                match (given.or(current.as_ref()), &target) {
+                    (Some(v), Some((_, _, td))) => {
+                        Some(super::connect::config_for(api, &cluster, &name, v, td)?)
+                    }
+                    (Some(v), None) if given.is_some() => {
+                        let (_, _, td) = definition(api, &format!("{}:{}", s.family, s.revision))?;
+                        Some(super::connect::config_for(api, &cluster, &name, v, &td)?)
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        },
+    };
+    let sets_connect = connect_given(req).is_some();
     let target_td = target.clone();
     let target = target.map(|(f, rev, _)| (f, rev));
     let placement = placement(&r, req)?;
@@ -734,10 +771,17 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         let changes_definition = target
             .as_ref()
             .is_some_and(|(f, r)| (f.as_str(), *r) != (s.family.as_str(), s.revision));
-        if changes_definition || force || changes_strategy {
+        let current_connect = s.service_connect().cloned();
+        let next_connect = match &connect {
+            Some(c) => c.clone(),
+            None => current_connect.clone(),
+        };
+        let changes_connect = sets_connect && next_connect != current_connect;
+        if changes_definition || force || changes_strategy || changes_connect {
             let (family, revision) = target.clone().unwrap_or((s.family.clone(), s.revision));
             let mut d =
                 Deployment::new(RandomIds.deployment_id(), &family, revision, s.config, now);
+            d.service_connect = next_connect;
             if let Some((_, digests)) = pinned
                 .as_ref()
                 .filter(|(at, _)| at.0 == family && at.1 == revision)

@@ -272,6 +272,7 @@ impl Exec {
             logs: Arc::new(PassThrough),
             outbound: crate::agent::outbound_policy(&self.allow_outbound.iter().cloned().collect()),
             local: None,
+            links: None,
         };
         let budget = Budget::new(Limits {
             memory_bytes: self.memory << 20,

@@ -578,6 +578,7 @@ impl Server {
             },
         );
         routes.set_opener(Box::new(front.clone()));
+        routes.set_caller(Box::new(front.clone()));
         if let Some(l) = tls_listener {
             front
                 .listen_tls(

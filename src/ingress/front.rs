@@ -23,8 +23,8 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::peers::{self, Peers};
-use super::routes::{Admitted, Pick, PortOpener, Routes, ServiceKey};
+use super::peers::{self, Peers, RequestBody};
+use super::routes::{Admitted, Pick, PortOpener, Routes, ServiceCaller, ServiceKey};
 use super::{accept_loop, failure_response};
 
 /// The header that carries a request's id.
@@ -214,6 +214,49 @@ impl Front {
                 }
             }
         };
+        let max = self.settings.max_body;
+        self.to_service(
+            service,
+            req.map(move |b| limit(b, max)),
+            local,
+            id,
+            forwarded.is_some(),
+        )
+        .await
+    }
+
+    /// Answers a request that a guest sends to a service it is linked to
+    /// (Service Connect), as a request to the ingress for that service
+    /// is answered, without a connection.
+    pub async fn call(
+        &self,
+        service: ServiceKey,
+        mut req: Request<RequestBody>,
+        local: usize,
+    ) -> Response<ResponseBody> {
+        let id = request_id(&req);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
+        let max = self.settings.max_body;
+        let req = req.map(move |b| limit(b, max));
+        let mut resp = self.to_service(service, req, local, &id, false).await;
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        resp
+    }
+
+    /// Answers a request for `service` (`forwarded` when another node
+    /// sent it here, never to be forwarded again).
+    async fn to_service(
+        &self,
+        service: ServiceKey,
+        req: Request<RequestBody>,
+        local: usize,
+        id: &str,
+        forwarded: bool,
+    ) -> Response<ResponseBody> {
         let (cluster, name) = &service;
         let declared = req
             .headers()
@@ -234,7 +277,7 @@ impl Front {
         // starts one (or one elsewhere can take it), bounded in count and
         // time.
         if matches!(pick, Pick::NoTask | Pick::Unknown)
-            && forwarded.is_none()
+            && !forwarded
             && self.settings.scale_to_zero.holds(&service)
         {
             match self.hold(&service, local).await {
@@ -244,14 +287,12 @@ impl Front {
         }
         // No task here can take it: another node's may (a forwarded
         // request is never forwarded again).
-        if !matches!(pick, Pick::To(_)) && forwarded.is_none() {
+        if !matches!(pick, Pick::To(_)) && !forwarded {
             if let Some(peers) = &self.peers {
                 let endpoints = peers.endpoints(&service).await;
                 if !endpoints.is_empty() {
                     let m = self.metrics.service(cluster, name);
                     let started = std::time::Instant::now();
-                    let max = self.settings.max_body;
-                    let req = req.map(move |b| limit(b, max));
                     let resp = match peers.forward(req, &service, &endpoints).await {
                         Ok(r) => r,
                         Err(why) => peers::unreachable(why),
@@ -385,7 +426,7 @@ impl Front {
     async fn dispatch(
         &self,
         pick: Pick,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         local: usize,
         id: &str,
         (cluster, name): &ServiceKey,
@@ -405,8 +446,6 @@ impl Front {
             }
         };
         let ep = admitted.endpoint().clone();
-        let max = self.settings.max_body;
-        let req = req.map(move |b| limit(b, max));
         let handler = ep.handler.clone();
         let result = if ep.worker == local {
             handler.handle(req).await
@@ -451,6 +490,18 @@ impl Front {
     }
 }
 
+impl ServiceCaller for Arc<Front> {
+    fn call(
+        &self,
+        service: ServiceKey,
+        req: Request<RequestBody>,
+        local: usize,
+    ) -> Pin<Box<dyn std::future::Future<Output = Response<ResponseBody>> + Send>> {
+        let front = self.clone();
+        Box::pin(async move { Front::call(&front, service, req, local).await })
+    }
+}
+
 impl PortOpener for Arc<Front> {
     fn open(&self, port: u16, service: ServiceKey) -> Result<(), String> {
         let l = std::net::TcpListener::bind(SocketAddr::new(self.settings.ip, port))
@@ -461,7 +512,7 @@ impl PortOpener for Arc<Front> {
 }
 
 /// The request's `X-Request-Id` when it has a usable one, or a new one.
-fn request_id(req: &Request<Incoming>) -> String {
+fn request_id<B>(req: &Request<B>) -> String {
     req.headers()
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -488,15 +539,20 @@ fn busy(text: String) -> Response<ResponseBody> {
 }
 
 /// A request body cut off past `max` bytes: the guest sees the error
-/// `HttpRequestBodySize` when it reads past it.
-fn limit(
-    body: Incoming,
-    max: u64,
-) -> http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BodyError> {
+/// `HttpRequestBodySize` when it reads past it; the body's own errors
+/// pass through.
+fn limit<B>(body: B, max: u64) -> RequestBody
+where
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     http_body_util::Limited::new(body, max as usize)
         .map_err(move |e| match e.downcast::<hyper::Error>() {
             Ok(h) => BodyError::Hyper(*h),
-            Err(_) => BodyError::HttpRequestBodySize(Some(max)),
+            Err(e) => match e.downcast::<BodyError>() {
+                Ok(b) => *b,
+                Err(_) => BodyError::HttpRequestBodySize(Some(max)),
+            },
         })
         .boxed_unsync()
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use skiff_runtime::{HttpHandler, LogSink};
+use skiff_runtime::{HttpHandler, LogSink, ResponseBody};
 
 /// How many more outstanding requests a task on another worker must be
 /// spared before a request hops to it. Handing a request to another
@@ -131,6 +131,18 @@ pub trait PortOpener: Send + Sync {
     fn open(&self, port: u16, service: ServiceKey) -> Result<(), String>;
 }
 
+/// Answers a guest's request for a service as the ingress would (the
+/// front); what a task's Service Connect links call.
+pub trait ServiceCaller: Send + Sync {
+    /// The answer to `req` for `service`, from a guest on worker `local`.
+    fn call(
+        &self,
+        service: ServiceKey,
+        req: hyper::Request<super::peers::RequestBody>,
+        local: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<ResponseBody>> + Send>>;
+}
+
 #[derive(Default)]
 struct Table {
     services: HashMap<ServiceKey, Arc<[Arc<Endpoint>]>>,
@@ -144,6 +156,7 @@ pub struct Routes {
     domains: Arc<super::domains::Domains>,
     table: RwLock<Table>,
     opener: OnceLock<Box<dyn PortOpener>>,
+    caller: OnceLock<Box<dyn ServiceCaller>>,
     /// Sent to when a task may now take requests it could not (or no
     /// longer can): what requests held for a task wait on.
     changed: tokio::sync::watch::Sender<()>,
@@ -157,6 +170,7 @@ impl Routes {
             domains: Default::default(),
             table: RwLock::new(Table::default()),
             opener: OnceLock::new(),
+            caller: OnceLock::new(),
             changed: tokio::sync::watch::Sender::new(()),
         }
     }
@@ -189,6 +203,32 @@ impl Routes {
     /// Sets what opens hostPort listeners (once).
     pub fn set_opener(&self, opener: Box<dyn PortOpener>) {
         let _ = self.opener.set(opener);
+    }
+
+    /// Sets what answers guests' requests for services (once).
+    pub fn set_caller(&self, caller: Box<dyn ServiceCaller>) {
+        let _ = self.caller.set(caller);
+    }
+
+    /// The answer to a guest's request for `service` (503 before the
+    /// front has started).
+    pub fn call(
+        &self,
+        service: ServiceKey,
+        req: hyper::Request<super::peers::RequestBody>,
+        local: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<ResponseBody>> + Send>>
+    {
+        match self.caller.get() {
+            Some(c) => c.call(service, req, local),
+            None => Box::pin(async {
+                let mut resp = hyper::Response::new(skiff_runtime::full_body(
+                    "the ingress has not started yet; retry\n",
+                ));
+                *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                resp
+            }),
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {

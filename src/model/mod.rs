@@ -6,6 +6,7 @@
 //! that what a client registered is what it reads back.
 
 pub mod arn;
+pub mod connect;
 pub mod domain;
 pub mod image;
 pub mod outbound;

@@ -207,6 +207,9 @@ pub struct Deployment {
     /// deployment runs that digest, wherever the tag moves later.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub image_digests: BTreeMap<String, String>,
+    /// Its `serviceConnectConfiguration`, when Service Connect is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_connect: Option<super::connect::ServiceConnect>,
 }
 
 impl Deployment {
@@ -237,6 +240,7 @@ impl Deployment {
             sources: Vec::new(),
             config,
             image_digests: BTreeMap::new(),
+            service_connect: None,
         }
     }
 
@@ -402,6 +406,11 @@ pub fn named_tasks<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
 }
 
 impl ServiceRecord {
+    /// Its Service Connect configuration: the primary deployment's.
+    pub fn service_connect(&self) -> Option<&super::connect::ServiceConnect> {
+        self.primary().and_then(|d| d.service_connect.as_ref())
+    }
+
     /// The primary deployment.
     pub fn primary(&self) -> Option<&Deployment> {
         self.deployments
@@ -474,6 +483,7 @@ impl ServiceRecord {
         r.restores = Some(from);
         // Back to exactly what ran: the same image digests.
         r.image_digests = previous.image_digests.clone();
+        r.service_connect = previous.service_connect.clone();
         r.sources = self.live_deployments();
         for d in &mut self.deployments {
             if d.status == DeploymentStatus::Primary {
@@ -551,6 +561,15 @@ impl ServiceRecord {
                     "rolloutState": rollout_word(d.rollout_state),
                     "rolloutStateReason": d.rollout_state_reason,
                 });
+                if let (Some(o), Some(sc)) = (v.as_object_mut(), &d.service_connect) {
+                    o.insert("serviceConnectConfiguration".into(), sc.view());
+                    let resources: Vec<Value> = sc
+                        .services
+                        .iter()
+                        .map(|e| json!({"discoveryName": e.discovery_name}))
+                        .collect();
+                    o.insert("serviceConnectResources".into(), json!(resources));
+                }
                 if let (Some(o), false) = (
                     v.as_object_mut(),
                     self.capacity_provider_strategy.is_empty(),

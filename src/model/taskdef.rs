@@ -101,6 +101,7 @@ pub mod raw {
         pub container_port: Option<i64>,
         pub host_port: Option<i64>,
         pub protocol: Option<String>,
+        pub name: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -249,12 +250,14 @@ pub enum DependencyCondition {
 }
 
 /// A `portMappings` entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMapping {
     /// The port the container listens on (informational for wasm guests).
     pub container_port: u16,
     /// A port of its own on the host, when non-zero.
     pub host_port: Option<u16>,
+    /// Its `name`, which Service Connect refers to (`portName`).
+    pub name: Option<String>,
 }
 
 /// A container health check, with ECS's defaults applied.
@@ -270,6 +273,17 @@ pub struct HealthCheck {
     pub retries: u32,
     /// Seconds of grace after start (0-300, default 0).
     pub start_period: u32,
+}
+
+/// Whether `name` may name a port mapping (ECS's rule for Service
+/// Connect's names: 1 to 64 lowercase letters, digits, `_` and `-`, not
+/// starting with `-`).
+pub fn valid_port_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// A volume mounted into a container.
@@ -553,8 +567,9 @@ impl TaskDefinition {
         }
         let mut containers = Vec::with_capacity(raw_containers.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut port_names = Vec::new();
         for (i, rc) in raw_containers.into_iter().enumerate() {
-            let c = container(i, rc, memory.is_some(), &volumes)?;
+            let c = container(i, rc, memory.is_some(), &volumes, &mut port_names)?;
             if let Some(first) = seen.insert(c.name.clone(), i) {
                 return Err(FieldError::new(
                     format!("containerDefinitions[{i}].name"),
@@ -631,6 +646,7 @@ fn container(
     rc: raw::ContainerDefinition,
     task_has_memory: bool,
     volumes: &BTreeMap<String, Option<String>>,
+    port_names: &mut Vec<String>,
 ) -> Result<ContainerDefinition, FieldError> {
     let at = |f: &str| format!("containerDefinitions[{i}].{f}");
     let name = rc
@@ -753,9 +769,29 @@ fn container(
                 "skiff serves HTTP over tcp only: use \"tcp\"",
             ));
         }
+        let name = match p.name {
+            None => None,
+            Some(n) if valid_port_name(&n) => {
+                if port_names.contains(&n) {
+                    return Err(FieldError::new(
+                        format!("{field}.name"),
+                        format!("{n:?} names another port mapping of the task definition: each name must be unique"),
+                    ));
+                }
+                port_names.push(n.clone());
+                Some(n)
+            }
+            Some(n) => {
+                return Err(FieldError::new(
+                    format!("{field}.name"),
+                    format!("must be 1 to 64 lowercase letters, digits, '_' and '-', not starting with '-', got {n:?}"),
+                ))
+            }
+        };
         port_mappings.push(PortMapping {
             container_port,
             host_port,
+            name,
         });
     }
 

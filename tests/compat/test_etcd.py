@@ -186,6 +186,34 @@ def test_three_nodes_one_state_container_instances_and_draining(etcd):
         wait_for("a daemon task on each node", lambda: daemon_zones() == ["z0", "z1", "z2"])
         assert ecs[2].describe_services(services=[daemon])["services"][0]["desiredCount"] == 3
 
+        # Service Connect across nodes: a backend only on z0, called by
+        # name from a guest on z2 (its node forwards the call to z0's).
+        ns = uniq("ns")
+        sc_family = uniq("sc")
+        ecs[0].register_task_definition(family=sc_family, containerDefinitions=[{
+            "name": "web", "image": image, "memory": 32,
+            "portMappings": [{"name": "api", "containerPort": 8080}],
+            "environment": [{"name": "GREETING", "value": "on z0"}]}])
+        backend, caller = uniq("backend"), uniq("caller")
+        ecs[0].create_service(
+            serviceName=backend, taskDefinition=sc_family, desiredCount=1,
+            placementConstraints=[{"type": "memberOf", "expression": "attribute:tier == gold"}],
+            serviceConnectConfiguration={"enabled": True, "namespace": ns, "services": [
+                {"portName": "api", "clientAliases": [{"port": 80, "dnsName": "backend"}]}]})
+        ecs[1].create_service(
+            serviceName=caller, taskDefinition=family, desiredCount=1,
+            placementConstraints=[{"type": "memberOf", "expression": "attribute:ecs.availability-zone == z2"}],
+            serviceConnectConfiguration={"enabled": True, "namespace": ns})
+        ecs[2].get_waiter("services_stable").wait(
+            services=[backend, caller], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        host, port = nodes[2].ingress
+        req = urllib.request.Request(f"http://{host}:{port}/fetch?url=http://backend/",
+                                     headers={"Host": f"{caller}.localhost"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.read() == b"fetched 200: hello from skiff (on z0)\n"
+        for name in (backend, caller):
+            ecs[0].delete_service(service=name, force=True)
+
         # A service of 3, one per zone; the z1 node set DRAINING: its task
         # moves to the others, and it takes no new ones.
         svc = uniq("svc")

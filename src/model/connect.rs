@@ -1,0 +1,469 @@
+//! Service Connect, as ECS has it: the names a service answers on in a
+//! namespace (`serviceConnectConfiguration.services`), and the namespace
+//! its own tasks call other services in.
+//!
+//! ECS runs a proxy beside each task; skiff has none to run. A guest's
+//! plain-HTTP request to a name of its namespace is routed by the host
+//! itself to a task of the service that serves the name, as the ingress
+//! routes (see `agent::connect`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::service::{ServiceRecord, ServiceStatus};
+use super::{decode_at, FieldError};
+
+/// A service's `serviceConnectConfiguration`, validated; only an enabled
+/// one is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceConnect {
+    /// The namespace as given (a name, or a Cloud Map namespace ARN), or
+    /// the cluster's default.
+    pub namespace: String,
+    /// The names it answers on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ConnectService>,
+    /// The configuration as given, shown back.
+    pub given: Value,
+}
+
+/// One name a service answers on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectService {
+    /// The task definition's port mapping it serves (`portName`).
+    pub port_name: String,
+    /// Its name in the namespace (`discoveryName`, or `portName`).
+    pub discovery_name: String,
+    /// The host clients call (`clientAliases[0].dnsName`, or
+    /// `DISCOVERYNAME.NAMESPACE`).
+    pub dns_name: String,
+    /// And its port (`clientAliases[0].port`, or the port mapping's
+    /// `containerPort`).
+    pub port: u16,
+    /// `timeout.perRequestTimeoutSeconds`: how long a caller waits for
+    /// the response to begin (0 or none: no bound but the callee's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_request_timeout: Option<u32>,
+}
+
+/// The names a task may call (`dnsName`, port), each with what it reaches.
+pub type Names = BTreeMap<(String, u16), Link>;
+
+/// What calls to a name reach: a service, and how long a caller waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The service's cluster.
+    pub cluster: String,
+    /// The service.
+    pub service: String,
+    /// Seconds a caller waits for the response to begin.
+    pub per_request_timeout: Option<u32>,
+}
+
+impl ServiceConnect {
+    /// The namespace's name (an ARN's last part).
+    pub fn namespace_name(&self) -> &str {
+        namespace_name(&self.namespace)
+    }
+
+    /// `serviceConnectConfiguration` as DescribeServices shows it in a
+    /// deployment.
+    pub fn view(&self) -> Value {
+        let mut v = self.given.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("enabled".into(), json!(true));
+            o.insert("namespace".into(), json!(self.namespace));
+        }
+        v
+    }
+}
+
+/// A namespace's name: the value itself, or the last part of a Cloud Map
+/// namespace ARN (`arn:aws:servicediscovery:REGION:ACCOUNT:namespace/ID`).
+pub fn namespace_name(namespace: &str) -> &str {
+    if namespace.starts_with("arn:") {
+        namespace.rsplit('/').next().unwrap_or(namespace)
+    } else {
+        namespace
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    enabled: Option<bool>,
+    namespace: Option<String>,
+    #[serde(default)]
+    services: Vec<RawService>,
+    #[serde(rename = "logConfiguration")]
+    _log_configuration: Option<Value>,
+    #[serde(rename = "accessLogConfiguration")]
+    _access_log_configuration: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawService {
+    port_name: Option<String>,
+    discovery_name: Option<String>,
+    #[serde(default)]
+    client_aliases: Vec<RawAlias>,
+    ingress_port_override: Option<i64>,
+    timeout: Option<RawTimeout>,
+    tls: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAlias {
+    port: Option<i64>,
+    dns_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTimeout {
+    idle_timeout_seconds: Option<i64>,
+    per_request_timeout_seconds: Option<i64>,
+}
+
+const FIELD: &str = "serviceConnectConfiguration";
+
+/// Validates a `serviceConnectConfiguration` for a service whose task
+/// definition names the ports `ports` (`name`, `containerPort`).
+/// `default_namespace` is the cluster's `serviceConnectDefaults`.
+/// `None` when it is not enabled.
+pub fn parse(
+    v: &Value,
+    ports: &[(String, u16)],
+    default_namespace: Option<&str>,
+) -> Result<Option<ServiceConnect>, FieldError> {
+    let raw: Raw = decode_at(v, FIELD)?;
+    match raw.enabled {
+        None => {
+            return Err(FieldError::new(
+                format!("{FIELD}.enabled"),
+                "required: true to join a namespace, false to leave it",
+            ))
+        }
+        Some(false) => return Ok(None),
+        Some(true) => {}
+    }
+    let namespace = match raw.namespace.filter(|n| !n.trim().is_empty()) {
+        Some(n) => n,
+        None => default_namespace
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("{FIELD}.namespace"),
+                    "required: the cluster has no serviceConnectDefaults.namespace to use",
+                )
+            })?,
+    };
+    let ns_name = namespace_name(&namespace).to_string();
+    if ns_name.is_empty() || namespace.len() > 1024 {
+        return Err(FieldError::new(
+            format!("{FIELD}.namespace"),
+            format!("must be a namespace name or a Cloud Map namespace ARN, got {namespace:?}"),
+        ));
+    }
+    let mut services = Vec::with_capacity(raw.services.len());
+    for (i, s) in raw.services.into_iter().enumerate() {
+        let at = |f: &str| format!("{FIELD}.services[{i}].{f}");
+        let port_name = s.port_name.ok_or_else(|| {
+            FieldError::new(
+                at("portName"),
+                "required: the name of one of the task definition's portMappings",
+            )
+        })?;
+        let Some(&(_, container_port)) = ports.iter().find(|(n, _)| *n == port_name) else {
+            let names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(FieldError::new(
+                at("portName"),
+                if names.is_empty() {
+                    format!("{port_name:?} names no port mapping: the task definition's portMappings have no name")
+                } else {
+                    format!(
+                        "{port_name:?} names no port mapping of the task definition; it has {}",
+                        names.join(", ")
+                    )
+                },
+            ));
+        };
+        let discovery_name = s.discovery_name.unwrap_or_else(|| port_name.clone());
+        if !super::taskdef::valid_port_name(&discovery_name) {
+            return Err(FieldError::new(
+                at("discoveryName"),
+                format!("must be 1 to 64 lowercase letters, digits, '_' and '-', not starting with '-', got {discovery_name:?}"),
+            ));
+        }
+        if s.client_aliases.len() > 1 {
+            return Err(FieldError::new(
+                at("clientAliases"),
+                format!(
+                    "at most 1 client alias per service, got {}",
+                    s.client_aliases.len()
+                ),
+            ));
+        }
+        let (dns_name, port) = match s.client_aliases.into_iter().next() {
+            None => (format!("{discovery_name}.{ns_name}"), container_port),
+            Some(a) => {
+                let port = match a.port {
+                    Some(p) if (1..=65535).contains(&p) => p as u16,
+                    other => {
+                        return Err(FieldError::new(
+                            at("clientAliases[0].port"),
+                            format!(
+                                "required, between 1 and 65535, got {}",
+                                other.map_or("nothing".into(), |n| n.to_string())
+                            ),
+                        ))
+                    }
+                };
+                let dns = a
+                    .dns_name
+                    .unwrap_or_else(|| format!("{discovery_name}.{ns_name}"));
+                (dns, port)
+            }
+        };
+        if !valid_dns_name(&dns_name) {
+            return Err(FieldError::new(
+                at("clientAliases[0].dnsName"),
+                format!("must be 1 to 127 lowercase letters, digits, '_', '-' and '.', not starting with '-' or '.', got {dns_name:?}"),
+            ));
+        }
+        if let Some(p) = s.ingress_port_override {
+            if !(1..=65535).contains(&p) {
+                return Err(FieldError::new(
+                    at("ingressPortOverride"),
+                    format!("must be between 1 and 65535, got {p}"),
+                ));
+            }
+        }
+        if s.tls.as_ref().is_some_and(|t| !t.is_null()) {
+            return Err(FieldError::new(
+                at("tls"),
+                "not supported: calls between services stay inside skiff's process (or its nodes' peer links); remove tls",
+            ));
+        }
+        let mut per_request_timeout = None;
+        if let Some(t) = s.timeout {
+            for (name, value) in [
+                ("idleTimeoutSeconds", t.idle_timeout_seconds),
+                ("perRequestTimeoutSeconds", t.per_request_timeout_seconds),
+            ] {
+                if value.is_some_and(|n| !(0..=2_147_483_647).contains(&n)) {
+                    return Err(FieldError::new(
+                        at(&format!("timeout.{name}")),
+                        "must be between 0 and 2147483647",
+                    ));
+                }
+            }
+            per_request_timeout = t
+                .per_request_timeout_seconds
+                .filter(|n| *n > 0)
+                .map(|n| n as u32);
+        }
+        let here = ConnectService {
+            port_name,
+            discovery_name,
+            dns_name,
+            port,
+            per_request_timeout,
+        };
+        if let Some(j) = services.iter().position(|o: &ConnectService| {
+            o.discovery_name == here.discovery_name
+                || (o.dns_name == here.dns_name && o.port == here.port)
+        }) {
+            return Err(FieldError::new(
+                format!("{FIELD}.services[{i}]"),
+                format!("its discoveryName or client alias is services[{j}]'s too: each must be unique in the namespace"),
+            ));
+        }
+        services.push(here);
+    }
+    let mut given = v.clone();
+    if let Some(o) = given.as_object_mut() {
+        o.remove("enabled");
+        o.remove("namespace");
+    }
+    Ok(Some(ServiceConnect {
+        namespace,
+        services,
+        given,
+    }))
+}
+
+/// Whether `name` may be a client alias's `dnsName`.
+fn valid_dns_name(name: &str) -> bool {
+    (1..=127).contains(&name.len())
+        && !name.starts_with(['-', '.'])
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
+}
+
+/// Where `config`'s names clash with another service of the same
+/// namespace among `others` (every service, any cluster): the field and
+/// what to do.
+pub fn clash<'a>(
+    config: &ServiceConnect,
+    me: (&str, &str),
+    others: impl IntoIterator<Item = &'a ServiceRecord>,
+) -> Option<FieldError> {
+    for other in others {
+        if (other.cluster.as_str(), other.name.as_str()) == me
+            || other.status != ServiceStatus::Active
+        {
+            continue;
+        }
+        let Some(theirs) = other.service_connect() else {
+            continue;
+        };
+        if theirs.namespace_name() != config.namespace_name() {
+            continue;
+        }
+        for (i, s) in config.services.iter().enumerate() {
+            for t in &theirs.services {
+                let what = if t.discovery_name == s.discovery_name {
+                    format!("discoveryName {:?}", s.discovery_name)
+                } else if (t.dns_name.as_str(), t.port) == (s.dns_name.as_str(), s.port) {
+                    format!("{}:{}", s.dns_name, s.port)
+                } else {
+                    continue;
+                };
+                return Some(FieldError::new(
+                    format!("{FIELD}.services[{i}]"),
+                    format!(
+                        "{what} is already served in namespace {:?} by service {:?} of cluster {:?}: each name must be unique in the namespace",
+                        config.namespace_name(),
+                        other.name,
+                        other.cluster
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The names a task of a service in namespace `namespace` may call, and
+/// what each reaches: every ACTIVE service's names in that namespace, in
+/// any cluster.
+pub fn links<'a>(namespace: &str, services: impl IntoIterator<Item = &'a ServiceRecord>) -> Names {
+    let mut out = BTreeMap::new();
+    for s in services {
+        if s.status != ServiceStatus::Active {
+            continue;
+        }
+        let Some(sc) = s.service_connect() else {
+            continue;
+        };
+        if sc.namespace_name() != namespace {
+            continue;
+        }
+        for e in &sc.services {
+            out.entry((e.dns_name.clone(), e.port))
+                .or_insert_with(|| Link {
+                    cluster: s.cluster.clone(),
+                    service: s.name.clone(),
+                    per_request_timeout: e.per_request_timeout,
+                });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports() -> Vec<(String, u16)> {
+        vec![("web".into(), 8080), ("admin".into(), 9090)]
+    }
+
+    #[test]
+    fn defaults_follow_ecs() {
+        let v = json!({"enabled": true, "namespace": "shop", "services": [
+            {"portName": "web"},
+            {"portName": "admin", "discoveryName": "ops", "clientAliases": [{"port": 80, "dnsName": "ops"}]},
+        ]});
+        let sc = parse(&v, &ports(), None).unwrap().unwrap();
+        assert_eq!(sc.namespace, "shop");
+        let names: Vec<(&str, &str, u16)> = sc
+            .services
+            .iter()
+            .map(|s| (s.discovery_name.as_str(), s.dns_name.as_str(), s.port))
+            .collect();
+        assert_eq!(names, [("web", "web.shop", 8080), ("ops", "ops", 80)]);
+        // The view is what was given, enabled and with its namespace.
+        assert_eq!(sc.view()["services"][0], json!({"portName": "web"}));
+        assert_eq!(sc.view()["enabled"], json!(true));
+        // The cluster's default namespace; an ARN's last part is its name.
+        let arn = "arn:aws:servicediscovery:us-east-1:123456789012:namespace/ns-abc";
+        let sc = parse(&json!({"enabled": true}), &ports(), Some(arn))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (sc.namespace.as_str(), sc.namespace_name()),
+            (arn, "ns-abc")
+        );
+        assert!(
+            parse(&json!({"enabled": false, "services": [{}]}), &ports(), None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_configurations_name_their_field() {
+        let bad = |v: Value, default: Option<&str>| parse(&v, &ports(), default).unwrap_err();
+        assert_eq!(
+            bad(json!({}), None).field,
+            "serviceConnectConfiguration.enabled"
+        );
+        let e = bad(json!({"enabled": true}), None);
+        assert_eq!(e.field, "serviceConnectConfiguration.namespace");
+        assert!(e.message.contains("serviceConnectDefaults"), "{e}");
+        let e = bad(
+            json!({"enabled": true, "services": [{"portName": "db"}]}),
+            Some("shop"),
+        );
+        assert_eq!(e.field, "serviceConnectConfiguration.services[0].portName");
+        assert!(e.message.contains("web, admin"), "{e}");
+        let e = bad(
+            json!({"enabled": true, "services": [{"portName": "web", "clientAliases": [{"dnsName": "x"}]}]}),
+            Some("shop"),
+        );
+        assert_eq!(
+            e.field,
+            "serviceConnectConfiguration.services[0].clientAliases[0].port"
+        );
+        let e = bad(
+            json!({"enabled": true, "services": [{"portName": "web", "clientAliases": [{"port": 80, "dnsName": "Web"}]}]}),
+            Some("shop"),
+        );
+        assert_eq!(
+            e.field,
+            "serviceConnectConfiguration.services[0].clientAliases[0].dnsName"
+        );
+        let e = bad(
+            json!({"enabled": true, "services": [{"portName": "web"}, {"portName": "web"}]}),
+            Some("shop"),
+        );
+        assert_eq!(e.field, "serviceConnectConfiguration.services[1]");
+        let e = bad(
+            json!({"enabled": true, "services": [{"portName": "web", "tls": {"roleArn": "x"}}]}),
+            Some("shop"),
+        );
+        assert_eq!(e.field, "serviceConnectConfiguration.services[0].tls");
+        let e = bad(json!({"enabled": "yes"}), None);
+        assert_eq!(e.field, "serviceConnectConfiguration.enabled");
+    }
+}

@@ -1,0 +1,153 @@
+"""Service Connect, as ECS has it: a service answers on the names its
+serviceConnectConfiguration gives in a namespace, and the tasks of every
+service in that namespace (any cluster) call it by name over plain HTTP,
+in process through skiff's router, with no outbound rule. As on ECS, a
+task knows the names its namespace had when it started."""
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import uniq, wait_for
+from test_ingress import deploy, delete, get, web
+
+
+def api_port(name="api", port=8080):
+    return [{"name": name, "containerPort": port}]
+
+
+def fetch(server, name, url, cluster="default", method="GET", body=None):
+    status, _, out = get(server, name, f"/fetch?url={url}", cluster=cluster, method=method, body=body)
+    return status, out.decode()
+
+
+def test_services_call_each_other_by_name_across_clusters(server, ecs):
+    ns = uniq("shop")
+    cluster = uniq("sc")
+    ecs.create_cluster(clusterName=cluster, serviceConnectDefaults={"namespace": ns})
+    backend = deploy(
+        ecs,
+        [web(portMappings=api_port(), environment=[{"name": "GREETING", "value": "backend"}])],
+        count=2,
+        cluster=cluster,
+        serviceConnectConfiguration={
+            "enabled": True,
+            "services": [{"portName": "api", "clientAliases": [{"port": 80, "dnsName": "backend"}]}],
+        },
+    )
+    # Without a client alias: DISCOVERYNAME.NAMESPACE at the containerPort.
+    orders = deploy(
+        ecs,
+        [web(portMappings=api_port("orders", 9000), environment=[{"name": "GREETING", "value": "orders"}])],
+        cluster=cluster,
+        serviceConnectConfiguration={"enabled": True, "services": [
+            {"portName": "orders", "timeout": {"perRequestTimeoutSeconds": 1}}]},
+    )
+    # A client only, in another cluster, naming the namespace itself.
+    frontend = deploy(ecs, [web()], serviceConnectConfiguration={"enabled": True, "namespace": ns})
+    outsider = deploy(ecs, [web()])
+
+    assert fetch(server, frontend, "http://backend/") == (200, "fetched 200: hello from skiff (backend)\n")
+    assert fetch(server, frontend, f"http://orders.{ns}:9000/") == (200, "fetched 200: hello from skiff (orders)\n")
+    # Its perRequestTimeoutSeconds bounds the wait for the response.
+    status, text = fetch(server, frontend, f"http://orders.{ns}:9000/sleep?ms=3000")
+    assert status == 502 and "HttpResponseTimeout" in text, text
+    # Bodies go both ways: 200 KiB up, 64 KiB streamed back.
+    status, text = fetch(server, frontend, "http://backend/count", method="POST", body=b"x" * 200_000)
+    assert (status, text) == (200, "fetched 200: read 200000 bytes\n")
+    status, text = fetch(server, frontend, "http://backend/stream?kib=64")
+    assert status == 200 and len(text) >= 64 * 1024 and text.startswith("fetched 200: "), text[:200]
+    # A service calls its own names too, and the backend's tasks share them.
+    assert fetch(server, backend, "http://backend/", cluster=cluster)[1] == "fetched 200: hello from skiff (backend)\n"
+    # Another port of the name, HTTPS, a name not in the namespace, or a
+    # task outside it: an outbound host like any other, denied.
+    for url in ("http://backend:8080/", "https://backend/", "http://payments/"):
+        status, text = fetch(server, frontend, url)
+        assert status == 502 and "HttpRequestDenied" in text, (url, text)
+    status, text = fetch(server, outsider, "http://backend/")
+    assert status == 502 and "HttpRequestDenied" in text, text
+
+    # What ECS shows: the configuration in the PRIMARY deployment (where
+    # Terraform reads it), and the namespace's services.
+    (svc,) = ecs.describe_services(cluster=cluster, services=[backend])["services"]
+    (d,) = [d for d in svc["deployments"] if d["status"] == "PRIMARY"]
+    assert d["serviceConnectConfiguration"] == {
+        "enabled": True,
+        "namespace": ns,
+        "services": [{"portName": "api", "clientAliases": [{"port": 80, "dnsName": "backend"}]}],
+    }
+    assert d["serviceConnectResources"] == [{"discoveryName": "api"}]
+    arns = ecs.list_services_by_namespace(namespace=ns)["serviceArns"]
+    assert sorted(a.rsplit("/", 1)[1] for a in arns) == sorted([backend, orders, frontend])
+    assert ecs.list_services_by_namespace(namespace=ns, maxResults=1)["nextToken"]
+
+    # The backend scaled to zero: callers get the router's 503, at once.
+    ecs.update_service(cluster=cluster, service=backend, desiredCount=0)
+    wait_for("the backend's tasks to stop",
+             lambda: not ecs.list_tasks(cluster=cluster, serviceName=backend)["taskArns"], timeout=60)
+    status, text = fetch(server, frontend, "http://backend/")
+    assert status == 200 and text.startswith("fetched 503: ") and "no RUNNING, healthy task" in text, text
+
+    for name, c in ((backend, cluster), (orders, cluster), (frontend, "default"), (outsider, "default")):
+        delete(ecs, name, cluster=c)
+    assert ecs.list_services_by_namespace(namespace=ns)["serviceArns"] == []
+
+
+def test_tasks_know_the_names_their_namespace_had_when_they_started(server, ecs):
+    ns = uniq("late")
+    frontend = deploy(ecs, [web()], serviceConnectConfiguration={"enabled": True, "namespace": ns})
+    late = deploy(
+        ecs,
+        [web(portMappings=api_port(), environment=[{"name": "GREETING", "value": "late"}])],
+        serviceConnectConfiguration={"enabled": True, "namespace": ns,
+                                     "services": [{"portName": "api", "clientAliases": [{"port": 80, "dnsName": "late"}]}]},
+    )
+    status, text = fetch(server, frontend, "http://late/")
+    assert status == 502 and "HttpRequestDenied" in text, text
+    # A new deployment of the caller takes the name up.
+    ecs.update_service(service=frontend, forceNewDeployment=True)
+    wait_for("the frontend's new task to call the late service",
+             lambda: fetch(server, frontend, "http://late/") == (200, "fetched 200: hello from skiff (late)\n"),
+             timeout=60)
+    # Changing the configuration starts a deployment that carries it.
+    ecs.update_service(service=late, serviceConnectConfiguration={
+        "enabled": True, "namespace": ns,
+        "services": [{"portName": "api", "clientAliases": [{"port": 8081, "dnsName": "late"}]}]})
+    (svc,) = ecs.describe_services(services=[late])["services"]
+    primary = [d for d in svc["deployments"] if d["status"] == "PRIMARY"][0]
+    assert primary["serviceConnectConfiguration"]["services"][0]["clientAliases"] == [{"port": 8081, "dnsName": "late"}]
+    for name in (frontend, late):
+        delete(ecs, name)
+
+
+def test_bad_configurations_are_refused_naming_the_field(ecs):
+    family = uniq("sc")
+    ecs.register_task_definition(family=family, containerDefinitions=[web(portMappings=api_port())])
+    taken = uniq("taken")
+    ns = uniq("ns")
+    ecs.create_service(serviceName=taken, taskDefinition=family, desiredCount=0, serviceConnectConfiguration={
+        "enabled": True, "namespace": ns, "services": [{"portName": "api", "clientAliases": [{"port": 80, "dnsName": "db"}]}]})
+
+    def refused(config):
+        with pytest.raises(ClientError) as e:
+            ecs.create_service(serviceName=uniq("bad"), taskDefinition=family, desiredCount=0,
+                               serviceConnectConfiguration=config)
+        assert e.value.response["Error"]["Code"] == "InvalidParameterException", e.value.response
+        return e.value.response["Error"]["Message"]
+
+    msg = refused({"enabled": True, "namespace": ns, "services": [{"portName": "db"}]})
+    assert "serviceConnectConfiguration.services[0].portName" in msg and "api" in msg, msg
+    msg = refused({"enabled": True, "services": [{"portName": "api"}]})
+    assert "serviceConnectConfiguration.namespace" in msg and "serviceConnectDefaults" in msg, msg
+    msg = refused({"enabled": True, "namespace": ns,
+                   "services": [{"portName": "api", "discoveryName": "x", "clientAliases": [{"port": 80, "dnsName": "db"}]}]})
+    assert "db:80" in msg and taken in msg, msg
+    msg = refused({"enabled": True, "namespace": ns, "services": [{"portName": "api", "clientAliases": [{"port": 0}]}]})
+    assert "clientAliases[0].port" in msg, msg
+    with pytest.raises(ClientError) as e:
+        ecs.register_task_definition(family=uniq("sc"), containerDefinitions=[
+            web(portMappings=[{"name": "Web", "containerPort": 80}])])
+    assert "portMappings[0].name" in e.value.response["Error"]["Message"]
+    # Nothing refused was stored.
+    arns = ecs.list_services_by_namespace(namespace=ns)["serviceArns"]
+    assert [a.rsplit("/", 1)[1] for a in arns] == [taken]
+    delete(ecs, taken)
