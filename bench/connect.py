@@ -21,8 +21,6 @@ Usage: bench/connect.py [SERVER_CPUS] [LOAD_CPUS] [ROUNDS] [DURATION]
 """
 
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -129,14 +127,7 @@ def main():
                       f"p99 {res['p99']:.2f} ms  CPU {res['cpu_us']:.1f} µs/req  non-2xx {res['non2xx']} {res['errors']}",
                       flush=True)
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
-            except Exception:
-                p.kill()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+        t.stop(procs, dirs)
 
     med = lambda x, k: statistics.median(r[k] for r in x.rounds)  # noqa: E731
     print()

@@ -116,6 +116,19 @@ def start(cmd, cpu_list, **kw):
     )
 
 
+def stop(procs, dirs):
+    """Stops the servers (each in its own session) and removes their
+    data directories."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+        except Exception:
+            p.kill()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def self_signed(directory):
     """default.crt and default.key (a self-signed certificate for
     hello.localhost), shown to clients that send no server name, as wrk
@@ -267,14 +280,7 @@ def main():
                       f"p99 {res['p99']:.2f} ms  CPU {res['cpu_us']:.1f} µs/req  "
                       f"non-2xx {res['non2xx']} {res['errors']}", flush=True)
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
-            except Exception:
-                p.kill()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+        stop(procs, dirs)
 
     med = lambda t, k: statistics.median(x[k] for x in t.rounds)  # noqa: E731
     print()

@@ -615,6 +615,24 @@ fn handler(rt: &Runtime, limits: RunLimits) -> HttpHandler {
     HttpHandler::new(rt, &guest, budget(64, None), sandbox, limits).unwrap()
 }
 
+/// A handler of hello-http in `sandbox`, with the default limits.
+fn hello_in(guest: &skiff_runtime::Guest, sandbox: Sandbox) -> HttpHandler {
+    HttpHandler::new(rt(), guest, budget(64, None), sandbox, RunLimits::default()).unwrap()
+}
+
+/// A request for hello-http to fetch `url` with `method` and `body`.
+fn fetch_request(
+    method: &str,
+    url: &str,
+    body: impl Into<bytes::Bytes>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://localhost/fetch?url={url}"))
+        .body(http_body_util::Full::new(body.into()))
+        .unwrap()
+}
+
 #[test]
 fn http_guest_answers_with_its_env() {
     let h = handler(rt(), RunLimits::default());
@@ -681,14 +699,7 @@ fn outbound_http_reaches_only_allowed_hosts() {
             outbound,
             ..Sandbox::default()
         };
-        let h = HttpHandler::new(
-            rt(),
-            &guest,
-            budget(64, None),
-            sandbox,
-            RunLimits::default(),
-        )
-        .unwrap();
+        let h = hello_in(&guest, sandbox);
         block_on(async {
             let resp = h
                 .handle(get(&format!("/fetch?url=http://127.0.0.1:{port}/x")))
@@ -744,19 +755,8 @@ fn requests_to_the_local_endpoint_address_are_answered_in_process() {
             local: local.then(|| Arc::new(EchoLocal) as Arc<dyn skiff_runtime::LocalEndpoint>),
             ..Sandbox::default()
         };
-        let h = HttpHandler::new(
-            rt(),
-            &guest,
-            budget(64, None),
-            sandbox,
-            RunLimits::default(),
-        )
-        .unwrap();
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://localhost/fetch?url={url}"))
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .unwrap();
+        let h = hello_in(&guest, sandbox);
+        let req = fetch_request(method, url, body);
         block_on(async {
             let resp = h.handle(req).await.expect("response");
             (resp.status().as_u16(), body_text(resp).await)
@@ -836,20 +836,9 @@ fn linked_services_are_answered_in_process_and_others_are_not() {
         links: Some(Arc::new(EchoLink)),
         ..Sandbox::default()
     };
-    let h = HttpHandler::new(
-        rt(),
-        &guest,
-        budget(64, None),
-        sandbox,
-        RunLimits::default(),
-    )
-    .unwrap();
+    let h = hello_in(&guest, sandbox);
     let ask = |method: &str, url: &str, body: &'static str| {
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://localhost/fetch?url={url}"))
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .unwrap();
+        let req = fetch_request(method, url, body);
         block_on(async {
             let resp = h.handle(req).await.expect("response");
             (resp.status().as_u16(), body_text(resp).await)
