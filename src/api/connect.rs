@@ -35,7 +35,8 @@ pub(super) fn config_for(
                 .map(str::to_string)
         });
     // ECS answers InvalidParameterException to a bad configuration.
-    let Some(sc) = connect::parse(given, &ports, default_namespace.as_deref())
+    let resolve = |ns: &str| super::cloudmap::resolve(api, ns);
+    let Some(sc) = connect::parse(given, &ports, default_namespace.as_deref(), &resolve)
         .map_err(|e| ApiError::invalid(e.to_string()))?
     else {
         return Ok(None);
@@ -62,13 +63,18 @@ pub fn list_services_by_namespace(api: &Api, scope: &Scope, req: &Value) -> ApiR
         .namespace
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("namespace is required: a namespace name or ARN"))?;
-    let wanted = connect::namespace_name(&namespace);
+    let wanted = super::cloudmap::resolve(api, &namespace).map_err(|why| {
+        ApiError::new(
+            super::error::Kind::EcsNamespaceNotFound,
+            format!("namespace: {why}"),
+        )
+    })?;
     let mut arns: Vec<String> = crate::agent::connect::all_services(api.store.as_ref())?
         .iter()
         .filter(|s| s.status == ServiceStatus::Active)
         .filter(|s: &&ServiceRecord| {
             s.service_connect()
-                .is_some_and(|sc| sc.namespace_name() == wanted)
+                .is_some_and(|sc| sc.namespace_name() == wanted.as_str())
         })
         .map(|s| scope.service(&s.cluster, &s.name))
         .collect();

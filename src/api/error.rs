@@ -37,6 +37,15 @@ pub enum Kind {
     Validation,
     ObjectNotFound,
     InvalidNextToken,
+    /// Cloud Map's errors (their codes have no `Exception` suffix).
+    CloudMapInvalidInput,
+    NamespaceNotFound,
+    NamespaceAlreadyExists,
+    OperationNotFound,
+    CloudMapResourceInUse,
+    CloudMapTooManyTags,
+    /// ECS's, for a Service Connect namespace it cannot find.
+    EcsNamespaceNotFound,
     Server,
 }
 
@@ -69,6 +78,13 @@ impl Kind {
             Kind::Validation => "ValidationException",
             Kind::ObjectNotFound => "ObjectNotFoundException",
             Kind::InvalidNextToken => "InvalidNextTokenException",
+            Kind::CloudMapInvalidInput => "InvalidInput",
+            Kind::NamespaceNotFound => "NamespaceNotFound",
+            Kind::NamespaceAlreadyExists => "NamespaceAlreadyExists",
+            Kind::OperationNotFound => "OperationNotFound",
+            Kind::CloudMapResourceInUse => "ResourceInUse",
+            Kind::CloudMapTooManyTags => "TooManyTagsException",
+            Kind::EcsNamespaceNotFound => "NamespaceNotFoundException",
             Kind::Server => "ServerException",
         }
     }

@@ -18,6 +18,7 @@ pub mod access;
 pub mod account_settings;
 pub mod attributes;
 pub mod autoscaling;
+pub mod cloudmap;
 pub mod clusters;
 pub mod connect;
 pub mod deployments;
@@ -170,7 +171,10 @@ pub fn targets() -> impl Iterator<Item = String> {
     let scaling = autoscaling::ACTIONS
         .iter()
         .map(|(n, _)| format!("{}.{n}", autoscaling::TARGET));
-    ecs.chain(logs).chain(scaling)
+    let cloudmap = cloudmap::ACTIONS
+        .iter()
+        .map(|(n, _)| format!("{}.{n}", cloudmap::TARGET));
+    ecs.chain(logs).chain(scaling).chain(cloudmap)
 }
 
 fn lookup(table: &[(&str, Action)], name: &str) -> Option<Action> {
@@ -637,13 +641,15 @@ pub fn call(
             lookup(autoscaling::ACTIONS, name),
             "application-autoscaling",
         ),
+        cloudmap::TARGET => (lookup(cloudmap::ACTIONS, name), "servicediscovery"),
         _ => {
             return Err(ApiError::new(
                 Kind::UnsupportedFeature,
                 format!(
-                "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action>, {}.<Action> or {}.<Action>",
+                "unknown X-Amz-Target {target:?}: expected {ECS_TARGET}.<Action>, {}.<Action>, {}.<Action> or {}.<Action>",
                 logs::LOGS_TARGET,
-                autoscaling::TARGET
+                autoscaling::TARGET,
+                cloudmap::TARGET
             ),
             ))
         }
@@ -676,6 +682,7 @@ pub fn call(
         let resources = match iam {
             "ecs" => access::ecs_resources(scope, name, &body),
             "logs" => access::logs_resources(scope, name, &body),
+            "servicediscovery" => cloudmap::resources(scope, name, &body),
             // Application Auto Scaling's actions act on no particular
             // resource in IAM (`*`), as in AWS.
             _ => vec!["*".to_string()],

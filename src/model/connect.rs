@@ -20,9 +20,12 @@ use super::{decode_at, FieldError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceConnect {
-    /// The namespace as given (a name, or a Cloud Map namespace ARN), or
-    /// the cluster's default.
+    /// The namespace as given (a name, or a Cloud Map namespace's ARN or
+    /// id), or the cluster's default.
     pub namespace: String,
+    /// Its name (a Cloud Map namespace's, when an ARN or id named one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     /// The names it answers on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ConnectService>,
@@ -65,9 +68,13 @@ pub struct Link {
 }
 
 impl ServiceConnect {
-    /// The namespace's name (an ARN's last part).
+    /// The namespace's name.
     pub fn namespace_name(&self) -> &str {
-        namespace_name(&self.namespace)
+        if self.name.is_empty() {
+            &self.namespace
+        } else {
+            &self.name
+        }
     }
 
     /// `serviceConnectConfiguration` as DescribeServices shows it in a
@@ -79,16 +86,6 @@ impl ServiceConnect {
             o.insert("namespace".into(), json!(self.namespace));
         }
         v
-    }
-}
-
-/// A namespace's name: the value itself, or the last part of a Cloud Map
-/// namespace ARN (`arn:aws:servicediscovery:REGION:ACCOUNT:namespace/ID`).
-pub fn namespace_name(namespace: &str) -> &str {
-    if namespace.starts_with("arn:") {
-        namespace.rsplit('/').next().unwrap_or(namespace)
-    } else {
-        namespace
     }
 }
 
@@ -135,12 +132,15 @@ const FIELD: &str = "serviceConnectConfiguration";
 
 /// Validates a `serviceConnectConfiguration` for a service whose task
 /// definition names the ports `ports` (`name`, `containerPort`).
-/// `default_namespace` is the cluster's `serviceConnectDefaults`.
+/// `default_namespace` is the cluster's `serviceConnectDefaults`;
+/// `resolve` gives a namespace's name (a name is its own; a Cloud Map
+/// namespace's ARN or id, that namespace's name) or says why it has none.
 /// `None` when it is not enabled.
 pub fn parse(
     v: &Value,
     ports: &[(String, u16)],
     default_namespace: Option<&str>,
+    resolve: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Option<ServiceConnect>, FieldError> {
     let raw: Raw = decode_at(v, FIELD)?;
     match raw.enabled {
@@ -165,13 +165,16 @@ pub fn parse(
                 )
             })?,
     };
-    let ns_name = namespace_name(&namespace).to_string();
-    if ns_name.is_empty() || namespace.len() > 1024 {
+    if namespace.len() > 1024 {
         return Err(FieldError::new(
             format!("{FIELD}.namespace"),
-            format!("must be a namespace name or a Cloud Map namespace ARN, got {namespace:?}"),
+            "must be a namespace name or a Cloud Map namespace ARN, at most 1024 characters",
         ));
     }
+    let ns_name =
+        resolve(&namespace).map_err(|why| FieldError::new(format!("{FIELD}.namespace"), why))?;
+    // Default names are DNS names: lowercase.
+    let ns_dns = ns_name.to_ascii_lowercase();
     let mut services = Vec::with_capacity(raw.services.len());
     for (i, s) in raw.services.into_iter().enumerate() {
         let at = |f: &str| format!("{FIELD}.services[{i}].{f}");
@@ -212,7 +215,7 @@ pub fn parse(
             ));
         }
         let (dns_name, port) = match s.client_aliases.into_iter().next() {
-            None => (format!("{discovery_name}.{ns_name}"), container_port),
+            None => (format!("{discovery_name}.{ns_dns}"), container_port),
             Some(a) => {
                 let port = match a.port {
                     Some(p) if (1..=65535).contains(&p) => p as u16,
@@ -228,7 +231,7 @@ pub fn parse(
                 };
                 let dns = a
                     .dns_name
-                    .unwrap_or_else(|| format!("{discovery_name}.{ns_name}"));
+                    .unwrap_or_else(|| format!("{discovery_name}.{ns_dns}"));
                 (dns, port)
             }
         };
@@ -294,6 +297,11 @@ pub fn parse(
         o.remove("namespace");
     }
     Ok(Some(ServiceConnect {
+        name: if ns_name == namespace {
+            String::new()
+        } else {
+            ns_name
+        },
         namespace,
         services,
         given,
@@ -388,6 +396,25 @@ mod tests {
         vec![("web".into(), 8080), ("admin".into(), 9090)]
     }
 
+    /// Names are their own; one Cloud Map namespace, `ns-abc`, is `Shop`.
+    fn resolve(ns: &str) -> Result<String, String> {
+        match ns {
+            "ns-abc" | "arn:aws:servicediscovery:us-east-1:123456789012:namespace/ns-abc" => {
+                Ok("Shop".into())
+            }
+            n if n.starts_with("arn:") || n.starts_with("ns-") => Err(format!("no namespace {n}")),
+            n => Ok(n.into()),
+        }
+    }
+
+    fn parse(
+        v: &Value,
+        ports: &[(String, u16)],
+        default: Option<&str>,
+    ) -> Result<Option<ServiceConnect>, FieldError> {
+        super::parse(v, ports, default, &resolve)
+    }
+
     #[test]
     fn defaults_follow_ecs() {
         let v = json!({"enabled": true, "namespace": "shop", "services": [
@@ -405,14 +432,25 @@ mod tests {
         // The view is what was given, enabled and with its namespace.
         assert_eq!(sc.view()["services"][0], json!({"portName": "web"}));
         assert_eq!(sc.view()["enabled"], json!(true));
-        // The cluster's default namespace; an ARN's last part is its name.
+        // The cluster's default namespace; a Cloud Map namespace's ARN
+        // names it by its name (lowercase in default DNS names).
         let arn = "arn:aws:servicediscovery:us-east-1:123456789012:namespace/ns-abc";
-        let sc = parse(&json!({"enabled": true}), &ports(), Some(arn))
-            .unwrap()
-            .unwrap();
+        let v = json!({"enabled": true, "services": [{"portName": "web"}]});
+        let sc = parse(&v, &ports(), Some(arn)).unwrap().unwrap();
+        assert_eq!((sc.namespace.as_str(), sc.namespace_name()), (arn, "Shop"));
+        assert_eq!(sc.services[0].dns_name, "web.shop");
+        let e = parse(
+            &json!({"enabled": true, "namespace": "ns-zzz"}),
+            &ports(),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
-            (sc.namespace.as_str(), sc.namespace_name()),
-            (arn, "ns-abc")
+            (e.field.as_str(), e.message.as_str()),
+            (
+                "serviceConnectConfiguration.namespace",
+                "no namespace ns-zzz"
+            )
         );
         assert!(
             parse(&json!({"enabled": false, "services": [{}]}), &ports(), None)

@@ -151,3 +151,75 @@ def test_bad_configurations_are_refused_naming_the_field(ecs):
     arns = ecs.list_services_by_namespace(namespace=ns)["serviceArns"]
     assert [a.rsplit("/", 1)[1] for a in arns] == [taken]
     delete(ecs, taken)
+
+
+def test_cloud_map_namespaces_are_named_by_their_arns(server, ecs):
+    """Terraform's Service Connect examples make the namespace with Cloud
+    Map (aws_service_discovery_http_namespace) and give ECS its ARN."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    sd = server.client("servicediscovery")
+    name = uniq("cm")
+    op = sd.create_http_namespace(Name=name, CreatorRequestId="req-1", Description="the shop",
+                                  Tags=[{"Key": "team", "Value": "edge"}])["OperationId"]
+    o = sd.get_operation(OperationId=op)["Operation"]
+    assert (o["Status"], o["Type"]) == ("SUCCESS", "CREATE_NAMESPACE")
+    ns_id = o["Targets"]["NAMESPACE"]
+    # The same request again is the same namespace; another is refused.
+    again = sd.create_http_namespace(Name=name, CreatorRequestId="req-1")["OperationId"]
+    assert sd.get_operation(OperationId=again)["Operation"]["Targets"]["NAMESPACE"] == ns_id
+    with pytest.raises(sd.exceptions.NamespaceAlreadyExists):
+        sd.create_http_namespace(Name=name, CreatorRequestId="req-2")
+    ns = sd.get_namespace(Id=ns_id)["Namespace"]
+    assert (ns["Name"], ns["Type"], ns["Description"]) == (name, "HTTP", "the shop")
+    assert ns["Properties"]["HttpProperties"]["HttpName"] == name and ns["ServiceCount"] == 0
+    arn = ns["Arn"]
+    assert arn.endswith(f":namespace/{ns_id}") and arn.startswith("arn:aws:servicediscovery:")
+    assert sd.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "team", "Value": "edge"}]
+    sd.tag_resource(ResourceARN=arn, Tags=[{"Key": "env", "Value": "test"}])
+    sd.untag_resource(ResourceARN=arn, TagKeys=["team"])
+    assert sd.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "env", "Value": "test"}]
+    found = sd.list_namespaces(Filters=[{"Name": "NAME", "Values": [name], "Condition": "EQ"}])["Namespaces"]
+    assert [n["Id"] for n in found] == [ns_id]
+    assert sd.list_namespaces(Filters=[{"Name": "TYPE", "Values": ["DNS_PRIVATE"], "Condition": "EQ"}])["Namespaces"] == []
+    # aws-cli, unchanged.
+    out = subprocess.run(
+        [os.path.join(ROOT, ".venv", "bin", "aws"), "servicediscovery", "get-namespace", "--id", ns_id,
+         "--endpoint-url", server.endpoint, "--region", "us-east-1", "--output", "json"],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "AKIDSKIFFTEST", "AWS_SECRET_ACCESS_KEY": "x"},
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["Namespace"]["Name"] == name, out.stderr
+
+    # ECS takes the ARN (here as a cluster's default) or the name: one
+    # namespace. Default names use the namespace's name.
+    cluster = uniq("cm")
+    ecs.create_cluster(clusterName=cluster, serviceConnectDefaults={"namespace": arn})
+    backend = deploy(
+        ecs, [web(portMappings=api_port(), environment=[{"name": "GREETING", "value": "backend"}])],
+        cluster=cluster, serviceConnectConfiguration={"enabled": True, "services": [{"portName": "api"}]})
+    caller = deploy(ecs, [web()], serviceConnectConfiguration={"enabled": True, "namespace": name})
+    assert fetch(server, caller, f"http://api.{name}:8080/") == (200, "fetched 200: hello from skiff (backend)\n")
+    assert sd.get_namespace(Id=ns_id)["Namespace"]["ServiceCount"] == 1
+    arns = ecs.list_services_by_namespace(namespace=arn)["serviceArns"]
+    assert sorted(a.rsplit("/", 1)[1] for a in arns) == sorted([backend, caller])
+    with pytest.raises(sd.exceptions.ResourceInUse):
+        sd.delete_namespace(Id=ns_id)
+    gone = "arn:aws:servicediscovery:us-east-1:123456789012:namespace/ns-0000000000000000"
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(serviceName=uniq("bad"), taskDefinition=ecs.describe_services(
+            cluster=cluster, services=[backend])["services"][0]["taskDefinition"], desiredCount=0,
+            serviceConnectConfiguration={"enabled": True, "namespace": gone})
+    assert "CreateHttpNamespace" in e.value.response["Error"]["Message"], e.value.response
+
+    delete(ecs, backend, cluster=cluster)
+    delete(ecs, caller)
+    op = sd.delete_namespace(Id=ns_id)["OperationId"]
+    assert sd.get_operation(OperationId=op)["Operation"]["Type"] == "DELETE_NAMESPACE"
+    with pytest.raises(sd.exceptions.NamespaceNotFound):
+        sd.get_namespace(Id=ns_id)
+    with pytest.raises(sd.exceptions.OperationNotFound):
+        sd.get_operation(OperationId="no-such-operation")
