@@ -812,7 +812,8 @@ mod tests {
 
     /// The `api` fuzz target picks an action by its seed's first byte, by
     /// position in [`super::targets`]: each seed in `fuzz/seeds/api` must
-    /// pick the action it is named for (`ACTION-*`, `logs-ACTION-*`), or
+    /// pick the action it is named for (`ACTION-*`, `logs-ACTION-*`,
+    /// `cloudmap-ACTION-*`), or
     /// the fuzzer starts from bodies sent to the wrong actions.
     #[test]
     fn fuzz_seeds_pick_the_action_they_are_named_for() {
@@ -822,9 +823,12 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/api") {
             let path = entry.expect("a seed").path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let (prefix, stem) = match name.strip_prefix("logs-") {
-                Some(rest) => (super::logs::LOGS_TARGET, rest),
-                None => (super::ECS_TARGET, name.as_str()),
+            let (prefix, stem) = if let Some(rest) = name.strip_prefix("logs-") {
+                (super::logs::LOGS_TARGET, rest)
+            } else if let Some(rest) = name.strip_prefix("cloudmap-") {
+                (super::cloudmap::TARGET, rest)
+            } else {
+                (super::ECS_TARGET, name.as_str())
             };
             let action = stem.rsplit_once('-').map_or(stem, |(a, _)| a);
             let wanted = format!("{prefix}.{action}");
