@@ -119,6 +119,36 @@ def test_tasks_know_the_names_their_namespace_had_when_they_started(server, ecs)
         delete(ecs, name)
 
 
+def test_a_service_calling_itself_without_end_is_stopped_by_its_concurrency(server, ecs):
+    """A call chain through Service Connect holds one request slot of the
+    called service per level: a loop (here a service calling its own name,
+    deeper than its tasks take at once) ends with the router's 503 at the
+    first level past skiff.concurrency, unwinds, and leaves the service
+    serving with every slot free again."""
+    ns = uniq("loop")
+    name = deploy(
+        ecs,
+        [web(portMappings=api_port(), dockerLabels={"skiff.concurrency": "3"})],
+        count=2,
+        serviceConnectConfiguration={"enabled": True, "namespace": ns,
+                                     "services": [{"portName": "api", "clientAliases": [{"port": 80, "dnsName": "me"}]}]},
+    )
+    tasks = sorted(ecs.list_tasks(serviceName=name)["taskArns"])
+    # 200 levels asked for; 2 tasks x 3 requests each are admitted (the
+    # first from the ingress, 5 more by name), the 7th call is refused,
+    # and each level above it says what it fetched.
+    url = "http://me/fetch?url=" * 199 + "http://me/"
+    for _ in range(2):  # the same again: the first chain freed its slots
+        status, text = fetch(server, name, url)
+        assert status == 200, text
+        assert text.startswith("fetched 200: " * 5 + "fetched 503: "), text[:400]
+        assert "all 2 tasks of service" in text and "concurrency limit" in text, text[:400]
+    assert get(server, name)[0] == 200
+    # No task was stopped or replaced.
+    assert sorted(ecs.list_tasks(serviceName=name)["taskArns"]) == tasks
+    delete(ecs, name)
+
+
 def test_bad_configurations_are_refused_naming_the_field(ecs):
     family = uniq("sc")
     ecs.register_task_definition(family=family, containerDefinitions=[web(portMappings=api_port())])
