@@ -383,7 +383,15 @@ fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 /// Connect configuration is in it.
 fn delete(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let id = required_id(req)?;
-    let (ns, rev) = load(api, &id)?.ok_or_else(|| not_found(&id))?;
+    // Retried on a conflict: a service given a configuration in the
+    // namespace at once moves its guard, and is then found.
+    super::with_retries(|| delete_once(api, &id))?;
+    Ok(json!({"OperationId": operation_id("delete", &id)}))
+}
+
+fn delete_once(api: &Api, id: &str) -> ApiResult<Result<(), crate::store::StoreError>> {
+    let (ns, rev) = load(api, id)?.ok_or_else(|| not_found(id))?;
+    let (guard, moved) = super::connect::guard(api.store.as_ref(), &ns.name)?;
     let services = crate::agent::connect::all_services(api.store.as_ref())?;
     if let Some(s) = services.iter().find(|s| {
         s.status == ServiceStatus::Active
@@ -398,11 +406,17 @@ fn delete(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
             ),
         ));
     }
-    api.store.commit(
-        &[Condition::At(key(&id), rev)],
-        &[Write::Delete(key(&id)), Write::Delete(name_key(&ns.name))],
-    )?;
-    Ok(json!({"OperationId": operation_id("delete", &id)}))
+    Ok(api
+        .store
+        .commit(
+            &[Condition::At(key(id), rev), guard],
+            &[
+                Write::Delete(key(id)),
+                Write::Delete(name_key(&ns.name)),
+                moved,
+            ],
+        )
+        .map(|_| ()))
 }
 
 #[derive(Deserialize)]

@@ -534,31 +534,37 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         https_redirect: td.https_redirect(),
     };
     let k = service::key(&cluster, &name);
-    let condition = match load(api, &cluster, &name)? {
-        None => Condition::Absent(k.clone()),
-        Some((old, rev)) if old.status == ServiceStatus::Inactive => Condition::At(k.clone(), rev),
-        Some(_) => {
-            return Err(ApiError::invalid(format!(
-                "Creation of service was not idempotent: service {name:?} already exists in cluster {cluster:?}; update it with UpdateService or delete it first"
-            )))
-        }
-    };
-    let (mut conditions, mut writes) = claims(api.store.as_ref(), &BTreeSet::new(), &svc)?;
-    conditions.push(condition);
-    writes.push(Write::Put(k, serde_json::to_vec(&svc).unwrap_or_default()));
-    writes.push(tags::write(
-        "service",
-        &format!("{cluster}/{name}"),
-        &new_tags,
-    ));
-    api.store
-        .commit(&conditions, &writes)
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict => ApiError::invalid(format!(
-                "Creation of service was not idempotent: service {name:?} was created concurrently"
-            )),
-            e => e.into(),
-        })?;
+    let value = serde_json::to_vec(&svc).unwrap_or_default();
+    // Retried on a conflict: a service of the same name created at once
+    // is then found, and a name another service took at once refused.
+    with_retries(|| {
+        let (mut conditions, mut writes) = match svc.service_connect() {
+            Some(sc) => {
+                let (c, w) = super::connect::claim(api, sc, (&cluster, &name))?;
+                (vec![c], vec![w])
+            }
+            None => Default::default(),
+        };
+        conditions.push(match load(api, &cluster, &name)? {
+            None => Condition::Absent(k.clone()),
+            Some((old, rev)) if old.status == ServiceStatus::Inactive => Condition::At(k.clone(), rev),
+            Some(_) => {
+                return Err(ApiError::invalid(format!(
+                    "Creation of service was not idempotent: service {name:?} already exists in cluster {cluster:?}; update it with UpdateService or delete it first"
+                )))
+            }
+        });
+        let (c, w) = claims(api.store.as_ref(), &BTreeSet::new(), &svc)?;
+        conditions.extend(c);
+        writes.extend(w);
+        writes.push(Write::Put(k.clone(), value.clone()));
+        writes.push(tags::write(
+            "service",
+            &format!("{cluster}/{name}"),
+            &new_tags,
+        ));
+        Ok(api.store.commit(&conditions, &writes))
+    })?;
     let mut v = svc.view(scope, &[]);
     if !new_tags.is_empty() {
         v["tags"] = tags::to_json(&new_tags);
@@ -638,6 +644,7 @@ pub(super) fn modify(
         };
         let before = s.domains.clone();
         let redirect = s.https_redirect;
+        let connect = s.service_connect().cloned();
         if !change(&mut s)? {
             return Ok(Ok(s));
         }
@@ -646,6 +653,16 @@ pub(super) fn modify(
         } else {
             Default::default()
         };
+        // A new Service Connect configuration takes its names in this
+        // commit (see `connect::claim`).
+        if let Some(sc) = s
+            .service_connect()
+            .filter(|sc| Some(*sc) != connect.as_ref())
+        {
+            let (c, w) = super::connect::claim(api, sc, (cluster, name))?;
+            conditions.push(c);
+            writes.push(w);
+        }
         let k = service::key(cluster, name);
         conditions.push(Condition::At(k.clone(), rev));
         writes.push(Write::Put(k, serde_json::to_vec(&s).unwrap_or_default()));
