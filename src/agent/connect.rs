@@ -14,17 +14,17 @@ use std::time::Duration;
 use skiff_runtime::{LinkResult, ServiceLinks};
 
 use crate::ingress::routes::Routes;
-use crate::model::connect::{self, Link, Names};
-use crate::model::service::{self, ServiceRecord};
+use crate::model::connect::{self, Link, Member, Names};
+use crate::model::service;
 use crate::store::{Store, StoreError};
 
-/// Every service record, of every cluster (records that do not parse
-/// are left out).
-pub(crate) fn all_services(store: &dyn Store) -> Result<Vec<ServiceRecord>, StoreError> {
+/// Every ACTIVE service with a Service Connect configuration, of every
+/// cluster (records that do not parse are left out).
+pub(crate) fn members(store: &dyn Store) -> Result<Vec<Member>, StoreError> {
     Ok(store
         .list("services/", None, usize::MAX)?
         .iter()
-        .filter_map(|r| serde_json::from_slice(&r.value).ok())
+        .filter_map(|r| Member::from_record(&r.value))
         .collect())
 }
 
@@ -39,16 +39,10 @@ pub(crate) fn names_for(
     let Some(r) = store.get(&service::key(cluster, service))? else {
         return Ok(None);
     };
-    let Ok(me) = serde_json::from_slice::<ServiceRecord>(&r.value) else {
+    let Some(me) = Member::from_record(&r.value) else {
         return Ok(None);
     };
-    let Some(namespace) = me
-        .service_connect()
-        .map(|sc| sc.namespace_name().to_string())
-    else {
-        return Ok(None);
-    };
-    let names = connect::links(&namespace, &all_services(store)?);
+    let names = connect::links(me.config.namespace_name(), &members(store)?);
     Ok((!names.is_empty()).then_some(names))
 }
 

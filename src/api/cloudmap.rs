@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult, Kind};
 use super::{decode, page, Api};
 use crate::model::arn::Scope;
-use crate::model::service::ServiceStatus;
 use crate::store::{Condition, Write};
 
 /// The JSON 1.1 target prefix of Cloud Map.
@@ -266,13 +265,11 @@ fn required_id(req: &Value) -> ApiResult<String> {
 
 /// The services of Service Connect in namespace `name`: ECS's Cloud Map
 /// services, one per discovery name.
-fn service_count(services: &[crate::model::service::ServiceRecord], name: &str) -> usize {
-    services
+fn service_count(members: &[crate::model::connect::Member], name: &str) -> usize {
+    members
         .iter()
-        .filter(|s| s.status == ServiceStatus::Active)
-        .filter_map(|s| s.service_connect())
-        .filter(|sc| sc.namespace_name() == name)
-        .map(|sc| sc.services.len())
+        .filter(|m| m.config.namespace_name() == name)
+        .map(|m| m.config.services.len())
         .sum()
 }
 
@@ -296,7 +293,7 @@ fn view(scope: &Scope, ns: &Namespace, count: usize) -> Value {
 fn get(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let id = required_id(req)?;
     let (ns, _) = load(api, &id)?.ok_or_else(|| not_found(&id))?;
-    let services = crate::agent::connect::all_services(api.store.as_ref())?;
+    let services = crate::agent::connect::members(api.store.as_ref())?;
     let mut v = view(scope, &ns, service_count(&services, &ns.name));
     if let Some(c) = &ns.creator_request_id {
         v["CreatorRequestId"] = json!(c);
@@ -367,7 +364,7 @@ fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         }
     }
     let (items, next) = page::page(kept, |ns| ns.id.clone(), after.as_deref(), max);
-    let services = crate::agent::connect::all_services(api.store.as_ref())?;
+    let services = crate::agent::connect::members(api.store.as_ref())?;
     let list: Vec<Value> = items
         .iter()
         .map(|ns| view(scope, ns, service_count(&services, &ns.name)))
@@ -392,12 +389,11 @@ fn delete(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 fn delete_once(api: &Api, id: &str) -> ApiResult<Result<(), crate::store::StoreError>> {
     let (ns, rev) = load(api, id)?.ok_or_else(|| not_found(id))?;
     let (guard, moved) = super::connect::guard(api.store.as_ref(), &ns.name)?;
-    let services = crate::agent::connect::all_services(api.store.as_ref())?;
-    if let Some(s) = services.iter().find(|s| {
-        s.status == ServiceStatus::Active
-            && s.service_connect()
-                .is_some_and(|sc| sc.namespace_name() == ns.name)
-    }) {
+    let services = crate::agent::connect::members(api.store.as_ref())?;
+    if let Some(s) = services
+        .iter()
+        .find(|m| m.config.namespace_name() == ns.name)
+    {
         return Err(ApiError::new(
             Kind::CloudMapResourceInUse,
             format!(

@@ -17,7 +17,6 @@ use super::error::{ApiError, ApiResult};
 use super::{clusters, decode, get_json, page, Api};
 use crate::model::arn::Scope;
 use crate::model::connect::{self, ServiceConnect};
-use crate::model::service::{ServiceRecord, ServiceStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Store, Write};
 
@@ -50,7 +49,7 @@ pub(super) fn config_for(
     else {
         return Ok(None);
     };
-    let others = crate::agent::connect::all_services(api.store.as_ref())?;
+    let others = crate::agent::connect::members(api.store.as_ref())?;
     if let Some(e) = connect::clash(&sc, (cluster, name), &others) {
         return Err(ApiError::invalid(e.to_string()));
     }
@@ -100,7 +99,7 @@ pub(super) fn claim(
             }
         }
     }
-    let others = crate::agent::connect::all_services(api.store.as_ref())?;
+    let others = crate::agent::connect::members(api.store.as_ref())?;
     if let Some(e) = connect::clash(sc, me, &others) {
         return Err(ApiError::invalid(e.to_string()));
     }
@@ -128,14 +127,10 @@ pub fn list_services_by_namespace(api: &Api, scope: &Scope, req: &Value) -> ApiR
             format!("namespace: {why}"),
         )
     })?;
-    let mut arns: Vec<String> = crate::agent::connect::all_services(api.store.as_ref())?
+    let mut arns: Vec<String> = crate::agent::connect::members(api.store.as_ref())?
         .iter()
-        .filter(|s| s.status == ServiceStatus::Active)
-        .filter(|s: &&ServiceRecord| {
-            s.service_connect()
-                .is_some_and(|sc| sc.namespace_name() == wanted.as_str())
-        })
-        .map(|s| scope.service(&s.cluster, &s.name))
+        .filter(|m| m.config.namespace_name() == wanted.as_str())
+        .map(|m| scope.service(&m.cluster, &m.name))
         .collect();
     arns.sort();
     let (arns, next) = page::page(arns, |a| a.clone(), after.as_deref(), max);

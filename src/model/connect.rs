@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::service::{ServiceRecord, ServiceStatus};
+use super::service::{DeploymentStatus, ServiceStatus};
 use super::{decode_at, FieldError};
 
 /// A service's `serviceConnectConfiguration`, validated; only an enabled
@@ -317,23 +317,69 @@ fn valid_dns_name(name: &str) -> bool {
         })
 }
 
+/// An ACTIVE service with a Service Connect configuration (its primary
+/// deployment's): all of a service record that Service Connect reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Its cluster.
+    pub cluster: String,
+    /// Its name.
+    pub name: String,
+    /// Its configuration.
+    pub config: ServiceConnect,
+}
+
+impl Member {
+    /// The member a stored service record (`services/CLUSTER/NAME`) is:
+    /// `None` when the service is not ACTIVE, has no configuration, or
+    /// does not parse. The rest of the record (its events, most of it) is
+    /// skipped, not built.
+    pub fn from_record(bytes: &[u8]) -> Option<Member> {
+        #[derive(Deserialize)]
+        struct Record {
+            name: String,
+            cluster: String,
+            status: ServiceStatus,
+            #[serde(default)]
+            deployments: Vec<Deployment>,
+        }
+        #[derive(Deserialize)]
+        struct Deployment {
+            status: DeploymentStatus,
+            #[serde(default)]
+            service_connect: Option<ServiceConnect>,
+        }
+        let r: Record = serde_json::from_slice(bytes).ok()?;
+        if r.status != ServiceStatus::Active {
+            return None;
+        }
+        // The primary deployment's, as `ServiceRecord::service_connect`.
+        let config = r
+            .deployments
+            .into_iter()
+            .find(|d| d.status == DeploymentStatus::Primary)?
+            .service_connect?;
+        Some(Member {
+            cluster: r.cluster,
+            name: r.name,
+            config,
+        })
+    }
+}
+
 /// Where `config`'s names clash with another service of the same
-/// namespace among `others` (every service, any cluster): the field and
+/// namespace among `members` (every member, any cluster): the field and
 /// what to do.
 pub fn clash<'a>(
     config: &ServiceConnect,
     me: (&str, &str),
-    others: impl IntoIterator<Item = &'a ServiceRecord>,
+    members: impl IntoIterator<Item = &'a Member>,
 ) -> Option<FieldError> {
-    for other in others {
-        if (other.cluster.as_str(), other.name.as_str()) == me
-            || other.status != ServiceStatus::Active
-        {
+    for other in members {
+        if (other.cluster.as_str(), other.name.as_str()) == me {
             continue;
         }
-        let Some(theirs) = other.service_connect() else {
-            continue;
-        };
+        let theirs = &other.config;
         if theirs.namespace_name() != config.namespace_name() {
             continue;
         }
@@ -362,17 +408,12 @@ pub fn clash<'a>(
 }
 
 /// The names a task of a service in namespace `namespace` may call, and
-/// what each reaches: every ACTIVE service's names in that namespace, in
-/// any cluster.
-pub fn links<'a>(namespace: &str, services: impl IntoIterator<Item = &'a ServiceRecord>) -> Names {
+/// what each reaches: every member's names in that namespace, in any
+/// cluster.
+pub fn links<'a>(namespace: &str, members: impl IntoIterator<Item = &'a Member>) -> Names {
     let mut out = BTreeMap::new();
-    for s in services {
-        if s.status != ServiceStatus::Active {
-            continue;
-        }
-        let Some(sc) = s.service_connect() else {
-            continue;
-        };
+    for s in members {
+        let sc = &s.config;
         if sc.namespace_name() != namespace {
             continue;
         }
@@ -413,6 +454,39 @@ mod tests {
         default: Option<&str>,
     ) -> Result<Option<ServiceConnect>, FieldError> {
         super::parse(v, ports, default, &resolve)
+    }
+
+    /// A member is read from a stored service record: its primary
+    /// deployment's configuration, the rest of the record skipped; a
+    /// service that is not ACTIVE, or has none, is no member.
+    #[test]
+    fn members_are_read_from_the_primary_deployment_of_active_services() {
+        let sc = |alias: &str| {
+            let v = json!({"enabled": true, "namespace": "shop", "services": [
+                {"portName": "web", "clientAliases": [{"port": 80, "dnsName": alias}]}]});
+            parse(&v, &ports(), None).unwrap().unwrap()
+        };
+        let record = |status: &str, deployments: Value| {
+            serde_json::to_vec(&json!({
+                "name": "api", "cluster": "prod", "status": status, "desiredCount": 2,
+                "events": [{"id": "e1", "createdAt": 1.0, "message": "has reached a steady state."}],
+                "deployments": deployments,
+            }))
+            .unwrap()
+        };
+        let deployments = json!([
+            {"id": "ecs-svc/2", "status": "PRIMARY", "taskDefinition": "x", "service_connect": sc("new")},
+            {"id": "ecs-svc/1", "status": "ACTIVE", "service_connect": sc("old")},
+        ]);
+        let m = Member::from_record(&record("ACTIVE", deployments.clone())).unwrap();
+        assert_eq!((m.cluster.as_str(), m.name.as_str()), ("prod", "api"));
+        assert_eq!(m.config, sc("new"));
+        let names = links("shop", [&m]);
+        assert_eq!(names.keys().collect::<Vec<_>>(), [&("new".to_string(), 80)]);
+        assert_eq!(Member::from_record(&record("DRAINING", deployments)), None);
+        let without = json!([{"id": "ecs-svc/3", "status": "PRIMARY"}]);
+        assert_eq!(Member::from_record(&record("ACTIVE", without)), None);
+        assert_eq!(Member::from_record(b"{not json"), None);
     }
 
     #[test]
