@@ -429,69 +429,24 @@ mod tests {
         assert_eq!(t.started_at, None);
     }
 
-    /// The real store, whose next `fail` commits fail as an unreachable
-    /// etcd's would.
-    struct Unreachable {
-        inner: crate::store::SqliteStore,
-        fail: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Store for Unreachable {
-        fn get(&self, key: &str) -> Result<Option<crate::store::Record>, StoreError> {
-            self.inner.get(key)
-        }
-        fn list(
-            &self,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<crate::store::Record>, StoreError> {
-            self.inner.list(prefix, after, limit)
-        }
-        fn commit(
-            &self,
-            conditions: &[crate::store::Condition],
-            writes: &[Write],
-        ) -> Result<crate::store::Revision, StoreError> {
-            use std::sync::atomic::Ordering;
-            if self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Err(StoreError::Io("etcd: connection refused".into()));
-            }
-            self.inner.commit(conditions, writes)
-        }
-        fn revision(&self) -> Result<crate::store::Revision, StoreError> {
-            self.inner.revision()
-        }
-        fn grant(&self, ttl: std::time::Duration) -> Result<crate::store::LeaseId, StoreError> {
-            self.inner.grant(ttl)
-        }
-        fn keep_alive(&self, lease: crate::store::LeaseId) -> Result<(), StoreError> {
-            self.inner.keep_alive(lease)
-        }
-        fn revoke(&self, lease: crate::store::LeaseId) -> Result<(), StoreError> {
-            self.inner.revoke(lease)
-        }
-        fn watch(&self, prefix: &str, after: crate::store::Revision) -> crate::store::Watch {
-            self.inner.watch(prefix, after)
-        }
-    }
-
     #[test]
     fn reports_wait_out_a_store_that_is_out_of_reach() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Unreachable {
-            inner: crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap(),
-            fail: 3.into(),
-        };
+        let inner: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        // The next 3 commits fail as an unreachable etcd's would.
+        let fail = std::sync::atomic::AtomicUsize::new(3);
+        let store = crate::store::hooked::Hooked::new(inner.clone()).before_commit(move |_, _| {
+            use std::sync::atomic::Ordering;
+            match fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+                Ok(_) => Err(StoreError::Io("etcd: connection refused".into())),
+                Err(_) => Ok(()),
+            }
+        });
         store
             .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&task()))])
             .unwrap_err();
-        store
-            .inner
+        inner
             .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&task()))])
             .unwrap();
         let running = TaskEvent {

@@ -671,22 +671,20 @@ mod tests {
         assert_eq!(ask(&ep, "PUT", state, put).0, 200);
     }
 
-    /// A store whose reads wait at a gate, counting how many wait at once.
-    struct Gated {
-        inner: Arc<dyn Store>,
+    /// A gate reads wait at, counting how many wait at once.
+    struct Gate {
         state: Mutex<(usize, usize, bool)>,
         changed: std::sync::Condvar,
     }
 
-    impl Gated {
+    impl Gate {
         /// (reading now, the most that ever read at once, gate open)
         fn state(&self) -> std::sync::MutexGuard<'_, (usize, usize, bool)> {
             self.state.lock().unwrap()
         }
-    }
 
-    impl Store for Gated {
-        fn get(&self, key: &str) -> Result<Option<crate::store::Record>, crate::store::StoreError> {
+        /// Waits until the gate is open.
+        fn pass(&self) {
             let mut s = self.state();
             s.0 += 1;
             s.1 = s.1.max(s.0);
@@ -695,54 +693,21 @@ mod tests {
                 s = self.changed.wait(s).unwrap();
             }
             s.0 -= 1;
-            drop(s);
-            self.inner.get(key)
-        }
-        fn list(
-            &self,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<crate::store::Record>, crate::store::StoreError> {
-            self.inner.list(prefix, after, limit)
-        }
-        fn commit(
-            &self,
-            conditions: &[crate::store::Condition],
-            writes: &[Write],
-        ) -> Result<crate::store::Revision, crate::store::StoreError> {
-            self.inner.commit(conditions, writes)
-        }
-        fn revision(&self) -> Result<crate::store::Revision, crate::store::StoreError> {
-            self.inner.revision()
-        }
-        fn grant(
-            &self,
-            ttl: std::time::Duration,
-        ) -> Result<crate::store::LeaseId, crate::store::StoreError> {
-            self.inner.grant(ttl)
-        }
-        fn keep_alive(&self, lease: crate::store::LeaseId) -> Result<(), crate::store::StoreError> {
-            self.inner.keep_alive(lease)
-        }
-        fn revoke(&self, lease: crate::store::LeaseId) -> Result<(), crate::store::StoreError> {
-            self.inner.revoke(lease)
-        }
-        fn watch(&self, prefix: &str, after: crate::store::Revision) -> crate::store::Watch {
-            self.inner.watch(prefix, after)
         }
     }
 
     #[test]
     fn a_container_has_at_most_two_requests_served_at_once() {
         let (_d, ep) = setup(false);
-        let gated = Arc::new(Gated {
-            inner: ep.store.clone(),
+        let gated = Arc::new(Gate {
             state: Mutex::new((0, 0, false)),
             changed: std::sync::Condvar::new(),
         });
+        let gate = gated.clone();
+        let store =
+            crate::store::hooked::Hooked::new(ep.store.clone()).before_get(move |_| gate.pass());
         let ep = TaskEndpoints {
-            store: gated.clone(),
+            store: Arc::new(store),
             ..ep
         };
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -150,39 +150,32 @@ mod tests {
     use super::super::error::{ApiResult, Kind};
     use super::super::{call, Api, ECS_TARGET};
     use crate::model::arn::Scope;
-    use crate::store::{
-        Condition, LeaseId, Record, Revision, SqliteStore, Store, StoreError, Watch, Write,
-    };
+    use crate::store::hooked::Hooked;
+    use crate::store::SqliteStore;
 
     type Hook = Box<dyn FnOnce() + Send>;
 
-    /// A store that runs a hook just before the first commit writing a
-    /// key with a given prefix: another writer landing between a check
-    /// and the commit it was made for.
-    struct Interleaved {
-        inner: SqliteStore,
-        hook: Mutex<Option<(String, Hook)>>,
+    /// A hook to run just before the first commit writing a key with a
+    /// given prefix: another writer landing between a check and the
+    /// commit it was made for.
+    type Slot = Arc<Mutex<Option<(String, Hook)>>>;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        hook: Slot,
+        api: Arc<Api>,
     }
 
-    impl Store for Interleaved {
-        fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-            self.inner.get(key)
-        }
-        fn list(
-            &self,
-            prefix: &str,
-            after: Option<&str>,
-            limit: usize,
-        ) -> Result<Vec<Record>, StoreError> {
-            self.inner.list(prefix, after, limit)
-        }
-        fn commit(
-            &self,
-            conditions: &[Condition],
-            writes: &[Write],
-        ) -> Result<Revision, StoreError> {
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let hook: Slot = Default::default();
+        let slot = hook.clone();
+        let store = Hooked::new(Arc::new(
+            SqliteStore::open(&dir.path().join("store.db")).unwrap(),
+        ))
+        .before_commit(move |_, writes| {
             let due = {
-                let mut hook = self.hook.lock().unwrap();
+                let mut hook = slot.lock().unwrap();
                 match hook.as_ref() {
                     Some((prefix, _)) if writes.iter().any(|w| w.key().starts_with(prefix)) => {
                         hook.take().map(|(_, run)| run)
@@ -193,39 +186,10 @@ mod tests {
             if let Some(run) = due {
                 run();
             }
-            self.inner.commit(conditions, writes)
-        }
-        fn revision(&self) -> Result<Revision, StoreError> {
-            self.inner.revision()
-        }
-        fn grant(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
-            self.inner.grant(ttl)
-        }
-        fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-            self.inner.keep_alive(lease)
-        }
-        fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-            self.inner.revoke(lease)
-        }
-        fn watch(&self, prefix: &str, after: Revision) -> Watch {
-            self.inner.watch(prefix, after)
-        }
-    }
-
-    struct Fixture {
-        _dir: tempfile::TempDir,
-        store: Arc<Interleaved>,
-        api: Arc<Api>,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Interleaved {
-            inner: SqliteStore::open(&dir.path().join("store.db")).unwrap(),
-            hook: Mutex::new(None),
+            Ok(())
         });
         let api = Arc::new(Api {
-            store: store.clone(),
+            store: Arc::new(store),
             account: "000000000000".into(),
             default_region: "us-east-1".into(),
             logs_dir: dir.path().join("logs"),
@@ -241,7 +205,7 @@ mod tests {
         });
         let f = Fixture {
             _dir: dir,
-            store,
+            hook,
             api,
         };
         f.ecs("CreateCluster", json!({"clusterName": "default"}))
@@ -280,7 +244,7 @@ mod tests {
             let out = Arc::new(Mutex::new(None));
             let api: Weak<Api> = Arc::downgrade(&self.api);
             let answer = out.clone();
-            *self.store.hook.lock().unwrap() = Some((
+            *self.hook.lock().unwrap() = Some((
                 prefix.to_string(),
                 Box::new(move || {
                     let api = api.upgrade().unwrap();

@@ -16,6 +16,8 @@
 //! excepts a commit of leased keys only: they end with the process).
 
 mod etcd;
+#[cfg(test)]
+pub(crate) mod hooked;
 mod sqlite;
 
 pub use etcd::EtcdStore;
