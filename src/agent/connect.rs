@@ -15,7 +15,6 @@ use skiff_runtime::{LinkResult, ServiceLinks};
 
 use crate::ingress::routes::Routes;
 use crate::model::connect::{self, Link, Member, Names};
-use crate::model::service;
 use crate::store::{Store, StoreError};
 
 /// Every ACTIVE service with a Service Connect configuration, of every
@@ -36,13 +35,14 @@ pub(crate) fn names_for(
     cluster: &str,
     service: &str,
 ) -> Result<Option<Names>, StoreError> {
-    let Some(r) = store.get(&service::key(cluster, service))? else {
+    let members = members(store)?;
+    let Some(me) = members
+        .iter()
+        .find(|m| (m.cluster.as_str(), m.name.as_str()) == (cluster, service))
+    else {
         return Ok(None);
     };
-    let Some(me) = Member::from_record(&r.value) else {
-        return Ok(None);
-    };
-    let names = connect::links(me.config.namespace_name(), &members(store)?);
+    let names = connect::links(me.config.namespace_name(), &members);
     Ok((!names.is_empty()).then_some(names))
 }
 

@@ -20,13 +20,13 @@ use crate::model::connect::{self, ServiceConnect};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Store, Write};
 
-/// The validated `serviceConnectConfiguration` `given` for service
-/// `name` of `cluster` running `td`: `None` when it is not enabled. Its
-/// names must not be another service's in the namespace.
+/// The validated `serviceConnectConfiguration` `given` for a service of
+/// `cluster` running `td`: `None` when it is not enabled. Whether its
+/// names are another service's is checked by [`claim`], in the commit
+/// that stores it.
 pub(super) fn config_for(
     api: &Api,
     cluster: &str,
-    name: &str,
     given: &Value,
     td: &TaskDefinition,
 ) -> ApiResult<Option<ServiceConnect>> {
@@ -44,16 +44,8 @@ pub(super) fn config_for(
         });
     // ECS answers InvalidParameterException to a bad configuration.
     let resolve = |ns: &str| super::cloudmap::resolve(api, ns);
-    let Some(sc) = connect::parse(given, &ports, default_namespace.as_deref(), &resolve)
-        .map_err(|e| ApiError::invalid(e.to_string()))?
-    else {
-        return Ok(None);
-    };
-    let others = crate::agent::connect::members(api.store.as_ref())?;
-    if let Some(e) = connect::clash(&sc, (cluster, name), &others) {
-        return Err(ApiError::invalid(e.to_string()));
-    }
-    Ok(Some(sc))
+    connect::parse(given, &ports, default_namespace.as_deref(), &resolve)
+        .map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// The key of namespace `name`'s guard.

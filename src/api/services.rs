@@ -428,7 +428,7 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     })?;
     let (family, revision, td) = definition(api, reference)?;
     let service_connect = match connect_given(req) {
-        Some(v) => super::connect::config_for(api, &cluster, &name, v, &td)?,
+        Some(v) => super::connect::config_for(api, &cluster, v, &td)?,
         None => None,
     };
     let daemon = r.scheduling_strategy.as_deref() == Some("DAEMON");
@@ -706,20 +706,18 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // The Service Connect configuration of the next deployment, when this
     // call sets one or changes the task definition (checked against it).
     let connect: Option<Option<ServiceConnect>> = match (connect_given(req), &target) {
-        (Some(v), Some((_, _, td))) => {
-            Some(super::connect::config_for(api, &cluster, &name, v, td)?)
-        }
+        (Some(v), Some((_, _, td))) => Some(super::connect::config_for(api, &cluster, v, td)?),
         (None, None) => None,
         (given, _) => match load(api, &cluster, &name)? {
             Some((s, _)) => {
                 let current = s.service_connect().map(ServiceConnect::view);
                 match (given.or(current.as_ref()), &target) {
                     (Some(v), Some((_, _, td))) => {
-                        Some(super::connect::config_for(api, &cluster, &name, v, td)?)
+                        Some(super::connect::config_for(api, &cluster, v, td)?)
                     }
                     (Some(v), None) if given.is_some() => {
                         let (_, _, td) = definition(api, &format!("{}:{}", s.family, s.revision))?;
-                        Some(super::connect::config_for(api, &cluster, &name, v, &td)?)
+                        Some(super::connect::config_for(api, &cluster, v, &td)?)
                     }
                     _ => None,
                 }

@@ -67,6 +67,20 @@ pub struct Link {
     pub per_request_timeout: Option<u32>,
 }
 
+impl ConnectService {
+    /// The name `self` and `other` would both answer on, if any: the
+    /// same `discoveryName`, or the same client alias and port.
+    fn shared_name(&self, other: &ConnectService) -> Option<String> {
+        if self.discovery_name == other.discovery_name {
+            Some(format!("discoveryName {:?}", self.discovery_name))
+        } else if (self.dns_name.as_str(), self.port) == (other.dns_name.as_str(), other.port) {
+            Some(format!("{}:{}", self.dns_name, self.port))
+        } else {
+            None
+        }
+    }
+}
+
 impl ServiceConnect {
     /// The namespace's name.
     pub fn namespace_name(&self) -> &str {
@@ -280,10 +294,10 @@ pub fn parse(
             port,
             per_request_timeout,
         };
-        if let Some(j) = services.iter().position(|o: &ConnectService| {
-            o.discovery_name == here.discovery_name
-                || (o.dns_name == here.dns_name && o.port == here.port)
-        }) {
+        if let Some(j) = services
+            .iter()
+            .position(|o: &ConnectService| here.shared_name(o).is_some())
+        {
             return Err(FieldError::new(
                 format!("{FIELD}.services[{i}]"),
                 format!("its discoveryName or client alias is services[{j}]'s too: each must be unique in the namespace"),
@@ -385,11 +399,7 @@ pub fn clash<'a>(
         }
         for (i, s) in config.services.iter().enumerate() {
             for t in &theirs.services {
-                let what = if t.discovery_name == s.discovery_name {
-                    format!("discoveryName {:?}", s.discovery_name)
-                } else if (t.dns_name.as_str(), t.port) == (s.dns_name.as_str(), s.port) {
-                    format!("{}:{}", s.dns_name, s.port)
-                } else {
+                let Some(what) = s.shared_name(t) else {
                     continue;
                 };
                 return Some(FieldError::new(
