@@ -12,7 +12,8 @@ use core::ops::Range;
 use core::str;
 use wasmtime_environ::{
     CompiledFunctionsTable, CompiledModuleInfo, DefinedFuncIndex, FilePos, FuncIndex, FuncKey,
-    FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex, StaticModuleIndex,
+    FuncRefIndex, FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex,
+    PrimaryMap, StaticModuleIndex,
 };
 
 /// A compiled wasm module, ready to be instantiated.
@@ -25,6 +26,37 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// skiff: for each escaping function, by its funcref index, where its
+    /// array-call trampoline and its body are in the text section (empty
+    /// for an imported function), looked up once here rather than by two
+    /// searches of `index` for each funcref an instantiation initializes.
+    escaped_locs: PrimaryMap<FuncRefIndex, [FunctionLoc; 2]>,
+}
+
+/// skiff: the locations of [`CompiledModule::escaped_func_locs`], found
+/// once when the module is loaded.
+fn escaped_locs(
+    module: &Module,
+    index: &CompiledFunctionsTable,
+) -> PrimaryMap<FuncRefIndex, [FunctionLoc; 2]> {
+    let none = FunctionLoc {
+        start: 0,
+        length: 0,
+    };
+    let mut locs: PrimaryMap<FuncRefIndex, [FunctionLoc; 2]> =
+        (0..module.num_escaped_funcs).map(|_| [none; 2]).collect();
+    for def in module.defined_func_indices() {
+        let func = &module.functions[module.func_index(def)];
+        if !func.is_escaping() {
+            continue;
+        }
+        let array = index.func_loc(FuncKey::ArrayToWasmTrampoline(module.module_index, def));
+        let body = index.func_loc(FuncKey::DefinedWasmFunction(module.module_index, def));
+        if let (Some(array), Some(body), Some(slot)) = (array, body, locs.get_mut(func.func_ref)) {
+            *slot = [*array, *body];
+        }
+    }
+    locs
 }
 
 impl CompiledModule {
@@ -51,6 +83,7 @@ impl CompiledModule {
         index: Arc<CompiledFunctionsTable>,
         profiler: &dyn ProfilingAgent,
     ) -> Result<Self> {
+        let escaped_locs = escaped_locs(&info.module, &index);
         let mut ret = Self {
             unique_id: CompiledModuleId::new(),
             engine_code,
@@ -58,6 +91,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            escaped_locs,
         };
         ret.register_profiling(profiler)?;
 
@@ -163,6 +197,13 @@ impl CompiledModule {
             }
             _ => None,
         }
+    }
+
+    /// skiff: where the array-call trampoline and the body of the escaping
+    /// function with funcref index `func_ref` are, if it is defined here.
+    #[inline]
+    pub fn escaped_func_locs(&self, func_ref: FuncRefIndex) -> Option<&[FunctionLoc; 2]> {
+        self.escaped_locs.get(func_ref).filter(|[_, body]| !body.is_empty())
     }
 
     /// Gets the function location information for a given function index.

@@ -99,6 +99,11 @@ struct ComponentInner {
 
     /// The checksum of the source binary from which the module was compiled.
     checksum: WasmChecksum,
+
+    /// skiff: where each trampoline's Wasm-call and array-call code is in
+    /// the text section, looked up once here rather than by a search of
+    /// `index` for each trampoline on every instantiation.
+    trampoline_locs: PrimaryMap<TrampolineIndex, [FunctionLoc; 2]>,
 }
 
 impl fmt::Debug for Component {
@@ -471,6 +476,19 @@ impl Component {
             [ValType::I32],
         ));
 
+        let trampoline_locs = info
+            .component
+            .trampolines
+            .keys()
+            .map(|i| {
+                [Abi::Wasm, Abi::Array].map(|abi| {
+                    *index
+                        .func_loc(FuncKey::ComponentTrampoline(abi, i))
+                        .expect("every trampoline is compiled")
+                })
+            })
+            .collect();
+
         Ok(Component {
             inner: Arc::new(ComponentInner {
                 id: CompiledModuleId::new(),
@@ -482,6 +500,7 @@ impl Component {
                 index,
                 realloc_func_type,
                 checksum,
+                trampoline_locs,
             }),
         })
     }
@@ -518,14 +537,9 @@ impl Component {
     }
 
     pub(crate) fn trampoline_ptrs(&self, index: TrampolineIndex) -> AllCallFuncPointers {
-        let wasm_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Wasm, index))
-            .unwrap()
-            .cast();
-        let array_call = self
-            .store_invariant_func(FuncKey::ComponentTrampoline(Abi::Array, index))
-            .unwrap()
-            .cast();
+        let [wasm, array] = &self.inner.trampoline_locs[index];
+        let wasm_call = self.func_loc_to_pointer(wasm).cast();
+        let array_call = self.func_loc_to_pointer(array).cast();
         AllCallFuncPointers {
             wasm_call,
             array_call,

@@ -33,8 +33,8 @@ use wasmtime_environ::ModuleInternedTypeIndex;
 use wasmtime_environ::error::OutOfMemory;
 use wasmtime_environ::{
     Abi, DefinedFuncIndex, DefinedGlobalIndex, DefinedMemoryIndex, DefinedTableIndex,
-    DefinedTagIndex, EntityIndex, EntityRef, FuncIndex, FuncKey, GlobalConstValue, GlobalIndex,
-    HostPtr, MemoryIndex, MemoryInitialization, ModuleStartup, PassiveElemIndex, PtrSize,
+    DefinedTagIndex, EntityIndex, EntityRef, FuncIndex, FuncKey, FuncRefIndex, FunctionLoc,
+    GlobalConstValue, GlobalIndex, HostPtr, MemoryIndex, MemoryInitialization, ModuleStartup, PassiveElemIndex, PtrSize,
     RuntimeDataIndex, TableIndex, TagIndex, VMCONTEXT_MAGIC, VMOffsets, VMSharedTypeIndex,
     WasmRefType, packed_option::ReservedValue,
 };
@@ -879,7 +879,8 @@ impl Instance {
         let index = module.func_index(def_index);
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
-        let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
+        let func_ref = func.func_ref;
+        let vmctx_offset = self.offsets().vmctx_func_ref(func_ref);
         let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
         let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
         // SAFETY: the type/offset/keys here are all valid for the defined
@@ -891,6 +892,7 @@ impl Instance {
                 vmctx_offset,
                 array_to_wasm_key,
                 wasm_key,
+                Some(func_ref),
             )
         }
     }
@@ -918,6 +920,7 @@ impl Instance {
                 vmctx_offset,
                 array_to_wasm_key,
                 wasm_key,
+                None,
             )
         }
     }
@@ -938,6 +941,7 @@ impl Instance {
         vmctx_offset: u32,
         array_to_wasm_key: FuncKey,
         wasm_key: FuncKey,
+        func_ref: Option<FuncRefIndex>,
     ) -> Option<NonNull<VMFuncRef>> {
         // For now, we eagerly initialize an funcref struct in-place whenever
         // asked for a reference to it. This is mostly fine, because in practice
@@ -960,20 +964,41 @@ impl Instance {
         // it's better for instantiation performance if we don't have to track
         // "is-initialized" state at all!
 
-        let module_with_code = ModuleWithCode::in_store(
-            registry,
-            self.runtime_module()
-                .expect("funcref impossible in fake module"),
-        )
-        .expect("module not in store");
+        let module = self
+            .runtime_module()
+            .expect("funcref impossible in fake module");
+        let compiled = module.compiled_module();
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        // skiff: the locations were resolved when the module was loaded,
+        // and unless guest debugging gives each store its own copy of the
+        // code, the text is the engine's: no search of the function index
+        // and no lookup in the store's registry.
+        #[cfg(feature = "debug")]
+        let private_code = module.engine().tunables().debug_guest;
+        #[cfg(not(feature = "debug"))]
+        let private_code = false;
+        let text = if private_code {
+            ModuleWithCode::in_store(registry, module)
+                .expect("module not in store")
+                .text()
+        } else {
+            module.engine_code().text()
+        };
+        let range = |loc: &FunctionLoc| loc.start as usize..(loc.start + loc.length) as usize;
+        let (array_range, wasm_range) =
+            match func_ref.and_then(|i| compiled.escaped_func_locs(i)) {
+                Some([array, body]) => (range(array), range(body)),
+                None => (
+                    compiled.function_range(array_to_wasm_key),
+                    compiled.function_range(wasm_key),
+                ),
+            };
+
+        let array_call = VmPtr::from(NonNull::from(&text[array_range]).cast());
 
         let wasm_call = Some(VmPtr::from(
             NonNull::new(
-                module_with_code
-                    .function(wasm_key)
+                text[wasm_range]
                     .as_ptr()
                     .cast::<VMWasmCallFunction>()
                     .cast_mut(),
