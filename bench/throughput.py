@@ -18,6 +18,11 @@ request (user + system from /proc, over the requests answered; less
 sensitive than requests/s to what else the machine runs), all medians over
 the rounds, non-2xx counts and ratios.
 
+With SKIFF_BASELINE=PATH (another build of the skiff binary, for example
+of the commit before a change), that binary serves the same service as (a)
+in the same rounds, and the ratio of (a) to it is printed: a change's
+effect measured under the same load as its peers.
+
 Usage: bench/http.sh [SERVER_CPUS] [LOAD_CPUS] [ROUNDS] [DURATION]
   SERVER_CPUS  taskset list the servers run on (default: every core)
   LOAD_CPUS    taskset list wrk runs on (default: the same cores)
@@ -142,7 +147,7 @@ def self_signed(directory):
     )
 
 
-def skiff(workers, cpu_list, data, tls=False, reuse=False):
+def skiff(workers, cpu_list, data, tls=False, reuse=False, binary=SKIFF):
     api_port, ingress_port, tls_port = free_port(), free_port(), free_port()
     extra = []
     if tls:
@@ -151,7 +156,7 @@ def skiff(workers, cpu_list, data, tls=False, reuse=False):
         self_signed(certs)
         extra = ["--ingress-tls", f"127.0.0.1:{tls_port}", "--tls-cert-dir", certs]
     proc = start(
-        [SKIFF, "server", "--workers", str(workers), "--data-dir", data,
+        [binary, "server", "--workers", str(workers), "--data-dir", data,
          "--api", f"127.0.0.1:{api_port}", "--ingress", f"127.0.0.1:{ingress_port}"] + extra,
         cpu_list,
     )
@@ -250,6 +255,15 @@ def main():
             p, url, _ = skiff(1, server_cpus[:1], d)
             procs.append(p)
             targets.append(Target("skiff --workers 1", 1, url, p.pid, "hello.localhost"))
+        baseline = os.environ.get("SKIFF_BASELINE")
+        if baseline:
+            if not os.access(baseline, os.X_OK):
+                raise SystemExit(f"SKIFF_BASELINE={baseline} is not an executable skiff binary")
+            d = tempfile.mkdtemp(prefix="skiff-bench-")
+            dirs.append(d)
+            p, url, _ = skiff(w, server_cpus, d, binary=baseline)
+            procs.append(p)
+            targets.append(Target("skiff baseline", w, url, p.pid, "hello.localhost"))
         port = free_port()
         procs.append(start(
             [WASMTIME, "serve", "-Scli", "-O", "pooling-allocator=y",
@@ -304,6 +318,11 @@ def main():
           f"server CPU per request: {med(reused, 'cpu_us') / med(native, 'cpu_us'):.2f}x native hyper's")
     print(f"skiff https / http:     {med(https, 'rps') / med(main_t, 'rps'):.2f}x requests/s, same server, "
           f"keep-alive connections (target, issue #14: at least 0.8x)")
+    base = next((t for t in targets if t.name == "skiff baseline"), None)
+    if base:
+        print(f"skiff / SKIFF_BASELINE:  {med(main_t, 'rps') / med(base, 'rps'):.2f}x requests/s, "
+              f"server CPU per request {med(main_t, 'cpu_us') / med(base, 'cpu_us'):.2f}x the baseline's "
+              f"(baseline / wasmtime serve: {med(base, 'rps') / med(wasmtime, 'rps'):.2f}x requests/s)")
     one = next((t for t in targets if t.name == "skiff --workers 1"), None)
     if one:
         print(f"skiff per core, {main_t.cores} workers vs 1: "
