@@ -12,8 +12,8 @@ use core::ops::Range;
 use core::str;
 use wasmtime_environ::{
     CompiledFunctionsTable, CompiledModuleInfo, DefinedFuncIndex, FilePos, FuncIndex, FuncKey,
-    FuncRefIndex, FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex,
-    PrimaryMap, StaticModuleIndex,
+    FuncRefIndex, FunctionLoc, FunctionName, Metadata, Module, ModuleInternedTypeIndex, PrimaryMap,
+    StaticModuleIndex,
 };
 
 /// A compiled wasm module, ready to be instantiated.
@@ -33,7 +33,15 @@ pub struct CompiledModule {
     escaped_locs: PrimaryMap<FuncRefIndex, [FunctionLoc; 2]>,
 }
 
-/// skiff: the locations of [`CompiledModule::escaped_func_locs`], found
+/// The bytes of the text section that `loc` covers.
+#[inline]
+fn text_range(loc: &FunctionLoc) -> Range<usize> {
+    let start = usize::try_from(loc.start).unwrap();
+    let end = usize::try_from(loc.start + loc.length).unwrap();
+    start..end
+}
+
+/// skiff: the locations of [`CompiledModule::escaped_func_ranges`], found
 /// once when the module is loaded.
 fn escaped_locs(
     module: &Module,
@@ -159,10 +167,7 @@ impl CompiledModule {
     /// points to.
     #[inline]
     pub fn function_range(&self, key: FuncKey) -> Range<usize> {
-        let loc = self.func_loc(key);
-        let start = usize::try_from(loc.start).unwrap();
-        let end = usize::try_from(loc.start + loc.length).unwrap();
-        start..end
+        text_range(self.func_loc(key))
     }
 
     /// Get the Wasm-to-array trampoline for the given signature, as a
@@ -202,8 +207,9 @@ impl CompiledModule {
     /// skiff: where the array-call trampoline and the body of the escaping
     /// function with funcref index `func_ref` are, if it is defined here.
     #[inline]
-    pub fn escaped_func_locs(&self, func_ref: FuncRefIndex) -> Option<&[FunctionLoc; 2]> {
-        self.escaped_locs.get(func_ref).filter(|[_, body]| !body.is_empty())
+    pub fn escaped_func_ranges(&self, func_ref: FuncRefIndex) -> Option<[Range<usize>; 2]> {
+        let [array, body] = self.escaped_locs.get(func_ref)?;
+        (!body.is_empty()).then(|| [text_range(array), text_range(body)])
     }
 
     /// Gets the function location information for a given function index.

@@ -33,9 +33,9 @@ use wasmtime_environ::ModuleInternedTypeIndex;
 use wasmtime_environ::error::OutOfMemory;
 use wasmtime_environ::{
     Abi, DefinedFuncIndex, DefinedGlobalIndex, DefinedMemoryIndex, DefinedTableIndex,
-    DefinedTagIndex, EntityIndex, EntityRef, FuncIndex, FuncKey, FuncRefIndex, FunctionLoc,
-    GlobalConstValue, GlobalIndex, HostPtr, MemoryIndex, MemoryInitialization, ModuleStartup, PassiveElemIndex, PtrSize,
-    RuntimeDataIndex, TableIndex, TagIndex, VMCONTEXT_MAGIC, VMOffsets, VMSharedTypeIndex,
+    DefinedTagIndex, EntityIndex, EntityRef, FuncIndex, FuncKey, FuncRefIndex, GlobalConstValue,
+    GlobalIndex, HostPtr, MemoryIndex, MemoryInitialization, ModuleStartup, PassiveElemIndex,
+    PtrSize, RuntimeDataIndex, TableIndex, TagIndex, VMCONTEXT_MAGIC, VMOffsets, VMSharedTypeIndex,
     WasmRefType, packed_option::ReservedValue,
 };
 #[cfg(feature = "wmemcheck")]
@@ -984,15 +984,14 @@ impl Instance {
         } else {
             module.engine_code().text()
         };
-        let range = |loc: &FunctionLoc| loc.start as usize..(loc.start + loc.length) as usize;
-        let (array_range, wasm_range) =
-            match func_ref.and_then(|i| compiled.escaped_func_locs(i)) {
-                Some([array, body]) => (range(array), range(body)),
-                None => (
+        let [array_range, wasm_range] = func_ref
+            .and_then(|i| compiled.escaped_func_ranges(i))
+            .unwrap_or_else(|| {
+                [
                     compiled.function_range(array_to_wasm_key),
                     compiled.function_range(wasm_key),
-                ),
-            };
+                ]
+            });
 
         let array_call = VmPtr::from(NonNull::from(&text[array_range]).cast());
 
