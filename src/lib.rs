@@ -20,6 +20,8 @@
 //! - [`ingress`]: the HTTP front: accept loops on the worker threads,
 //!   routing by Host and hostPort to services' tasks, admission, 5xx.
 //! - [`metrics`]: Prometheus text at `GET /metrics`.
+//! - [`logs`]: container logs, files on the node that ran the task: their
+//!   layout, rotation and reading.
 //! - [`logging`]: the server's log (`tracing`, with a span per API call).
 //! - [`threads`]: threads of the engine's own, each with a runtime.
 //! - [`units`]: parsing of the units users type (`500ms`, `2s`, `64` MiB).
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod images;
 pub mod ingress;
 pub mod logging;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod scheduler;

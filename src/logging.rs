@@ -38,3 +38,16 @@ pub fn init() {
         );
     }
 }
+
+/// An error and its causes, in one line (`connection refused` is the
+/// cause of hyper's `client error (Connect)`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

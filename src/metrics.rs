@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use skiff_runtime::{Report, Runtime};
-
 use crate::model::service::{counts, ServiceRecord};
 use crate::model::task::{StopCode, TaskRecord};
 use crate::store::Store;
@@ -111,7 +109,7 @@ impl ServiceMetrics {
     }
 
     /// Adds what one run or request of a guest used.
-    pub fn report(&self, r: &Report) {
+    pub fn report(&self, r: &Usage) {
         self.fuel.fetch_add(r.fuel_consumed, Ordering::Relaxed);
         self.throttled_ns.fetch_add(
             r.throttled.as_nanos().min(u64::MAX as u128) as u64,
@@ -125,11 +123,42 @@ impl ServiceMetrics {
     }
 }
 
+/// What one run or request of a guest used (the runtime's report, as the
+/// metrics count it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Fuel burned.
+    pub fuel_consumed: u64,
+    /// Time suspended by the task's CPU quota.
+    pub throttled: Duration,
+    /// The most linear memory it held.
+    pub peak_memory_bytes: u64,
+    /// Time to instantiate it (zero when an instance was reused).
+    pub instantiation: Duration,
+}
+
+/// The pooling allocator's occupancy, as the metrics show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolGauge {
+    /// Component instances alive.
+    pub component_instances: u64,
+    /// Linear memories alive.
+    pub memories: u64,
+    /// Slots of each kind the pool has.
+    pub capacity: u64,
+}
+
+/// Reads the pool's occupancy now (`None` without a pool).
+pub type PoolReader = Box<dyn Fn() -> Option<PoolGauge> + Send + Sync>;
+
 /// This node's metrics.
 #[derive(Default)]
 pub struct Metrics {
     services: RwLock<HashMap<(String, String), Arc<ServiceMetrics>>>,
     events: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Where the pool's occupancy is read from: set by whoever made the
+    /// runtime (the metrics know no wasm runtime).
+    pool: std::sync::OnceLock<PoolReader>,
 }
 
 /// Escapes a label value.
@@ -215,9 +244,15 @@ impl Metrics {
         );
     }
 
+    /// Shows the pool's occupancy, read by `reader` at each rendering
+    /// (once; a later call changes nothing).
+    pub fn set_pool(&self, reader: PoolReader) {
+        let _ = self.pool.set(reader);
+    }
+
     /// The text exposition: everything above plus what the store and the
-    /// runtime say now.
-    pub fn render(&self, store: &dyn Store, runtime: Option<&Runtime>) -> String {
+    /// pool say now.
+    pub fn render(&self, store: &dyn Store) -> String {
         let mut out = String::new();
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -227,7 +262,7 @@ impl Metrics {
         let mut by_status: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
         let mut tasks: HashMap<String, Vec<TaskRecord>> = HashMap::new();
         for r in store.list("tasks/", None, usize::MAX).unwrap_or_default() {
-            if let Some(t) = crate::agent::ledger::parse(&r) {
+            if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
                 *by_status
                     .entry((t.cluster.clone(), t.last_status.as_str()))
                     .or_default() += 1;
@@ -421,7 +456,7 @@ impl Metrics {
         }
 
         // The pool.
-        if let Some(p) = runtime.and_then(Runtime::pool_stats) {
+        if let Some(p) = self.pool.get().and_then(|read| read()) {
             head(
                 &mut out,
                 "skiff_pool_instances",

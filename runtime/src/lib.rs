@@ -57,6 +57,5 @@ pub use load::{binary_kind, Digest, Guest, GuestKind, LoadError};
 pub use outcome::{human_bytes, human_duration, Outcome, Report, TrapKind};
 pub use sandbox::{
     DenyAll, DiscardLogs, LinkResult, LocalEndpoint, LocalRequest, LocalResponse, LogSink,
-    LogStream, Mount, OutboundPolicy, Sandbox, ServiceLinks, LOCAL_ENDPOINT_HOST, MAX_LINE,
-    MAX_LOCAL_BODY,
+    LogStream, Mount, OutboundPolicy, Sandbox, ServiceLinks, MAX_LINE, MAX_LOCAL_BODY,
 };

@@ -1,7 +1,7 @@
 //! The sandbox a guest sees: argv, environment, preopened directories,
 //! stdio (stdin empty, stdout and stderr captured line by line into a log
 //! sink), the hosts it may send HTTP requests to, and the endpoints the
-//! host answers itself at [`LOCAL_ENDPOINT_HOST`]. Everything not granted
+//! host answers itself ([`LocalEndpoint`]). Everything not granted
 //! here is denied: no other host files (cap-std resolves every path, `..`
 //! and symlink inside its directory), no sockets, no outbound HTTP but to
 //! the allowed hosts.
@@ -76,9 +76,9 @@ pub struct Sandbox {
     /// Where `wasi:http/outgoing-handler` may send requests; nowhere by
     /// default ([`DenyAll`]).
     pub outbound: Arc<dyn OutboundPolicy>,
-    /// What answers the guest's plain-HTTP requests to
-    /// [`LOCAL_ENDPOINT_HOST`] (port 80), in process and whatever
-    /// `outbound` says; none by default (the address is then an outbound
+    /// What answers the guest's plain-HTTP requests to its
+    /// [`LocalEndpoint::host`] (port 80), in process and whatever
+    /// `outbound` says; none by default (every address is then an outbound
     /// host like any other).
     pub local: Option<Arc<dyn LocalEndpoint>>,
     /// Other services the guest reaches by name over plain HTTP (ECS's
@@ -101,16 +101,11 @@ impl Default for Sandbox {
     }
 }
 
-/// The link-local address of a task's own endpoints: Fargate's task
-/// metadata address, where ECS's `ECS_CONTAINER_METADATA_URI_V4` and
-/// `ECS_AGENT_URI` point.
-pub const LOCAL_ENDPOINT_HOST: &str = "169.254.170.2";
-
 /// The largest request body a [`LocalEndpoint`] is handed; a larger one
 /// is answered 413 without it being called.
 pub const MAX_LOCAL_BODY: usize = 64 * 1024;
 
-/// A guest's request to [`LOCAL_ENDPOINT_HOST`].
+/// A guest's request to a [`LocalEndpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalRequest {
     /// `GET`, `PUT`, ...
@@ -132,11 +127,16 @@ pub struct LocalResponse {
     pub body: String,
 }
 
-/// Answers a guest's requests to [`LOCAL_ENDPOINT_HOST`] without any
-/// connection being made (the task metadata and the scale-in protection
-/// endpoints of ECS). Runs on the guest's worker: anything that blocks
-/// belongs on a blocking thread.
+/// Answers a guest's plain-HTTP requests to one host (port 80) without
+/// any connection being made: an engine's own endpoints for its guests
+/// (skiff's: Fargate's task metadata and scale-in protection endpoints at
+/// its link-local address). Runs on the guest's worker: anything that
+/// blocks belongs on a blocking thread.
 pub trait LocalEndpoint: Send + Sync {
+    /// The host (a name or an IP address, as the guest writes it in its
+    /// URL) whose requests this answers.
+    fn host(&self) -> &str;
+
     /// The answer to `req`.
     fn answer(&self, req: LocalRequest) -> Pin<Box<dyn Future<Output = LocalResponse> + Send>>;
 }
@@ -309,9 +309,9 @@ impl WasiHttpHooks for Outbound {
         } else {
             "http"
         };
-        if let Some(local) = self.local.clone().filter(|_| {
+        if let Some(local) = self.local.clone().filter(|local| {
             scheme == "http"
-                && uri.host() == Some(LOCAL_ENDPOINT_HOST)
+                && uri.host() == Some(local.host())
                 && uri.port_u16().unwrap_or(80) == 80
         }) {
             return Box::new(answer_locally(local, request));
@@ -352,7 +352,7 @@ impl WasiHttpHooks for Outbound {
     }
 }
 
-/// A request to [`LOCAL_ENDPOINT_HOST`], answered by `local`.
+/// A request to a local endpoint's host, answered by `local`.
 async fn answer_locally(
     local: Arc<dyn LocalEndpoint>,
     request: http::Request<wasmtime_wasi_http::WasiBody>,

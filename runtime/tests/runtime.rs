@@ -730,7 +730,14 @@ fn outbound_http_reaches_only_allowed_hosts() {
 /// Answers every local request with what it was asked.
 struct EchoLocal;
 
+/// The address the test's local endpoint answers at.
+const LOCAL_HOST: &str = "169.254.170.2";
+
 impl skiff_runtime::LocalEndpoint for EchoLocal {
+    fn host(&self) -> &str {
+        LOCAL_HOST
+    }
+
     fn answer(
         &self,
         req: skiff_runtime::LocalRequest,
@@ -762,7 +769,7 @@ fn requests_to_the_local_endpoint_address_are_answered_in_process() {
             (resp.status().as_u16(), body_text(resp).await)
         })
     };
-    let base = format!("http://{}", skiff_runtime::LOCAL_ENDPOINT_HOST);
+    let base = format!("http://{LOCAL_HOST}");
     assert_eq!(
         ask(true, "GET", &format!("{base}/v4/x/task?q=1"), vec![]),
         (200, "fetched 201: GET /v4/x/task 0".to_string())
@@ -784,10 +791,7 @@ fn requests_to_the_local_endpoint_address_are_answered_in_process() {
     // Another port, HTTPS, or no endpoint: an outbound host like any other.
     for (local, url) in [
         (true, format!("{base}:8080/v4/x")),
-        (
-            true,
-            format!("https://{}/v4/x", skiff_runtime::LOCAL_ENDPOINT_HOST),
-        ),
+        (true, format!("https://{LOCAL_HOST}/v4/x")),
         (false, format!("{base}/v4/x")),
     ] {
         let (status, body) = ask(local, "GET", &url, vec![]);

@@ -14,18 +14,8 @@ use std::time::Duration;
 use skiff_runtime::{LinkResult, ServiceLinks};
 
 use crate::ingress::routes::Routes;
-use crate::model::connect::{self, Link, Member, Names};
+use crate::model::connect::{self, Link, Names};
 use crate::store::{Store, StoreError};
-
-/// Every ACTIVE service with a Service Connect configuration, of every
-/// cluster (records that do not parse are left out).
-pub(crate) fn members(store: &dyn Store) -> Result<Vec<Member>, StoreError> {
-    Ok(store
-        .list("services/", None, usize::MAX)?
-        .iter()
-        .filter_map(|r| Member::from_record(&r.value))
-        .collect())
-}
 
 /// The names a task of `service` (of `cluster`) may call: `None` when
 /// its service has no Service Connect configuration or its namespace has
@@ -35,7 +25,7 @@ pub(crate) fn names_for(
     cluster: &str,
     service: &str,
 ) -> Result<Option<Names>, StoreError> {
-    let members = members(store)?;
+    let members = crate::store::records::connect_members(store)?;
     let Some(me) = members
         .iter()
         .find(|m| (m.cluster.as_str(), m.name.as_str()) == (cluster, service))

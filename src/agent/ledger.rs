@@ -6,7 +6,8 @@
 //! task starts instead of one per event. A transaction whose task records
 //! changed meanwhile (StopTask writes them too) is re-read and retried.
 //! A task recorded STOPPED gives back its reservation on its node
-//! ([`crate::scheduler::capacity`]) in the same transaction.
+//! ([`crate::store::records::release_reservations`]) in the same
+//! transaction.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,24 +16,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::{Event, TaskEvent};
-use crate::model::task::{ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
-use crate::scheduler::capacity;
-use crate::store::{Condition, Record, Store, StoreError, Write};
-
-/// The store key of a task.
-pub fn key(cluster: &str, id: &str) -> String {
-    format!("tasks/{cluster}/{id}")
-}
-
-/// Reads a stored task.
-pub fn parse(r: &Record) -> Option<TaskRecord> {
-    serde_json::from_slice(&r.value).ok()
-}
-
-/// Serialises a task for the store.
-pub fn to_bytes(t: &TaskRecord) -> Vec<u8> {
-    serde_json::to_vec(t).unwrap_or_default()
-}
+use crate::model::task::{
+    key as task_key, record, ContainerStatus, StopCode, TaskRecord, TaskStatus,
+};
+use crate::store::{Condition, Store, StoreError, Write};
 
 /// The most events applied in one transaction.
 const BATCH: usize = 512;
@@ -106,10 +93,12 @@ fn apply(store: &dyn Store, node: &str, batch: &[TaskEvent]) -> Result<(), Store
     // the batch's events applied.
     let mut tasks: BTreeMap<String, (TaskRecord, i64, bool)> = BTreeMap::new();
     for e in batch {
-        let k = key(&e.cluster, &e.id);
+        let k = task_key(&e.cluster, &e.id);
         if !tasks.contains_key(&k) {
             let Some(r) = store.get(&k)? else { continue };
-            let Some(t) = parse(&r) else { continue };
+            let Some(t) = TaskRecord::decode(&r.value) else {
+                continue;
+            };
             let was_stopped = t.last_status == TaskStatus::Stopped;
             tasks.insert(k.clone(), (t, r.mod_revision, was_stopped));
         }
@@ -126,104 +115,31 @@ fn apply(store: &dyn Store, node: &str, batch: &[TaskEvent]) -> Result<(), Store
         .collect();
     let mut writes: Vec<Write> = tasks
         .iter()
-        .map(|(k, (t, _, _))| Write::Put(k.clone(), to_bytes(t)))
+        .map(|(k, (t, _, _))| Write::Put(k.clone(), t.encode()))
         .collect();
     let stopped: Vec<(usize, u32, u64)> = tasks
         .values()
         .filter(|(t, _, was)| !was && t.last_status == TaskStatus::Stopped)
         .map(|(t, _, _)| (t.worker, t.cpu, t.memory))
         .collect();
-    if let Some((c, w)) = capacity::release_parts(store, node, &stopped)? {
+    if let Some((c, w)) = crate::store::records::release_reservations(store, node, &stopped)? {
         conditions.push(c);
         writes.push(w);
     }
     store.commit(&conditions, &writes).map(|_| ())
 }
 
-/// Applies one event to a task record.
-pub fn record(t: &mut TaskRecord, event: &Event, at: f64) {
-    t.version += 1;
-    match event {
-        Event::Pending => {
-            t.advance(TaskStatus::Pending);
-        }
-        Event::ImagePulled { index, digest } => {
-            if let Some(c) = t.containers.get_mut(*index) {
-                c.image_digest = Some(digest.clone());
-            }
-        }
-        Event::Activating => {
-            t.advance(TaskStatus::Activating);
-        }
-        Event::Deactivating => {
-            t.advance(TaskStatus::Deactivating);
-        }
-        Event::Deprovisioning => {
-            t.advance(TaskStatus::Deprovisioning);
-        }
-        Event::Running => {
-            if t.advance(TaskStatus::Running) {
-                t.started_at.get_or_insert(at);
-            }
-        }
-        Event::ContainerRunning(i) => {
-            if let Some(c) = t.containers.get_mut(*i) {
-                if c.last_status == ContainerStatus::Pending {
-                    c.last_status = ContainerStatus::Running;
-                }
-            }
-        }
-        Event::ContainerStopped {
-            index,
-            exit_code,
-            reason,
-        } => {
-            if let Some(c) = t.containers.get_mut(*index) {
-                if c.last_status != ContainerStatus::Stopped {
-                    c.last_status = ContainerStatus::Stopped;
-                    c.exit_code = *exit_code;
-                    c.reason = reason.clone();
-                }
-            }
-        }
-        Event::ContainerHealth { index, status } => {
-            if t.last_status < TaskStatus::Stopped {
-                t.set_health(*index, *status);
-            }
-        }
-        Event::Stopping { code, reason } => {
-            t.advance(TaskStatus::Stopping);
-            stopping(t, *code, reason, at);
-        }
-        Event::Stopped { code, reason } => {
-            stopping(t, *code, reason, at);
-            if t.advance(TaskStatus::Stopped) {
-                t.stopped_at = Some(at);
-            }
-        }
-    }
-}
-
-fn stopping(t: &mut TaskRecord, code: StopCode, reason: &str, at: f64) {
-    t.desired_status = DesiredStatus::Stopped;
-    t.stopping_at.get_or_insert(at);
-    // The first reason stands: StopTask writes its own before the worker
-    // reports back.
-    if t.stop_code.is_none() {
-        t.stop_code = Some(code);
-        t.stopped_reason = Some(reason.to_string());
-    }
-}
-
 /// At start-up: tasks the store says were running on this node died with
 /// its previous process. Reports them STOPPED, saying so (their
-/// reservations are recounted by [`capacity::register`], which runs
+/// reservations are recounted by the scheduler's `capacity::register`, which runs
 /// after). Tasks of other nodes are theirs. Returns how many.
 pub fn recover(store: &dyn Store, node: &str) -> Result<usize, StoreError> {
     let now = crate::model::now();
     let mut n = 0;
     for r in store.list("tasks/", None, usize::MAX)? {
-        let Some(mut t) = parse(&r) else { continue };
+        let Some(mut t) = TaskRecord::decode(&r.value) else {
+            continue;
+        };
         // Records from before nodes had ids were all this node's.
         if t.last_status == TaskStatus::Stopped || !(t.node == node || t.node.is_empty()) {
             continue;
@@ -244,7 +160,7 @@ pub fn recover(store: &dyn Store, node: &str) -> Result<usize, StoreError> {
         }
         match store.commit(
             &[Condition::At(r.key.clone(), r.mod_revision)],
-            &[Write::Put(r.key.clone(), to_bytes(&t))],
+            &[Write::Put(r.key.clone(), t.encode())],
         ) {
             Ok(_) => n += 1,
             Err(StoreError::Conflict) => {}
@@ -275,8 +191,8 @@ fn prune_logs(store: &dyn Store, logs_dir: &Path) -> Result<(), StoreError> {
         let cluster = c.file_name().to_string_lossy().into_owned();
         for t in tasks.flatten() {
             let id = t.file_name().to_string_lossy().into_owned();
-            if store.get(&key(&cluster, &id))?.is_none() {
-                super::logs::remove(logs_dir, &cluster, &id);
+            if store.get(&task_key(&cluster, &id))?.is_none() {
+                crate::logs::remove(logs_dir, &cluster, &id);
             }
         }
     }
@@ -287,15 +203,20 @@ fn reap_records(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usi
     let cutoff = crate::model::now() - ttl_secs;
     let mut n = 0;
     for r in store.list("tasks/", None, usize::MAX)? {
-        let Some(t) = parse(&r) else { continue };
+        let Some(t) = TaskRecord::decode(&r.value) else {
+            continue;
+        };
         if t.last_status != TaskStatus::Stopped || t.stopped_at.is_none_or(|s| s > cutoff) {
             continue;
         }
         let mut writes = vec![
             Write::Delete(r.key.clone()),
-            Write::Delete(format!("tags/task/{}/{}", t.cluster, t.id)),
+            Write::Delete(crate::model::tags::key(
+                "task",
+                &format!("{}/{}", t.cluster, t.id),
+            )),
         ];
-        writes.extend(super::logs::stream_deletes(&t));
+        writes.extend(crate::store::records::stream_deletes(&t));
         if let Some(service) = t.group.strip_prefix("service:") {
             writes.push(Write::Delete(crate::model::service::task_index_key(
                 &t.cluster, service, &t.id,
@@ -303,7 +224,7 @@ fn reap_records(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usi
         }
         match store.commit(&[Condition::At(r.key.clone(), r.mod_revision)], &writes) {
             Ok(_) => {
-                super::logs::remove(logs_dir, &t.cluster, &t.id);
+                crate::logs::remove(logs_dir, &t.cluster, &t.id);
                 n += 1;
             }
             Err(StoreError::Conflict) => {}
@@ -316,118 +237,7 @@ fn reap_records(store: &dyn Store, logs_dir: &Path, ttl_secs: f64) -> Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::task::ContainerRecord;
-
-    fn task() -> TaskRecord {
-        TaskRecord {
-            id: "t1".into(),
-            cluster: "default".into(),
-            family: "f".into(),
-            revision: 1,
-            group: "family:f".into(),
-            service: None,
-            started_by: None,
-            launch_type: "FARGATE".into(),
-            capacity_provider: None,
-            last_status: TaskStatus::Provisioning,
-            desired_status: DesiredStatus::Running,
-            node: "n1".into(),
-            zone: None,
-            worker: 0,
-            cpu: 0,
-            memory: 16,
-            created_at: 1.0,
-            started_at: None,
-            stopping_at: None,
-            stopped_at: None,
-            stop_code: None,
-            stopped_reason: None,
-            containers: vec![ContainerRecord {
-                id: "c1".into(),
-                name: "main".into(),
-                image: "x.wasm".into(),
-                image_digest: None,
-                last_status: ContainerStatus::Pending,
-                exit_code: None,
-                reason: None,
-                cpu: 0,
-                memory: Some(16),
-                memory_reservation: None,
-                essential: true,
-                health_status: None,
-            }],
-            overrides: serde_json::json!({}),
-            health_status: Default::default(),
-            log_streams: Vec::new(),
-            protected_until: None,
-            version: 1,
-        }
-    }
-
-    #[test]
-    fn a_command_task_runs_its_whole_lifecycle() {
-        let mut t = task();
-        record(&mut t, &Event::Pending, 2.0);
-        assert_eq!(t.last_status, TaskStatus::Pending);
-        record(&mut t, &Event::Activating, 2.5);
-        assert_eq!(t.last_status, TaskStatus::Activating);
-        record(&mut t, &Event::ContainerRunning(0), 3.0);
-        record(&mut t, &Event::Running, 3.0);
-        assert_eq!(
-            (t.last_status, t.started_at),
-            (TaskStatus::Running, Some(3.0))
-        );
-        assert_eq!(t.containers[0].last_status, ContainerStatus::Running);
-        let exited = Event::ContainerStopped {
-            index: 0,
-            exit_code: Some(3),
-            reason: None,
-        };
-        record(&mut t, &exited, 4.0);
-        record(&mut t, &Event::Deactivating, 4.0);
-        assert_eq!(t.last_status, TaskStatus::Deactivating);
-        let stopping = Event::Stopping {
-            code: StopCode::EssentialContainerExited,
-            reason: "Essential container in task exited".into(),
-        };
-        record(&mut t, &stopping, 4.0);
-        record(&mut t, &Event::Deprovisioning, 4.5);
-        assert_eq!(t.last_status, TaskStatus::Deprovisioning);
-        record(
-            &mut t,
-            &Event::Stopped {
-                code: StopCode::EssentialContainerExited,
-                reason: "Essential container in task exited".into(),
-            },
-            5.0,
-        );
-        assert_eq!(t.last_status, TaskStatus::Stopped);
-        assert_eq!(t.desired_status, DesiredStatus::Stopped);
-        assert_eq!((t.stopping_at, t.stopped_at), (Some(4.0), Some(5.0)));
-        assert_eq!(t.containers[0].exit_code, Some(3));
-        assert_eq!(t.stop_code, Some(StopCode::EssentialContainerExited));
-    }
-
-    #[test]
-    fn the_first_stop_reason_stands_and_status_never_goes_back() {
-        let mut t = task();
-        t.stop_code = Some(StopCode::UserInitiated);
-        t.stopped_reason = Some("bye".into());
-        record(
-            &mut t,
-            &Event::Stopped {
-                code: StopCode::EssentialContainerExited,
-                reason: "other".into(),
-            },
-            5.0,
-        );
-        assert_eq!(t.stop_code, Some(StopCode::UserInitiated));
-        assert_eq!(t.stopped_reason.as_deref(), Some("bye"));
-        // A late report cannot bring a stopped task back.
-        record(&mut t, &Event::Running, 6.0);
-        assert_eq!(t.last_status, TaskStatus::Stopped);
-        assert_eq!(t.started_at, None);
-    }
+    use crate::model::task::tests::task;
 
     #[test]
     fn reports_wait_out_a_store_that_is_out_of_reach() {
@@ -444,10 +254,16 @@ mod tests {
             }
         });
         store
-            .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&task()))])
+            .commit(
+                &[],
+                &[Write::Put(task_key("default", "t1"), task().encode())],
+            )
             .unwrap_err();
         inner
-            .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&task()))])
+            .commit(
+                &[],
+                &[Write::Put(task_key("default", "t1"), task().encode())],
+            )
             .unwrap();
         let running = TaskEvent {
             cluster: "default".into(),
@@ -457,7 +273,14 @@ mod tests {
         };
         // Two failures left: the report is retried until it lands.
         assert!(commit_batch(&store, "n1", &[running]));
-        let t = parse(&store.get(&key("default", "t1")).unwrap().unwrap()).unwrap();
+        let t = TaskRecord::decode(
+            &store
+                .get(&task_key("default", "t1"))
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap();
         assert_eq!(t.last_status, TaskStatus::Running);
     }
 
@@ -468,20 +291,37 @@ mod tests {
         let mut running = task();
         running.last_status = TaskStatus::Running;
         store
-            .commit(&[], &[Write::Put(key("default", "t1"), to_bytes(&running))])
+            .commit(
+                &[],
+                &[Write::Put(task_key("default", "t1"), running.encode())],
+            )
             .unwrap();
         let mut elsewhere = running.clone();
         elsewhere.node = "n2".into();
         store
             .commit(
                 &[],
-                &[Write::Put(key("default", "t2"), to_bytes(&elsewhere))],
+                &[Write::Put(task_key("default", "t2"), elsewhere.encode())],
             )
             .unwrap();
         assert_eq!(recover(&store, "n1").unwrap(), 1);
-        let t2 = parse(&store.get(&key("default", "t2")).unwrap().unwrap()).unwrap();
+        let t2 = TaskRecord::decode(
+            &store
+                .get(&task_key("default", "t2"))
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap();
         assert_eq!(t2.last_status, TaskStatus::Running, "another node's task");
-        let t = parse(&store.get(&key("default", "t1")).unwrap().unwrap()).unwrap();
+        let t = TaskRecord::decode(
+            &store
+                .get(&task_key("default", "t1"))
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap();
         assert_eq!(t.last_status, TaskStatus::Stopped);
         assert_eq!(t.stop_code, Some(StopCode::TerminationNotice));
         assert_eq!(t.containers[0].last_status, ContainerStatus::Stopped);
@@ -498,6 +338,6 @@ mod tests {
         );
         assert!(dir.path().join("logs/default/t2").exists());
         assert!(!dir.path().join("logs/default/gone").exists());
-        assert!(store.get(&key("default", "t1")).unwrap().is_none());
+        assert!(store.get(&task_key("default", "t1")).unwrap().is_none());
     }
 }

@@ -24,10 +24,15 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use skiff_runtime::{LocalEndpoint, LocalRequest, LocalResponse, LOCAL_ENDPOINT_HOST};
+use skiff_runtime::{LocalEndpoint, LocalRequest, LocalResponse};
 
-use crate::api::protection;
+/// The link-local address of a task's own endpoints: Fargate's task
+/// metadata address, where ECS's `ECS_CONTAINER_METADATA_URI_V4` and
+/// `ECS_AGENT_URI` point.
+pub const LOCAL_ENDPOINT_HOST: &str = "169.254.170.2";
+
 use crate::model::arn::Scope;
+use crate::model::protection;
 use crate::model::task::{DesiredStatus, TaskRecord};
 use crate::store::Store;
 
@@ -167,8 +172,11 @@ impl TaskEndpoints {
     }
 
     fn record(&self) -> Result<Option<TaskRecord>, crate::store::StoreError> {
-        let key = super::ledger::key(&self.cluster, &self.task);
-        Ok(self.store.get(&key)?.and_then(|r| super::ledger::parse(&r)))
+        let key = crate::model::task::key(&self.cluster, &self.task);
+        Ok(self
+            .store
+            .get(&key)?
+            .and_then(|r| crate::model::task::TaskRecord::decode(&r.value)))
     }
 
     fn task_arn(&self) -> String {
@@ -325,7 +333,7 @@ impl TaskEndpoints {
                 format!("more than {WRITES_PER_SECOND} protection changes a second from this container; retry later"),
             );
         }
-        match protection::set(
+        match crate::store::records::protect(
             self.store.as_ref(),
             &self.cluster,
             &self.task,
@@ -334,7 +342,7 @@ impl TaskEndpoints {
         ) {
             Ok(Ok((t, now))) => ok(self.protection(&t, now)),
             Ok(Err((reason, detail))) => self.failure(reason, detail),
-            Err(e) => self.error(500, "ServerException", e.message),
+            Err(e) => self.error(500, "ServerException", e.to_string()),
         }
     }
 
@@ -366,6 +374,10 @@ impl TaskEndpoints {
 }
 
 impl LocalEndpoint for TaskEndpoints {
+    fn host(&self) -> &str {
+        LOCAL_ENDPOINT_HOST
+    }
+
     fn answer(&self, req: LocalRequest) -> Pin<Box<dyn Future<Output = LocalResponse> + Send>> {
         let me = self.clone();
         Box::pin(async move {
@@ -447,10 +459,7 @@ mod tests {
         store
             .commit(
                 &[],
-                &[Write::Put(
-                    super::super::ledger::key("c", "t1"),
-                    super::super::ledger::to_bytes(&t),
-                )],
+                &[Write::Put(crate::model::task::key("c", "t1"), t.encode())],
             )
             .unwrap();
         let ep = TaskEndpoints::new(

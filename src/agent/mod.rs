@@ -11,16 +11,16 @@
 //! happens to their tasks as [`Event`]s; the [`ledger`] writes them to the
 //! store (observed state), and gives back a stopped task's reservation.
 
-pub mod blobs;
 pub(crate) mod connect;
-pub mod hostfs;
 pub mod ledger;
 pub mod logs;
 mod metadata;
 pub(crate) mod task;
 mod watch;
 
-pub use task::{image_path, outbound_policy};
+pub use crate::model::overrides::{container_overrides, ContainerOverride};
+pub use crate::model::task::Event;
+pub use task::outbound_policy;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,9 +29,8 @@ use std::thread::JoinHandle;
 use skiff_runtime::Runtime;
 use tokio::sync::mpsc;
 
-use crate::model::task::{HealthStatus, StopCode};
+use crate::model::task::StopCode;
 use crate::model::taskdef::TaskDefinition;
-use crate::model::FieldError;
 use crate::store::Store;
 
 /// What a worker needs to run a task.
@@ -59,135 +58,6 @@ pub struct TaskSpec {
     /// Per container: the manifest digest of its registry image, when the
     /// task was made with one (its deployment resolved the tag).
     pub image_digests: Vec<Option<String>>,
-}
-
-/// RunTask's `containerOverrides` entry, validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerOverride {
-    /// The container it applies to.
-    pub name: String,
-    /// Replaces the container's `command` when set.
-    pub command: Option<Vec<String>>,
-    /// Added to (and overriding) the container's `environment`.
-    pub environment: Vec<(String, String)>,
-}
-
-/// RunTask's `overrides`, as far as skiff applies them.
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct TaskOverride {
-    #[serde(default)]
-    container_overrides: Vec<ContainerOverrideDoc>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerOverrideDoc {
-    name: Option<String>,
-    command: Option<Vec<String>>,
-    #[serde(default)]
-    environment: Vec<KeyValue>,
-}
-
-/// ECS's `KeyValuePair`.
-#[derive(serde::Deserialize)]
-struct KeyValue {
-    name: Option<String>,
-    value: Option<String>,
-}
-
-/// Reads RunTask's `overrides` (as stored with the task) for `td`; the
-/// error names the field (`overrides.containerOverrides[0].name`).
-pub fn container_overrides(
-    raw: &serde_json::Value,
-    td: &TaskDefinition,
-) -> Result<Vec<ContainerOverride>, FieldError> {
-    let parsed: TaskOverride = if raw.is_null() {
-        TaskOverride::default()
-    } else {
-        crate::model::decode_at(raw, "overrides")?
-    };
-    let mut out = Vec::new();
-    for (i, o) in parsed.container_overrides.into_iter().enumerate() {
-        let at = |f: &str| format!("overrides.containerOverrides[{i}].{f}");
-        let name = o
-            .name
-            .ok_or_else(|| FieldError::new(at("name"), "required"))?;
-        if !td.containers.iter().any(|c| c.name == name) {
-            return Err(FieldError::new(
-                at("name"),
-                format!("{name:?} is not a container of {}", td.family),
-            ));
-        }
-        let mut environment = Vec::new();
-        for (j, kv) in o.environment.into_iter().enumerate() {
-            let k = kv.name.filter(|k| !k.is_empty()).ok_or_else(|| {
-                FieldError::new(at(&format!("environment[{j}].name")), "required")
-            })?;
-            environment.push((k, kv.value.unwrap_or_default()));
-        }
-        out.push(ContainerOverride {
-            name,
-            command: o.command,
-            environment,
-        });
-    }
-    Ok(out)
-}
-
-/// What happened to a task, reported by its worker.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The worker has the task and is loading its images.
-    Pending,
-    /// Container `index`'s registry image was pulled at `digest` (a task
-    /// made without a digest records the one its tag named).
-    ImagePulled {
-        /// Which container.
-        index: usize,
-        /// The manifest digest.
-        digest: String,
-    },
-    /// Its images are loaded; containers are about to start.
-    Activating,
-    /// Its first container started.
-    Running,
-    /// Container `index` started.
-    ContainerRunning(usize),
-    /// Container `index` stopped.
-    ContainerStopped {
-        /// Which container.
-        index: usize,
-        /// Its exit code, when it exited.
-        exit_code: Option<i32>,
-        /// Why, in words, when it did not simply exit.
-        reason: Option<String>,
-    },
-    /// Container `index`'s health changed.
-    ContainerHealth {
-        /// Which container.
-        index: usize,
-        /// Its health now.
-        status: HealthStatus,
-    },
-    /// The task is about to stop its containers (takes no new work).
-    Deactivating,
-    /// The task is stopping.
-    Stopping {
-        /// Why.
-        code: StopCode,
-        /// In words.
-        reason: String,
-    },
-    /// Its containers have stopped; its resources are being released.
-    Deprovisioning,
-    /// The task has stopped; its resources are released.
-    Stopped {
-        /// Why.
-        code: StopCode,
-        /// In words.
-        reason: String,
-    },
 }
 
 /// An event of one task.
@@ -233,11 +103,11 @@ pub struct AgentConfig {
     /// Who the tasks are (for their environment).
     pub identity: Identity,
     /// Where tasks' images and host volumes may be.
-    pub host_roots: hostfs::HostRoots,
+    pub host_roots: crate::model::hostfs::HostRoots,
     /// This node's id: the agent runs the tasks placed on it.
     pub node: String,
     /// Module bytes by digest, for images not on this machine.
-    pub blobs: Option<Arc<blobs::Blobs>>,
+    pub blobs: Option<Arc<crate::images::blobs::Blobs>>,
     /// Registries, for images named by OCI reference (`None`: such an
     /// image cannot be pulled here).
     pub registry: Option<Arc<crate::images::Registry>>,
@@ -272,8 +142,8 @@ pub(crate) struct WorkerContext {
     pub routes: Arc<crate::ingress::routes::Routes>,
     pub identity: Identity,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub host_roots: hostfs::HostRoots,
-    pub blobs: Option<Arc<blobs::Blobs>>,
+    pub host_roots: crate::model::hostfs::HostRoots,
+    pub blobs: Option<Arc<crate::images::blobs::Blobs>>,
     pub registry: Option<Arc<crate::images::Registry>>,
     /// The store, for the tasks' own endpoints (task metadata, scale-in
     /// protection).

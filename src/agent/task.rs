@@ -2,7 +2,7 @@
 //! `dependsOn` order, watch them, stop the task when an essential
 //! container stops or a stop is asked for, and report every step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -32,10 +32,14 @@ enum Done {
     Exited(usize, Report),
 }
 
-/// Where an image path points: a path relative to the server's working
-/// directory, an absolute path, or a `file://` URL.
-pub fn image_path(image: &str) -> PathBuf {
-    PathBuf::from(image.strip_prefix("file://").unwrap_or(image))
+/// What a run or request used, as the metrics count it.
+fn usage(r: &skiff_runtime::Report) -> crate::metrics::Usage {
+    crate::metrics::Usage {
+        fuel_consumed: r.fuel_consumed,
+        throttled: r.throttled,
+        peak_memory_bytes: r.peak_memory_bytes,
+        instantiation: r.instantiation,
+    }
 }
 
 /// A container's outcome as ECS shows it: an exit code, or a reason in
@@ -213,7 +217,7 @@ impl Task {
                 .cloned()
                 .flatten()
             {
-                Some(p) => super::hostfs::confine(
+                Some(p) => crate::model::hostfs::confine(
                     "volume host.sourcePath",
                     Path::new(&p),
                     &self.ctx.host_roots,
@@ -402,7 +406,7 @@ async fn run(
                 }
                 _ => None,
             };
-            let path = image_path(&c.image);
+            let path = crate::model::image::image_path(&c.image);
             let roots = task.ctx.host_roots.clone();
             let digest = task.spec.digests.get(i).cloned().flatten();
             let blobs = task.ctx.blobs.clone();
@@ -418,7 +422,7 @@ async fn run(
                     })?;
                     return rt.load(&bytes).map_err(|e| e.to_string());
                 }
-                let path = super::hostfs::confine("image", &path, &roots)?;
+                let path = crate::model::hostfs::confine("image", &path, &roots)?;
                 rt.load_file(&path).map_err(|e| e.to_string())
             })
             .await;
@@ -559,9 +563,10 @@ async fn run(
                             ) {
                                 Ok(h) => {
                                     let m = metrics.clone();
-                                    let h = h.on_report(move |r| m.report(r)).reuse_instances(
-                                        containers[i].extensions.instance_reuse.unwrap_or(1),
-                                    );
+                                    let h =
+                                        h.on_report(move |r| m.report(&usage(r))).reuse_instances(
+                                            containers[i].extensions.instance_reuse.unwrap_or(1),
+                                        );
                                     if endpoint.is_none() {
                                         endpoint = task.route(i, &h, &sandbox, &health);
                                     }
@@ -616,7 +621,7 @@ async fn run(
             }
             Some(done) = set.join_next() => match done {
                 Ok(Done::Exited(i, report)) => {
-                    metrics.report(&report);
+                    metrics.report(&usage(&report));
                     // A trap's backtrace goes to the container's log: the
                     // task's record only has room for the reason.
                     if let (Outcome::Trap { kind, backtrace }, Some(sink)) = (&report.outcome, &sinks[i]) {

@@ -28,7 +28,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::{ledger, Command, Event, TaskEvent, TaskSpec};
+use super::{Command, Event, TaskEvent, TaskSpec};
+use crate::model::definitions::DefinitionRecord;
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Revision, Store, StoreError};
@@ -125,7 +126,7 @@ impl Watcher {
             Ok(records) => {
                 let mut seen = HashSet::new();
                 for r in &records {
-                    if let Some(t) = ledger::parse(r) {
+                    if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
                         seen.insert(r.key.clone());
                         self.sync(&r.key, &t);
                     }
@@ -142,7 +143,7 @@ impl Watcher {
     fn sync_key(&mut self, key: &str) {
         match self.store.get(key) {
             Ok(Some(r)) => {
-                if let Some(t) = ledger::parse(&r) {
+                if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
                     self.sync(key, &t);
                 }
             }
@@ -212,7 +213,7 @@ impl Watcher {
                 let _ = w.send(command);
             }
             None => {
-                let key = ledger::key(&t.cluster, &t.id);
+                let key = crate::model::task::key(&t.cluster, &t.id);
                 self.stopped.insert(key);
                 self.report_stopped(
                     t,
@@ -241,24 +242,21 @@ impl Watcher {
         let (definition, digests) = match self.definitions.get(&k) {
             Some(d) => d.clone(),
             None => {
-                let key = crate::api::task_definitions::key(&t.family, t.revision);
-                let r = self
-                    .store
-                    .get(&key)
-                    .map_err(|e| format!("cannot read the task definition: {e}"))?
-                    .ok_or_else(|| {
-                        format!(
-                            "the task definition {}:{} does not exist",
-                            t.family, t.revision
-                        )
-                    })?;
-                let v: serde_json::Value = serde_json::from_slice(&r.value)
-                    .map_err(|e| format!("the task definition is unreadable: {e}"))?;
-                let td = TaskDefinition::parse(&v["document"]).map_err(|e| e.to_string())?;
+                let key = crate::model::definitions::key(&t.family, t.revision);
+                let (v, _) =
+                    crate::store::records::read::<DefinitionRecord>(self.store.as_ref(), &key)
+                        .map_err(|e| format!("cannot read the task definition: {e}"))?
+                        .ok_or_else(|| {
+                            format!(
+                                "the task definition {}:{} does not exist",
+                                t.family, t.revision
+                            )
+                        })?;
+                let td = v.definition().map_err(|e| e.to_string())?;
                 let digests: Vec<Option<String>> = td
                     .containers
                     .iter()
-                    .map(|c| v["digests"][&c.name].as_str().map(str::to_string))
+                    .map(|c| v.digests.get(&c.name).cloned())
                     .collect();
                 self.definitions.insert(k, (td.clone(), digests.clone()));
                 (td, digests)
@@ -319,14 +317,21 @@ mod tests {
         let mut fleet = capacity::Fleet::read(store).unwrap();
         fleet.reserve(fleet.index(NODE).unwrap(), 0, t.cpu, t.memory);
         let (mut c, mut w) = fleet.commit_parts();
-        let k = ledger::key("default", id);
+        let k = crate::model::task::key("default", id);
         c.push(Condition::Absent(k.clone()));
-        w.push(Write::Put(k, ledger::to_bytes(&t)));
+        w.push(Write::Put(k, t.encode()));
         store.commit(&c, &w).unwrap();
     }
 
     fn task(store: &dyn Store, id: &str) -> TaskRecord {
-        ledger::parse(&store.get(&ledger::key("default", id)).unwrap().unwrap()).unwrap()
+        crate::model::task::TaskRecord::decode(
+            &store
+                .get(&crate::model::task::key("default", id))
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap()
     }
 
     /// Waits (30 s at most) until task `id` has `status`.
@@ -358,7 +363,7 @@ mod tests {
             .commit(
                 &[],
                 &[Write::Put(
-                    crate::api::task_definitions::key("web", 1),
+                    crate::model::definitions::key("web", 1),
                     serde_json::to_vec(&def).unwrap(),
                 )],
             )
@@ -375,7 +380,7 @@ mod tests {
         place(store.as_ref(), "before", DesiredStatus::Running);
 
         let (tx, rx) = std::sync::mpsc::channel();
-        let ledger_thread = ledger::spawn(store.clone(), NODE.into(), rx).unwrap();
+        let ledger_thread = crate::agent::ledger::spawn(store.clone(), NODE.into(), rx).unwrap();
         let runtime = skiff_runtime::Runtime::new(skiff_runtime::RuntimeConfig {
             cache_dir: Some(dir.path().join("cache")),
             ..Default::default()
@@ -411,16 +416,16 @@ mod tests {
 
         // desiredStatus STOPPED, as StopTask writes it: stopped, with the
         // record's reason, and its reservation given back.
-        let k = ledger::key("default", "after");
+        let k = crate::model::task::key("default", "after");
         let r = store.get(&k).unwrap().unwrap();
-        let mut t = ledger::parse(&r).unwrap();
+        let mut t = crate::model::task::TaskRecord::decode(&r.value).unwrap();
         t.desired_status = DesiredStatus::Stopped;
         t.stop_code = Some(StopCode::UserInitiated);
         t.stopped_reason = Some("stopped by the test".into());
         store
             .commit(
                 &[Condition::At(k.clone(), r.mod_revision)],
-                &[Write::Put(k, ledger::to_bytes(&t))],
+                &[Write::Put(k, t.encode())],
             )
             .unwrap();
         let stopped = wait_for(store.as_ref(), "after", TaskStatus::Stopped);

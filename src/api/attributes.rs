@@ -18,7 +18,8 @@ use super::error::{ApiError, ApiResult, Kind};
 use super::instances::node_of;
 use super::{clusters, decode, page, with_retries, Api};
 use crate::model::arn::Scope;
-use crate::scheduler::capacity::{self, Fleet, Instance};
+use crate::model::node::{self, Instance};
+use crate::scheduler::capacity::Fleet;
 use crate::store::{Condition, Write};
 
 /// The most attributes the API may set on one container instance, as
@@ -139,7 +140,7 @@ fn change_all(
     with_retries(|| {
         let (mut conditions, mut writes) = (Vec::new(), Vec::new());
         for node in &nodes {
-            let k = capacity::instance_key(node);
+            let k = node::instance_key(node);
             let record = api.store.get(&k)?.ok_or_else(|| {
                 ApiError::new(
                     Kind::TargetNotFound,
@@ -157,7 +158,7 @@ fn change_all(
             }
             i.version += 1;
             conditions.push(Condition::At(k.clone(), record.mod_revision));
-            writes.push(Write::Put(k, capacity::to_vec(&i)));
+            writes.push(Write::Put(k, node::encode(&i)));
         }
         Ok(api.store.commit(&conditions, &writes).map(|_| ()))
     })

@@ -293,7 +293,7 @@ fn view(scope: &Scope, ns: &Namespace, count: usize) -> Value {
 fn get(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let id = required_id(req)?;
     let (ns, _) = load(api, &id)?.ok_or_else(|| not_found(&id))?;
-    let services = crate::agent::connect::members(api.store.as_ref())?;
+    let services = crate::store::records::connect_members(api.store.as_ref())?;
     let mut v = view(scope, &ns, service_count(&services, &ns.name));
     if let Some(c) = &ns.creator_request_id {
         v["CreatorRequestId"] = json!(c);
@@ -364,7 +364,7 @@ fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         }
     }
     let (items, next) = page::page(kept, |ns| ns.id.clone(), after.as_deref(), max);
-    let services = crate::agent::connect::members(api.store.as_ref())?;
+    let services = crate::store::records::connect_members(api.store.as_ref())?;
     let list: Vec<Value> = items
         .iter()
         .map(|ns| view(scope, ns, service_count(&services, &ns.name)))
@@ -389,7 +389,7 @@ fn delete(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 fn delete_once(api: &Api, id: &str) -> ApiResult<Result<(), crate::store::StoreError>> {
     let (ns, rev) = load(api, id)?.ok_or_else(|| not_found(id))?;
     let (guard, moved) = super::connect::guard(api.store.as_ref(), &ns.name)?;
-    let services = crate::agent::connect::members(api.store.as_ref())?;
+    let services = crate::store::records::connect_members(api.store.as_ref())?;
     if let Some(s) = services
         .iter()
         .find(|m| m.config.namespace_name() == ns.name)

@@ -9,19 +9,16 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::{decode, get_json, now, page, tags, to_bytes, with_retries, Api};
+use super::{decode, now, page, tags, with_retries, Api};
 use crate::model::arn::{self, Scope};
 use crate::model::check_name;
+pub use crate::model::cluster::{key, DEFAULT};
+use crate::model::cluster::{ClusterRecord, ClusterStatus, PREFIX};
 use crate::model::provider::{self, StrategyItem};
+use crate::model::service::{ServiceRecord, ServiceStatus};
+use crate::model::task::{self, TaskRecord, TaskStatus};
+use crate::store::records::{read, read_all};
 use crate::store::{Condition, Store, Write};
-
-/// The cluster every request that names none uses.
-pub const DEFAULT: &str = "default";
-
-/// The store key of a cluster.
-pub fn key(name: &str) -> String {
-    format!("clusters/{name}")
-}
 
 /// The name a request's `cluster` (a name or an ARN) refers to.
 pub fn name_of(reference: &str) -> String {
@@ -31,21 +28,20 @@ pub fn name_of(reference: &str) -> String {
     }
 }
 
-/// Fields of CreateCluster that are stored and returned as given.
-const ECHOED: [&str; 3] = ["settings", "configuration", "serviceConnectDefaults"];
-
-/// A cluster's capacity providers and its default capacity provider
-/// strategy, from its record (both empty unless set).
-pub fn capacity(record: &Value) -> (Vec<String>, Vec<StrategyItem>) {
-    let providers = record
-        .get("capacityProviders")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    let strategy = record
-        .get("defaultCapacityProviderStrategy")
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
-    (providers, strategy)
+/// Sets the fields a client's request gives that are stored and returned
+/// as written (`settings`, `configuration`, `serviceConnectDefaults`);
+/// absent and null ones are left as they are.
+fn echo(c: &mut ClusterRecord, req: &Value) {
+    let given = |f: &str| req.get(f).filter(|v| !v.is_null()).cloned();
+    if let Some(v) = given("settings") {
+        c.settings = Some(v);
+    }
+    if let Some(v) = given("configuration") {
+        c.configuration = Some(v);
+    }
+    if let Some(v) = given("serviceConnectDefaults") {
+        c.service_connect_defaults = Some(v);
+    }
 }
 
 /// The capacity providers and default strategy of a CreateCluster or
@@ -94,7 +90,7 @@ pub fn strategy_for(
             "Specifying both a launch type and capacity provider strategy is not supported: remove launchType or capacityProviderStrategy",
         ));
     }
-    let (providers, default) = capacity(&load_active(api, cluster)?.0);
+    let (providers, default) = load_active(api, cluster)?.0.capacity();
     match given {
         Some(v) => {
             let s = provider::parse_strategy("capacityProviderStrategy", v, &providers)?;
@@ -110,39 +106,26 @@ pub fn strategy_for(
 /// it).
 fn providers_in_use(api: &Api, cluster: &str) -> ApiResult<BTreeMap<String, String>> {
     let mut used = BTreeMap::new();
-    for r in api
-        .store
-        .list(&format!("services/{cluster}/"), None, usize::MAX)?
-    {
-        let s = super::parse_record(&r)?;
-        if s.get("status").and_then(Value::as_str) == Some("INACTIVE") {
+    let services = read_all::<ServiceRecord>(
+        api.store.as_ref(),
+        &crate::model::service::cluster_prefix(cluster),
+    )?;
+    for (_, s, _) in services {
+        if s.status == ServiceStatus::Inactive {
             continue;
         }
-        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
-        for item in s
-            .get("capacityProviderStrategy")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(p) = item.get("capacityProvider").and_then(Value::as_str) {
-                used.entry(p.to_string())
-                    .or_insert_with(|| format!("service {name:?}"));
-            }
+        for item in &s.capacity_provider_strategy {
+            used.entry(item.capacity_provider.clone())
+                .or_insert_with(|| format!("service {:?}", s.name));
         }
     }
-    for r in api
-        .store
-        .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
-    {
-        let t = super::parse_record(&r)?;
-        if t.get("lastStatus").and_then(Value::as_str) == Some("STOPPED") {
+    let tasks = read_all::<TaskRecord>(api.store.as_ref(), &task::cluster_prefix(cluster))?;
+    for (_, t, _) in tasks {
+        if t.last_status == TaskStatus::Stopped {
             continue;
         }
-        if let Some(p) = t.get("capacityProvider").and_then(Value::as_str) {
-            let id = r.key.rsplit('/').next().unwrap_or_default();
-            used.entry(p.to_string())
-                .or_insert_with(|| format!("task {id}"));
+        if let Some(p) = t.capacity_provider {
+            used.entry(p).or_insert_with(|| format!("task {}", t.id));
         }
     }
     Ok(used)
@@ -157,10 +140,10 @@ pub fn ensure_default(store: &dyn Store) -> Result<(), String> {
     {
         return Ok(());
     }
-    let record = json!({"name": DEFAULT, "status": "ACTIVE", "createdAt": now()});
+    let record = ClusterRecord::new(DEFAULT, now());
     match store.commit(
         &[Condition::Absent(key(DEFAULT))],
-        &[Write::Put(key(DEFAULT), to_bytes(&record))],
+        &[Write::Put(key(DEFAULT), record.encode())],
     ) {
         Ok(_) | Err(crate::store::StoreError::Conflict) => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -175,9 +158,9 @@ pub fn active(api: &Api, req: &Value) -> ApiResult<String> {
 }
 
 /// A cluster record that is ACTIVE, with its revision, or ClusterNotFound.
-fn load_active(api: &Api, name: &str) -> ApiResult<(Value, i64)> {
-    match get_json(api.store.as_ref(), &key(name))? {
-        Some((c, rev)) if c.get("status").and_then(Value::as_str) == Some("ACTIVE") => Ok((c, rev)),
+pub fn load_active(api: &Api, name: &str) -> ApiResult<(ClusterRecord, i64)> {
+    match read::<ClusterRecord>(api.store.as_ref(), &key(name))? {
+        Some((c, rev)) if c.status == ClusterStatus::Active => Ok((c, rev)),
         _ => Err(ApiError::cluster_not_found(name)),
     }
 }
@@ -185,15 +168,14 @@ fn load_active(api: &Api, name: &str) -> ApiResult<(Value, i64)> {
 /// Counts of a cluster's tasks by last status.
 fn task_counts(api: &Api, name: &str) -> ApiResult<(u64, u64)> {
     let (mut running, mut pending) = (0, 0);
-    for r in api
-        .store
-        .list(&format!("tasks/{name}/"), None, usize::MAX)?
-    {
-        let t = super::parse_record(&r)?;
-        match t.get("lastStatus").and_then(Value::as_str) {
-            Some("RUNNING") => running += 1,
-            Some("STOPPED") | Some("DEPROVISIONING") | Some("STOPPING") | Some("DEACTIVATING") => {}
-            _ => pending += 1,
+    for (_, t, _) in read_all::<TaskRecord>(api.store.as_ref(), &task::cluster_prefix(name))? {
+        match t.last_status {
+            TaskStatus::Running => running += 1,
+            TaskStatus::Provisioning | TaskStatus::Pending | TaskStatus::Activating => pending += 1,
+            TaskStatus::Deactivating
+            | TaskStatus::Stopping
+            | TaskStatus::Deprovisioning
+            | TaskStatus::Stopped => {}
         }
     }
     Ok((running, pending))
@@ -201,32 +183,23 @@ fn task_counts(api: &Api, name: &str) -> ApiResult<(u64, u64)> {
 
 /// How many of a cluster's services are ACTIVE or DRAINING.
 fn service_count(api: &Api, name: &str) -> ApiResult<u64> {
-    let mut n = 0;
-    for r in api
-        .store
-        .list(&format!("services/{name}/"), None, usize::MAX)?
-    {
-        let s = super::parse_record(&r)?;
-        if s.get("status").and_then(Value::as_str) != Some("INACTIVE") {
-            n += 1;
-        }
-    }
-    Ok(n)
+    let services = read_all::<ServiceRecord>(
+        api.store.as_ref(),
+        &crate::model::service::cluster_prefix(name),
+    )?;
+    Ok(services
+        .iter()
+        .filter(|(_, s, _)| s.status != ServiceStatus::Inactive)
+        .count() as u64)
 }
 
-fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult {
-    let name = record
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+fn view(api: &Api, scope: &Scope, record: &ClusterRecord, with_tags: bool) -> ApiResult {
+    let name = record.name.as_str();
     let (running, pending) = task_counts(api, name)?;
     let mut out = Map::new();
     out.insert("clusterArn".into(), json!(scope.cluster(name)));
     out.insert("clusterName".into(), json!(name));
-    out.insert(
-        "status".into(),
-        record.get("status").cloned().unwrap_or(json!("ACTIVE")),
-    );
+    out.insert("status".into(), json!(record.status.as_str()));
     // Every node is a container instance of every cluster.
     let fleet = crate::scheduler::capacity::Fleet::read(api.store.as_ref())?;
     out.insert(
@@ -234,7 +207,7 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
         json!(fleet
             .members
             .iter()
-            .filter(|m| m.status != crate::scheduler::capacity::InstanceStatus::Inactive)
+            .filter(|m| m.status != crate::model::node::InstanceStatus::Inactive)
             .count()),
     );
     out.insert("runningTasksCount".into(), json!(running));
@@ -244,12 +217,16 @@ fn view(api: &Api, scope: &Scope, record: &Value, with_tags: bool) -> ApiResult 
         json!(service_count(api, name)?),
     );
     out.insert("statistics".into(), json!([]));
-    for f in ECHOED {
-        if let Some(v) = record.get(f) {
+    for (f, v) in [
+        ("settings", &record.settings),
+        ("configuration", &record.configuration),
+        ("serviceConnectDefaults", &record.service_connect_defaults),
+    ] {
+        if let Some(v) = v {
             out.insert(f.into(), v.clone());
         }
     }
-    let (providers, strategy) = capacity(record);
+    let (providers, strategy) = record.capacity();
     out.insert("capacityProviders".into(), json!(providers));
     out.insert("defaultCapacityProviderStrategy".into(), json!(strategy));
     if with_tags {
@@ -311,39 +288,32 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let insights = super::account_settings::chosen(api, scope, "containerInsights")?;
     let k = key(&name);
     let record = with_retries(|| {
-        let current = get_json(api.store.as_ref(), &k)?;
+        let current = read::<ClusterRecord>(api.store.as_ref(), &k)?;
         if let Some((c, _)) = &current {
-            if c.get("status").and_then(Value::as_str) == Some("ACTIVE") {
+            if c.status == ClusterStatus::Active {
                 return Ok(Ok(c.clone()));
             }
         }
-        let mut record = json!({"name": name, "status": "ACTIVE", "createdAt": now()});
-        for f in ECHOED {
-            if let Some(v) = req.get(f) {
-                record[f] = v.clone();
-            }
-        }
+        let mut record = ClusterRecord::new(&name, now());
+        echo(&mut record, req);
         if let Some(v) = &insights {
-            let has = record["settings"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|s| s["name"] == "containerInsights"));
+            let settings = record.settings.as_ref().and_then(Value::as_array);
+            let has = settings.is_some_and(|l| l.iter().any(|s| s["name"] == "containerInsights"));
             if !has {
-                let mut settings = record["settings"].as_array().cloned().unwrap_or_default();
+                let mut settings = settings.cloned().unwrap_or_default();
                 settings.push(json!({"name": "containerInsights", "value": v}));
-                record["settings"] = json!(settings);
+                record.settings = Some(json!(settings));
             }
         }
-        if let Some(p) = &providers {
-            record["capacityProviders"] = json!(p);
-        }
-        if let Some(s) = &strategy {
-            record["defaultCapacityProviderStrategy"] = json!(s);
-        }
+        record.capacity_providers.clone_from(&providers);
+        record
+            .default_capacity_provider_strategy
+            .clone_from(&strategy);
         let cond = match &current {
             Some((_, rev)) => Condition::At(k.clone(), *rev),
             None => Condition::Absent(k.clone()),
         };
-        let mut writes = vec![Write::Put(k.clone(), to_bytes(&record))];
+        let mut writes = vec![Write::Put(k.clone(), record.encode())];
         if !new_tags.is_empty() || current.is_some() {
             writes.push(tags::write("cluster", &name, &new_tags));
         }
@@ -363,7 +333,7 @@ pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let (mut clusters, mut failures) = (Vec::new(), Vec::new());
     for reference in names {
         let name = name_of(&reference);
-        match get_json(api.store.as_ref(), &key(&name))? {
+        match read::<ClusterRecord>(api.store.as_ref(), &key(&name))? {
             Some((record, _)) => clusters.push(view(api, scope, &record, with_tags)?),
             None => failures.push(json!({"arn": scope.cluster(&name), "reason": "MISSING"})),
         }
@@ -376,10 +346,9 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let max = page::max_results(req, 100)?;
     let after = page::after(req)?;
     let mut names = Vec::new();
-    for r in api.store.list("clusters/", None, usize::MAX)? {
-        let c = super::parse_record(&r)?;
-        if c.get("status").and_then(Value::as_str) == Some("ACTIVE") {
-            names.push(r.key.trim_start_matches("clusters/").to_string());
+    for (k, c, _) in read_all::<ClusterRecord>(api.store.as_ref(), PREFIX)? {
+        if c.status == ClusterStatus::Active {
+            names.push(k.trim_start_matches(PREFIX).to_string());
         }
     }
     let (names, next) = page::page(names, |n| n.clone(), after.as_deref(), max);
@@ -396,8 +365,8 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 fn modify_active(
     api: &Api,
     name: &str,
-    change: impl Fn(&mut Value) -> ApiResult<()>,
-) -> ApiResult<Value> {
+    change: impl Fn(&mut ClusterRecord) -> ApiResult<()>,
+) -> ApiResult<ClusterRecord> {
     let k = key(name);
     with_retries(|| {
         let (mut c, rev) = load_active(api, name)?;
@@ -406,7 +375,7 @@ fn modify_active(
             .store
             .commit(
                 &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k.clone(), to_bytes(&c))],
+                &[Write::Put(k.clone(), c.encode())],
             )
             .map(|_| c))
     })
@@ -435,7 +404,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 ),
             ));
         }
-        c["status"] = json!("INACTIVE");
+        c.status = ClusterStatus::Inactive;
         Ok(())
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))
@@ -447,11 +416,7 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let name = decode::<ClusterRequest>(req)?.required_cluster()?;
     let record = modify_active(api, &name, |c| {
-        for f in ["settings", "configuration", "serviceConnectDefaults"] {
-            if let Some(v) = req.get(f).filter(|v| !v.is_null()) {
-                c[f] = v.clone();
-            }
-        }
+        echo(c, req);
         Ok(())
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))
@@ -473,7 +438,7 @@ pub fn put_capacity_providers(api: &Api, scope: &Scope, req: &Value) -> ApiResul
         ));
     };
     let record = modify_active(api, &name, |c| {
-        let (current, _) = capacity(c);
+        let (current, _) = c.capacity();
         let in_use = providers_in_use(api, &name)?;
         for p in current.iter().filter(|p| !providers.contains(p)) {
             if let Some(user) = in_use.get(p) {
@@ -485,8 +450,8 @@ pub fn put_capacity_providers(api: &Api, scope: &Scope, req: &Value) -> ApiResul
                 ));
             }
         }
-        c["capacityProviders"] = json!(providers);
-        c["defaultCapacityProviderStrategy"] = json!(strategy);
+        c.capacity_providers = Some(providers.clone());
+        c.default_capacity_provider_strategy = Some(strategy.clone());
         Ok(())
     })?;
     Ok(json!({ "cluster": view(api, scope, &record, false)? }))

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::{clusters, decode, get_json, page, Api};
+use super::{clusters, decode, page, Api};
 use crate::model::arn::Scope;
+use crate::model::cluster::ClusterRecord;
 use crate::model::connect::{self, ServiceConnect};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Store, Write};
@@ -37,11 +38,8 @@ pub(super) fn config_for(
         .filter_map(|p| p.name.clone().map(|n| (n, p.container_port)))
         .collect();
     let default_namespace =
-        get_json(api.store.as_ref(), &clusters::key(cluster))?.and_then(|(c, _)| {
-            c["serviceConnectDefaults"]["namespace"]
-                .as_str()
-                .map(str::to_string)
-        });
+        crate::store::records::read::<ClusterRecord>(api.store.as_ref(), &clusters::key(cluster))?
+            .and_then(|(c, _)| c.default_namespace());
     // ECS answers InvalidParameterException to a bad configuration.
     let resolve = |ns: &str| super::cloudmap::resolve(api, ns);
     connect::parse(given, &ports, default_namespace.as_deref(), &resolve)
@@ -91,7 +89,7 @@ pub(super) fn claim(
             }
         }
     }
-    let others = crate::agent::connect::members(api.store.as_ref())?;
+    let others = crate::store::records::connect_members(api.store.as_ref())?;
     if let Some(e) = connect::clash(sc, me, &others) {
         return Err(ApiError::invalid(e.to_string()));
     }
@@ -119,7 +117,7 @@ pub fn list_services_by_namespace(api: &Api, scope: &Scope, req: &Value) -> ApiR
             format!("namespace: {why}"),
         )
     })?;
-    let mut arns: Vec<String> = crate::agent::connect::members(api.store.as_ref())?
+    let mut arns: Vec<String> = crate::store::records::connect_members(api.store.as_ref())?
         .iter()
         .filter(|m| m.config.namespace_name() == wanted.as_str())
         .map(|m| scope.service(&m.cluster, &m.name))
@@ -186,10 +184,8 @@ mod tests {
             default_region: "us-east-1".into(),
             logs_dir: dir.path().join("logs"),
             metrics: Default::default(),
-            runtime: None,
             keys: None,
             host_roots: None,
-            placing: Default::default(),
             node: "node-1".into(),
             peer_secret: Vec::new(),
             blobs: None,

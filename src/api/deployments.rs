@@ -246,7 +246,7 @@ pub fn stop_deployment(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         // The domains go back with the task definition.
         if let Some((record, _)) = task_definitions::resolve(api, &format!("{family}:{revision}"))?
         {
-            if let Ok(td) = crate::model::taskdef::TaskDefinition::parse(&record["document"]) {
+            if let Ok(td) = record.definition() {
                 s.domains = td.domains();
                 s.https_redirect = td.https_redirect();
             }
@@ -308,7 +308,7 @@ fn revision_view(
     let images: Vec<Value> =
         task_definitions::resolve(api, &format!("{}:{}", d.family, d.revision))?
             .map(|(record, _)| {
-                record["document"]["containerDefinitions"]
+                record.document["containerDefinitions"]
                     .as_array()
                     .into_iter()
                     .flatten()

@@ -180,5 +180,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::store::records::ReadError> for ApiError {
+    fn from(e: crate::store::records::ReadError) -> ApiError {
+        ApiError::new(Kind::Server, e.to_string())
+    }
+}
+
+impl From<crate::store::records::ClaimError> for ApiError {
+    fn from(e: crate::store::records::ClaimError) -> ApiError {
+        use crate::store::records::ClaimError;
+        match e {
+            ClaimError::Taken { .. } => ApiError::invalid(e.to_string()),
+            ClaimError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// The result of an action.
 pub type ApiResult<T = serde_json::Value> = Result<T, ApiError>;

@@ -18,10 +18,10 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::{clusters, decode, page, with_retries, Api};
-use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
+use crate::model::node::{self, Instance, InstanceStatus};
 use crate::model::task::TaskStatus;
-use crate::scheduler::capacity::{self, Fleet, Instance, InstanceStatus, Member};
+use crate::scheduler::capacity::{Fleet, Member};
 use crate::store::{Condition, Write};
 
 /// The node id a reference names: an id, or a container-instance ARN.
@@ -44,7 +44,9 @@ fn task_counts(api: &Api, cluster: &str) -> ApiResult<HashMap<String, (u64, u64)
         .store
         .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
     {
-        let Some(t) = ledger::parse(&r) else { continue };
+        let Some(t) = crate::model::task::TaskRecord::decode(&r.value) else {
+            continue;
+        };
         let c = out.entry(t.node.clone()).or_default();
         match t.last_status {
             TaskStatus::Running => c.0 += 1,
@@ -231,7 +233,7 @@ fn update_instance(
     id: &str,
     change: impl Fn(&mut Instance) -> ApiResult<bool>,
 ) -> ApiResult<bool> {
-    let k = capacity::instance_key(id);
+    let k = node::instance_key(id);
     with_retries(|| {
         let Some(r) = api.store.get(&k)? else {
             return Ok(Ok(false));
@@ -250,7 +252,7 @@ fn update_instance(
             .store
             .commit(
                 &[Condition::At(k.clone(), r.mod_revision)],
-                &[Write::Put(k.clone(), capacity::to_vec(&i))],
+                &[Write::Put(k.clone(), node::encode(&i))],
             )
             .map(|_| true))
     })
@@ -329,7 +331,7 @@ pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // Its tasks that are not stopped, in every cluster.
     let mut live = Vec::new();
     for rec in api.store.list("tasks/", None, usize::MAX)? {
-        if let Some(t) = ledger::parse(&rec) {
+        if let Some(t) = crate::model::task::TaskRecord::decode(&rec.value) {
             if t.node == id && t.last_status < TaskStatus::Stopped {
                 live.push(t);
             }
@@ -358,8 +360,8 @@ pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         api.store.commit(
             &[],
             &[
-                Write::Delete(capacity::instance_key(&id)),
-                Write::Delete(capacity::reservations_key(&id)),
+                Write::Delete(node::instance_key(&id)),
+                Write::Delete(node::reservations_key(&id)),
             ],
         )?;
         shown.status = InstanceStatus::Inactive;

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
 use super::{decode, with_retries, Api};
-use crate::agent::logs as files;
 use crate::model::arn::Scope;
+use crate::model::logs::{self, GroupRecord, StreamRecord};
 use crate::store::{Condition, Write};
 
 /// The retention periods CloudWatch Logs takes, in days.
@@ -27,29 +27,9 @@ pub const RETENTION_DAYS: &[u32] = &[
     3288, 3653,
 ];
 
-/// What is kept of a log group.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupRecord {
-    /// Milliseconds since the epoch.
-    pub creation_time: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_in_days: Option<u32>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tags: BTreeMap<String, String>,
-}
-
-impl GroupRecord {
-    /// The oldest event time (ms) reads show, with a retention policy.
-    pub fn retained_from(&self, now_ms: u64) -> Option<u64> {
-        self.retention_in_days
-            .map(|d| now_ms.saturating_sub(u64::from(d) * 86_400_000))
-    }
-}
-
 /// A group's record, when one was made.
 pub fn record(api: &Api, group: &str) -> ApiResult<Option<(GroupRecord, i64)>> {
-    let Some(r) = api.store.get(&files::group_key(group))? else {
+    let Some(r) = api.store.get(&logs::group_key(group))? else {
         return Ok(None);
     };
     let g = serde_json::from_slice(&r.value).map_err(|e| {
@@ -64,11 +44,10 @@ pub fn record(api: &Api, group: &str) -> ApiResult<Option<(GroupRecord, i64)>> {
 /// Every group that has a record, by name.
 pub fn records(api: &Api) -> ApiResult<BTreeMap<String, GroupRecord>> {
     let mut out = BTreeMap::new();
-    for r in api.store.list("loggroups/", None, usize::MAX)? {
-        let name = r.key["loggroups/".len()..]
-            .replace("%2F", "/")
-            .replace("%25", "%");
-        if let Ok(g) = serde_json::from_slice(&r.value) {
+    for r in api.store.list(logs::GROUPS, None, usize::MAX)? {
+        if let (Some(name), Some(g)) =
+            (logs::parse_group_key(&r.key), GroupRecord::decode(&r.value))
+        {
             out.insert(name, g);
         }
     }
@@ -79,7 +58,7 @@ pub fn records(api: &Api) -> ApiResult<BTreeMap<String, GroupRecord>> {
 fn has_streams(api: &Api, group: &str) -> ApiResult<bool> {
     Ok(!api
         .store
-        .list(&files::group_prefix(group), None, 1)?
+        .list(&logs::group_prefix(group), None, 1)?
         .is_empty())
 }
 
@@ -87,10 +66,10 @@ fn has_streams(api: &Api, group: &str) -> ApiResult<bool> {
 fn first_stream(api: &Api, group: &str) -> ApiResult<Option<u64>> {
     Ok(api
         .store
-        .list(&files::group_prefix(group), None, usize::MAX)?
+        .list(&logs::group_prefix(group), None, usize::MAX)?
         .iter()
-        .filter_map(|r| serde_json::from_slice::<Value>(&r.value).ok())
-        .filter_map(|v| v["creationTime"].as_u64())
+        .filter_map(|r| StreamRecord::decode(&r.value))
+        .map(|s| s.creation_time)
         .min())
 }
 
@@ -165,7 +144,7 @@ fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
 /// streams), written guarded by its revision.
 fn change(api: &Api, group: &str, edit: impl Fn(&mut GroupRecord)) -> ApiResult<()> {
     with_retries(|| {
-        let k = files::group_key(group);
+        let k = logs::group_key(group);
         let (mut g, condition) = match record(api, group)? {
             Some((g, rev)) => (g, Condition::At(k.clone(), rev)),
             None => {
@@ -180,10 +159,7 @@ fn change(api: &Api, group: &str, edit: impl Fn(&mut GroupRecord)) -> ApiResult<
         edit(&mut g);
         Ok(api
             .store
-            .commit(
-                &[condition],
-                &[Write::Put(k, serde_json::to_vec(&g).unwrap_or_default())],
-            )
+            .commit(&[condition], &[Write::Put(k, g.encode())])
             .map(|_| ()))
     })
 }
@@ -224,10 +200,10 @@ pub fn create(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
         retention_in_days: None,
         tags,
     };
-    let k = files::group_key(name);
+    let k = logs::group_key(name);
     match api.store.commit(
         &[Condition::Absent(k.clone())],
-        &[Write::Put(k, serde_json::to_vec(&g).unwrap_or_default())],
+        &[Write::Put(k, g.encode())],
     ) {
         Ok(_) => Ok(json!({})),
         Err(crate::store::StoreError::Conflict) => Err(ApiError::new(
@@ -243,10 +219,10 @@ pub fn create(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
 pub fn delete(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let r: GroupRequest = decode(req)?;
     let name = r.name()?;
-    let k = files::group_key(name);
+    let k = logs::group_key(name);
     let mut writes: Vec<Write> = api
         .store
-        .list(&files::group_prefix(name), None, usize::MAX)?
+        .list(&logs::group_prefix(name), None, usize::MAX)?
         .into_iter()
         .map(|r| Write::Delete(r.key))
         .collect();

@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult, Kind};
 use super::log_groups as groups;
 use super::{decode, page, Api};
-use crate::agent::logs::{self as files, Line};
+use crate::logs::{self as files, Line};
 use crate::model::arn::Scope;
+use crate::model::logs::{group_prefix, parse_stream_key, stream_key, StreamRecord};
 
 /// The JSON 1.1 target prefix of CloudWatch Logs.
 pub const LOGS_TARGET: &str = "Logs_20140328";
@@ -51,7 +52,7 @@ fn retained_from(api: &Api, group: &str) -> ApiResult<Option<u64>> {
 /// A group's streams; ResourceNotFound when the group does not exist
 /// (no stream and no record).
 fn group_streams(api: &Api, group: &str) -> ApiResult<Vec<Stream>> {
-    let all = streams(api, &files::group_prefix(group))?;
+    let all = streams(api, &group_prefix(group))?;
     if all.is_empty() && groups::record(api, group)?.is_none() {
         return Err(not_found("log group"));
     }
@@ -96,18 +97,17 @@ impl Stream {
 fn streams(api: &Api, prefix: &str) -> ApiResult<Vec<Stream>> {
     let mut out = Vec::new();
     for r in api.store.list(prefix, None, usize::MAX)? {
-        let Some((group, name)) = files::parse_stream_key(&r.key) else {
+        let Some((group, name)) = parse_stream_key(&r.key) else {
             continue;
         };
-        let v: Value = serde_json::from_slice(&r.value).unwrap_or_default();
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let s = StreamRecord::decode(&r.value).unwrap_or_default();
         out.push(Stream {
             group,
             name,
-            cluster: s("cluster"),
-            task: s("task"),
-            container: s("container"),
-            created: v["creationTime"].as_u64().unwrap_or(0),
+            cluster: s.cluster,
+            task: s.task,
+            container: s.container,
+            created: s.creation_time,
         });
     }
     Ok(out)
@@ -306,7 +306,7 @@ fn get_events(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
         .log_stream_name
         .as_deref()
         .ok_or_else(|| ApiError::invalid("logStreamName is required"))?;
-    let s = streams(api, &files::stream_key(&group, name))?
+    let s = streams(api, &stream_key(&group, name))?
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| not_found("log stream"))?;

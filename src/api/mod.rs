@@ -66,26 +66,18 @@ pub struct Api {
     pub logs_dir: std::path::PathBuf,
     /// This node's metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The wasm runtime (for its pool's occupancy).
-    pub runtime: Option<skiff_runtime::Runtime>,
     /// The access keys requests must be signed with; `None` accepts any
     /// request (only when the API listens on loopback, or the operator
     /// said `--insecure-no-auth`).
     pub keys: Option<crate::auth::Keys>,
     /// Where task definitions may name host files (images, volumes).
-    pub host_roots: crate::agent::hostfs::HostRoots,
-    /// Held by RunTask from reading the nodes' capacity to committing its
-    /// tasks: concurrent RunTasks of this process would otherwise all
-    /// read the same reservations and all but one conflict and retry.
-    /// (Other placers, the scheduler or another process, still conflict
-    /// and are retried.)
-    pub placing: std::sync::Mutex<()>,
+    pub host_roots: crate::model::hostfs::HostRoots,
     /// This node's id (a task's logs are read here when it ran here).
     pub node: String,
     /// The nodes' shared secret, for reads between nodes (empty: none).
     pub peer_secret: Vec<u8>,
     /// Module bytes by digest: kept at registration, served to nodes.
-    pub blobs: Option<Arc<crate::agent::blobs::Blobs>>,
+    pub blobs: Option<Arc<crate::images::blobs::Blobs>>,
     /// Registries, to resolve the tags of a deployment's images.
     pub registry: Option<Arc<crate::images::Registry>>,
 }
@@ -340,7 +332,7 @@ fn authorize(
 fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
     let param = |name: &str| query_param(query, name);
     let timestamps = param("timestamps") == Some("1");
-    let from = match param("from").map(crate::agent::logs::parse_cursor) {
+    let from = match param("from").map(crate::logs::parse_cursor) {
         None => Default::default(),
         Some(Ok(c)) => c,
         Some(Err(e)) => {
@@ -360,10 +352,10 @@ fn logs(api: &Api, path: &str, query: &str) -> Response<Full<Bytes>> {
             let mut r = text_response(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                crate::agent::logs::format(&files, timestamps),
+                crate::logs::format(&files, timestamps),
             );
             if let Ok(v) =
-                hyper::header::HeaderValue::from_str(&crate::agent::logs::cursor_to_string(&next))
+                hyper::header::HeaderValue::from_str(&crate::logs::cursor_to_string(&next))
             {
                 r.headers_mut().insert("x-skiff-log-cursor", v);
             }
@@ -435,9 +427,9 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             .map_or(path, |p| p.as_str().to_string());
         let signed = parts
             .headers
-            .get(peer::HEADER)
+            .get(crate::auth::peer::HEADER)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| peer::verify(&api.peer_secret, &path, v));
+            .is_some_and(|v| crate::auth::peer::verify(&api.peer_secret, &path, v));
         if !signed {
             let e = ApiError::new(
                 Kind::AccessDenied,
@@ -692,45 +684,7 @@ pub fn call(
     act(api, scope, &body)
 }
 
-/// A random id: 32 hex digits, as ECS task ids. Unique, not secret: each
-/// thread draws from its own generator, seeded once from the OS (a
-/// system call per id showed in the ingress's profile: every request that
-/// comes without an `X-Request-Id` gets one).
-pub fn new_id() -> String {
-    thread_local! {
-        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(id_seed());
-    }
-    // SplitMix64: a full-period sequence per thread; each output mixes the
-    // state so that consecutive ids share no visible digits.
-    let next = || {
-        STATE.with(|s| {
-            let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-            s.set(x);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        })
-    };
-    format!("{:016x}{:016x}", next(), next())
-}
-
-/// 64 bits from the OS, or where it has none to give, from the clock and
-/// the thread (ids must still differ between threads and processes).
-fn id_seed() -> u64 {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_ok() {
-        return u64::from_le_bytes(b);
-    }
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    std::thread::current().id().hash(&mut h);
-    std::process::id().hash(&mut h);
-    std::time::SystemTime::now().hash(&mut h);
-    h.finish()
-}
-
-pub use crate::model::now;
+pub use crate::model::{new_id, now};
 
 /// Decodes a request into its typed shape. Fields the type does not name
 /// are ignored (clients send more than skiff reads); a field of the wrong
@@ -751,7 +705,7 @@ pub fn decode_at<T: serde::de::DeserializeOwned>(part: &Value, at: &str) -> ApiR
 
 /// This node's metrics, in Prometheus' text format.
 pub(crate) fn metrics_text(api: &Api) -> String {
-    let mut text = api.metrics.render(api.store.as_ref(), api.runtime.as_ref());
+    let mut text = api.metrics.render(api.store.as_ref());
     if let Some(r) = &api.registry {
         crate::metrics::render_registry(&mut text, r);
     }
@@ -808,8 +762,6 @@ pub fn with_retries<T>(
 
 #[cfg(test)]
 mod tests {
-    use super::new_id;
-
     /// The `api` fuzz target picks an action by its seed's first byte, by
     /// position in [`super::targets`]: each seed in `fuzz/seeds/api` must
     /// pick the action it is named for (`ACTION-*`, `logs-ACTION-*`,
@@ -848,24 +800,5 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 30, "only {seen} seeds in {}", dir.display());
-    }
-
-    #[test]
-    fn ids_are_32_hex_digits_and_differ_within_and_across_threads() {
-        let mut ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
-        for _ in 0..4 {
-            ids.extend(
-                std::thread::spawn(|| (0..1000).map(|_| new_id()).collect::<Vec<_>>())
-                    .join()
-                    .unwrap(),
-            );
-        }
-        assert!(ids
-            .iter()
-            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
-        let n = ids.len();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), n, "an id repeated");
     }
 }

@@ -12,10 +12,8 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
 use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
-use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
 use crate::model::connect::ServiceConnect;
-use crate::model::domain;
 use crate::model::service::{
     self, CircuitBreaker, Deployment, DeploymentConfig, DeploymentStatus, ServiceDeploymentStatus,
     ServiceRecord, ServiceStatus, Strategy,
@@ -24,6 +22,7 @@ use crate::model::task::TaskRecord;
 use crate::model::taskdef::TaskDefinition;
 use crate::scheduler::controller::RandomIds;
 use crate::scheduler::reconcile::Ids;
+use crate::store::records::claims;
 use crate::store::{Condition, Revision, Write};
 
 pub(super) fn not_found(name: &str, cluster: &str) -> ApiError {
@@ -68,8 +67,8 @@ pub fn tasks_of(api: &Api, cluster: &str, name: &str) -> ApiResult<Vec<TaskRecor
         let Some(id) = r.key.rsplit('/').next() else {
             continue;
         };
-        if let Some(t) = api.store.get(&ledger::key(cluster, id))? {
-            if let Some(t) = ledger::parse(&t) {
+        if let Some(t) = api.store.get(&crate::model::task::key(cluster, id))? {
+            if let Some(t) = crate::model::task::TaskRecord::decode(&t.value) {
                 out.push(t);
             }
         }
@@ -404,13 +403,10 @@ pub(crate) fn pin_images(api: &Api, td: &TaskDefinition) -> BTreeMap<String, Str
 
 /// Resolves an ACTIVE task definition: (family, revision, document).
 pub(super) fn definition(api: &Api, reference: &str) -> ApiResult<(String, u32, TaskDefinition)> {
-    let record = task_definitions::active(api, reference)?;
-    // Validated when registered; parse again so a service never refers to
-    // a document that cannot run.
-    let td = TaskDefinition::parse(&record["document"])?;
-    let family = record["family"].as_str().unwrap_or_default().to_string();
-    let revision = record["revision"].as_u64().unwrap_or(0) as u32;
-    Ok((family, revision, td))
+    // Validated when registered; parsed again so a service never refers
+    // to a document that cannot run.
+    let (record, td) = task_definitions::active(api, reference)?;
+    Ok((record.family, record.revision, td))
 }
 
 /// CreateService.
@@ -570,62 +566,6 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         v["tags"] = tags::to_json(&new_tags);
     }
     Ok(json!({ "service": v }))
-}
-
-/// The store conditions and writes that move a service's domain claims
-/// from `before` to what `svc` claims now: each name it claims must be
-/// free or its own (a name another service holds is refused, naming that
-/// service); names it no longer claims are released. Guarded by each
-/// claim's revision, so two services claiming one name at once cannot
-/// both win.
-pub(crate) fn claims(
-    store: &dyn crate::store::Store,
-    before: &BTreeSet<String>,
-    svc: &ServiceRecord,
-) -> ApiResult<(Vec<Condition>, Vec<Write>)> {
-    let mut conditions = Vec::new();
-    let mut writes = Vec::new();
-    let claim = domain::Claim {
-        cluster: svc.cluster.clone(),
-        service: svc.name.clone(),
-        https_redirect: svc.https_redirect,
-    };
-    let value = serde_json::to_vec(&claim).unwrap_or_default();
-    // Each name once (a name in both is one key: etcd refuses a
-    // transaction that names a key twice).
-    for d in svc.domains.union(before) {
-        let k = domain::claim_key(d);
-        let held = store.get(&k)?;
-        let owner = held
-            .as_ref()
-            .and_then(|r| serde_json::from_slice::<domain::Claim>(&r.value).ok());
-        let ours = owner
-            .as_ref()
-            .is_some_and(|o| o.cluster == svc.cluster && o.service == svc.name);
-        let keep = svc.domains.contains(d);
-        match (&held, owner) {
-            (Some(_), Some(o)) if keep && !ours => {
-                return Err(ApiError::invalid(format!(
-                    "domain {d:?} (skiff.domains) is already claimed by service {:?} in cluster {:?}; remove it there first, or claim another name",
-                    o.service, o.cluster
-                )))
-            }
-            (None, _) if keep => {
-                conditions.push(Condition::Absent(k.clone()));
-                writes.push(Write::Put(k, value.clone()));
-            }
-            (Some(r), _) if keep => {
-                conditions.push(Condition::At(k.clone(), r.mod_revision));
-                writes.push(Write::Put(k, value.clone()));
-            }
-            (Some(r), _) if ours => {
-                conditions.push(Condition::At(k.clone(), r.mod_revision));
-                writes.push(Write::Delete(k));
-            }
-            _ => {}
-        }
-    }
-    Ok((conditions, writes))
 }
 
 /// Reads a service, lets `change` edit it (it returns whether anything is

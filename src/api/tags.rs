@@ -5,17 +5,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::{decode, decode_at, get_json, to_bytes, with_retries, Api};
+use super::{decode, decode_at, with_retries, Api};
 use crate::model::arn::{self, Scope};
+use crate::model::cluster::{ClusterRecord, ClusterStatus};
+use crate::model::service::{ServiceRecord, ServiceStatus};
 use crate::store::{Condition, Store, Write};
 
 /// The most tags a resource may have (as ECS).
 pub const MAX_TAGS: usize = 50;
 
-/// The store key of a resource's tags.
-pub fn key(kind: &str, resource: &str) -> String {
-    format!("tags/{kind}/{resource}")
-}
+pub use crate::model::tags::key;
 
 /// ECS's `Tag`.
 #[derive(Deserialize)]
@@ -73,26 +72,16 @@ pub fn to_json(tags: &[(String, String)]) -> Value {
     )
 }
 
-fn from_json(v: &Value) -> Vec<(String, String)> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| {
-                    Some((
-                        t.get("key")?.as_str()?.to_string(),
-                        t.get("value")?.as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The tags stored for a resource.
 pub fn read(store: &dyn Store, kind: &str, resource: &str) -> ApiResult<Vec<(String, String)>> {
-    Ok(get_json(store, &key(kind, resource))?
-        .map(|(v, _)| from_json(&v))
-        .unwrap_or_default())
+    match store.get(&key(kind, resource))? {
+        None => Ok(Vec::new()),
+        Some(r) => crate::model::tags::decode(&r.value).ok_or_else(|| unreadable(&r.key)),
+    }
+}
+
+fn unreadable(key: &str) -> ApiError {
+    ApiError::new(Kind::Server, format!("stored record {key} is unreadable"))
 }
 
 /// The write that stores a resource's tags (none: deletes the record).
@@ -100,7 +89,7 @@ pub fn write(kind: &str, resource: &str, tags: &[(String, String)]) -> Write {
     if tags.is_empty() {
         Write::Delete(key(kind, resource))
     } else {
-        Write::Put(key(kind, resource), to_bytes(&to_json(tags)))
+        Write::Put(key(kind, resource), crate::model::tags::encode(tags))
     }
 }
 
@@ -118,11 +107,11 @@ fn resolve(api: &Api, arn_str: &str) -> ApiResult<(String, String)> {
         ))
     })?;
     let record_key = match a.kind.as_str() {
-        "cluster" => format!("clusters/{}", a.resource),
+        "cluster" => crate::model::cluster::key(&a.resource),
         "task-definition" => {
             let (family, rev) = a.resource.rsplit_once(':').ok_or_else(not_found)?;
             let rev: u32 = rev.parse().map_err(|_| not_found())?;
-            super::task_definitions::key(family, rev)
+            crate::model::definitions::key(family, rev)
         }
         "task" => format!("tasks/{}", a.resource),
         "service" => format!("services/{}", a.resource),
@@ -132,10 +121,15 @@ fn resolve(api: &Api, arn_str: &str) -> ApiResult<(String, String)> {
             )))
         }
     };
-    let (record, _) = get_json(api.store.as_ref(), &record_key)?.ok_or_else(not_found)?;
-    if matches!(a.kind.as_str(), "cluster" | "service")
-        && record.get("status").and_then(Value::as_str) == Some("INACTIVE")
-    {
+    let record = api.store.get(&record_key)?.ok_or_else(not_found)?;
+    let inactive = match a.kind.as_str() {
+        "cluster" => ClusterRecord::decode(&record.value)
+            .is_some_and(|c| c.status == ClusterStatus::Inactive),
+        "service" => serde_json::from_slice::<ServiceRecord>(&record.value)
+            .is_ok_and(|s| s.status == ServiceStatus::Inactive),
+        _ => false,
+    };
+    if inactive {
         return Err(not_found());
     }
     Ok((a.kind, a.resource))
@@ -202,9 +196,11 @@ fn update(
 ) -> ApiResult<()> {
     let k = key(kind, resource);
     with_retries(|| {
-        let current = get_json(api.store.as_ref(), &k)?;
-        let (mut tags, cond) = match &current {
-            Some((v, rev)) => (from_json(v), Condition::At(k.clone(), *rev)),
+        let (mut tags, cond) = match api.store.get(&k)? {
+            Some(r) => (
+                crate::model::tags::decode(&r.value).ok_or_else(|| unreadable(&r.key))?,
+                Condition::At(k.clone(), r.mod_revision),
+            ),
             None => (Vec::new(), Condition::Absent(k.clone())),
         };
         change(&mut tags)?;

@@ -11,39 +11,22 @@
 //! A deleted revision is DELETE_IN_PROGRESS, marked at
 //! `deleting/FAMILY/REVISION`, until the scheduler finds no task or
 //! service deployment that uses it and removes it for good
-//! ([`crate::scheduler::controller`]).
+//! ([`crate::scheduler::controller`]). The records' shapes are
+//! [`crate::model::definitions`].
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::{decode, get_json, now, page, parse_record, tags, to_bytes, with_retries, Api};
+use super::{decode, now, page, tags, with_retries, Api};
 use crate::model::arn::{self, Scope};
+use crate::model::definitions::{
+    deleting_key, family_key, key, revisions_prefix, DefinitionRecord, DefinitionStatus,
+    FamilyRecord, FAMILIES, PREFIX,
+};
 use crate::model::taskdef::TaskDefinition;
+use crate::store::records::read;
 use crate::store::{Condition, Write};
-
-/// The store key of one revision.
-pub fn key(family: &str, revision: u32) -> String {
-    format!("taskdefs/{family}/{revision:010}")
-}
-
-pub(crate) fn family_key(family: &str) -> String {
-    format!("families/{family}")
-}
-
-/// The prefix of the marks of revisions to delete for good.
-pub const DELETING: &str = "deleting/";
-
-/// The store key that marks a revision to delete once nothing uses it.
-pub fn deleting_key(family: &str, revision: u32) -> String {
-    format!("{DELETING}{family}/{revision:010}")
-}
-
-/// The family and revision a [`deleting_key`] names.
-pub fn parse_deleting_key(key: &str) -> Option<(String, u32)> {
-    let (family, rev) = key.strip_prefix(DELETING)?.rsplit_once('/')?;
-    Some((family.to_string(), rev.parse().ok()?))
-}
 
 /// The most revisions one DeleteTaskDefinitions call names (as ECS).
 pub const MAX_DELETE: usize = 10;
@@ -60,32 +43,21 @@ const SERVER_FIELDS: [&str; 7] = [
 ];
 
 /// The document as returned: what was submitted, plus the server's fields.
-pub fn view(scope: &Scope, record: &Value) -> Value {
-    let mut out: Map<String, Value> = record
-        .get("document")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let family = record
-        .get("family")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let revision = record.get("revision").and_then(Value::as_u64).unwrap_or(0) as u32;
+pub fn view(scope: &Scope, record: &DefinitionRecord) -> Value {
+    let mut out: Map<String, Value> = record.document.as_object().cloned().unwrap_or_default();
     out.insert(
         "taskDefinitionArn".into(),
-        json!(scope.task_definition(family, revision)),
+        json!(scope.task_definition(&record.family, record.revision)),
     );
-    out.insert("revision".into(), json!(revision));
-    out.insert(
-        "status".into(),
-        record.get("status").cloned().unwrap_or(json!("ACTIVE")),
-    );
+    out.insert("revision".into(), json!(record.revision));
+    out.insert("status".into(), json!(record.status.as_str()));
     out.insert("compatibilities".into(), json!(["EC2", "FARGATE"]));
     out.insert("requiresAttributes".into(), json!([]));
-    for f in ["registeredAt", "deregisteredAt"] {
-        if let Some(v) = record.get(f) {
-            out.insert(f.into(), v.clone());
-        }
+    if let Some(at) = record.registered_at {
+        out.insert("registeredAt".into(), json!(at));
+    }
+    if let Some(at) = record.deregistered_at {
+        out.insert("deregisteredAt".into(), json!(at));
     }
     Value::Object(out)
 }
@@ -93,7 +65,7 @@ pub fn view(scope: &Scope, record: &Value) -> Value {
 /// Refuses images and host volumes outside the server's host roots,
 /// naming the field.
 fn check_host_paths(api: &Api, doc: &Value) -> ApiResult<()> {
-    use crate::agent::hostfs::within_lexically;
+    use crate::model::hostfs::within_lexically;
     if api.host_roots.is_none() {
         return Ok(());
     }
@@ -109,7 +81,7 @@ fn check_host_paths(api: &Api, doc: &Value) -> ApiResult<()> {
             .and_then(Value::as_str)
             .filter(|i| !crate::model::image::is_reference(i))
         {
-            let path = crate::agent::image_path(image);
+            let path = crate::model::image::image_path(image);
             within_lexically(
                 &format!("containerDefinitions[{i}].image"),
                 &path,
@@ -149,21 +121,21 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // have the path; no sweep of blobs runs until the task definition
     // that names them is committed.
     let _sweeps = api.blobs.as_ref().map(|b| b.hold());
-    let mut digests = serde_json::Map::new();
+    let mut digests = std::collections::BTreeMap::new();
     let mut held = Vec::new();
     if let Some(blobs) = &api.blobs {
         for (i, c) in td.containers.iter().enumerate() {
-            let path = crate::agent::task::image_path(&c.image);
+            let path = crate::model::image::image_path(&c.image);
             if crate::model::image::is_reference(&c.image) || !path.is_file() {
                 continue;
             }
             // Symlinks resolved: what is kept is what a task may load.
             let field = format!("containerDefinitions[{i}].image");
-            let path = crate::agent::hostfs::confine(&field, &path, &api.host_roots)
+            let path = crate::model::hostfs::confine(&field, &path, &api.host_roots)
                 .map_err(ApiError::client)?;
             match blobs.keep(&path) {
                 Ok(Some((hex, write))) => {
-                    digests.insert(c.name.clone(), json!(hex));
+                    digests.insert(c.name.clone(), hex);
                     held.extend(write);
                 }
                 Ok(None) => {}
@@ -179,37 +151,28 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let family = td.family.clone();
     let fk = family_key(&family);
     let record = with_retries(|| {
-        let current = get_json(api.store.as_ref(), &fk)?;
-        let (latest, active, cond) = match &current {
-            Some((f, rev)) => (
-                f.get("latest").and_then(Value::as_u64).unwrap_or(0) as u32,
-                f.get("active").and_then(Value::as_u64).unwrap_or(0),
-                Condition::At(fk.clone(), *rev),
-            ),
-            None => (0, 0, Condition::Absent(fk.clone())),
+        let current = read::<FamilyRecord>(api.store.as_ref(), &fk)?;
+        let (mut fam, cond) = match current {
+            Some((f, rev)) => (f, Condition::At(fk.clone(), rev)),
+            None => (FamilyRecord::default(), Condition::Absent(fk.clone())),
         };
-        let revision = latest + 1;
-        let deleted = current
-            .as_ref()
-            .and_then(|(f, _)| f.get("deleted").and_then(Value::as_u64))
-            .unwrap_or(0);
-        let record = json!({
-            "family": family,
-            "revision": revision,
-            "status": "ACTIVE",
-            "registeredAt": now(),
-            "document": document,
-            "digests": digests,
-        });
+        fam.latest += 1;
+        fam.active += 1;
+        let record = DefinitionRecord {
+            family: family.clone(),
+            revision: fam.latest,
+            status: DefinitionStatus::Active,
+            registered_at: Some(now()),
+            deregistered_at: None,
+            document: document.clone(),
+            digests: digests.clone(),
+        };
         let mut writes = vec![
-            Write::Put(
-                fk.clone(),
-                to_bytes(&json!({"latest": revision, "active": active + 1, "deleted": deleted})),
-            ),
-            Write::Put(key(&family, revision), to_bytes(&record)),
+            Write::Put(fk.clone(), fam.encode()),
+            Write::Put(key(&family, record.revision), record.encode()),
             tags::write(
                 "task-definition",
-                &format!("{family}:{revision}"),
+                &format!("{family}:{}", record.revision),
                 &new_tags,
             ),
         ];
@@ -220,40 +183,40 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
 }
 
 /// Finds the revision a reference names: `family` (its latest ACTIVE
-/// revision), `family:revision`, or an ARN.
-pub fn resolve(api: &Api, reference: &str) -> ApiResult<Option<(Value, u64)>> {
+/// revision), `family:revision`, or an ARN; with the store revision it
+/// was read at.
+pub fn resolve(api: &Api, reference: &str) -> ApiResult<Option<(DefinitionRecord, i64)>> {
     let reference = without_arn(reference);
     if let Some((family, rev)) = reference.rsplit_once(':') {
         let Ok(rev) = rev.parse::<u32>() else {
             return Ok(None);
         };
-        return get_json(api.store.as_ref(), &key(family, rev))
-            .map(|r| r.map(|(v, m)| (v, m as u64)));
+        return Ok(read(api.store.as_ref(), &key(family, rev))?);
     }
-    let revisions = api
-        .store
-        .list(&format!("taskdefs/{reference}/"), None, usize::MAX)?;
-    for r in revisions.iter().rev() {
-        let v = parse_record(r)?;
-        if v.get("status").and_then(Value::as_str) == Some("ACTIVE") {
-            return Ok(Some((v, r.mod_revision as u64)));
-        }
-    }
-    Ok(None)
+    let revisions = crate::store::records::read_all::<DefinitionRecord>(
+        api.store.as_ref(),
+        &revisions_prefix(&reference),
+    )?;
+    Ok(revisions
+        .into_iter()
+        .rev()
+        .find(|(_, d, _)| d.status == DefinitionStatus::Active)
+        .map(|(_, d, rev)| (d, rev)))
 }
 
-/// The record of the ACTIVE revision a reference names: what new tasks
-/// and deployments may use.
-pub fn active(api: &Api, reference: &str) -> ApiResult<Value> {
+/// The ACTIVE revision a reference names, validated: what new tasks and
+/// deployments may use.
+pub fn active(api: &Api, reference: &str) -> ApiResult<(DefinitionRecord, TaskDefinition)> {
     let (record, _) = resolve(api, reference)?
         .ok_or_else(|| ApiError::invalid(format!("TaskDefinition not found: {reference:?}")))?;
-    match record.get("status").and_then(Value::as_str) {
-        Some("ACTIVE") => Ok(record),
-        status => Err(ApiError::client(format!(
+    if record.status != DefinitionStatus::Active {
+        return Err(ApiError::client(format!(
             "TaskDefinition is inactive: {reference:?} is {}; register a new revision",
-            status.unwrap_or("INACTIVE")
-        ))),
+            record.status.as_str()
+        )));
     }
+    let td = record.definition()?;
+    Ok((record, td))
 }
 
 /// A reference with its ARN prefix taken off: `family` or
@@ -310,12 +273,10 @@ pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let (record, _) = resolve(api, reference)?.ok_or_else(|| unable("describe", reference))?;
     let mut out = json!({ "taskDefinition": view(scope, &record) });
     if r.include.iter().any(|i| i == "TAGS") {
-        let family = record["family"].as_str().unwrap_or_default();
-        let rev = record["revision"].as_u64().unwrap_or(0);
         out["tags"] = tags::to_json(&tags::read(
             api.store.as_ref(),
             "task-definition",
-            &format!("{family}:{rev}"),
+            &format!("{}:{}", record.family, record.revision),
         )?);
     }
     Ok(out)
@@ -327,6 +288,7 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let after = page::after(req)?;
     let r: Request = decode(req)?;
     let status = r.status(&["ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"])?;
+    let status = DefinitionStatus::parse(&status).unwrap_or_default();
     let prefix = r.family_prefix.as_deref().unwrap_or("");
     let desc = match r.sort.as_deref() {
         None | Some("ASC") => false,
@@ -338,16 +300,13 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         }
     };
     let mut items: Vec<(String, u32)> = Vec::new();
-    for r in api
-        .store
-        .list(&format!("taskdefs/{prefix}"), None, usize::MAX)?
-    {
-        let v = parse_record(&r)?;
-        if v.get("status").and_then(Value::as_str) == Some(status.as_str()) {
-            let family = v["family"].as_str().unwrap_or_default().to_string();
-            if family.starts_with(prefix) {
-                items.push((family, v["revision"].as_u64().unwrap_or(0) as u32));
-            }
+    let revisions = crate::store::records::read_all::<DefinitionRecord>(
+        api.store.as_ref(),
+        &format!("{PREFIX}{prefix}"),
+    )?;
+    for (_, d, _) in revisions {
+        if d.status == status && d.family.starts_with(prefix) {
+            items.push((d.family, d.revision));
         }
     }
     items.sort();
@@ -390,16 +349,15 @@ pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
     let status = r.status(&["ACTIVE", "INACTIVE", "ALL"])?;
     let prefix = r.family_prefix.as_deref().unwrap_or("");
     let mut families = Vec::new();
-    for r in api
-        .store
-        .list(&format!("families/{prefix}"), None, usize::MAX)?
-    {
-        let v = parse_record(&r)?;
-        let active = v.get("active").and_then(Value::as_u64).unwrap_or(0) > 0;
+    let stored = crate::store::records::read_all::<FamilyRecord>(
+        api.store.as_ref(),
+        &format!("{FAMILIES}{prefix}"),
+    )?;
+    for (k, f, _) in stored {
+        let active = f.active > 0;
         // Every revision deleted for good: the name is kept (revisions
         // go on counting) but not shown, as ECS does.
-        let latest = v.get("latest").and_then(Value::as_u64).unwrap_or(0);
-        if v.get("deleted").and_then(Value::as_u64).unwrap_or(0) >= latest {
+        if f.deleted >= u64::from(f.latest) {
             continue;
         }
         let keep = match status.as_str() {
@@ -408,7 +366,7 @@ pub fn list_families(api: &Api, _scope: &Scope, req: &Value) -> ApiResult {
             _ => true,
         };
         if keep {
-            families.push(r.key.trim_start_matches("families/").to_string());
+            families.push(k.trim_start_matches(FAMILIES).to_string());
         }
     }
     let (families, next) = page::page(families, |f| f.clone(), after.as_deref(), max);
@@ -434,19 +392,18 @@ pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let k = key(family, rev);
     let fk = family_key(family);
     let record = with_retries(|| {
-        let Some((mut record, td_rev)) = get_json(api.store.as_ref(), &k)? else {
+        let Some((mut record, td_rev)) = read::<DefinitionRecord>(api.store.as_ref(), &k)? else {
             return Err(unable("deregister", reference));
         };
-        if record.get("status").and_then(Value::as_str) != Some("ACTIVE") {
+        if record.status != DefinitionStatus::Active {
             return Ok(Ok(record));
         }
-        let Some((mut fam, fam_rev)) = get_json(api.store.as_ref(), &fk)? else {
+        let Some((mut fam, fam_rev)) = read::<FamilyRecord>(api.store.as_ref(), &fk)? else {
             return Err(unable("deregister", reference));
         };
-        record["status"] = json!("INACTIVE");
-        record["deregisteredAt"] = json!(now());
-        let active = fam.get("active").and_then(Value::as_u64).unwrap_or(1);
-        fam["active"] = json!(active.saturating_sub(1));
+        record.status = DefinitionStatus::Inactive;
+        record.deregistered_at = Some(now());
+        fam.active = fam.active.saturating_sub(1);
         Ok(api
             .store
             .commit(
@@ -455,8 +412,8 @@ pub fn deregister(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                     Condition::At(fk.clone(), fam_rev),
                 ],
                 &[
-                    Write::Put(k.clone(), to_bytes(&record)),
-                    Write::Put(fk.clone(), to_bytes(&fam)),
+                    Write::Put(k.clone(), record.encode()),
+                    Write::Put(fk.clone(), fam.encode()),
                 ],
             )
             .map(|_| record))
@@ -502,16 +459,17 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         };
         let k = key(&family, rev);
         let outcome = with_retries(|| {
-            let Some((mut record, td_rev)) = get_json(api.store.as_ref(), &k)? else {
+            let Some((mut record, td_rev)) = read::<DefinitionRecord>(api.store.as_ref(), &k)?
+            else {
                 return Ok(Ok(Err(failure(
                     "MISSING",
                     format!("no task definition {family}:{rev}"),
                 ))));
             };
-            match record.get("status").and_then(Value::as_str) {
-                Some("DELETE_IN_PROGRESS") => return Ok(Ok(Ok(record))),
-                Some("INACTIVE") => {}
-                _ => {
+            match record.status {
+                DefinitionStatus::DeleteInProgress => return Ok(Ok(Ok(record))),
+                DefinitionStatus::Inactive => {}
+                DefinitionStatus::Active => {
                     return Ok(Ok(Err(failure(
                         "ACTIVE",
                         format!(
@@ -520,13 +478,13 @@ pub fn delete(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                     ))))
                 }
             }
-            record["status"] = json!("DELETE_IN_PROGRESS");
+            record.status = DefinitionStatus::DeleteInProgress;
             Ok(api
                 .store
                 .commit(
                     &[Condition::At(k.clone(), td_rev)],
                     &[
-                        Write::Put(k.clone(), to_bytes(&record)),
+                        Write::Put(k.clone(), record.encode()),
                         Write::Put(deleting_key(&family, rev), Vec::new()),
                     ],
                 )

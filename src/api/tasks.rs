@@ -1,7 +1,8 @@
 //! Tasks: RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
 //!
 //! RunTask places each task on a node's worker (reserving its cpu and
-//! memory in the store) and writes the tasks as PROVISIONING, with the
+//! memory in the store) through the scheduler's placer, the one placement
+//! path there is, and writes the tasks as PROVISIONING, with the
 //! reservations, in one transaction; StopTask writes desiredStatus
 //! STOPPED. Neither calls the agent: it reads the tasks from the store
 //! and starts or stops them, and its workers' reports move them on.
@@ -11,12 +12,13 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
-use crate::agent::ledger;
 use crate::model::arn::{self, Scope};
+use crate::model::task;
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
-use crate::model::taskdef::TaskDefinition;
 use crate::scheduler::capacity::{Fleet, PlacementAsk};
 use crate::scheduler::expr::{Expr, Op, Subject};
+use crate::scheduler::placer::Placer;
+use crate::store::records::tasks as tasks_of;
 use crate::store::{Condition, Write};
 
 /// RunTask's fields that skiff reads (`cluster` is read by
@@ -72,9 +74,8 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
         .task_definition
         .as_deref()
         .ok_or_else(|| ApiError::client("taskDefinition is required"))?;
-    let record = task_definitions::active(api, reference)?;
-    let td = TaskDefinition::parse(&record["document"])?;
-    let revision = record["revision"].as_u64().unwrap_or(0) as u32;
+    let (record, td) = task_definitions::active(api, reference)?;
+    let revision = record.revision;
     let count = match r.count {
         _ if on_instances => targets.as_ref().map_or(0, Vec::len),
         None => 1,
@@ -111,7 +112,7 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
         )?
     };
     // Checked here; the agent reads them again from the stored task.
-    crate::agent::container_overrides(&r.overrides, &td)
+    crate::model::overrides::container_overrides(&r.overrides, &td)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
     let raw_overrides = if r.overrides.is_null() {
         json!({})
@@ -138,45 +139,26 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
     let pinned = super::services::pin_images(api, &td);
     let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
     let now = crate::model::now();
-    // Placed on the workers' capacity as stored, and committed with the
-    // reservations it makes: a concurrent placement conflicts, and this
-    // one places again from what is stored then.
-    let _placing = api.placing.lock().unwrap_or_else(|p| p.into_inner());
+    // One placement path (the scheduler's placer): placed on the workers'
+    // capacity as stored, and committed with the reservations it makes; a
+    // concurrent placement that leaves no room for these places them
+    // again from what is stored then.
     let (placed, failures) = with_retries(|| {
-        let mut fleet = Fleet::read(api.store.as_ref())?;
-        let mut providers = std::collections::BTreeMap::new();
-        // What spread counts: the group's tasks per node and worker when a
-        // strategy or distinctInstance asks (a listing of the cluster's
+        let mut placer = Placer::read(api.store.as_ref())?;
+        // What spread counts: the group's tasks per node and worker when
+        // a strategy or distinctInstance asks (a listing of the cluster's
         // tasks), otherwise all tasks (from the reservations read).
-        let by_group = distinct_instance || !strategies.is_empty();
-        let mut group_tasks: Vec<Vec<usize>> = fleet
-            .members
-            .iter()
-            .map(|m| {
-                m.loads
+        if distinct_instance || !strategies.is_empty() {
+            let listed = tasks_of(api.store.as_ref(), &task::cluster_prefix(&cluster))?;
+            placer.group(
+                listed
                     .iter()
-                    .map(|l| if by_group { 0 } else { l.tasks })
-                    .collect()
-            })
-            .collect();
-        let listed = if by_group {
-            api.store
-                .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
-        } else {
-            Vec::new()
-        };
-        for rec in listed {
-            if let Some(t) = ledger::parse(&rec) {
-                if t.group == group && t.last_status < TaskStatus::Stopped {
-                    if let Some(n) = fleet
-                        .index(&t.node)
-                        .and_then(|h| group_tasks[h].get_mut(t.worker))
-                    {
-                        *n += 1;
-                    }
-                }
-            }
+                    .map(|(t, _)| t)
+                    .filter(|t| t.group == group && t.last_status < TaskStatus::Stopped)
+                    .map(|t| (t.node.as_str(), t.worker)),
+            );
         }
+        let mut providers = std::collections::BTreeMap::new();
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut failures = Vec::new();
         for i in 0..count {
@@ -185,14 +167,8 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
             let member_of = match targets.as_ref().map(|t| t[i].as_str()) {
                 None => &member_of,
                 Some(node) => {
-                    let arn = scope.container_instance(&cluster, node);
-                    let refused = match fleet.index(node).map(|h| &fleet.members[h]) {
-                        None => Some(("MISSING", format!("container instance {node} was not found; ListContainerInstances names them"))),
-                        Some(m) if !m.connected => Some(("AGENT", format!("container instance {node} is not connected: its node is down"))),
-                        Some(m) if !m.accepts() => Some((m.status.as_str(), format!("container instance {node} is {} and takes no new tasks", m.status.as_str()))),
-                        Some(_) => None,
-                    };
-                    if let Some((reason, detail)) = refused {
+                    if let Some((reason, detail)) = refused(placer.fleet(), node) {
+                        let arn = scope.container_instance(&cluster, node);
                         failures.push(json!({"arn": arn, "reason": reason, "detail": detail}));
                         continue;
                     }
@@ -207,18 +183,18 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
                 cpu,
                 memory,
             };
-            match fleet.place(&ask, &mut group_tasks) {
-                Ok((node, worker, zone)) => {
+            match placer.place(&ask) {
+                Ok(at) => {
                     let mut t = TaskRecord::placed(
                         &td,
                         revision,
                         &cluster,
-                        &node,
-                        worker,
+                        &at.node,
+                        at.worker,
                         now,
                         &mut super::new_id,
                     );
-                    t.zone = zone;
+                    t.zone = at.zone;
                     t.group = group.clone();
                     t.started_by = started_by.clone();
                     t.launch_type = launch_type.clone();
@@ -226,6 +202,14 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
                     t.overrides = raw_overrides.clone();
                     for c in &mut t.containers {
                         c.image_digest = pinned.get(&c.name).cloned();
+                    }
+                    placer.add_task(&t);
+                    if !new_tags.is_empty() {
+                        placer.write(tags::write(
+                            "task",
+                            &format!("{}/{}", t.cluster, t.id),
+                            &new_tags,
+                        ));
                     }
                     placed.push(t);
                 }
@@ -237,7 +221,7 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
                     "reason": why.to_string(),
                     "detail": format!(
                         "the task needs {cpu} CPU units and {memory} MiB on one worker; {}",
-                        fleet.summary()
+                        placer.fleet().summary()
                     ),
                 })),
             }
@@ -245,27 +229,36 @@ fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResul
         if placed.is_empty() {
             return Ok(Ok((placed, failures)));
         }
-        let (mut conditions, mut writes) = fleet.commit_parts();
-        for t in &placed {
-            let k = ledger::key(&t.cluster, &t.id);
-            conditions.push(Condition::Absent(k.clone()));
-            writes.push(Write::Put(k, ledger::to_bytes(t)));
-            writes.extend(crate::agent::logs::stream_writes(t));
-            if !new_tags.is_empty() {
-                writes.push(tags::write(
-                    "task",
-                    &format!("{}/{}", t.cluster, t.id),
-                    &new_tags,
-                ));
-            }
-        }
-        Ok(api
-            .store
-            .commit(&conditions, &writes)
+        Ok(placer
+            .commit(api.store.as_ref())
             .map(|_| (placed, failures)))
     })?;
     let tasks: Vec<Value> = placed.iter().map(|t| t.view(scope)).collect();
     Ok(json!({ "tasks": tasks, "failures": failures }))
+}
+
+/// Why StartTask cannot start a task on container instance `node`: it
+/// is unknown (MISSING), not connected (AGENT) or not ACTIVE (reason its
+/// status); the reason and the detail. `None` when it takes tasks.
+fn refused(fleet: &Fleet, node: &str) -> Option<(&'static str, String)> {
+    match fleet.index(node).map(|h| &fleet.members[h]) {
+        None => Some((
+            "MISSING",
+            format!("container instance {node} was not found; ListContainerInstances names them"),
+        )),
+        Some(m) if !m.connected => Some((
+            "AGENT",
+            format!("container instance {node} is not connected: its node is down"),
+        )),
+        Some(m) if !m.accepts() => Some((
+            m.status.as_str(),
+            format!(
+                "container instance {node} is {} and takes no new tasks",
+                m.status.as_str()
+            ),
+        )),
+        Some(_) => None,
+    }
 }
 
 /// The cluster and id a task reference names: an id (in the request's
@@ -281,10 +274,10 @@ pub(super) fn task_ref(reference: &str, cluster: &str) -> (String, String) {
 }
 
 pub(super) fn load(api: &Api, cluster: &str, id: &str) -> ApiResult<Option<(TaskRecord, i64)>> {
-    let Some(r) = api.store.get(&ledger::key(cluster, id))? else {
+    let Some(r) = api.store.get(&crate::model::task::key(cluster, id))? else {
         return Ok(None);
     };
-    Ok(ledger::parse(&r).map(|t| (t, r.mod_revision)))
+    Ok(crate::model::task::TaskRecord::decode(&r.value).map(|t| (t, r.mod_revision)))
 }
 
 /// StopTask's fields.
@@ -336,12 +329,12 @@ pub(super) fn desire_stopped(
         t.stop_code.get_or_insert(StopCode::UserInitiated);
         t.stopped_reason.get_or_insert_with(|| reason.to_string());
         t.version += 1;
-        let k = ledger::key(cluster, id);
+        let k = crate::model::task::key(cluster, id);
         Ok(api
             .store
             .commit(
                 &[Condition::At(k.clone(), rev)],
-                &[Write::Put(k, ledger::to_bytes(&t))],
+                &[Write::Put(k, t.encode())],
             )
             .map(|_| Some(t)))
     })
@@ -429,7 +422,7 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             .store
             .list(&format!("tasks/{cluster}/"), None, usize::MAX)?
             .iter()
-            .filter_map(ledger::parse)
+            .filter_map(|r| TaskRecord::decode(&r.value))
             .collect(),
     };
     let mut ids = Vec::new();

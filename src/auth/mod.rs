@@ -1,6 +1,7 @@
 //! Who may call the API: access keys from `skiff server --auth FILE`, each
 //! with an IAM policy; requests signed with AWS Signature Version 4
-//! ([`sigv4`]) and allowed by the signer's policy ([`policy`]).
+//! ([`sigv4`]) and allowed by the signer's policy ([`policy`]). Nodes
+//! sign their reads of each other with a secret they share ([`peer`]).
 //!
 //! The keys file:
 //!
@@ -11,6 +12,7 @@
 //!                       "Statement": [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]}}]}
 //! ```
 
+pub mod peer;
 pub mod policy;
 pub mod sigv4;
 

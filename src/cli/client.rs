@@ -169,9 +169,12 @@ impl Endpoint {
             let call = async {
                 let resp = http.client.request(req).await.map_err(|e| {
                     if e.is_connect() {
-                        unreachable(&error_chain(&e))
+                        unreachable(&crate::logging::error_chain(&e))
                     } else {
-                        format!("the API connection failed: {}", error_chain(&e))
+                        format!(
+                            "the API connection failed: {}",
+                            crate::logging::error_chain(&e)
+                        )
                     }
                 })?;
                 let status = resp.status().as_u16();
@@ -247,19 +250,6 @@ impl Endpoint {
     pub fn cluster(&self) -> Value {
         json!(self.cluster)
     }
-}
-
-/// An error and its causes, in one line (`connection refused` is the
-/// cause of hyper's `client error (Connect)`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Prints rows as a table with a header, columns aligned.

@@ -13,7 +13,7 @@ use crate::agent::{ledger, Agent, AgentConfig, Identity};
 use crate::api::{self, Api};
 use crate::ingress::front::Front;
 use crate::ingress::routes::Routes;
-use crate::scheduler::leader::NodeLease;
+use crate::store::NodeLease;
 use crate::store::{EtcdStore, SqliteStore, Store};
 
 /// Run the engine: the ECS API, the store and the ingress.
@@ -334,11 +334,11 @@ impl Server {
                 ))
             }
         };
-        let host_roots: crate::agent::hostfs::HostRoots =
+        let host_roots: crate::model::hostfs::HostRoots =
             match (self.host_root.is_empty(), self.auth.is_some()) {
-                (false, _) => Some(crate::agent::hostfs::resolve_roots(&self.host_root)?.into()),
+                (false, _) => Some(crate::model::hostfs::resolve_roots(&self.host_root)?.into()),
                 (true, true) => {
-                    Some(crate::agent::hostfs::resolve_roots(&[PathBuf::from(".")])?.into())
+                    Some(crate::model::hostfs::resolve_roots(&[PathBuf::from(".")])?.into())
                 }
                 (true, false) => None,
             };
@@ -361,8 +361,8 @@ impl Server {
         crate::scheduler::capacity::forget_legacy_node(store.as_ref())
             .map_err(|e| e.to_string())?;
         let recovered = ledger::recover(store.as_ref(), &node).map_err(|e| e.to_string())?;
-        let peer_secret = api::peer::secret(store.as_ref()).map_err(|e| e.to_string())?;
-        let blobs = Arc::new(crate::agent::blobs::Blobs::new(
+        let peer_secret = crate::auth::peer::secret(store.as_ref()).map_err(|e| e.to_string())?;
+        let blobs = Arc::new(crate::images::blobs::Blobs::new(
             data.path.join("blobs"),
             store.clone(),
             node.clone(),
@@ -424,7 +424,7 @@ impl Server {
         attributes
             .entry("ecs.availability-zone".into())
             .or_insert_with(|| "local".into());
-        let record = crate::scheduler::capacity::Node {
+        let record = crate::model::node::Node {
             workers: agent_config.worker_capacity(),
             attributes,
             registered_at: crate::model::now(),
@@ -464,7 +464,14 @@ impl Server {
             .map_err(|e| format!("cannot start the ledger: {e}"))?;
         let routes = Arc::new(Routes::new(&self.domain));
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let runtime_handle = runtime.clone();
+        let pool = runtime.clone();
+        metrics.set_pool(Box::new(move || {
+            pool.pool_stats().map(|p| crate::metrics::PoolGauge {
+                component_instances: p.component_instances,
+                memories: p.memories as u64,
+                capacity: u64::from(p.capacity),
+            })
+        }));
         let agent = Arc::new(
             Agent::start(
                 runtime,
@@ -484,10 +491,8 @@ impl Server {
             default_region: self.region,
             logs_dir: logs_dir.clone(),
             metrics: metrics.clone(),
-            runtime: Some(runtime_handle),
             keys,
             host_roots: host_roots.clone(),
-            placing: Default::default(),
             node: node.clone(),
             peer_secret,
             blobs: Some(blobs.clone()),
@@ -512,7 +517,7 @@ impl Server {
             shutdown.clone().cancelled_owned(),
         ));
         // Blobs no task definition names any more are removed.
-        crate::agent::blobs::follow(blobs, store.clone(), shutdown.clone())
+        crate::images::blobs::follow(blobs, store.clone(), shutdown.clone())
             .map_err(|e| format!("cannot start the sweep of blobs: {e}"))?;
         // HTTPS: the domains services claim, the certificates for them.
         crate::ingress::domains::follow(store.clone(), routes.domains().clone(), shutdown.clone())?;
@@ -696,7 +701,7 @@ impl Registration {
     fn start(
         store: Arc<dyn Store>,
         node: String,
-        record: crate::scheduler::capacity::Node,
+        record: crate::model::node::Node,
         ttl: std::time::Duration,
         lost: Option<Box<dyn Fn(String) + Send>>,
     ) -> Result<(Registration, NodeLease), crate::store::StoreError> {

@@ -51,7 +51,7 @@ impl Cache {
         let hex = hex_of(digest)?;
         let path = self.layer_path(hex);
         let bytes = std::fs::read(&path).ok()?;
-        if crate::agent::blobs::digest(&bytes) != hex {
+        if crate::model::sha256_hex(&bytes) != hex {
             tracing::error!(
                 "the cached layer {} is damaged; removing it",
                 path.display()
@@ -73,7 +73,7 @@ impl Cache {
     fn write(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".tmp.{}", crate::api::new_id()));
+        let tmp = dir.join(format!(".tmp.{}", crate::model::new_id()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     }
@@ -157,7 +157,7 @@ mod tests {
     use super::*;
 
     fn digest(b: &[u8]) -> String {
-        format!("sha256:{}", crate::agent::blobs::digest(b))
+        format!("sha256:{}", crate::model::sha256_hex(b))
     }
 
     #[test]

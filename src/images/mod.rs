@@ -15,6 +15,7 @@
 //! keeps its compiled code in memory, so eviction never stops one.
 
 mod auth;
+pub mod blobs;
 mod cache;
 
 use std::collections::HashMap;
@@ -182,11 +183,9 @@ impl Registry {
         let key = match auth {
             RegistryAuth::Anonymous => String::new(),
             RegistryAuth::Basic(u, p) => {
-                crate::agent::blobs::digest(format!("basic\0{u}\0{p}").as_bytes())
+                crate::model::sha256_hex(format!("basic\0{u}\0{p}").as_bytes())
             }
-            RegistryAuth::Bearer(t) => {
-                crate::agent::blobs::digest(format!("bearer\0{t}").as_bytes())
-            }
+            RegistryAuth::Bearer(t) => crate::model::sha256_hex(format!("bearer\0{t}").as_bytes()),
         };
         self.clients
             .lock()
@@ -535,7 +534,7 @@ fn classify(reference: String, e: OciDistributionError, insecure: &[String]) -> 
         }
         OciDistributionError::RequestError(r) => {
             let registry = reference.split('/').next().unwrap_or_default().to_string();
-            let mut words = format!("cannot reach the registry: {}", crate::cli::client::error_chain(r));
+            let mut words = format!("cannot reach the registry: {}", crate::logging::error_chain(r));
             if !insecure.contains(&registry) {
                 words.push_str(&format!(
                     " (if {registry} serves plain HTTP, pass --insecure-registry {registry})"
@@ -594,7 +593,7 @@ impl tokio::io::AsyncWrite for Bounded {
 /// component, the interfaces of its world.
 pub fn artifact_config(wasm: &[u8]) -> Result<serde_json::Value, String> {
     let is_component = skiff_runtime::binary_kind(wasm).map_err(|e| e.to_string())?;
-    let digest = format!("sha256:{}", crate::agent::blobs::digest(wasm));
+    let digest = format!("sha256:{}", crate::model::sha256_hex(wasm));
     let created = rfc3339(std::time::SystemTime::now());
     if !is_component {
         return Ok(serde_json::json!({

@@ -241,7 +241,7 @@ pub struct Shared {
     pub node: String,
     /// This node's lease: its claims end with it, so that the names a
     /// node was ordering are free as soon as the node is gone.
-    pub lease: crate::scheduler::leader::NodeLease,
+    pub lease: crate::store::NodeLease,
     /// The names services claim.
     pub domains: Arc<Domains>,
     /// The ingress's certificates.
@@ -624,7 +624,7 @@ fn httpdate(t: SystemTime) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (y, m, d) = crate::auth::sigv4::civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = crate::model::civil_from_days((secs / 86_400) as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

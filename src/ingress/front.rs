@@ -518,7 +518,7 @@ fn request_id<B>(req: &Request<B>) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(crate::api::new_id)
+        .unwrap_or_else(crate::model::new_id)
 }
 
 fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::routes::{Routes, ServiceKey};
 use crate::model::scaling::{NodeLoad, LOAD};
-use crate::scheduler::leader::NodeLease;
+use crate::store::NodeLease;
 use crate::store::{Store, Write};
 
 /// How often the load is reported while anything runs.

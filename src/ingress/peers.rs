@@ -21,10 +21,9 @@ use hyper_util::rt::TokioExecutor;
 use skiff_runtime::{BodyError, ResponseBody};
 
 use super::routes::ServiceKey;
-use crate::agent::ledger;
+use crate::model::node::{self, Node};
 use crate::model::service;
 use crate::model::task::{HealthStatus, TaskStatus};
-use crate::scheduler::capacity::{self, Node};
 use crate::store::Store;
 
 /// The header a forwarded request carries: `CLUSTER/SERVICE`.
@@ -159,10 +158,10 @@ fn lookup(store: &dyn Store, this: &str, (cluster, name): &ServiceKey) -> Vec<St
         let Some(id) = r.key.rsplit('/').next() else {
             continue;
         };
-        let Ok(Some(tr)) = store.get(&ledger::key(cluster, id)) else {
+        let Ok(Some(tr)) = store.get(&crate::model::task::key(cluster, id)) else {
             continue;
         };
-        let Some(t) = ledger::parse(&tr) else {
+        let Some(t) = crate::model::task::TaskRecord::decode(&tr.value) else {
             continue;
         };
         if t.node == this
@@ -174,7 +173,7 @@ fn lookup(store: &dyn Store, this: &str, (cluster, name): &ServiceKey) -> Vec<St
         }
         let addr = addresses.entry(t.node.clone()).or_insert_with(|| {
             store
-                .get(&capacity::node_key(&t.node))
+                .get(&node::node_key(&t.node))
                 .ok()
                 .flatten()
                 .and_then(|r| serde_json::from_slice::<Node>(&r.value).ok())

@@ -91,6 +91,12 @@ pub fn valid_hex(hex: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Where an image path points: a path relative to the server's working
+/// directory, an absolute path, or a `file://` URL.
+pub fn image_path(image: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(image.strip_prefix("file://").unwrap_or(image))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,13 +6,21 @@
 //! that what a client registered is what it reads back.
 
 pub mod arn;
+pub mod cluster;
 pub mod connect;
+pub mod definitions;
 pub mod domain;
+pub mod hostfs;
 pub mod image;
+pub mod logs;
+pub mod node;
 pub mod outbound;
+pub mod overrides;
+pub mod protection;
 pub mod provider;
 pub mod scaling;
 pub mod service;
+pub mod tags;
 pub mod task;
 pub mod taskdef;
 
@@ -80,7 +88,7 @@ pub fn rfc3339(secs: f64) -> String {
     let millis = (secs * 1000.0).round() as i64;
     let (whole, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
     let (days, rem) = (whole.div_euclid(86_400), whole.rem_euclid(86_400));
-    let (year, month, day) = crate::auth::sigv4::civil_from_days(days);
+    let (year, month, day) = civil_from_days(days);
     let fraction = if ms == 0 {
         String::new()
     } else {
@@ -92,6 +100,87 @@ pub fn rfc3339(secs: f64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+// Howard Hinnant's date algorithms.
+/// Days since 1970-01-01 of (year, month, day).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Days since 1970-01-01 to (year, month, day).
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+/// A random id: 32 hex digits, as ECS task ids. Unique, not secret: each
+/// thread draws from its own generator, seeded once from the OS (a
+/// system call per id showed in the ingress's profile: every request that
+/// comes without an `X-Request-Id` gets one).
+pub fn new_id() -> String {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(id_seed());
+    }
+    // SplitMix64: a full-period sequence per thread; each output mixes the
+    // state so that consecutive ids share no visible digits.
+    let next = || {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(x);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    };
+    format!("{:016x}{:016x}", next(), next())
+}
+
+/// 64 bits from the OS, or where it has none to give, from the clock and
+/// the thread (ids must still differ between threads and processes).
+fn id_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::thread::current().id().hash(&mut h);
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    h.finish()
+}
+
+/// The SHA-256 of `data`, in lowercase hex: a module's digest, a
+/// payload's hash in a signature.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Checks a name of a cluster, family or container: 1-255 letters,
@@ -117,6 +206,25 @@ pub fn check_name(field: &str, what: &str, name: &str) -> Result<(), FieldError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_32_hex_digits_and_differ_within_and_across_threads() {
+        let mut ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        for _ in 0..4 {
+            ids.extend(
+                std::thread::spawn(|| (0..1000).map(|_| new_id()).collect::<Vec<_>>())
+                    .join()
+                    .unwrap(),
+            );
+        }
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "an id repeated");
+    }
 
     #[test]
     fn names() {

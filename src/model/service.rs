@@ -338,9 +338,17 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Where services are stored: `services/CLUSTER/NAME`.
+pub const PREFIX: &str = "services/";
+
 /// The store key of a service.
 pub fn key(cluster: &str, name: &str) -> String {
     format!("services/{cluster}/{name}")
+}
+
+/// The prefix of a cluster's services.
+pub fn cluster_prefix(cluster: &str) -> String {
+    format!("services/{cluster}/")
 }
 
 /// The prefix under which a service's task index lives.

@@ -131,6 +131,74 @@ pub struct ContainerRecord {
     pub health_status: Option<HealthStatus>,
 }
 
+/// What happened to a task, reported by its worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The worker has the task and is loading its images.
+    Pending,
+    /// Container `index`'s registry image was pulled at `digest` (a task
+    /// made without a digest records the one its tag named).
+    ImagePulled {
+        /// Which container.
+        index: usize,
+        /// The manifest digest.
+        digest: String,
+    },
+    /// Its images are loaded; containers are about to start.
+    Activating,
+    /// Its first container started.
+    Running,
+    /// Container `index` started.
+    ContainerRunning(usize),
+    /// Container `index` stopped.
+    ContainerStopped {
+        /// Which container.
+        index: usize,
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Why, in words, when it did not simply exit.
+        reason: Option<String>,
+    },
+    /// Container `index`'s health changed.
+    ContainerHealth {
+        /// Which container.
+        index: usize,
+        /// Its health now.
+        status: HealthStatus,
+    },
+    /// The task is about to stop its containers (takes no new work).
+    Deactivating,
+    /// The task is stopping.
+    Stopping {
+        /// Why.
+        code: StopCode,
+        /// In words.
+        reason: String,
+    },
+    /// Its containers have stopped; its resources are being released.
+    Deprovisioning,
+    /// The task has stopped; its resources are released.
+    Stopped {
+        /// Why.
+        code: StopCode,
+        /// In words.
+        reason: String,
+    },
+}
+
+/// Where tasks are stored: `tasks/CLUSTER/ID`.
+pub const PREFIX: &str = "tasks/";
+
+/// The store key of a task.
+pub fn key(cluster: &str, id: &str) -> String {
+    format!("tasks/{cluster}/{id}")
+}
+
+/// The prefix of a cluster's tasks.
+pub fn cluster_prefix(cluster: &str) -> String {
+    format!("tasks/{cluster}/")
+}
+
 /// A task, as stored at `tasks/CLUSTER/ID`. ARNs are made when it is shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -270,6 +338,16 @@ impl TaskRecord {
         self
     }
 
+    /// Reads a stored task; `None` when the bytes are not one.
+    pub fn decode(bytes: &[u8]) -> Option<TaskRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The task as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
     /// Moves the task forward to `next` (never back); returns whether it moved.
     pub fn advance(&mut self, next: TaskStatus) -> bool {
         if self.last_status.can_become(next) {
@@ -403,9 +481,196 @@ impl TaskRecord {
     }
 }
 
+/// Applies one event to a task record.
+pub fn record(t: &mut TaskRecord, event: &Event, at: f64) {
+    t.version += 1;
+    match event {
+        Event::Pending => {
+            t.advance(TaskStatus::Pending);
+        }
+        Event::ImagePulled { index, digest } => {
+            if let Some(c) = t.containers.get_mut(*index) {
+                c.image_digest = Some(digest.clone());
+            }
+        }
+        Event::Activating => {
+            t.advance(TaskStatus::Activating);
+        }
+        Event::Deactivating => {
+            t.advance(TaskStatus::Deactivating);
+        }
+        Event::Deprovisioning => {
+            t.advance(TaskStatus::Deprovisioning);
+        }
+        Event::Running => {
+            if t.advance(TaskStatus::Running) {
+                t.started_at.get_or_insert(at);
+            }
+        }
+        Event::ContainerRunning(i) => {
+            if let Some(c) = t.containers.get_mut(*i) {
+                if c.last_status == ContainerStatus::Pending {
+                    c.last_status = ContainerStatus::Running;
+                }
+            }
+        }
+        Event::ContainerStopped {
+            index,
+            exit_code,
+            reason,
+        } => {
+            if let Some(c) = t.containers.get_mut(*index) {
+                if c.last_status != ContainerStatus::Stopped {
+                    c.last_status = ContainerStatus::Stopped;
+                    c.exit_code = *exit_code;
+                    c.reason = reason.clone();
+                }
+            }
+        }
+        Event::ContainerHealth { index, status } => {
+            if t.last_status < TaskStatus::Stopped {
+                t.set_health(*index, *status);
+            }
+        }
+        Event::Stopping { code, reason } => {
+            t.advance(TaskStatus::Stopping);
+            stopping(t, *code, reason, at);
+        }
+        Event::Stopped { code, reason } => {
+            stopping(t, *code, reason, at);
+            if t.advance(TaskStatus::Stopped) {
+                t.stopped_at = Some(at);
+            }
+        }
+    }
+}
+
+fn stopping(t: &mut TaskRecord, code: StopCode, reason: &str, at: f64) {
+    t.desired_status = DesiredStatus::Stopped;
+    t.stopping_at.get_or_insert(at);
+    // The first reason stands: StopTask writes its own before the worker
+    // reports back.
+    if t.stop_code.is_none() {
+        t.stop_code = Some(code);
+        t.stopped_reason = Some(reason.to_string());
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A PROVISIONING task of one container, on node n1.
+    pub(crate) fn task() -> TaskRecord {
+        TaskRecord {
+            id: "t1".into(),
+            cluster: "default".into(),
+            family: "f".into(),
+            revision: 1,
+            group: "family:f".into(),
+            service: None,
+            started_by: None,
+            launch_type: "FARGATE".into(),
+            capacity_provider: None,
+            last_status: TaskStatus::Provisioning,
+            desired_status: DesiredStatus::Running,
+            node: "n1".into(),
+            zone: None,
+            worker: 0,
+            cpu: 0,
+            memory: 16,
+            created_at: 1.0,
+            started_at: None,
+            stopping_at: None,
+            stopped_at: None,
+            stop_code: None,
+            stopped_reason: None,
+            containers: vec![ContainerRecord {
+                id: "c1".into(),
+                name: "main".into(),
+                image: "x.wasm".into(),
+                image_digest: None,
+                last_status: ContainerStatus::Pending,
+                exit_code: None,
+                reason: None,
+                cpu: 0,
+                memory: Some(16),
+                memory_reservation: None,
+                essential: true,
+                health_status: None,
+            }],
+            overrides: serde_json::json!({}),
+            health_status: Default::default(),
+            log_streams: Vec::new(),
+            protected_until: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_command_task_runs_its_whole_lifecycle() {
+        let mut t = task();
+        record(&mut t, &Event::Pending, 2.0);
+        assert_eq!(t.last_status, TaskStatus::Pending);
+        record(&mut t, &Event::Activating, 2.5);
+        assert_eq!(t.last_status, TaskStatus::Activating);
+        record(&mut t, &Event::ContainerRunning(0), 3.0);
+        record(&mut t, &Event::Running, 3.0);
+        assert_eq!(
+            (t.last_status, t.started_at),
+            (TaskStatus::Running, Some(3.0))
+        );
+        assert_eq!(t.containers[0].last_status, ContainerStatus::Running);
+        let exited = Event::ContainerStopped {
+            index: 0,
+            exit_code: Some(3),
+            reason: None,
+        };
+        record(&mut t, &exited, 4.0);
+        record(&mut t, &Event::Deactivating, 4.0);
+        assert_eq!(t.last_status, TaskStatus::Deactivating);
+        let stopping = Event::Stopping {
+            code: StopCode::EssentialContainerExited,
+            reason: "Essential container in task exited".into(),
+        };
+        record(&mut t, &stopping, 4.0);
+        record(&mut t, &Event::Deprovisioning, 4.5);
+        assert_eq!(t.last_status, TaskStatus::Deprovisioning);
+        record(
+            &mut t,
+            &Event::Stopped {
+                code: StopCode::EssentialContainerExited,
+                reason: "Essential container in task exited".into(),
+            },
+            5.0,
+        );
+        assert_eq!(t.last_status, TaskStatus::Stopped);
+        assert_eq!(t.desired_status, DesiredStatus::Stopped);
+        assert_eq!((t.stopping_at, t.stopped_at), (Some(4.0), Some(5.0)));
+        assert_eq!(t.containers[0].exit_code, Some(3));
+        assert_eq!(t.stop_code, Some(StopCode::EssentialContainerExited));
+    }
+
+    #[test]
+    fn the_first_stop_reason_stands_and_status_never_goes_back() {
+        let mut t = task();
+        t.stop_code = Some(StopCode::UserInitiated);
+        t.stopped_reason = Some("bye".into());
+        record(
+            &mut t,
+            &Event::Stopped {
+                code: StopCode::EssentialContainerExited,
+                reason: "other".into(),
+            },
+            5.0,
+        );
+        assert_eq!(t.stop_code, Some(StopCode::UserInitiated));
+        assert_eq!(t.stopped_reason.as_deref(), Some("bye"));
+        // A late report cannot bring a stopped task back.
+        record(&mut t, &Event::Running, 6.0);
+        assert_eq!(t.last_status, TaskStatus::Stopped);
+        assert_eq!(t.started_at, None);
+    }
 
     #[test]
     fn statuses_only_move_forward() {

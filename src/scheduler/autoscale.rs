@@ -295,7 +295,7 @@ impl Scaler {
         let seq = target.next_activity;
         target.next_activity += 1;
         let activity = Activity {
-            id: crate::api::new_id(),
+            id: crate::model::new_id(),
             cluster: t.cluster.clone(),
             service: t.service.clone(),
             description: format!("Setting desired count to {desired}."),

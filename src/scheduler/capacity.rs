@@ -15,8 +15,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use super::expr::Expr;
 use super::placement::{self, Host, Request, Unplaceable, WorkerLoad};
 use crate::model::service::Strategy;
@@ -36,125 +34,12 @@ pub struct PlacementAsk<'a> {
     /// MiB.
     pub memory: u64,
 }
-use crate::agent::ledger;
+use crate::model::node::{
+    encode as to_vec, instance_key, node_key, reservations_key, Instance, InstanceStatus, Node,
+    Reservations,
+};
 use crate::model::task::{TaskRecord, TaskStatus};
 use crate::store::{Condition, LeaseId, Revision, Store, StoreError, Write};
-
-/// The store key of a node's workers.
-pub fn node_key(node: &str) -> String {
-    format!("nodes/{node}")
-}
-
-/// The store key of what a node's workers have promised.
-pub fn reservations_key(node: &str) -> String {
-    format!("nodes/{node}/reservations")
-}
-
-/// The store key of a node's container-instance record.
-pub fn instance_key(node: &str) -> String {
-    format!("instances/{node}")
-}
-
-/// A node, as it registers itself: what each of its workers has, and its
-/// attributes. The record lives under the node's lease: when the node
-/// stops keeping it alive, the record goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Node {
-    /// Per worker: CPU units (1024, one thread) and MiB it may hand out.
-    pub workers: Vec<(u32, u64)>,
-    /// Its attributes (`ecs.availability-zone`, and those given with
-    /// `--attribute`).
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-    /// When it registered (seconds since the epoch).
-    #[serde(default)]
-    pub registered_at: f64,
-    /// Where other nodes reach its ingress (HOST:PORT), to forward
-    /// requests for its tasks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress: Option<String>,
-    /// Where other nodes reach its API (HOST:PORT), to read the logs of
-    /// its tasks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api: Option<String>,
-}
-
-/// A container instance's status, as ECS has it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[allow(missing_docs)]
-pub enum InstanceStatus {
-    #[default]
-    Active,
-    /// Takes no new tasks; its service tasks are replaced elsewhere.
-    Draining,
-    /// Deregistered: takes nothing until the node registers again.
-    Inactive,
-}
-
-impl InstanceStatus {
-    /// The API's word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceStatus::Active => "ACTIVE",
-            InstanceStatus::Draining => "DRAINING",
-            InstanceStatus::Inactive => "INACTIVE",
-        }
-    }
-}
-
-/// A node as a container instance (`instances/NODE`, not leased): what it
-/// last registered, and the status the API set. It outlives the node's
-/// lease, so that a lost node is still listed (agentConnected false)
-/// until it is deregistered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Instance {
-    /// ACTIVE, DRAINING or INACTIVE.
-    pub status: InstanceStatus,
-    /// What the node last registered.
-    pub node: Node,
-    /// Bumped at every change, as ECS's `version`.
-    #[serde(default)]
-    pub version: u64,
-    /// Attributes set through the API (PutAttributes), beside the node's
-    /// own; an empty value is an attribute without one.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub custom: BTreeMap<String, String>,
-}
-
-/// A node's instance record, if the store has one (and it reads).
-pub fn instance(store: &dyn Store, node: &str) -> Result<Option<Instance>, StoreError> {
-    Ok(store
-        .get(&instance_key(node))?
-        .and_then(|r| serde_json::from_slice(&r.value).ok()))
-}
-
-/// What a node's workers have promised to their tasks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reservations {
-    /// Per worker: CPU units and MiB reserved, and how many tasks.
-    pub workers: Vec<(u32, u64, usize)>,
-}
-
-impl Reservations {
-    fn add(&mut self, worker: usize, cpu: u32, memory: u64) {
-        if self.workers.len() <= worker {
-            self.workers.resize(worker + 1, (0, 0, 0));
-        }
-        let w = &mut self.workers[worker];
-        w.0 += cpu;
-        w.1 += memory;
-        w.2 += 1;
-    }
-
-    fn remove(&mut self, worker: usize, cpu: u32, memory: u64) {
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.0 = w.0.saturating_sub(cpu);
-            w.1 = w.1.saturating_sub(memory);
-            w.2 = w.2.saturating_sub(1);
-        }
-    }
-}
 
 /// Whether a task holds its reservation: until it is STOPPED.
 fn holds(t: &TaskRecord) -> bool {
@@ -175,7 +60,7 @@ pub fn register(
     loop {
         let mut held = Reservations::default();
         for r in store.list("tasks/", None, usize::MAX)? {
-            if let Some(t) = ledger::parse(&r) {
+            if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
                 if t.node == node && holds(&t) {
                     held.add(t.worker, t.cpu, t.memory);
                 }
@@ -231,10 +116,6 @@ pub fn forget_legacy_node(store: &dyn Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) fn to_vec<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
-}
-
 /// A node as the fleet holds it: its instance record, whether its lease
 /// is alive, its workers' loads and its reservations as read.
 #[derive(Debug, Clone)]
@@ -258,6 +139,9 @@ pub struct Member {
     pub loads: Vec<WorkerLoad>,
     reservations: Reservations,
     revision: Option<Revision>,
+    /// What this fleet's placements reserved on it (on top of what was
+    /// read).
+    added: Reservations,
     touched: bool,
 }
 
@@ -298,6 +182,7 @@ impl Fleet {
             loads: Vec::new(),
             reservations: Reservations::default(),
             revision: None,
+            added: Reservations::default(),
             touched: false,
         };
         for r in store.list("instances/", None, usize::MAX)? {
@@ -388,6 +273,7 @@ impl Fleet {
     pub fn reserve(&mut self, member: usize, worker: usize, cpu: u32, memory: u64) {
         let m = &mut self.members[member];
         m.reservations.add(worker, cpu, memory);
+        m.added.add(worker, cpu, memory);
         m.touched = true;
         if let Some(l) = m.loads.get_mut(worker) {
             l.cpu_reserved += cpu;
@@ -444,6 +330,52 @@ impl Fleet {
         )
     }
 
+    /// How many nodes have reservations made by this fleet's placements.
+    pub fn touched(&self) -> usize {
+        self.members.iter().filter(|m| m.touched).count()
+    }
+
+    /// After a commit conflicted: re-reads the reservations of the nodes
+    /// placed on, and whether this fleet's placements still fit on top of
+    /// what is stored now (each worker within what its node has). If
+    /// they do, the reservations to commit become those, guarded by their
+    /// new revision; if not, nothing changes and the placements must be
+    /// made again.
+    pub fn reverify(&mut self, store: &dyn Store) -> Result<bool, StoreError> {
+        let mut fresh = Vec::new();
+        for (i, m) in self.members.iter().enumerate().filter(|(_, m)| m.touched) {
+            let stored = store.get(&reservations_key(&m.id))?;
+            let revision = stored.as_ref().map(|r| r.mod_revision);
+            if revision == m.revision {
+                continue;
+            }
+            let mut now: Reservations = stored
+                .and_then(|r| serde_json::from_slice(&r.value).ok())
+                .unwrap_or_default();
+            for (w, &(cpu, memory, tasks)) in m.added.workers.iter().enumerate() {
+                if tasks == 0 {
+                    continue;
+                }
+                now.add_many(w, cpu, memory, tasks);
+                let (cap_cpu, cap_memory) = m.node.workers.get(w).copied().unwrap_or((0, 0));
+                let (held_cpu, held_memory, _) = now.workers[w];
+                if held_cpu > cap_cpu || held_memory > cap_memory {
+                    return Ok(false);
+                }
+            }
+            fresh.push((i, now, revision));
+        }
+        for (i, now, revision) in fresh {
+            let m = &mut self.members[i];
+            for (l, &(cpu, memory, tasks)) in m.loads.iter_mut().zip(&now.workers) {
+                (l.cpu_reserved, l.memory_reserved, l.tasks) = (cpu, memory, tasks);
+            }
+            m.reservations = now;
+            m.revision = revision;
+        }
+        Ok(true)
+    }
+
     /// The conditions and writes that commit the reservations made, to go
     /// in the same transaction as the tasks placed: each node's
     /// reservations guarded by the revision they were read at.
@@ -460,30 +392,6 @@ impl Fleet {
         }
         (conditions, writes)
     }
-}
-
-/// The condition and write that give back the reservations of `stopped`
-/// tasks (each just recorded STOPPED), for the ledger's transaction.
-pub fn release_parts(
-    store: &dyn Store,
-    node: &str,
-    stopped: &[(usize, u32, u64)],
-) -> Result<Option<(Condition, Write)>, StoreError> {
-    if stopped.is_empty() {
-        return Ok(None);
-    }
-    let k = reservations_key(node);
-    let Some(r) = store.get(&k)? else {
-        return Ok(None);
-    };
-    let mut res: Reservations = serde_json::from_slice(&r.value).unwrap_or_default();
-    for &(worker, cpu, memory) in stopped {
-        res.remove(worker, cpu, memory);
-    }
-    Ok(Some((
-        Condition::At(k.clone(), r.mod_revision),
-        Write::Put(k, to_vec(&res)),
-    )))
 }
 
 #[cfg(test)]
@@ -547,7 +455,9 @@ pub(crate) mod tests {
         register(&s, "n1", &node(&[(1024, 100), (1024, 100)]), lease(&s)).unwrap();
         let mut fleet = Fleet::read(&s).unwrap();
         reserve(&s, &mut fleet, "n1", 1, 256, 30);
-        let (c, w) = release_parts(&s, "n1", &[(1, 256, 30)]).unwrap().unwrap();
+        let (c, w) = crate::store::records::release_reservations(&s, "n1", &[(1, 256, 30)])
+            .unwrap()
+            .unwrap();
         s.commit(&[c], &[w]).unwrap();
         let fleet = Fleet::read(&s).unwrap();
         assert_eq!(fleet.members[0].loads[1].memory_reserved, 0);

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use super::capacity;
 use super::expr::{Expr, Op, Subject};
 use super::leader::{Leadership, NodeLease, LEADER_KEY};
+use super::placer::Placer;
 use super::reconcile::{reconcile_daemon, reconcile_draining, Ids};
-use crate::agent::ledger;
-use crate::api::task_definitions;
+use crate::model::definitions::{self, DefinitionRecord, FamilyRecord};
 use crate::model::service::{self, DeploymentStatus, ServiceRecord, ServiceStatus};
-use crate::model::task::{ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::model::task::{self, ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Revision, Store, StoreError, Write};
 
@@ -51,7 +51,7 @@ pub struct RandomIds;
 
 impl Ids for RandomIds {
     fn event_id(&mut self) -> String {
-        let h = crate::api::new_id();
+        let h = crate::model::new_id();
         format!(
             "{}-{}-{}-{}-{}",
             &h[0..8],
@@ -240,7 +240,7 @@ impl Controller {
                             }
                             // A revision newly deleted (not the sweep's
                             // own removal of a mark).
-                            if c.key.starts_with(task_definitions::DELETING) && !c.deleted {
+                            if c.key.starts_with(definitions::DELETING) && !c.deleted {
                                 self.sweep_deleted();
                             }
                         }
@@ -326,7 +326,7 @@ impl Controller {
         };
         let now = crate::model::now();
         for r in records {
-            let Some(mut t) = ledger::parse(&r) else {
+            let Some(mut t) = crate::model::task::TaskRecord::decode(&r.value) else {
                 continue;
             };
             if t.last_status == TaskStatus::Stopped || !lost.contains(&t.node) {
@@ -339,9 +339,9 @@ impl Controller {
                 "Task stopped because its container instance {} was lost (its node stopped renewing its lease)",
                 t.node
             );
-            ledger::record(
+            crate::model::task::record(
                 &mut t,
-                &crate::agent::Event::Stopped {
+                &crate::model::task::Event::Stopped {
                     code: StopCode::TerminationNotice,
                     reason,
                 },
@@ -355,7 +355,7 @@ impl Controller {
             }
             match self.store.commit(
                 &[Condition::At(r.key.clone(), r.mod_revision), fence],
-                &[Write::Put(r.key.clone(), ledger::to_bytes(&t))],
+                &[Write::Put(r.key.clone(), t.encode())],
             ) {
                 Ok(rev) => {
                     self.remember(rev);
@@ -386,10 +386,7 @@ impl Controller {
     /// a service uses them (until then they stay DELETE_IN_PROGRESS, as in
     /// ECS). Fenced.
     fn sweep_deleted(&mut self) {
-        let marked = match self
-            .store
-            .list(task_definitions::DELETING, None, usize::MAX)
-        {
+        let marked = match self.store.list(definitions::DELETING, None, usize::MAX) {
             Ok(m) if m.is_empty() => return,
             Ok(m) => m,
             Err(e) => {
@@ -405,7 +402,7 @@ impl Controller {
             }
         };
         for m in marked {
-            let Some((family, revision)) = task_definitions::parse_deleting_key(&m.key) else {
+            let Some((family, revision)) = definitions::parse_deleting_key(&m.key) else {
                 continue;
             };
             if used.contains(&(family.clone(), revision)) {
@@ -416,24 +413,22 @@ impl Controller {
             };
             let mut conditions = vec![Condition::At(m.key.clone(), m.mod_revision), fence];
             let mut writes = vec![
-                Write::Delete(task_definitions::key(&family, revision)),
+                Write::Delete(definitions::key(&family, revision)),
                 Write::Delete(m.key.clone()),
-                Write::Delete(crate::api::tags::key(
+                Write::Delete(crate::model::tags::key(
                     "task-definition",
                     &format!("{family}:{revision}"),
                 )),
             ];
             // The family counts revisions deleted for good: when all are,
             // it is no longer listed.
-            let fk = task_definitions::family_key(&family);
+            let fk = definitions::family_key(&family);
             match self.store.get(&fk) {
                 Ok(Some(r)) => {
-                    let mut f: serde_json::Value =
-                        serde_json::from_slice(&r.value).unwrap_or_default();
-                    let deleted = f.get("deleted").and_then(|v| v.as_u64()).unwrap_or(0);
-                    f["deleted"] = serde_json::json!(deleted + 1);
+                    let mut f = FamilyRecord::decode(&r.value).unwrap_or_default();
+                    f.deleted += 1;
                     conditions.push(Condition::At(fk.clone(), r.mod_revision));
-                    writes.push(Write::Put(fk, serde_json::to_vec(&f).unwrap_or_default()));
+                    writes.push(Write::Put(fk, f.encode()));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -473,7 +468,7 @@ impl Controller {
     fn definitions_in_use(&self) -> Result<std::collections::HashSet<(String, u32)>, StoreError> {
         let mut used = std::collections::HashSet::new();
         for r in self.store.list("tasks/", None, usize::MAX)? {
-            if let Some(t) = ledger::parse(&r) {
+            if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
                 if t.last_status != TaskStatus::Stopped {
                     used.insert((t.family, t.revision));
                 }
@@ -540,13 +535,13 @@ impl Controller {
         if let Some(td) = self.definitions.get(&k) {
             return Ok(td.clone());
         }
-        let r = self
-            .store
-            .get(&crate::api::task_definitions::key(family, revision))
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("task definition {family}:{revision} does not exist"))?;
-        let v: serde_json::Value = serde_json::from_slice(&r.value).map_err(|e| e.to_string())?;
-        let td = TaskDefinition::parse(&v["document"]).map_err(|e| e.to_string())?;
+        let (record, _) = crate::store::records::read::<DefinitionRecord>(
+            self.store.as_ref(),
+            &definitions::key(family, revision),
+        )
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("task definition {family}:{revision} does not exist"))?;
+        let td = record.definition().map_err(|e| e.to_string())?;
         self.definitions.insert(k, td.clone());
         Ok(td)
     }
@@ -572,6 +567,36 @@ impl Controller {
         Some(0.05)
     }
 
+    /// A service's tasks (through its index), with their revisions; each
+    /// is remembered as the service's, so that its changes wake it.
+    fn service_tasks(
+        &mut self,
+        key: &str,
+        svc: &ServiceRecord,
+    ) -> Result<Vec<(TaskRecord, Revision)>, StoreError> {
+        let mut tasks = Vec::new();
+        let index = self.store.list(
+            &service::tasks_prefix(&svc.cluster, &svc.name),
+            None,
+            usize::MAX,
+        )?;
+        for r in index {
+            let Some(id) = r.key.rsplit('/').next() else {
+                continue;
+            };
+            if let Some(found) = crate::store::records::task(self.store.as_ref(), &svc.cluster, id)?
+            {
+                self.owners
+                    .insert(task::key(&svc.cluster, id), key.to_string());
+                tasks.push(found);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// One reconcile of the service at `key`: compare, place what is to
+    /// start, and commit it all in one transaction. Returns when to run
+    /// again, if the plan asks.
     fn attempt(&mut self, key: &str) -> Result<Option<f64>, StoreError> {
         let Some(rec) = self.store.get(key)? else {
             return Ok(None);
@@ -583,32 +608,10 @@ impl Controller {
         if svc.status == ServiceStatus::Inactive {
             return Ok(None);
         }
-        let mut tasks: Vec<(TaskRecord, Revision)> = Vec::new();
-        for r in self.store.list(
-            &service::tasks_prefix(&svc.cluster, &svc.name),
-            None,
-            usize::MAX,
-        )? {
-            let Some(id) = r.key.rsplit('/').next() else {
-                continue;
-            };
-            let tk = ledger::key(&svc.cluster, id);
-            if let Some(tr) = self.store.get(&tk)? {
-                if let Some(t) = ledger::parse(&tr) {
-                    self.owners.insert(tk, key.to_string());
-                    tasks.push((t, tr.mod_revision));
-                }
-            }
-        }
+        let tasks = self.service_tasks(key, &svc)?;
         let observed: Vec<TaskRecord> = tasks.iter().map(|(t, _)| t.clone()).collect();
         let now = crate::model::now();
-        let mut fleet = capacity::Fleet::read(self.store.as_ref())?;
-        let draining: Vec<String> = fleet
-            .members
-            .iter()
-            .filter(|m| m.status == capacity::InstanceStatus::Draining)
-            .map(|m| m.id.clone())
-            .collect();
+        let mut placer = Placer::read(self.store.as_ref())?;
         let member_of: Vec<Expr> = svc
             .member_of
             .iter()
@@ -616,7 +619,8 @@ impl Controller {
             .collect();
         let plan = if svc.daemon {
             self.daemons.insert(key.to_string());
-            let eligible: Vec<String> = fleet
+            let eligible: Vec<String> = placer
+                .fleet()
                 .members
                 .iter()
                 .filter(|m| {
@@ -626,23 +630,37 @@ impl Controller {
                 .collect();
             reconcile_daemon(&svc, &observed, &eligible, now, &mut RandomIds)
         } else {
+            let draining: Vec<String> = placer
+                .fleet()
+                .members
+                .iter()
+                .filter(|m| m.status == crate::model::node::InstanceStatus::Draining)
+                .map(|m| m.id.clone())
+                .collect();
             reconcile_draining(&svc, &observed, &draining, now, &mut RandomIds)
         };
         let domains = self.domains(&plan.service);
         if !plan.acts(&svc) && domains.is_none() {
             return Ok(plan.requeue);
         }
+        let Some(fence) = self.leadership.fence() else {
+            return Ok(None);
+        };
         let mut s = plan.service.clone();
         let mut requeue = plan.requeue;
+        placer.guard(Condition::At(key.to_string(), rec.mod_revision));
+        placer.guard(fence);
         // The claims move with the domains; a name claimed by another
         // service since it was read leaves them as they were, and the
         // next pass looks again.
-        let mut claimed = (Vec::new(), Vec::new());
         if let Some((domains, redirect)) = domains {
             s.domains = domains;
             s.https_redirect = redirect;
-            match crate::api::services::claims(self.store.as_ref(), &svc.domains, &s) {
-                Ok(parts) => claimed = parts,
+            match crate::store::records::claims(self.store.as_ref(), &svc.domains, &s) {
+                Ok((conditions, writes)) => {
+                    conditions.into_iter().for_each(|c| placer.guard(c));
+                    writes.into_iter().for_each(|w| placer.write(w));
+                }
                 Err(_) => {
                     s.domains = svc.domains.clone();
                     s.https_redirect = svc.https_redirect;
@@ -650,35 +668,61 @@ impl Controller {
                 }
             }
         }
+        let (placed, place_requeue) =
+            self.place_starts(&mut placer, &mut s, &plan, &tasks, &member_of, now);
+        requeue = match (requeue, place_requeue) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for t in &placed {
+            placer.add_task(t);
+            placer.write(Write::Put(
+                service::task_index_key(&s.cluster, &s.name, &t.id),
+                Vec::new(),
+            ));
+        }
+        if stop_tasks(&mut placer, &plan, &tasks) {
+            requeue = Some(0.0);
+        }
+        placer.write(Write::Put(
+            key.to_string(),
+            serde_json::to_vec(&s).unwrap_or_default(),
+        ));
+        let revision = placer.commit(self.store.as_ref())?;
+        self.remember(revision);
+        for t in placed {
+            self.owners
+                .insert(task::key(&t.cluster, &t.id), key.to_string());
+        }
+        Ok(requeue)
+    }
 
-        // Place the new tasks.
-        let mut group_tasks = fleet.no_tasks();
-        for (t, _) in &tasks {
-            if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
-                if let Some(n) = fleet
-                    .index(&t.node)
-                    .and_then(|h| group_tasks[h].get_mut(t.worker))
-                {
-                    *n += 1;
-                }
-            }
-        }
-        // Each deployment's live tasks by capacity provider: a new task
-        // goes to the provider its strategy is furthest behind on.
-        let mut providers: BTreeMap<&str, BTreeMap<String, u32>> = BTreeMap::new();
-        for (t, _) in &tasks {
-            if let (Some(d), Some(p)) = (&t.started_by, &t.capacity_provider) {
-                if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped
-                {
-                    *providers
-                        .entry(d.as_str())
-                        .or_default()
-                        .entry(p.clone())
-                        .or_default() += 1;
-                }
-            }
-        }
-        let mut placed: Vec<(TaskRecord, TaskDefinition)> = Vec::new();
+    /// Places the tasks the plan starts (at most [`MAX_STARTS_PER_PASS`]),
+    /// saying in the service's events what could not be placed and that
+    /// the others started. Returns the tasks placed and when to run again.
+    fn place_starts(
+        &mut self,
+        placer: &mut Placer,
+        s: &mut ServiceRecord,
+        plan: &super::reconcile::Plan,
+        tasks: &[(TaskRecord, Revision)],
+        member_of: &[Expr],
+        now: f64,
+    ) -> (Vec<TaskRecord>, Option<f64>) {
+        // What spread counts: the service's live tasks.
+        placer.group(
+            tasks
+                .iter()
+                .map(|(t, _)| t)
+                .filter(|t| {
+                    t.desired_status == DesiredStatus::Running
+                        && t.last_status < TaskStatus::Stopped
+                })
+                .map(|t| (t.node.as_str(), t.worker)),
+        );
+        let mut providers = deployment_providers(tasks);
+        let mut placed: Vec<TaskRecord> = Vec::new();
+        let mut requeue = None;
         // A pass places a bounded number (one transaction each: etcd's
         // default --max-txn-ops is 128); the rest go in the next pass, at
         // once.
@@ -713,37 +757,37 @@ impl Controller {
                 None => capacity::PlacementAsk {
                     strategies: &s.strategy,
                     distinct_instance: s.distinct_instance,
-                    member_of: &member_of,
+                    member_of,
                     cpu,
                     memory,
                 },
             };
-            match fleet.place(&ask, &mut group_tasks) {
-                Ok((node, worker, zone)) => {
+            match placer.place(&ask) {
+                Ok(at) => {
                     let mut t = TaskRecord::placed(
                         &td,
                         st.revision,
                         &s.cluster,
-                        &node,
-                        worker,
+                        &at.node,
+                        at.worker,
                         now,
-                        &mut crate::api::new_id,
+                        &mut crate::model::new_id,
                     );
-                    t.zone = zone;
+                    t.zone = at.zone;
                     t.group = service::group(&s.name);
                     t.service = Some(s.name.clone());
                     t.started_by = Some(st.deployment.clone());
                     t.launch_type = s.launch_type.clone();
                     t.capacity_provider = crate::model::provider::pick(
                         &s.capacity_provider_strategy,
-                        providers.entry(st.deployment.as_str()).or_default(),
+                        providers.entry(st.deployment.clone()).or_default(),
                     );
                     if let Some(d) = s.deployments.iter().find(|d| d.id == st.deployment) {
                         for c in &mut t.containers {
                             c.image_digest = d.image_digests.get(&c.name).cloned();
                         }
                     }
-                    placed.push((t, td));
+                    placed.push(t);
                 }
                 Err(why) => {
                     let msg = match &st.node {
@@ -754,13 +798,13 @@ impl Controller {
                         None => format!(
                             "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; {}).",
                             s.name,
-                            fleet.summary(),
+                            placer.fleet().summary(),
                         ),
                     };
                     if !s.said_recently(&msg, now, 60.0) {
                         s.event(RandomIds.event_id(), now, msg);
                     }
-                    requeue = Some(requeue.map_or(PLACE_RETRY, |r| r.min(PLACE_RETRY)));
+                    requeue = Some(requeue.map_or(PLACE_RETRY, |r: f64| r.min(PLACE_RETRY)));
                     // A full node holds up only its own daemon task.
                     if st.node.is_some() {
                         continue;
@@ -775,8 +819,7 @@ impl Controller {
         }
         if !placed.is_empty() {
             let n = placed.len();
-            let list =
-                crate::model::service::named_tasks(placed.iter().map(|(t, _)| t.id.as_str()));
+            let list = service::named_tasks(placed.iter().map(|t| t.id.as_str()));
             s.event(
                 RandomIds.event_id(),
                 now,
@@ -787,58 +830,54 @@ impl Controller {
                 ),
             );
         }
-
-        let Some(fence) = self.leadership.fence() else {
-            return Ok(None);
-        };
-        let mut conditions = vec![Condition::At(key.to_string(), rec.mod_revision), fence];
-        let mut writes = vec![Write::Put(
-            key.to_string(),
-            serde_json::to_vec(&s).unwrap_or_default(),
-        )];
-        conditions.extend(claimed.0);
-        writes.extend(claimed.1);
-        if !placed.is_empty() {
-            let (held, reservations) = fleet.commit_parts();
-            conditions.extend(held);
-            writes.extend(reservations);
-        }
-        for (t, _) in &placed {
-            let tk = ledger::key(&t.cluster, &t.id);
-            conditions.push(Condition::Absent(tk.clone()));
-            writes.push(Write::Put(tk, ledger::to_bytes(t)));
-            writes.extend(crate::agent::logs::stream_writes(t));
-            writes.push(Write::Put(
-                service::task_index_key(&s.cluster, &s.name, &t.id),
-                Vec::new(),
-            ));
-        }
-        // Stops within the pass's budget of writes too; the rest next pass.
-        let room = MAX_WRITES_PER_PASS.saturating_sub(writes.len());
-        if plan.stop.len() > room {
-            requeue = Some(0.0);
-        }
-        for st in plan.stop.iter().take(room) {
-            let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
-                continue;
-            };
-            let mut t = t.clone();
-            t.desired_status = DesiredStatus::Stopped;
-            if t.stop_code.is_none() {
-                t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
-                t.stopped_reason = Some(st.reason.clone());
-            }
-            t.version += 1;
-            let tk = ledger::key(&t.cluster, &t.id);
-            conditions.push(Condition::At(tk.clone(), *rev));
-            writes.push(Write::Put(tk, ledger::to_bytes(&t)));
-        }
-        let revision = self.store.commit(&conditions, &writes)?;
-        self.remember(revision);
-        for (t, _) in placed {
-            self.owners
-                .insert(ledger::key(&t.cluster, &t.id), key.to_string());
-        }
-        Ok(requeue)
+        (placed, requeue)
     }
+}
+
+/// Each deployment's live tasks by capacity provider: a new task goes to
+/// the provider its strategy is furthest behind on.
+fn deployment_providers(
+    tasks: &[(TaskRecord, Revision)],
+) -> BTreeMap<String, BTreeMap<String, u32>> {
+    let mut providers: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for (t, _) in tasks {
+        if let (Some(d), Some(p)) = (&t.started_by, &t.capacity_provider) {
+            if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
+                *providers
+                    .entry(d.clone())
+                    .or_default()
+                    .entry(p.clone())
+                    .or_default() += 1;
+            }
+        }
+    }
+    providers
+}
+
+/// Writes desiredStatus STOPPED to the tasks the plan stops, within the
+/// pass's budget of writes (each guarded by the revision it was read
+/// at); whether some were left for the next pass.
+fn stop_tasks(
+    placer: &mut Placer,
+    plan: &super::reconcile::Plan,
+    tasks: &[(TaskRecord, Revision)],
+) -> bool {
+    // One more write follows: the service record.
+    let room = MAX_WRITES_PER_PASS.saturating_sub(placer.write_count() + 1);
+    for st in plan.stop.iter().take(room) {
+        let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
+            continue;
+        };
+        let mut t = t.clone();
+        t.desired_status = DesiredStatus::Stopped;
+        if t.stop_code.is_none() {
+            t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
+            t.stopped_reason = Some(st.reason.clone());
+        }
+        t.version += 1;
+        let tk = task::key(&t.cluster, &t.id);
+        placer.guard(Condition::At(tk.clone(), *rev));
+        placer.write(Write::Put(tk, t.encode()));
+    }
+    plan.stop.len() > room
 }

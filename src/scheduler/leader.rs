@@ -7,17 +7,14 @@
 //! key's revision as the leader wrote it: once another node has taken the
 //! key, a deposed leader's transaction fails whatever it was about to do.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::store::{Condition, LeaseId, Revision, Store, StoreError, Write};
 
 /// The store key the leader holds.
 pub const LEADER_KEY: &str = "leader";
 
-/// The lease this node's records live under; the node's registration
-/// swaps in a new one when the old one lapsed.
-pub type NodeLease = Arc<AtomicI64>;
+pub use crate::store::NodeLease;
 
 /// This node's side of the election.
 pub struct Leadership {
@@ -109,6 +106,7 @@ impl Leadership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn one_leader_and_a_deposed_one_cannot_write() {

@@ -11,4 +11,5 @@ pub mod controller;
 pub mod expr;
 pub mod leader;
 pub mod placement;
+pub mod placer;
 pub mod reconcile;

@@ -18,6 +18,7 @@
 mod etcd;
 #[cfg(test)]
 pub(crate) mod hooked;
+pub mod records;
 mod sqlite;
 
 pub use etcd::EtcdStore;
@@ -53,6 +54,10 @@ pub enum Condition {
 /// A lease: keys written under it are deleted when it ends (revoked, or
 /// not kept alive for its TTL).
 pub type LeaseId = i64;
+
+/// The lease a node's records live under, shared by the parts that write
+/// them; the node's registration swaps in a new one when the old one lapsed.
+pub type NodeLease = std::sync::Arc<std::sync::atomic::AtomicI64>;
 
 /// A write in a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::model::definitions::DefinitionRecord;
 use crate::model::image::valid_hex;
 use crate::store::{Store, StoreError, Write};
 
@@ -34,10 +35,7 @@ pub fn holder_key(hex: &str, node: &str) -> String {
     format!("blobs/{hex}/{node}")
 }
 
-/// The SHA-256 of `bytes`, as 64 hex digits.
-pub fn digest(bytes: &[u8]) -> String {
-    crate::auth::sigv4::sha256_hex(bytes)
-}
+use crate::model::sha256_hex as digest;
 
 /// A file's identity for the digest cache: its length and mtime.
 type Stamp = (u64, std::time::SystemTime);
@@ -57,7 +55,7 @@ pub fn follow(
     store: Arc<dyn Store>,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let prefix = crate::api::task_definitions::DELETING;
+    let prefix = crate::model::definitions::DELETING;
     crate::threads::spawn("skiff-blobs", move || async move {
         let sweep = |blobs: &Blobs| match blobs.sweep() {
             Ok(0) => {}
@@ -150,23 +148,14 @@ impl Blobs {
     pub fn sweep(&self) -> Result<usize, String> {
         let _held = self.hold();
         let mut named = HashSet::new();
-        for r in self
-            .store
-            .list("taskdefs/", None, usize::MAX)
-            .map_err(|e| format!("cannot list task definitions: {e}"))?
-        {
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.value) else {
-                // Unreadable: whatever it names stays.
-                return Err(format!("the task definition {} is unreadable", r.key));
-            };
-            if let Some(digests) = v.get("digests").and_then(|d| d.as_object()) {
-                named.extend(
-                    digests
-                        .values()
-                        .filter_map(|h| h.as_str())
-                        .map(str::to_string),
-                );
-            }
+        // An unreadable revision stops the sweep: whatever it names stays.
+        let revisions = crate::store::records::read_all::<DefinitionRecord>(
+            self.store.as_ref(),
+            crate::model::definitions::PREFIX,
+        )
+        .map_err(|e| format!("cannot read the task definitions: {e}"))?;
+        for (_, d, _) in revisions {
+            named.extend(d.digests.into_values());
         }
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -258,7 +247,7 @@ impl Blobs {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        let tmp = self.dir.join(format!(".{hex}.{}", crate::api::new_id()));
+        let tmp = self.dir.join(format!(".{hex}.{}", crate::model::new_id()));
         std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
     }
@@ -300,7 +289,7 @@ impl Blobs {
             if node == self.node {
                 continue;
             }
-            let Some(addr) = crate::scheduler::capacity::instance(self.store.as_ref(), node)
+            let Some(addr) = crate::store::records::instance(self.store.as_ref(), node)
                 .ok()
                 .flatten()
                 .and_then(|i| i.node.api)
@@ -308,7 +297,7 @@ impl Blobs {
                 continue;
             };
             let path = format!("{BLOBS_PATH}{hex}");
-            match crate::api::peer::get(&addr, &path, &self.secret) {
+            match crate::auth::peer::get(&addr, &path, &self.secret) {
                 Ok(Some(bytes)) if digest(&bytes) == hex => {
                     self.put(hex, &bytes)?;
                     let _ = self
@@ -378,7 +367,7 @@ mod tests {
             kept.push(hex);
         }
         let (a, b) = (kept[0].clone(), kept[1].clone());
-        let td = crate::api::task_definitions::key("f", 1);
+        let td = crate::model::definitions::key("f", 1);
         let named = serde_json::json!({"family": "f", "revision": 1, "digests": {"web": a}});
         store
             .commit(
