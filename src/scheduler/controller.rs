@@ -108,6 +108,8 @@ pub struct Controller {
     /// The DAEMON services seen (service keys): looked at again whenever
     /// a node comes, goes or changes.
     daemons: BTreeSet<String>,
+    /// Services whose reconcile failed, and how long each waits.
+    backoff: super::backoff::Backoff,
 }
 
 impl Controller {
@@ -122,6 +124,7 @@ impl Controller {
             own: VecDeque::new(),
             scaler: None,
             daemons: BTreeSet::new(),
+            backoff: Default::default(),
         }
     }
 
@@ -275,7 +278,10 @@ impl Controller {
                             let _ = self.leadership.check(self.store.as_ref());
                         }
                         if self.leadership.leading() {
-                            dirty.extend(self.all_services());
+                            // A service backing off waits for its timer
+                            // (or a change of its own), not the resync.
+                            let services = self.all_services();
+                            dirty.extend(services.into_iter().filter(|k| !self.backoff.failing(k)));
                             self.sweep_lost(&mut dirty);
                             self.sweep_deleted();
                         } else {
@@ -551,7 +557,10 @@ impl Controller {
     pub fn sync(&mut self, key: &str) -> Option<f64> {
         for _ in 0..16 {
             match self.attempt(key) {
-                Ok(requeue) => return requeue,
+                Ok(requeue) => {
+                    self.backoff.succeeded(key);
+                    return requeue;
+                }
                 Err(StoreError::Conflict) => {
                     // Deposed: the new leader reconciles.
                     if !self.leadership.check(self.store.as_ref()).unwrap_or(false) {
@@ -559,8 +568,11 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("the scheduler could not reconcile {key}: {e}; retrying in 1s");
-                    return Some(1.0);
+                    let after = self.backoff.failed(key);
+                    tracing::warn!(
+                        "the scheduler could not reconcile {key}: {e}; retrying in {after:?}"
+                    );
+                    return Some(after.as_secs_f64());
                 }
             }
         }
@@ -880,4 +892,68 @@ fn stop_tasks(
         placer.write(Write::Put(tk, t.encode()));
     }
     plan.stop.len() > room
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::definitions::{self, DefinitionRecord, DefinitionStatus};
+    use crate::scheduler::capacity::{register, tests::lease, tests::node};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    #[test]
+    fn a_service_whose_reconcile_fails_backs_off_and_a_success_resets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        // Commits fail as an unreachable etcd's would, while `down`.
+        let down = Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        let store = crate::store::hooked::Hooked::new(inner.clone()).before_commit(move |_, _| {
+            match d.load(SeqCst) {
+                true => Err(StoreError::Io("etcd: connection refused".into())),
+                false => Ok(()),
+            }
+        });
+        let l = lease(inner.as_ref());
+        register(inner.as_ref(), "n1", &node(&[(1024, 1024)]), l).unwrap();
+        let td = DefinitionRecord {
+            family: "web".into(),
+            revision: 1,
+            status: DefinitionStatus::Active,
+            registered_at: Some(0.0),
+            deregistered_at: None,
+            document: serde_json::json!({"family": "web", "containerDefinitions": [
+                {"name": "web", "image": "web.wasm", "memory": 16}]}),
+            digests: Default::default(),
+        };
+        let svc = crate::scheduler::reconcile::tests::service(1, Default::default());
+        let key = service::key("default", "web");
+        inner
+            .commit(
+                &[],
+                &[
+                    Write::Put(definitions::key("web", 1), td.encode()),
+                    Write::Put(key.clone(), serde_json::to_vec(&svc).unwrap()),
+                ],
+            )
+            .unwrap();
+        let mut c = Controller::new(Arc::new(store), "n1".into(), Arc::new(l.into()));
+        c.lead(&mut BTreeSet::new());
+        assert!(c.leadership.leading());
+
+        down.store(true, SeqCst);
+        let waits: Vec<Option<f64>> = (0..5).map(|_| c.sync(&key)).collect();
+        assert_eq!(
+            waits,
+            [Some(1.0), Some(2.0), Some(4.0), Some(8.0), Some(16.0)]
+        );
+        assert!(c.backoff.failing(&key));
+        // The store is back: the task is placed and the count starts over.
+        down.store(false, SeqCst);
+        c.sync(&key);
+        assert!(!c.backoff.failing(&key));
+        let placed = crate::store::records::tasks(inner.as_ref(), task::PREFIX).unwrap();
+        assert_eq!(placed.len(), 1);
+    }
 }

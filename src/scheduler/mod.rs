@@ -6,6 +6,7 @@
 //! change and carries out its plans.
 
 pub mod autoscale;
+pub mod backoff;
 pub mod capacity;
 pub mod controller;
 pub mod expr;

@@ -821,4 +821,4 @@ fn trip(plan: &mut Plan, pi: usize, rollback: bool, now: f64, ids: &mut dyn Ids)
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -16,7 +16,8 @@ impl Ids for Seq {
     }
 }
 
-fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
+/// Service `web` of cluster `default`, running `web:1`.
+pub(crate) fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
     ServiceRecord {
         name: "web".into(),
         cluster: "default".into(),
