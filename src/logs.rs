@@ -176,8 +176,13 @@ pub fn cursor_to_string(cursor: &Cursor) -> String {
         .join(".")
 }
 
+/// A cursor that is not [`cursor_to_string`]'s form: the part that is not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("from: {0:?} is not CONTAINER~BYTES; pass back the x-skiff-log-cursor of the last answer")]
+pub struct BadCursor(pub String);
+
 /// Reads [`cursor_to_string`]'s form; says what is wrong with another.
-pub fn parse_cursor(s: &str) -> Result<Cursor, String> {
+pub fn parse_cursor(s: &str) -> Result<Cursor, BadCursor> {
     let mut out = Cursor::new();
     for part in s.split('.').filter(|p| !p.is_empty()) {
         let parsed = part.split_once('~').and_then(|(c, n)| {
@@ -187,9 +192,7 @@ pub fn parse_cursor(s: &str) -> Result<Cursor, String> {
             Some((c.to_string(), n.parse::<u64>().ok().filter(|_| name_ok)?))
         });
         let Some((c, n)) = parsed else {
-            return Err(format!(
-                "from: {part:?} is not CONTAINER~BYTES; pass back the x-skiff-log-cursor of the last answer"
-            ));
+            return Err(BadCursor(part.to_string()));
         };
         out.insert(c, n);
     }
@@ -297,7 +300,8 @@ mod tests {
 
         for bad in ["web", "web~x", "~3", "w/eb~1"] {
             let e = parse_cursor(bad).unwrap_err();
-            assert!(e.starts_with("from:"), "{bad}: {e}");
+            assert_eq!(e, BadCursor(bad.to_string()));
+            assert!(e.to_string().starts_with("from:"), "{bad}: {e}");
         }
         assert_eq!(parse_cursor(""), Ok(Cursor::new()));
     }

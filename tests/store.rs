@@ -295,6 +295,8 @@ fn etcd_that_is_not_there_is_named() {
     let e = EtcdStore::open(&format!("etcd://127.0.0.1:{port}"))
         .err()
         .unwrap();
+    assert!(matches!(e, skiff::store::OpenError::Unreachable { .. }));
+    let e = e.to_string();
     assert!(
         e.contains(&format!("127.0.0.1:{port}")) && e.contains("start etcd"),
         "{e}"

@@ -324,7 +324,7 @@ impl TaskEndpoints {
             .expires_in_minutes
             .unwrap_or(protection::DEFAULT_MINUTES);
         if let Err(why) = protection::check_minutes("ExpiresInMinutes", enabled, minutes) {
-            return self.error(400, "InvalidParameterException", why);
+            return self.error(400, "InvalidParameterException", why.to_string());
         }
         if !self.may_write() {
             return self.error(

@@ -222,7 +222,9 @@ impl Task {
                     Path::new(&p),
                     &self.ctx.host_roots,
                 )
-                .map_err(|m| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m))?,
+                .map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
+                })?,
                 // A volume without a host path is scratch space of the task.
                 None => {
                     let dir = self
@@ -422,7 +424,8 @@ async fn run(
                     })?;
                     return rt.load(&bytes).map_err(|e| e.to_string());
                 }
-                let path = crate::model::hostfs::confine("image", &path, &roots)?;
+                let path = crate::model::hostfs::confine("image", &path, &roots)
+                    .map_err(|e| e.to_string())?;
                 rt.load_file(&path).map_err(|e| e.to_string())
             })
             .await;

@@ -109,7 +109,7 @@ impl Request {
             .resource_id
             .as_deref()
             .ok_or_else(|| validation("ResourceId is required (service/CLUSTER/SERVICE)"))?;
-        let ids = scaling::parse_resource_id(id).map_err(validation)?;
+        let ids = scaling::parse_resource_id(id).map_err(|e| validation(e.to_string()))?;
         self.dimension(true)?;
         Ok(ids)
     }
@@ -119,7 +119,8 @@ impl Request {
     fn prefix(&self, all: &str, of: fn(&str, &str) -> String) -> ApiResult<String> {
         match &self.resource_id {
             Some(id) => {
-                let (c, s) = scaling::parse_resource_id(id).map_err(validation)?;
+                let (c, s) =
+                    scaling::parse_resource_id(id).map_err(|e| validation(e.to_string()))?;
                 Ok(of(&c, &s))
             }
             None => Ok(all.to_string()),
@@ -451,7 +452,7 @@ pub fn put_policy(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .ok_or_else(|| {
             validation("TargetTrackingScalingPolicyConfiguration.PredefinedMetricSpecification.PredefinedMetricType is required")
         })?;
-    let metric = Metric::parse(metric_name).map_err(validation)?;
+    let metric = Metric::parse(metric_name).map_err(|e| validation(e.to_string()))?;
     let scale_out_cooldown = cooldown(&config, "ScaleOutCooldown")?;
     let scale_in_cooldown = cooldown(&config, "ScaleInCooldown")?;
     let disable_scale_in = match config.get("DisableScaleIn") {

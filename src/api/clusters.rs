@@ -132,12 +132,8 @@ fn providers_in_use(api: &Api, cluster: &str) -> ApiResult<BTreeMap<String, Stri
 }
 
 /// Makes sure the default cluster exists (at first start).
-pub fn ensure_default(store: &dyn Store) -> Result<(), String> {
-    if store
-        .get(&key(DEFAULT))
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
+pub fn ensure_default(store: &dyn Store) -> Result<(), crate::store::StoreError> {
+    if store.get(&key(DEFAULT))?.is_some() {
         return Ok(());
     }
     let record = ClusterRecord::new(DEFAULT, now());
@@ -146,7 +142,7 @@ pub fn ensure_default(store: &dyn Store) -> Result<(), String> {
         &[Write::Put(key(DEFAULT), record.encode())],
     ) {
         Ok(_) | Err(crate::store::StoreError::Conflict) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 

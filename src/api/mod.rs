@@ -321,7 +321,7 @@ fn authorize(
         Some(c) => c
             .key
             .authorize(&api.account, action, resources)
-            .map_err(|m| ApiError::new(Kind::AccessDenied, m)),
+            .map_err(|e| ApiError::new(Kind::AccessDenied, e.to_string())),
     }
 }
 

@@ -69,7 +69,8 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         .protection_enabled
         .ok_or_else(|| ApiError::client("protectionEnabled is required: true or false"))?;
     let minutes = r.expires_in_minutes.unwrap_or(DEFAULT_MINUTES);
-    check_minutes("expiresInMinutes", enabled, minutes).map_err(ApiError::invalid)?;
+    check_minutes("expiresInMinutes", enabled, minutes)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let (mut protected, mut failures) = (Vec::new(), Vec::new());
     for reference in refs {
         let (c, id) = task_ref(&reference, &cluster);

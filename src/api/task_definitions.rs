@@ -87,7 +87,7 @@ fn check_host_paths(api: &Api, doc: &Value) -> ApiResult<()> {
                 &path,
                 &api.host_roots,
             )
-            .map_err(ApiError::client)?;
+            .map_err(|e| ApiError::client(e.to_string()))?;
         }
     }
     for (i, v) in list("volumes").iter().enumerate() {
@@ -97,7 +97,7 @@ fn check_host_paths(api: &Api, doc: &Value) -> ApiResult<()> {
                 std::path::Path::new(p),
                 &api.host_roots,
             )
-            .map_err(ApiError::client)?;
+            .map_err(|e| ApiError::client(e.to_string()))?;
         }
     }
     Ok(())
@@ -132,7 +132,7 @@ pub fn register(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             // Symlinks resolved: what is kept is what a task may load.
             let field = format!("containerDefinitions[{i}].image");
             let path = crate::model::hostfs::confine(&field, &path, &api.host_roots)
-                .map_err(ApiError::client)?;
+                .map_err(|e| ApiError::client(e.to_string()))?;
             match blobs.keep(&path) {
                 Ok(Some((hex, write))) => {
                     digests.insert(c.name.clone(), hex);

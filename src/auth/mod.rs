@@ -39,22 +39,89 @@ pub struct Keys {
     by_id: HashMap<String, Key>,
 }
 
+/// What is wrong with a keys or policy document: the field and what
+/// would be right, in one message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DocumentError(pub String);
+
+impl From<&str> for DocumentError {
+    fn from(m: &str) -> DocumentError {
+        DocumentError(m.to_string())
+    }
+}
+
+impl From<String> for DocumentError {
+    fn from(m: String) -> DocumentError {
+        DocumentError(m)
+    }
+}
+
+/// Why a keys file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    /// It cannot be read.
+    #[error("cannot read the keys file {}: {message}", path.display())]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// It is not JSON.
+    #[error("the keys file {} is not valid JSON: {message}; expected {{\"keys\": [{{\"access_key_id\": ..., \"secret_access_key\": ..., \"policy\": {{...}}}}]}}", path.display())]
+    NotJson {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// Its document is wrong.
+    #[error("the keys file {}: {error}", path.display())]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        error: DocumentError,
+    },
+}
+
+/// A request a key's policy does not allow, in IAM's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("User: arn:aws:iam::{account}:user/{user} is not authorized to perform: {action} on resource: {resource} {}",
+    if *explicit { "with an explicit deny in an identity-based policy".to_string() }
+    else { format!("because no identity-based policy allows the {action} action") })]
+pub struct Denied {
+    /// The account.
+    pub account: String,
+    /// The key's name.
+    pub user: String,
+    /// The action.
+    pub action: String,
+    /// The first resource not allowed.
+    pub resource: String,
+    /// Whether a statement denies it (not only none allows it).
+    pub explicit: bool,
+}
+
 /// The shortest secret accepted (AWS's are 40 characters).
 pub const MIN_SECRET_LEN: usize = 16;
 
 impl Keys {
     /// Reads a keys file; the error names the file, the key and the field.
-    pub fn load(path: &Path) -> Result<Keys, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the keys file {}: {e}", path.display()))?;
-        let doc: Value = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "the keys file {} is not valid JSON: {e}; expected {{\"keys\": [{{\"access_key_id\": ..., \"secret_access_key\": ..., \"policy\": {{...}}}}]}}",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<Keys, KeysError> {
+        let text = std::fs::read_to_string(path).map_err(|e| KeysError::Unreadable {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         })?;
-        let keys =
-            Keys::parse(&doc).map_err(|e| format!("the keys file {}: {e}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text).map_err(|e| KeysError::NotJson {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let keys = Keys::parse(&doc).map_err(|error| KeysError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })?;
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
@@ -68,43 +135,51 @@ impl Keys {
     }
 
     /// Reads the keys document.
-    pub fn parse(doc: &Value) -> Result<Keys, String> {
+    pub fn parse(doc: &Value) -> Result<Keys, DocumentError> {
         let items = doc
             .get("keys")
             .and_then(Value::as_array)
             .filter(|k| !k.is_empty())
-            .ok_or("\"keys\" must be a non-empty list of access keys")?;
+            .ok_or(DocumentError::from(
+                "\"keys\" must be a non-empty list of access keys",
+            ))?;
         let mut by_id = HashMap::new();
         for (i, item) in items.iter().enumerate() {
-            let field = |name: &str| -> Result<String, String> {
+            let field = |name: &str| -> Result<String, DocumentError> {
                 item.get(name)
                     .and_then(Value::as_str)
                     .map(str::to_string)
-                    .ok_or(format!("keys[{i}].{name} is required and must be a string"))
+                    .ok_or_else(|| {
+                        format!("keys[{i}].{name} is required and must be a string").into()
+                    })
             };
             let id = field("access_key_id")?;
             if !(16..=128).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(format!(
                     "keys[{i}].access_key_id {id:?} must be 16 to 128 letters and digits, such as AKIAIOSFODNN7EXAMPLE"
-                ));
+                ).into());
             }
             let secret = field("secret_access_key")?;
             if secret.len() < MIN_SECRET_LEN || secret.contains(char::is_whitespace) {
                 return Err(format!(
                     "keys[{i}].secret_access_key must be at least {MIN_SECRET_LEN} characters without spaces"
-                ));
+                ).into());
             }
             let name = match item.get("name") {
                 None => id.clone(),
                 Some(Value::String(n)) if !n.is_empty() => n.clone(),
-                Some(_) => return Err(format!("keys[{i}].name must be a non-empty string")),
+                Some(_) => return Err(format!("keys[{i}].name must be a non-empty string").into()),
             };
             let policy = item
                 .get("policy")
-                .ok_or(format!(
-                    "keys[{i}].policy is required: an IAM policy document"
-                ))
-                .and_then(|p| Policy::parse(p).map_err(|e| format!("keys[{i}].policy: {e}")))?;
+                .ok_or_else(|| {
+                    DocumentError(format!(
+                        "keys[{i}].policy is required: an IAM policy document"
+                    ))
+                })
+                .and_then(|p| {
+                    Policy::parse(p).map_err(|e| DocumentError(format!("keys[{i}].policy: {e}")))
+                })?;
             if let Some(k) = item.as_object().and_then(|o| {
                 o.keys().find(|k| {
                     !matches!(
@@ -115,7 +190,7 @@ impl Keys {
             }) {
                 return Err(format!(
                     "keys[{i}] has an unknown field {k:?}; expected access_key_id, secret_access_key, name and policy"
-                ));
+                ).into());
             }
             if by_id
                 .insert(
@@ -128,7 +203,7 @@ impl Keys {
                 )
                 .is_some()
             {
-                return Err(format!("keys[{i}].access_key_id {id:?} is listed twice"));
+                return Err(format!("keys[{i}].access_key_id {id:?} is listed twice").into());
             }
         }
         Ok(Keys { by_id })
@@ -163,21 +238,20 @@ impl Key {
         account: &str,
         action: &str,
         resources: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), Denied> {
         for r in resources {
-            let why = match self.policy.decide(action, r) {
+            let explicit = match self.policy.decide(action, r) {
                 Decision::Allow => continue,
-                Decision::ExplicitDeny => {
-                    "with an explicit deny in an identity-based policy".to_string()
-                }
-                Decision::ImplicitDeny => {
-                    format!("because no identity-based policy allows the {action} action")
-                }
+                Decision::ExplicitDeny => true,
+                Decision::ImplicitDeny => false,
             };
-            return Err(format!(
-                "User: arn:aws:iam::{account}:user/{} is not authorized to perform: {action} on resource: {r} {why}",
-                self.name
-            ));
+            return Err(Denied {
+                account: account.to_string(),
+                user: self.name.clone(),
+                action: action.to_string(),
+                resource: r.clone(),
+                explicit,
+            });
         }
         Ok(())
     }
@@ -209,8 +283,9 @@ mod tests {
                 &["arn:aws:ecs:r:0:cluster/default".into()],
             )
             .unwrap_err();
+        assert!(!e.explicit);
         assert_eq!(
-            e,
+            e.to_string(),
             "User: arn:aws:iam::0:user/AKIAIOSFODNN7EXAMPLE is not authorized to perform: \
              ecs:RunTask on resource: arn:aws:ecs:r:0:cluster/default because no \
              identity-based policy allows the ecs:RunTask action"
@@ -242,7 +317,7 @@ mod tests {
                 "keys[0].policy: Statement",
             ),
         ] {
-            let e = Keys::parse(&doc).unwrap_err();
+            let e = Keys::parse(&doc).unwrap_err().to_string();
             assert!(e.contains(words), "{doc}: {e}");
         }
     }

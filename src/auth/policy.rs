@@ -78,20 +78,21 @@ pub enum Decision {
 impl Policy {
     /// Reads a policy document; the error names the statement and field
     /// and says what would be right.
-    pub fn parse(doc: &Value) -> Result<Policy, String> {
-        let obj = doc
-            .as_object()
-            .ok_or("the policy must be a JSON object with a \"Statement\"")?;
+    pub fn parse(doc: &Value) -> Result<Policy, super::DocumentError> {
+        let obj = doc.as_object().ok_or(super::DocumentError::from(
+            "the policy must be a JSON object with a \"Statement\"",
+        ))?;
         for key in obj.keys() {
             if !matches!(key.as_str(), "Version" | "Id" | "Statement") {
                 return Err(format!(
                     "the policy has an unknown field {key:?}; expected Version, Id and Statement"
-                ));
+                )
+                .into());
             }
         }
         if let Some(v) = obj.get("Version") {
             if v != "2012-10-17" && v != "2008-10-17" {
-                return Err(format!("Version must be \"2012-10-17\", got {v}"));
+                return Err(format!("Version must be \"2012-10-17\", got {v}").into());
             }
         }
         let statements = match obj.get("Statement") {
@@ -102,7 +103,10 @@ impl Policy {
         let statements = statements
             .into_iter()
             .enumerate()
-            .map(|(i, s)| Statement::parse(s).map_err(|e| format!("Statement[{i}]: {e}")))
+            .map(|(i, s)| {
+                Statement::parse(s)
+                    .map_err(|e| super::DocumentError(format!("Statement[{i}]: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy { statements })
     }
@@ -296,7 +300,7 @@ mod tests {
                     assert_eq!(p.decide("ecs:ListClusters", "*"), Decision::ImplicitDeny)
                 }
                 Ok(_) => panic!("{doc} was accepted"),
-                Err(e) => assert!(e.contains(words), "{doc}: {e}"),
+                Err(e) => assert!(e.to_string().contains(words), "{doc}: {e}"),
             }
         }
     }

@@ -71,7 +71,7 @@ impl Push {
     }
 
     async fn run(self) -> Result<(), String> {
-        let reference = match crate::model::image::ImageSource::parse(&self.reference)? {
+        let reference = match crate::model::image::ImageSource::parse(&self.reference).map_err(|e| e.to_string())? {
             crate::model::image::ImageSource::Oci(r) => r,
             crate::model::image::ImageSource::File(_) => {
                 return Err(format!(

@@ -13,6 +13,7 @@ use crate::agent::{ledger, Agent, AgentConfig, Identity};
 use crate::api::{self, Api};
 use crate::ingress::front::Front;
 use crate::ingress::routes::Routes;
+use crate::model::hostfs::resolve_roots;
 use crate::store::NodeLease;
 use crate::store::{EtcdStore, SqliteStore, Store};
 
@@ -324,7 +325,7 @@ impl Server {
     /// Starts the engine: everything listens and runs when this returns.
     pub async fn start(self) -> Result<Engine, String> {
         let keys = match &self.auth {
-            Some(path) => Some(crate::auth::Keys::load(path)?),
+            Some(path) => Some(crate::auth::Keys::load(path).map_err(|e| e.to_string())?),
             None if self.api.ip().is_loopback() || self.insecure_no_auth => None,
             None => {
                 return Err(format!(
@@ -336,18 +337,26 @@ impl Server {
         };
         let host_roots: crate::model::hostfs::HostRoots =
             match (self.host_root.is_empty(), self.auth.is_some()) {
-                (false, _) => Some(crate::model::hostfs::resolve_roots(&self.host_root)?.into()),
-                (true, true) => {
-                    Some(crate::model::hostfs::resolve_roots(&[PathBuf::from(".")])?.into())
-                }
+                (false, _) => Some(
+                    resolve_roots(&self.host_root)
+                        .map_err(|e| e.to_string())?
+                        .into(),
+                ),
+                (true, true) => Some(
+                    resolve_roots(&[PathBuf::from(".")])
+                        .map_err(|e| e.to_string())?
+                        .into(),
+                ),
                 (true, false) => None,
             };
         raise_open_files_limit();
         let data = DataDir::open(&self.data_dir)?;
         let store: Arc<dyn Store> = match &self.store {
-            None => Arc::new(SqliteStore::open(&data.path.join("store.db"))?),
+            None => {
+                Arc::new(SqliteStore::open(&data.path.join("store.db")).map_err(|e| e.to_string())?)
+            }
             Some(url) => {
-                let etcd = EtcdStore::open(url)?;
+                let etcd = EtcdStore::open(url).map_err(|e| e.to_string())?;
                 tracing::info!(
                     "store: etcd at {}, namespace {}",
                     etcd.endpoints().join(", "),
@@ -356,7 +365,7 @@ impl Server {
                 Arc::new(etcd)
             }
         };
-        crate::api::clusters::ensure_default(store.as_ref())?;
+        crate::api::clusters::ensure_default(store.as_ref()).map_err(|e| e.to_string())?;
         let node = data.node_id()?;
         crate::scheduler::capacity::forget_legacy_node(store.as_ref())
             .map_err(|e| e.to_string())?;

@@ -37,6 +37,50 @@ pub fn holder_key(hex: &str, node: &str) -> String {
 
 use crate::model::sha256_hex as digest;
 
+/// Why a blob could not be kept, swept or fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// The store could not be read or written.
+    #[error("{what}: {source}")]
+    Store {
+        /// What was being done.
+        what: String,
+        /// The store's error.
+        source: crate::store::records::ReadError,
+    },
+    /// A file of the blobs directory (or the image) could not be read or
+    /// written.
+    #[error("{what}: {message}")]
+    File {
+        /// What was being done, naming the file.
+        what: String,
+        /// What the file system said.
+        message: String,
+    },
+    /// Not a SHA-256 digest.
+    #[error("{0:?} is not a SHA-256 digest")]
+    NotADigest(String),
+    /// No node could give the blob: why not, from the last one asked.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn file_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
+    let what = what.into();
+    move |e| BlobError::File {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn store_error(what: impl Into<String>) -> impl FnOnce(StoreError) -> BlobError {
+    let what = what.into();
+    move |e| BlobError::Store {
+        what,
+        source: e.into(),
+    }
+}
+
 /// A file's identity for the digest cache: its length and mtime.
 type Stamp = (u64, std::time::SystemTime);
 
@@ -145,7 +189,7 @@ impl Blobs {
     /// Removes the blobs held here that no task definition names, and the
     /// store's record that this node holds them; returns how many. Files
     /// a write left half done (a crash) go too, an hour on.
-    pub fn sweep(&self) -> Result<usize, String> {
+    pub fn sweep(&self) -> Result<usize, BlobError> {
         let _held = self.hold();
         let mut named = HashSet::new();
         // An unreadable revision stops the sweep: whatever it names stays.
@@ -153,14 +197,17 @@ impl Blobs {
             self.store.as_ref(),
             crate::model::definitions::PREFIX,
         )
-        .map_err(|e| format!("cannot read the task definitions: {e}"))?;
+        .map_err(|e| BlobError::Store {
+            what: "cannot read the task definitions".into(),
+            source: e,
+        })?;
         for (_, d, _) in revisions {
             named.extend(d.digests.into_values());
         }
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.dir.display())),
+            Err(e) => return Err(file_error(format!("cannot read {}", self.dir.display()))(e)),
         };
         let mut removed = 0;
         for entry in entries.flatten() {
@@ -173,9 +220,11 @@ impl Blobs {
                 // no longer has would ask for nothing.
                 self.store
                     .commit(&[], &[Write::Delete(holder_key(&name, &self.node))])
-                    .map_err(|e| format!("cannot record blob {name} gone: {e}"))?;
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+                    .map_err(store_error(format!("cannot record blob {name} gone")))?;
+                std::fs::remove_file(entry.path()).map_err(file_error(format!(
+                    "cannot remove {}",
+                    entry.path().display()
+                )))?;
                 removed += 1;
             } else if name.starts_with('.') {
                 let stale = entry
@@ -201,14 +250,18 @@ impl Blobs {
     /// that records this node holding it, to commit with the task
     /// definition. `Ok(None)`: no such file
     /// here (other nodes must have the path).
-    pub fn keep(&self, path: &Path) -> Result<Option<(String, Option<Write>)>, String> {
+    pub fn keep(&self, path: &Path) -> Result<Option<(String, Option<Write>)>, BlobError> {
         let Ok(meta) = std::fs::metadata(path) else {
             return Ok(None);
         };
         if !meta.is_file() {
             return Ok(None);
         }
-        let stamp = (meta.len(), meta.modified().map_err(|e| e.to_string())?);
+        let unreadable = || path.display().to_string();
+        let stamp = (
+            meta.len(),
+            meta.modified().map_err(file_error(unreadable()))?,
+        );
         let cached = self
             .known
             .lock()
@@ -219,7 +272,7 @@ impl Blobs {
         let hex = match cached {
             Some(hex) if self.path(&hex).exists() => hex,
             _ => {
-                let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                let bytes = std::fs::read(path).map_err(file_error(unreadable()))?;
                 let hex = digest(&bytes);
                 self.put(&hex, &bytes)?;
                 self.known
@@ -241,15 +294,16 @@ impl Blobs {
 
     /// Writes a blob here (through a temporary file, so that a reader
     /// never sees half of one).
-    fn put(&self, hex: &str, bytes: &[u8]) -> Result<(), String> {
+    fn put(&self, hex: &str, bytes: &[u8]) -> Result<(), BlobError> {
         let path = self.path(hex);
         if path.exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let what = || format!("cannot keep {}", path.display());
+        std::fs::create_dir_all(&self.dir).map_err(file_error(what()))?;
         let tmp = self.dir.join(format!(".{hex}.{}", crate::model::new_id()));
-        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+        std::fs::write(&tmp, bytes).map_err(file_error(what()))?;
+        std::fs::rename(&tmp, &path).map_err(file_error(what()))
     }
 
     /// A blob held here, checked against its digest (a damaged copy is
@@ -270,9 +324,9 @@ impl Blobs {
 
     /// The bytes of blob `hex`: held here, or fetched from a node that
     /// holds it, checked, and then held here too.
-    pub fn fetch(&self, hex: &str) -> Result<Vec<u8>, String> {
+    pub fn fetch(&self, hex: &str) -> Result<Vec<u8>, BlobError> {
         if !valid_hex(hex) {
-            return Err(format!("{hex:?} is not a SHA-256 digest"));
+            return Err(BlobError::NotADigest(hex.to_string()));
         }
         if let Some(b) = self.local(hex) {
             return Ok(b);
@@ -280,7 +334,7 @@ impl Blobs {
         let holders = self
             .store
             .list(&format!("blobs/{hex}/"), None, usize::MAX)
-            .map_err(|e| e.to_string())?;
+            .map_err(store_error("cannot read which nodes hold it"))?;
         let mut why = format!("no node holds the module sha256:{hex}");
         for h in holders {
             let Some(node) = h.key.rsplit('/').next() else {
@@ -314,7 +368,7 @@ impl Blobs {
                 Err(e) => why = format!("node {node} at {addr}: {e}"),
             }
         }
-        Err(why)
+        Err(BlobError::Unavailable(why))
     }
 }
 
@@ -347,7 +401,8 @@ mod tests {
         std::fs::write(dir.path().join("blobs").join(&hex), b"other").unwrap();
         assert_eq!(blobs.local(&hex), None);
         let err = blobs.fetch(&hex).unwrap_err();
-        assert!(err.contains("no node holds"), "{err}");
+        assert!(matches!(&err, BlobError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("no node holds"), "{err}");
         assert!(blobs.fetch("../../etc/passwd").is_err());
     }
 

@@ -588,11 +588,22 @@ impl tokio::io::AsyncWrite for Bounded {
     }
 }
 
+/// Why bytes cannot be pushed as a wasm artifact.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactError {
+    /// Not a WebAssembly module or component.
+    #[error("{0}")]
+    NotWasm(skiff_runtime::LoadError),
+    /// A component whose sections do not parse.
+    #[error("it is not a valid component: {0}")]
+    BadComponent(String),
+}
+
 /// The config document of a wasm artifact for `wasm` (CNCF layout): its
 /// OS (`wasip1` for a module, `wasip2` for a component) and, for a
 /// component, the interfaces of its world.
-pub fn artifact_config(wasm: &[u8]) -> Result<serde_json::Value, String> {
-    let is_component = skiff_runtime::binary_kind(wasm).map_err(|e| e.to_string())?;
+pub fn artifact_config(wasm: &[u8]) -> Result<serde_json::Value, ArtifactError> {
+    let is_component = skiff_runtime::binary_kind(wasm).map_err(ArtifactError::NotWasm)?;
     let digest = format!("sha256:{}", crate::model::sha256_hex(wasm));
     let created = rfc3339(std::time::SystemTime::now());
     if !is_component {
@@ -623,24 +634,24 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 /// A component's imported and exported interface names.
-fn world(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+fn world(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), ArtifactError> {
     let mut imports = Vec::new();
     let mut exports = Vec::new();
     let mut depth = 0usize;
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
         use wasmparser::Payload::*;
-        match payload.map_err(|e| format!("it is not a valid component: {e}"))? {
+        match payload.map_err(|e| ArtifactError::BadComponent(e.to_string()))? {
             ModuleSection { .. } | ComponentSection { .. } => depth += 1,
             End(_) => depth = depth.saturating_sub(1),
             ComponentImportSection(s) if depth == 0 => {
                 for i in s {
-                    let i = i.map_err(|e| format!("it is not a valid component: {e}"))?;
+                    let i = i.map_err(|e| ArtifactError::BadComponent(e.to_string()))?;
                     imports.push(i.name.name.to_string());
                 }
             }
             ComponentExportSection(s) if depth == 0 => {
                 for e in s {
-                    let e = e.map_err(|e| format!("it is not a valid component: {e}"))?;
+                    let e = e.map_err(|e| ArtifactError::BadComponent(e.to_string()))?;
                     exports.push(e.name.name.to_string());
                 }
             }
@@ -719,6 +730,9 @@ mod tests {
         assert_eq!(c["os"], "wasip2");
         assert_eq!(c["component"]["imports"][0], "wasi:cli/environment@0.2.0");
         assert_eq!(c["component"]["exports"][0], "x");
-        assert!(artifact_config(b"nope").is_err());
+        assert!(matches!(
+            artifact_config(b"nope"),
+            Err(ArtifactError::NotWasm(_))
+        ));
     }
 }

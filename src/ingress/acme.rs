@@ -159,7 +159,10 @@ fn stored_cert(r: &Record) -> Option<(String, Cert)> {
     let name = r.key.strip_prefix(CERTS)?.to_string();
     let parsed = serde_json::from_slice::<StoredCert>(&r.value)
         .map_err(|e| format!("{}: {e}", r.key))
-        .and_then(|c| Cert::from_pem(c.chain.as_bytes(), c.key.as_bytes(), Path::new(&r.key)));
+        .and_then(|c| {
+            Cert::from_pem(c.chain.as_bytes(), c.key.as_bytes(), Path::new(&r.key))
+                .map_err(|e| e.to_string())
+        });
     match parsed {
         Ok(cert) => Some((name, cert)),
         Err(e) => {
@@ -576,7 +579,8 @@ impl Manager {
             .await
             .map_err(|e| format!("no certificate came: {e}"))?;
         let crt = self.cert_dir.join(format!("{name}.crt"));
-        let cert = Cert::from_pem(chain.as_bytes(), key.as_bytes(), &crt)?;
+        let cert =
+            Cert::from_pem(chain.as_bytes(), key.as_bytes(), &crt).map_err(|e| e.to_string())?;
         // For every node; then this node's own copy.
         let stored = StoredCert {
             chain: chain.clone(),

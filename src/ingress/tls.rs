@@ -49,35 +49,50 @@ impl std::fmt::Debug for Cert {
     }
 }
 
+/// A certificate or key file that cannot be used: the file, and what is
+/// wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct CertError {
+    /// The file (`NAME.crt`, or its `NAME.key`).
+    pub file: PathBuf,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+fn cert_error(file: &Path, message: impl Into<String>) -> CertError {
+    CertError {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
+}
+
 impl Cert {
     /// Reads a PEM chain and key; the error names the file and says what
     /// is wrong.
-    pub fn from_pem(chain: &[u8], key: &[u8], file: &Path) -> Result<Cert, String> {
+    pub fn from_pem(chain: &[u8], key: &[u8], file: &Path) -> Result<Cert, CertError> {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", file.display()))?;
+            .map_err(|e| cert_error(file, format!("not a PEM certificate chain: {e}")))?;
         let leaf = certs.first().ok_or_else(|| {
-            format!(
-                "{}: holds no certificate (expected PEM blocks BEGIN CERTIFICATE, leaf first)",
-                file.display()
+            cert_error(
+                file,
+                "holds no certificate (expected PEM blocks BEGIN CERTIFICATE, leaf first)",
             )
         })?;
         let key_file = file.with_extension("key");
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
-            format!(
-                "{}: not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
-                key_file.display()
+            cert_error(
+                &key_file,
+                format!("not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
             )
         })?;
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-            .map_err(|e| format!("{}: the key cannot sign: {e}", key_file.display()))?;
+            .map_err(|e| cert_error(&key_file, format!("the key cannot sign: {e}")))?;
         let at = |t: i64| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
         let (names, not_before, not_after, serial) = {
             let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-                format!(
-                    "{}: the first certificate cannot be read: {e}",
-                    file.display()
-                )
+                cert_error(file, format!("the first certificate cannot be read: {e}"))
             })?;
             let mut names = Vec::new();
             if let Ok(Some(san)) = x509.subject_alternative_name() {
@@ -97,9 +112,11 @@ impl Cert {
         };
         let key = CertifiedKey::new(certs, signer);
         key.keys_match().map_err(|e| {
-            format!(
-                "{}: the key is not the certificate's ({e}); pair each NAME.crt with its own NAME.key",
-                key_file.display()
+            cert_error(
+                &key_file,
+                format!(
+                    "the key is not the certificate's ({e}); pair each NAME.crt with its own NAME.key"
+                ),
             )
         })?;
         Ok(Cert {
@@ -112,13 +129,13 @@ impl Cert {
     }
 
     /// Reads `NAME.crt` and `NAME.key`.
-    pub fn load(crt: &Path) -> Result<Cert, String> {
-        let chain = std::fs::read(crt).map_err(|e| format!("{}: {e}", crt.display()))?;
+    pub fn load(crt: &Path) -> Result<Cert, CertError> {
+        let chain = std::fs::read(crt).map_err(|e| cert_error(crt, e.to_string()))?;
         let key_file = crt.with_extension("key");
         let key = std::fs::read(&key_file).map_err(|e| {
-            format!(
-                "{}: {e} (each NAME.crt needs its key in NAME.key)",
-                key_file.display()
+            cert_error(
+                &key_file,
+                format!("{e} (each NAME.crt needs its key in NAME.key)"),
             )
         })?;
         Cert::from_pem(&chain, &key, crt)
@@ -283,7 +300,7 @@ fn listing(dir: &Path) -> std::io::Result<Listing> {
 
 /// Reads every `NAME.crt` + `NAME.key` pair of `dir`. Pairs that cannot be
 /// read are left out, each with its error.
-pub fn read_dir(dir: &Path) -> std::io::Result<(HashMap<String, Cert>, Vec<String>)> {
+pub fn read_dir(dir: &Path) -> std::io::Result<(HashMap<String, Cert>, Vec<CertError>)> {
     let mut certs = HashMap::new();
     let mut errors = Vec::new();
     for (path, _, _) in listing(dir)? {
@@ -387,8 +404,9 @@ mod tests {
         let (set, errors) = read_dir(dir.path()).unwrap();
         assert_eq!(set.len(), 2);
         assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file, dir.path().join("b.key"));
         assert!(
-            errors[0].contains("b.key") && errors[0].contains("not the certificate's"),
+            errors[0].message.contains("not the certificate's"),
             "{}",
             errors[0]
         );

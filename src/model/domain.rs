@@ -35,54 +35,99 @@ pub struct Claim {
     pub https_redirect: bool,
 }
 
+/// What is wrong with a domain name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameProblem {
+    /// Nothing.
+    #[error("is empty")]
+    Empty,
+    /// Past DNS's 253.
+    #[error("is longer than 253 characters")]
+    TooLong,
+    /// A single label (`localhost`).
+    #[error("is not a domain name with at least two labels")]
+    OneLabel,
+    /// An empty label, or one past 63 characters.
+    #[error("has an empty label or one longer than 63 characters")]
+    BadLabelLength,
+    /// `*` anywhere but as the whole first label.
+    #[error("has a wildcard other than a whole first label (*.)")]
+    Wildcard,
+    /// Not a letter, digit, hyphen or dot.
+    #[error("has a character other than a letter, digit, hyphen or dot")]
+    Character,
+    /// `-a` or `a-`.
+    #[error("has a label that starts or ends with a hyphen")]
+    Hyphen,
+    /// `10.0.0.1`.
+    #[error("is an IP address, not a domain name")]
+    IpAddress,
+}
+
+/// Why a `skiff.domains` label cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// One of its names.
+    #[error("{name:?} {problem}; write hostnames such as app.example.com or *.example.com, separated by commas")]
+    Name {
+        /// The name, as written.
+        name: String,
+        /// What is wrong with it.
+        problem: NameProblem,
+    },
+    /// No name at all.
+    #[error("names no domain; write hostnames such as app.example.com, separated by commas, or leave the label out")]
+    None,
+    /// More than [`MAX_DOMAINS`].
+    #[error("names {0} domains; at most {MAX_DOMAINS} per task definition")]
+    TooMany(usize),
+}
+
 /// Checks one name and gives it in lowercase; the error says what a name
 /// looks like.
-pub fn parse(name: &str) -> Result<String, String> {
-    let bad = |why: &str| {
-        format!(
-            "{name:?} {why}; write hostnames such as app.example.com or *.example.com, separated by commas"
-        )
+pub fn parse(name: &str) -> Result<String, DomainError> {
+    let bad = |problem: NameProblem| DomainError::Name {
+        name: name.to_string(),
+        problem,
     };
     let lower = name.trim().trim_end_matches('.').to_ascii_lowercase();
     if lower.is_empty() {
-        return Err(bad("is empty"));
+        return Err(bad(NameProblem::Empty));
     }
     if lower.len() > 253 {
-        return Err(bad("is longer than 253 characters"));
+        return Err(bad(NameProblem::TooLong));
     }
     let rest = lower.strip_prefix("*.").unwrap_or(&lower);
     let labels: Vec<&str> = rest.split('.').collect();
     if labels.len() < 2 {
-        return Err(bad("is not a domain name with at least two labels"));
+        return Err(bad(NameProblem::OneLabel));
     }
     for l in &labels {
         if l.is_empty() || l.len() > 63 {
-            return Err(bad("has an empty label or one longer than 63 characters"));
+            return Err(bad(NameProblem::BadLabelLength));
         }
         if *l == "*" || l.contains('*') {
-            return Err(bad("has a wildcard other than a whole first label (*.)"));
+            return Err(bad(NameProblem::Wildcard));
         }
         if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(bad(
-                "has a character other than a letter, digit, hyphen or dot",
-            ));
+            return Err(bad(NameProblem::Character));
         }
         if l.starts_with('-') || l.ends_with('-') {
-            return Err(bad("has a label that starts or ends with a hyphen"));
+            return Err(bad(NameProblem::Hyphen));
         }
     }
     if labels
         .last()
         .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err(bad("is an IP address, not a domain name"));
+        return Err(bad(NameProblem::IpAddress));
     }
     Ok(lower)
 }
 
 /// The names of a `skiff.domains` label (commas or spaces between them),
 /// checked, in lowercase, without repeats.
-pub fn parse_list(value: &str) -> Result<Vec<String>, String> {
+pub fn parse_list(value: &str) -> Result<Vec<String>, DomainError> {
     let mut names: Vec<String> = Vec::new();
     for n in value
         .split([',', ' ', '\n', '\t'])
@@ -94,13 +139,10 @@ pub fn parse_list(value: &str) -> Result<Vec<String>, String> {
         }
     }
     if names.is_empty() {
-        return Err("names no domain; write hostnames such as app.example.com, separated by commas, or leave the label out".into());
+        return Err(DomainError::None);
     }
     if names.len() > MAX_DOMAINS {
-        return Err(format!(
-            "names {} domains; at most {MAX_DOMAINS} per task definition",
-            names.len()
-        ));
+        return Err(DomainError::TooMany(names.len()));
     }
     Ok(names)
 }
@@ -149,7 +191,11 @@ mod tests {
             &format!("{}.com", "a".repeat(64)),
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(
+                matches!(&e, DomainError::Name { name, .. } if name == bad),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }
     }
 
@@ -159,7 +205,7 @@ mod tests {
             parse_list("a.example.com, A.example.com b.example.com").unwrap(),
             ["a.example.com", "b.example.com"]
         );
-        assert!(parse_list(" , ").is_err());
+        assert_eq!(parse_list(" , "), Err(DomainError::None));
     }
 
     #[test]

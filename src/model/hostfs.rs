@@ -36,18 +36,49 @@ fn absolute(path: &Path) -> PathBuf {
     out
 }
 
-fn refusal(field: &str, path: &Path, roots: &[PathBuf]) -> String {
-    let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-    format!(
+/// Why a host path may not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPathError {
+    /// It lies outside every root.
+    #[error(
         "{field} {} is outside the directories this server lets tasks use ({}); \
          move it under one, or start the server with --host-root naming its directory",
         path.display(),
-        list.join(", ")
-    )
+        roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Outside {
+        /// The field that names it.
+        field: String,
+        /// The path, as named.
+        path: PathBuf,
+        /// The roots.
+        roots: Vec<PathBuf>,
+    },
+    /// It cannot be resolved (it does not exist, or cannot be read).
+    #[error("{field} {}: {message}", path.display())]
+    Unresolved {
+        /// The field that names it.
+        field: String,
+        /// The path, as named.
+        path: PathBuf,
+        /// What the file system said.
+        message: String,
+    },
+    /// A `--host-root` that is not a directory.
+    #[error("--host-root {} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+}
+
+fn refusal(field: &str, path: &Path, roots: &[PathBuf]) -> HostPathError {
+    HostPathError::Outside {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        roots: roots.to_vec(),
+    }
 }
 
 /// Whether `path` is under a root by name (for registration).
-pub fn within_lexically(field: &str, path: &Path, roots: &HostRoots) -> Result<(), String> {
+pub fn within_lexically(field: &str, path: &Path, roots: &HostRoots) -> Result<(), HostPathError> {
     let Some(roots) = roots else {
         return Ok(());
     };
@@ -61,12 +92,15 @@ pub fn within_lexically(field: &str, path: &Path, roots: &HostRoots) -> Result<(
 
 /// The real path of `path` when it is under a root once symlinks are
 /// resolved (for a task's start); `path` itself when anywhere goes.
-pub fn confine(field: &str, path: &Path, roots: &HostRoots) -> Result<PathBuf, String> {
+pub fn confine(field: &str, path: &Path, roots: &HostRoots) -> Result<PathBuf, HostPathError> {
     let Some(roots) = roots else {
         return Ok(path.to_path_buf());
     };
-    let real =
-        std::fs::canonicalize(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
+    let real = std::fs::canonicalize(path).map_err(|e| HostPathError::Unresolved {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     if roots.iter().any(|r| real.starts_with(r)) {
         Ok(real)
     } else {
@@ -76,14 +110,14 @@ pub fn confine(field: &str, path: &Path, roots: &HostRoots) -> Result<PathBuf, S
 
 /// The roots as given on the command line, resolved; the error names the
 /// one that is not a directory.
-pub fn resolve_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn resolve_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>, HostPathError> {
     roots
         .iter()
         .map(|r| {
             std::fs::canonicalize(r)
                 .ok()
                 .filter(|p| p.is_dir())
-                .ok_or_else(|| format!("--host-root {} is not a directory", r.display()))
+                .ok_or_else(|| HostPathError::NotADirectory(r.clone()))
         })
         .collect()
 }
@@ -106,6 +140,8 @@ mod tests {
         assert!(within_lexically("image", &root_path.join("later.wasm"), &roots).is_ok());
         let e = within_lexically("image", &root_path.join("../x/../../etc/passwd"), &roots)
             .unwrap_err();
+        assert!(matches!(&e, HostPathError::Outside { field, .. } if field == "image"));
+        let e = e.to_string();
         assert!(
             e.contains("outside the directories") && e.contains("--host-root"),
             "{e}"
@@ -117,8 +153,14 @@ mod tests {
         );
         // By name it is inside; by its link it is not.
         assert!(within_lexically("image", &root_path.join("link"), &roots).is_ok());
-        assert!(confine("image", &root_path.join("link"), &roots).is_err());
+        assert!(matches!(
+            confine("image", &root_path.join("link"), &roots),
+            Err(HostPathError::Outside { .. })
+        ));
         assert!(confine("image", Path::new("/etc/passwd"), &None).is_ok());
-        assert!(resolve_roots(&[PathBuf::from("/nonexistent/root")]).is_err());
+        assert_eq!(
+            resolve_roots(&[PathBuf::from("/nonexistent/root")]),
+            Err(HostPathError::NotADirectory("/nonexistent/root".into()))
+        );
     }
 }

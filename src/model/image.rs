@@ -23,10 +23,20 @@ pub enum ImageSource {
     Oci(oci_client::Reference),
 }
 
+/// A string that looks like an OCI reference but is not a valid one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{image:?} is not a valid OCI reference ({why}); write REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST, or ./{image} for a file")]
+pub struct ReferenceError {
+    /// The image, as written.
+    pub image: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
 impl ImageSource {
     /// Classifies `image`; an error says what is wrong with a string that
     /// looks like a reference but is not a valid one.
-    pub fn parse(image: &str) -> Result<ImageSource, String> {
+    pub fn parse(image: &str) -> Result<ImageSource, ReferenceError> {
         if let Some(path) = image.strip_prefix("file://") {
             return Ok(ImageSource::File(PathBuf::from(path)));
         }
@@ -45,9 +55,10 @@ impl ImageSource {
                 } else {
                     e.to_string()
                 };
-                format!(
-                    "{image:?} is not a valid OCI reference ({why}); write REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST, or ./{image} for a file"
-                )
+                ReferenceError {
+                    image: image.to_string(),
+                    why,
+                }
             })
     }
 
@@ -147,7 +158,8 @@ mod tests {
         };
         assert_eq!(r.digest(), Some(d.as_str()));
         let e = ImageSource::parse("ghcr.io/A/B:v1").unwrap_err();
-        assert!(e.contains("not a valid OCI reference"), "{e}");
+        assert_eq!(e.why, "a repository name is lowercase");
+        assert!(e.to_string().contains("not a valid OCI reference"), "{e}");
         assert!(valid_digest(&d));
         assert!(!valid_digest("sha256:AB"));
     }

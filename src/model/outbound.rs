@@ -14,23 +14,51 @@ pub struct OutboundRule {
     port: Option<u16>,
 }
 
+/// What is wrong with an outbound rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RuleProblem {
+    /// `ftp://...`.
+    #[error("has a scheme other than http or https")]
+    Scheme,
+    /// A path, user info, or nothing.
+    #[error("is not a host")]
+    NotAHost,
+    /// `:0`, `:x`, `:70000`.
+    #[error("has a port that is not a number from 1 to 65535")]
+    Port,
+    /// `::1` instead of `[::1]`.
+    #[error("has an IPv6 address without brackets")]
+    Ipv6,
+    /// Characters no host has.
+    #[error("has an invalid host")]
+    Host,
+}
+
+/// An outbound rule that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rule:?} {problem}; expected [http://|https://]HOST[:PORT], such as api.example.com, https://*.example.com or http://127.0.0.1:8080")]
+pub struct RuleError {
+    /// The rule, as written.
+    pub rule: String,
+    /// What is wrong with it.
+    pub problem: RuleProblem,
+}
+
 impl OutboundRule {
     /// Reads one rule; the error says what a rule looks like.
-    pub fn parse(rule: &str) -> Result<OutboundRule, String> {
-        let bad = |why: &str| {
-            format!(
-                "{rule:?} {why}; expected [http://|https://]HOST[:PORT], such as \
-                 api.example.com, https://*.example.com or http://127.0.0.1:8080"
-            )
+    pub fn parse(rule: &str) -> Result<OutboundRule, RuleError> {
+        let bad = |problem: RuleProblem| RuleError {
+            rule: rule.to_string(),
+            problem,
         };
         let (scheme, rest) = match rule.split_once("://") {
             Some((s @ ("http" | "https"), rest)) => (Some(s.to_string()), rest),
-            Some(_) => return Err(bad("has a scheme other than http or https")),
+            Some(_) => return Err(bad(RuleProblem::Scheme)),
             None => (None, rule),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') || rest.contains('@') || rest.is_empty() {
-            return Err(bad("is not a host"));
+            return Err(bad(RuleProblem::NotAHost));
         }
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !p.contains(']') => {
@@ -38,7 +66,7 @@ impl OutboundRule {
                     .parse::<u16>()
                     .ok()
                     .filter(|p| *p > 0)
-                    .ok_or_else(|| bad("has a port that is not a number from 1 to 65535"))?;
+                    .ok_or_else(|| bad(RuleProblem::Port))?;
                 (h, Some(port))
             }
             _ => (rest, None),
@@ -48,7 +76,7 @@ impl OutboundRule {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         if host.contains(':') && !rest.starts_with('[') {
-            return Err(bad("has an IPv6 address without brackets"));
+            return Err(bad(RuleProblem::Ipv6));
         }
         let name = host.strip_prefix("*.").unwrap_or(&host);
         let valid = host == "*"
@@ -57,7 +85,7 @@ impl OutboundRule {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':')));
         if !valid {
-            return Err(bad("has an invalid host"));
+            return Err(bad(RuleProblem::Host));
         }
         Ok(OutboundRule { scheme, host, port })
     }

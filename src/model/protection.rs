@@ -51,13 +51,24 @@ pub fn not_protectable(t: &TaskRecord) -> Option<String> {
     None
 }
 
-/// Why the expiry (the request's `field`) is out of range, when it is
-/// (only protection being turned on reads it).
-pub fn check_minutes(field: &str, enabled: bool, minutes: i64) -> Result<(), String> {
+/// A protection's expiry (the request's `field`) out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be from 1 to {MAX_MINUTES} (48 hours), got {minutes}")]
+pub struct MinutesOutOfRange {
+    /// The field, as the request names it.
+    pub field: String,
+    /// What it gave.
+    pub minutes: i64,
+}
+
+/// Whether the expiry (the request's `field`) is in range (only
+/// protection being turned on reads it).
+pub fn check_minutes(field: &str, enabled: bool, minutes: i64) -> Result<(), MinutesOutOfRange> {
     if enabled && !(1..=MAX_MINUTES).contains(&minutes) {
-        return Err(format!(
-            "{field} must be from 1 to {MAX_MINUTES} (48 hours), got {minutes}"
-        ));
+        return Err(MinutesOutOfRange {
+            field: field.to_string(),
+            minutes,
+        });
     }
     Ok(())
 }

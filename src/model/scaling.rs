@@ -50,13 +50,19 @@ pub fn resource_id(cluster: &str, service: &str) -> String {
     format!("service/{cluster}/{service}")
 }
 
+/// A ResourceId that names no ECS service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ResourceId {0:?} is not an ECS service: write service/CLUSTER/SERVICE, such as service/default/web")]
+pub struct NotAService(pub String);
+
+/// A PredefinedMetricType skiff does not track.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PredefinedMetricType {0:?} is not one skiff tracks: use ECSServiceAverageCPUUtilization, ECSServiceAverageMemoryUtilization or SkiffServiceAverageConcurrentRequests")]
+pub struct UnknownMetric(pub String);
+
 /// Reads a ResourceId: `service/CLUSTER/SERVICE`.
-pub fn parse_resource_id(id: &str) -> Result<(String, String), String> {
-    let bad = || {
-        format!(
-            "ResourceId {id:?} is not an ECS service: write service/CLUSTER/SERVICE, such as service/default/web"
-        )
-    };
+pub fn parse_resource_id(id: &str) -> Result<(String, String), NotAService> {
+    let bad = || NotAService(id.to_string());
     let rest = id.strip_prefix("service/").ok_or_else(bad)?;
     let (cluster, service) = rest.split_once('/').ok_or_else(bad)?;
     let ok = |s: &str| {
@@ -145,16 +151,12 @@ impl Metric {
     ];
 
     /// Reads a PredefinedMetricType.
-    pub fn parse(name: &str) -> Result<Metric, String> {
+    pub fn parse(name: &str) -> Result<Metric, UnknownMetric> {
         Self::NAMES
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, m)| *m)
-            .ok_or_else(|| {
-                format!(
-                    "PredefinedMetricType {name:?} is not one skiff tracks: use ECSServiceAverageCPUUtilization, ECSServiceAverageMemoryUtilization or SkiffServiceAverageConcurrentRequests"
-                )
-            })
+            .ok_or_else(|| UnknownMetric(name.to_string()))
     }
 }
 
@@ -284,7 +286,11 @@ mod tests {
             "table/x/y",
             "service/a/b/c",
         ] {
-            assert!(parse_resource_id(bad).unwrap_err().contains(bad));
+            assert_eq!(parse_resource_id(bad), Err(NotAService(bad.to_string())));
+            assert!(parse_resource_id(bad)
+                .unwrap_err()
+                .to_string()
+                .contains(bad));
         }
     }
 

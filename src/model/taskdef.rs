@@ -375,7 +375,7 @@ fn fargate_sizes(cpu: u32) -> Option<(Vec<u64>, String)> {
 }
 
 /// Parses a task-level `cpu`: units (`"256"`) or vCPUs (`"1 vCPU"`, `"0.5vcpu"`).
-pub fn parse_cpu(s: &str) -> Result<u32, String> {
+pub fn parse_cpu(s: &str) -> Result<u32, FieldError> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let units = if let Some(n) = lower.strip_suffix("vcpu") {
@@ -387,14 +387,17 @@ pub fn parse_cpu(s: &str) -> Result<u32, String> {
         Some(u) if u.is_finite() && (1.0..=192.0 * 1024.0).contains(&u) && u.fract() == 0.0 => {
             Ok(u as u32)
         }
-        _ => Err(format!(
-            "{s:?} is not a CPU amount: write CPU units (\"256\", \"1024\") or vCPUs (\"1 vCPU\")"
+        _ => Err(FieldError::new(
+            "cpu",
+            format!(
+                "{s:?} is not a CPU amount: write CPU units (\"256\", \"1024\") or vCPUs (\"1 vCPU\")"
+            ),
         )),
     }
 }
 
 /// Parses a task-level `memory`: MiB (`"512"`) or GB (`"1GB"`, `"0.5 GB"`).
-pub fn parse_memory(s: &str) -> Result<u64, String> {
+pub fn parse_memory(s: &str) -> Result<u64, FieldError> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let mib = if let Some(n) = lower.strip_suffix("gb") {
@@ -406,8 +409,9 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         Some(m) if m.is_finite() && (1.0..=1024.0 * 1024.0).contains(&m) && m.fract() == 0.0 => {
             Ok(m as u64)
         }
-        _ => Err(format!(
-            "{s:?} is not a memory size: write MiB (\"512\") or GB (\"1 GB\")"
+        _ => Err(FieldError::new(
+            "memory",
+            format!("{s:?} is not a memory size: write MiB (\"512\") or GB (\"1 GB\")"),
         )),
     }
 }
@@ -478,16 +482,8 @@ impl TaskDefinition {
         })?;
         check_name("family", "family", &family)?;
 
-        let cpu = raw
-            .cpu
-            .as_deref()
-            .map(|c| parse_cpu(c).map_err(|m| FieldError::new("cpu", m)))
-            .transpose()?;
-        let memory = raw
-            .memory
-            .as_deref()
-            .map(|m| parse_memory(m).map_err(|msg| FieldError::new("memory", msg)))
-            .transpose()?;
+        let cpu = raw.cpu.as_deref().map(|c| parse_cpu(c)).transpose()?;
+        let memory = raw.memory.as_deref().map(|m| parse_memory(m)).transpose()?;
 
         let fargate = raw.requires_compatibilities.iter().any(|c| c == "FARGATE");
         for (i, c) in raw.requires_compatibilities.iter().enumerate() {
@@ -659,8 +655,8 @@ fn container(
             "required: the path of a .wasm file, a file:// URL, or an OCI reference (REGISTRY/REPOSITORY:TAG)",
         )
     })?;
-    let source =
-        super::image::ImageSource::parse(&image).map_err(|e| FieldError::new(at("image"), e))?;
+    let source = super::image::ImageSource::parse(&image)
+        .map_err(|e| FieldError::new(at("image"), e.to_string()))?;
     let repository_credentials = match rc.repository_credentials {
         None => None,
         Some(r) => {
@@ -905,7 +901,7 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
         match k.as_str() {
             "skiff.timeout" => {
                 ext.timeout =
-                    Some(crate::units::parse_duration(v).map_err(|m| FieldError::new(&at, m))?)
+                    Some(crate::units::parse_duration(v).map_err(|e| FieldError::new(&at, e.to_string()))?)
             }
             "skiff.max-fuel" => {
                 ext.max_fuel = Some(v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
@@ -947,11 +943,11 @@ fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensio
                     .filter(|h| !h.is_empty())
                     .map(super::outbound::OutboundRule::parse)
                     .collect::<Result<_, _>>()
-                    .map_err(|m| FieldError::new(&at, m))?;
+                    .map_err(|e| FieldError::new(&at, e.to_string()))?;
             }
             "skiff.domains" => {
                 ext.domains =
-                    super::domain::parse_list(v).map_err(|m| FieldError::new(&at, m))?;
+                    super::domain::parse_list(v).map_err(|e| FieldError::new(&at, e.to_string()))?;
             }
             "skiff.https-redirect" => {
                 ext.https_redirect = match v.as_str() {
@@ -1098,11 +1094,11 @@ mod tests {
         assert_eq!(parse_cpu("256"), Ok(256));
         assert_eq!(parse_cpu("1 vCPU"), Ok(1024));
         assert_eq!(parse_cpu(".5 vcpu"), Ok(512));
-        assert!(parse_cpu("lots").is_err());
+        assert_eq!(parse_cpu("lots").unwrap_err().field, "cpu");
         assert_eq!(parse_memory("512"), Ok(512));
         assert_eq!(parse_memory("1 GB"), Ok(1024));
         assert_eq!(parse_memory("2GB"), Ok(2048));
-        assert!(parse_memory("-1").is_err());
+        assert_eq!(parse_memory("-1").unwrap_err().field, "memory");
     }
 
     #[test]

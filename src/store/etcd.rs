@@ -18,7 +18,9 @@ use etcd_client::{
     WatchOptions,
 };
 
-use super::{Change, Condition, LeaseId, Record, Revision, Store, StoreError, Watch, Write};
+use super::{
+    Change, Condition, LeaseId, OpenError, Record, Revision, Store, StoreError, Watch, Write,
+};
 
 /// How long one call may take before it is an error.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,14 +48,17 @@ pub struct EtcdStore {
 struct ClientRuntime(Option<tokio::runtime::Runtime>);
 
 impl ClientRuntime {
-    fn start() -> Result<ClientRuntime, String> {
+    fn start() -> Result<ClientRuntime, OpenError> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("skiff-etcd")
             .enable_all()
             .build()
             .map(|rt| ClientRuntime(Some(rt)))
-            .map_err(|e| format!("cannot start the etcd client's thread: {e}"))
+            .map_err(|e| OpenError::Thread {
+                what: "etcd client's thread",
+                message: e.to_string(),
+            })
     }
 
     /// Runs `f` on the runtime and waits for it, at most [`CALL_TIMEOUT`].
@@ -113,9 +118,10 @@ pub struct EtcdUrl {
 
 impl EtcdUrl {
     /// Parses `etcd://HOST:PORT[,HOST:PORT...][/NAMESPACE]`.
-    pub fn parse(url: &str) -> Result<EtcdUrl, String> {
-        let bad = |why: &str| {
-            format!("--store {url}: {why}; write etcd://HOST:PORT[,HOST:PORT...][/NAMESPACE], as etcd://127.0.0.1:2379")
+    pub fn parse(url: &str) -> Result<EtcdUrl, OpenError> {
+        let bad = |why: &str| OpenError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
         };
         let rest = url
             .strip_prefix("etcd://")
@@ -170,7 +176,7 @@ fn range_end(prefix: &[u8]) -> Vec<u8> {
 impl EtcdStore {
     /// Connects to etcd at `url` (see [`EtcdUrl::parse`]). Errors say what
     /// is wrong and what to do.
-    pub fn open(url: &str) -> Result<EtcdStore, String> {
+    pub fn open(url: &str) -> Result<EtcdStore, OpenError> {
         let target = EtcdUrl::parse(url)?;
         let rt = ClientRuntime::start()?;
         // No per-request timeout (it would cut watch streams; `call`
@@ -190,11 +196,9 @@ impl EtcdStore {
                     .await?;
                 Ok::<_, etcd_client::Error>(client)
             })
-            .map_err(|e| {
-                format!(
-                    "cannot reach etcd at {}: {e}; start etcd there, or pass --store with its client address",
-                    target.endpoints.join(", ")
-                )
+            .map_err(|e| OpenError::Unreachable {
+                endpoints: target.endpoints.join(", "),
+                message: e.to_string(),
             })?;
         Ok(EtcdStore {
             client,
@@ -499,6 +503,8 @@ mod tests {
             "etcd://a:1,",
         ] {
             let e = EtcdUrl::parse(bad).unwrap_err();
+            assert!(matches!(&e, OpenError::BadUrl { url, .. } if url == bad));
+            let e = e.to_string();
             assert!(
                 e.contains("--store") && e.contains("etcd://HOST:PORT"),
                 "{e}"

@@ -121,6 +121,68 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Why a store could not be opened. Each says what is wrong and what to
+/// do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The SQLite file cannot be opened.
+    #[error("cannot open the store {}: {message}", path.display())]
+    Unopenable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The SQLite file opened, but cannot be used (or is corrupt).
+    #[error("the store {} cannot be used ({message}); if it is corrupt, move it (and its -wal and -shm files) aside to start empty, or restore a backup", path.display())]
+    Unusable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What SQLite said.
+        message: String,
+    },
+    /// SQLite's integrity check found damage.
+    #[error("the store {} is corrupt ({check}); move it (and its -wal and -shm files) aside to start empty, or restore a backup", path.display())]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the check said.
+        check: String,
+    },
+    /// The journal could not be put in WAL mode.
+    #[error("the store {} could not switch to WAL mode (got {mode})", path.display())]
+    NotWal {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The mode it kept.
+        mode: String,
+    },
+    /// A thread of the store's own could not start.
+    #[error("cannot start the {what}: {message}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// An `etcd://` URL that is not one.
+    #[error("--store {url}: {why}; write etcd://HOST:PORT[,HOST:PORT...][/NAMESPACE], as etcd://127.0.0.1:2379")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// etcd did not answer.
+    #[error("cannot reach etcd at {endpoints}: {message}; start etcd there, or pass --store with its client address")]
+    Unreachable {
+        /// Its endpoints, joined.
+        endpoints: String,
+        /// Why.
+        message: String,
+    },
+}
+
 /// The durable store of desired and observed state.
 ///
 /// Methods block (a write waits for fsync): call them off the async threads.

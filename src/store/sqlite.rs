@@ -17,7 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
 use super::{
-    Change, Condition, History, LeaseId, Record, Revision, Store, StoreError, Watch, Write,
+    Change, Condition, History, LeaseId, OpenError, Record, Revision, Store, StoreError, Watch,
+    Write,
 };
 
 /// The SQLite-backed [`Store`].
@@ -78,14 +79,15 @@ fn io(e: rusqlite::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (or creates) the store at `path`. Errors say what is wrong
     /// and what to do.
-    pub fn open(path: &Path) -> Result<SqliteStore, String> {
-        let conn = Connection::open(path)
-            .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
-        let corrupt = |e: rusqlite::Error| {
-            format!(
-                "the store {} cannot be used ({e}); if it is corrupt, move it (and its -wal and -shm files) aside to start empty, or restore a backup",
-                path.display()
-            )
+    pub fn open(path: &Path) -> Result<SqliteStore, OpenError> {
+        let unopenable = |message: String| OpenError::Unopenable {
+            path: path.to_path_buf(),
+            message,
+        };
+        let conn = Connection::open(path).map_err(|e| unopenable(e.to_string()))?;
+        let corrupt = |e: rusqlite::Error| OpenError::Unusable {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(corrupt)?;
@@ -93,10 +95,10 @@ impl SqliteStore {
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(corrupt)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(format!(
-                "the store {} could not switch to WAL mode (got {mode})",
-                path.display()
-            ));
+            return Err(OpenError::NotWal {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         conn.execute_batch(
             "PRAGMA synchronous=FULL;
@@ -138,10 +140,10 @@ impl SqliteStore {
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(corrupt)?;
         if check != "ok" {
-            return Err(format!(
-                "the store {} is corrupt ({check}); move it (and its -wal and -shm files) aside to start empty, or restore a backup",
-                path.display()
-            ));
+            return Err(OpenError::Corrupt {
+                path: path.to_path_buf(),
+                check,
+            });
         }
         let (changes, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
@@ -155,12 +157,15 @@ impl SqliteStore {
         // every lease of an earlier one has ended with it.
         shared
             .end_leases(|_| true)
-            .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+            .map_err(|e| unopenable(e.to_string()))?;
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("skiff-leases".into())
             .spawn(move || expire_leases(weak))
-            .map_err(|e| format!("cannot start the store's lease thread: {e}"))?;
+            .map_err(|e| OpenError::Thread {
+                what: "store's lease thread",
+                message: e.to_string(),
+            })?;
         Ok(SqliteStore {
             shared,
             path: path.to_path_buf(),
@@ -505,6 +510,8 @@ mod tests {
         let path = dir.path().join("store.db");
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
         let e = SqliteStore::open(&path).err().unwrap();
+        assert!(matches!(e, OpenError::Unusable { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("move it") && e.contains("store.db"), "{e}");
     }
 
