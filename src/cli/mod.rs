@@ -77,7 +77,9 @@ impl Command {
 
 /// Runs `main` on a multi-threaded async runtime; a failure is printed as
 /// one line and exits 1.
-pub fn run_async(main: impl std::future::Future<Output = Result<(), String>>) -> i32 {
+pub fn run_async<E: std::fmt::Display>(
+    main: impl std::future::Future<Output = Result<(), E>>,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -22,7 +22,7 @@ impl Register {
     }
 
     fn run(&self) -> Result<i32, CliError> {
-        let app = super::up::App::load(&self.file)?;
+        let app = super::up::App::load(&self.file).map_err(|e| e.to_string())?;
         let out = self.ep.call("RegisterTaskDefinition", app.taskdef)?;
         if self.ep.json {
             print_json(&out);

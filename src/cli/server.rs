@@ -240,9 +240,9 @@ pub struct DataDir {
 
 impl DataDir {
     /// Creates the directory if needed and takes its lock.
-    pub fn open(path: &std::path::Path) -> Result<DataDir, String> {
+    pub fn open(path: &std::path::Path) -> Result<DataDir, StartError> {
         std::fs::create_dir_all(path).map_err(|e| {
-            format!("cannot create the data directory {}: {e}; pass --data-dir with a directory you can write", path.display())
+            StartError::DataDir(format!("cannot create the data directory {}: {e}; pass --data-dir with a directory you can write", path.display()))
         })?;
         let lock_path = path.join("lock");
         let lock = std::fs::OpenOptions::new()
@@ -252,16 +252,16 @@ impl DataDir {
             .write(true)
             .open(&lock_path)
             .map_err(|e| {
-                format!("cannot write in the data directory {}: {e}; pass --data-dir with a directory you can write", path.display())
+                StartError::DataDir(format!("cannot write in the data directory {}: {e}; pass --data-dir with a directory you can write", path.display()))
             })?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file descriptor we own.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            return Err(format!(
+            return Err(StartError::DataDir(format!(
                 "another skiff server is using the data directory {}; stop it, or pass another --data-dir",
                 path.display()
-            ));
+            )));
         }
         Ok(DataDir {
             path: path.to_path_buf(),
@@ -270,23 +270,24 @@ impl DataDir {
     }
 
     /// This node's id: random at the first start, kept in `node-id`.
-    pub fn node_id(&self) -> Result<String, String> {
+    pub fn node_id(&self) -> Result<String, StartError> {
         let path = self.path.join("node-id");
         if let Ok(id) = std::fs::read_to_string(&path) {
             let id = id.trim();
             if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Ok(id.to_string());
             }
-            return Err(format!(
+            return Err(StartError::DataDir(format!(
                 "{} does not hold a node id (letters, digits and -); delete it to have a new one made",
                 path.display()
-            ));
+            )));
         }
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a node id: {e}"))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| StartError::DataDir(format!("no randomness for a node id: {e}")))?;
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&path, format!("{id}\n"))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| StartError::DataDir(format!("cannot write {}: {e}", path.display())))?;
         Ok(id)
     }
 }
@@ -296,14 +297,14 @@ pub async fn bind(
     addr: SocketAddr,
     what: &str,
     flag: &str,
-) -> Result<tokio::net::TcpListener, String> {
+) -> Result<tokio::net::TcpListener, StartError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             format!("another program is using it; stop it or pass {flag} with another address (port 0 picks a free one)")
         } else {
             format!("pass {flag} with an address of this machine")
         };
-        format!("cannot listen on {addr} for the {what}: {e}; {hint}")
+        StartError::Listen(format!("cannot listen on {addr} for the {what}: {e}; {hint}"))
     })
 }
 
@@ -316,47 +317,151 @@ impl Server {
 
     async fn run(self) -> Result<(), String> {
         let stop = StopSignal::listen();
-        let engine = self.start().await?;
+        let engine = self.start().await.map_err(|e| e.to_string())?;
         stop.wait().await;
         engine.stop().await;
         Ok(())
     }
 
     /// Starts the engine: everything listens and runs when this returns.
-    pub async fn start(self) -> Result<Engine, String> {
+    /// The node's parts are made in order, each by a step of its own:
+    /// who may call (keys, host roots), the store and what it keeps of
+    /// this node, the listeners, the workers with their registration and
+    /// ledger, the API and the scheduler, HTTPS, and the ingress's front.
+    pub async fn start(self) -> Result<Engine, StartError> {
+        let (keys, host_roots) = self.access()?;
+        raise_open_files_limit();
+        let data = DataDir::open(&self.data_dir)?;
+        let store = self.open_store(&data)?;
+        let kept = Kept::read(store.as_ref(), &data, self.stopped_task_ttl)?;
+        let listeners = self.listen().await?;
+        let registry = Arc::new(
+            self.registry
+                .registry(data.path.join("images"), Some(data.path.join("cache"))),
+        );
+        let blobs = Arc::new(crate::images::blobs::Blobs::new(
+            data.path.join("blobs"),
+            store.clone(),
+            kept.node.clone(),
+            kept.peer_secret.clone(),
+        ));
+        let agent_config = AgentConfig {
+            workers: self
+                .workers
+                .map(|w| w as usize)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            memory_mib: self.memory.unwrap_or_else(machine_memory_mib),
+            logs_dir: kept.logs_dir.clone(),
+            identity: Identity {
+                region: self.region.clone(),
+                account: self.account.clone(),
+            },
+            host_roots: host_roots.clone(),
+            node: kept.node.clone(),
+            blobs: Some(blobs.clone()),
+            registry: Some(registry.clone()),
+        };
+        let workers = self.start_workers(&store, &data, &kept, &listeners.addrs, agent_config)?;
+        let api = Arc::new(Api {
+            store: store.clone(),
+            account: self.account.clone(),
+            default_region: self.region.clone(),
+            logs_dir: kept.logs_dir.clone(),
+            metrics: workers.metrics.clone(),
+            keys,
+            host_roots: host_roots.clone(),
+            node: kept.node.clone(),
+            peer_secret: kept.peer_secret.clone(),
+            blobs: Some(blobs.clone()),
+            registry: Some(registry),
+        });
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let Listeners {
+            api: api_listener,
+            ingress,
+            addrs,
+        } = listeners;
+        tracker.spawn(api::serve(
+            api_listener,
+            api.clone(),
+            self.api_connections as usize,
+            shutdown.clone().cancelled_owned(),
+        ));
+        let scheduler_thread = crate::scheduler::controller::spawn(
+            store.clone(),
+            kept.node.clone(),
+            workers.lease.clone(),
+            self.scale_in_window,
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::part("the scheduler", e))?;
+        // Blobs no task definition names any more are removed.
+        crate::images::blobs::follow(blobs, store.clone(), shutdown.clone())
+            .map_err(|e| StartError::part("the sweep of blobs", e))?;
+        let parts = Parts {
+            store: &store,
+            data: &data,
+            kept: &kept,
+            workers: &workers,
+            shutdown: &shutdown,
+        };
+        let https = self.start_https(&parts)?;
+        let front = self.start_front(&parts, https, ingress, &addrs)?;
+        spawn_reaper(
+            &tracker,
+            store.clone(),
+            kept.logs_dir.clone(),
+            self.stopped_task_ttl,
+            shutdown.clone(),
+        );
+        tracker.close();
+        self.say_where(&addrs, &host_roots, &data, &kept, &workers);
+        Ok(Engine {
+            api,
+            api_addr: addrs.api,
+            ingress_addr: addrs.ingress,
+            ingress_tls_addr: addrs.tls,
+            domain: self.domain,
+            shutdown,
+            tracker,
+            front,
+            scheduler_thread,
+            agent: workers.agent,
+            ledger_thread: workers.ledger_thread,
+            registration: workers.registration,
+            data,
+        })
+    }
+
+    /// Who may call the API (the keys, or none on loopback and with
+    /// `--insecure-no-auth`) and which host paths tasks may name.
+    fn access(&self) -> Result<(Option<crate::auth::Keys>, HostRoots), StartError> {
         let keys = match &self.auth {
-            Some(path) => Some(crate::auth::Keys::load(path).map_err(|e| e.to_string())?),
+            Some(path) => Some(crate::auth::Keys::load(path)?),
             None if self.api.ip().is_loopback() || self.insecure_no_auth => None,
             None => {
-                return Err(format!(
+                return Err(StartError::Config(format!(
                     "--api {} is reachable from other machines, and without --auth anyone there could run code here; \
                      pass --auth FILE with access keys, or --api 127.0.0.1:PORT, or --insecure-no-auth if the network is trusted",
                     self.api
-                ))
+                )))
             }
         };
-        let host_roots: crate::model::hostfs::HostRoots =
-            match (self.host_root.is_empty(), self.auth.is_some()) {
-                (false, _) => Some(
-                    resolve_roots(&self.host_root)
-                        .map_err(|e| e.to_string())?
-                        .into(),
-                ),
-                (true, true) => Some(
-                    resolve_roots(&[PathBuf::from(".")])
-                        .map_err(|e| e.to_string())?
-                        .into(),
-                ),
-                (true, false) => None,
-            };
-        raise_open_files_limit();
-        let data = DataDir::open(&self.data_dir)?;
-        let store: Arc<dyn Store> = match &self.store {
-            None => {
-                Arc::new(SqliteStore::open(&data.path.join("store.db")).map_err(|e| e.to_string())?)
-            }
+        let host_roots: HostRoots = match (self.host_root.is_empty(), self.auth.is_some()) {
+            (false, _) => Some(resolve_roots(&self.host_root)?.into()),
+            (true, true) => Some(resolve_roots(&[PathBuf::from(".")])?.into()),
+            (true, false) => None,
+        };
+        Ok((keys, host_roots))
+    }
+
+    /// The store: SQLite in the data directory, or etcd with `--store`.
+    fn open_store(&self, data: &DataDir) -> Result<Arc<dyn Store>, StartError> {
+        Ok(match &self.store {
+            None => Arc::new(SqliteStore::open(&data.path.join("store.db"))?),
             Some(url) => {
-                let etcd = EtcdStore::open(url).map_err(|e| e.to_string())?;
+                let etcd = EtcdStore::open(url)?;
                 tracing::info!(
                     "store: etcd at {}, namespace {}",
                     etcd.endpoints().join(", "),
@@ -364,94 +469,91 @@ impl Server {
                 );
                 Arc::new(etcd)
             }
-        };
-        crate::api::clusters::ensure_default(store.as_ref()).map_err(|e| e.to_string())?;
-        let node = data.node_id()?;
-        crate::scheduler::capacity::forget_legacy_node(store.as_ref())
-            .map_err(|e| e.to_string())?;
-        let recovered = ledger::recover(store.as_ref(), &node).map_err(|e| e.to_string())?;
-        let peer_secret = crate::auth::peer::secret(store.as_ref()).map_err(|e| e.to_string())?;
-        let blobs = Arc::new(crate::images::blobs::Blobs::new(
-            data.path.join("blobs"),
-            store.clone(),
-            node.clone(),
-            peer_secret.clone(),
-        ));
-        let logs_dir = data.path.join("logs");
-        let ttl = self.stopped_task_ttl.as_secs_f64();
-        ledger::reap(store.as_ref(), &logs_dir, ttl).map_err(|e| e.to_string())?;
-        let api_listener = bind(self.api, "API", "--api").await?;
-        let ingress_listener = bind(self.ingress, "ingress", "--ingress").await?;
-        let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
-        let ingress_addr = ingress_listener.local_addr().map_err(|e| e.to_string())?;
-        let tls_listener = match self.tls.ingress_tls {
+        })
+    }
+
+    /// Binds the API's and the ingress's listeners (and the HTTPS
+    /// ingress's, which needs certificates from somewhere).
+    async fn listen(&self) -> Result<Listeners, StartError> {
+        let api = bind(self.api, "API", "--api").await?;
+        let ingress = bind(self.ingress, "ingress", "--ingress").await?;
+        let tls = match self.tls.ingress_tls {
             Some(addr) => {
                 if self.tls.tls_cert_dir.is_none() && self.tls.acme_directory.is_none() {
-                    return Err("--ingress-tls needs certificates: give --tls-cert-dir DIR, --acme-directory URL, or both".into());
+                    return Err(StartError::Config("--ingress-tls needs certificates: give --tls-cert-dir DIR, --acme-directory URL, or both".into()));
                 }
                 Some(bind(addr, "HTTPS ingress", "--ingress-tls").await?)
             }
             None => None,
         };
-        let tls_addr = match &tls_listener {
-            Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
-            None => None,
+        let addr = |l: &tokio::net::TcpListener| {
+            l.local_addr()
+                .map_err(|e| StartError::part("a listener's address", e))
         };
-
-        let registry = Arc::new(
-            self.registry
-                .registry(data.path.join("images"), Some(data.path.join("cache"))),
-        );
-        let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: Some(data.path.join("cache")),
-            ..RuntimeConfig::default()
-        })
-        .map_err(|e| format!("cannot start the wasm engine: {e:#}"))?;
-        let workers = self
-            .workers
-            .map(|w| w as usize)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let memory = self.memory.unwrap_or_else(machine_memory_mib);
-        let agent_config = AgentConfig {
-            workers,
-            memory_mib: memory,
-            logs_dir: logs_dir.clone(),
-            identity: Identity {
-                region: self.region.clone(),
-                account: self.account.clone(),
+        let addrs = Addrs {
+            api: addr(&api)?,
+            ingress: addr(&ingress)?,
+            tls: tls.as_ref().map(addr).transpose()?,
+        };
+        Ok(Listeners {
+            api,
+            ingress: IngressListeners {
+                plain: ingress,
+                tls,
             },
-            host_roots: host_roots.clone(),
-            node: node.clone(),
-            blobs: Some(blobs.clone()),
-            registry: Some(registry.clone()),
-        };
-        // This node: what its workers have, under a lease it keeps alive,
-        // and what the stored tasks hold of it (nothing, after the
-        // recovery above).
+            addrs,
+        })
+    }
+
+    /// This node as it registers: what its workers have, its attributes,
+    /// and where other nodes reach it.
+    fn node_record(&self, config: &AgentConfig, addrs: &Addrs) -> crate::model::node::Node {
         let mut attributes: std::collections::BTreeMap<String, String> =
             self.attribute.iter().cloned().collect();
         attributes
             .entry("ecs.availability-zone".into())
             .or_insert_with(|| "local".into());
-        let record = crate::model::node::Node {
-            workers: agent_config.worker_capacity(),
+        crate::model::node::Node {
+            workers: config.worker_capacity(),
             attributes,
             registered_at: crate::model::now(),
             ingress: advertised(
                 &self.advertise_ingress,
-                ingress_addr,
+                addrs.ingress,
                 self.store.is_some(),
                 "ingress",
                 "forward requests to this node's tasks",
             ),
             api: advertised(
                 &self.advertise_api,
-                api_addr,
+                addrs.api,
                 self.store.is_some(),
                 "API",
                 "read the logs of this node's tasks",
             ),
-        };
+        }
+    }
+
+    /// The wasm engine and the workers, this node's registration under a
+    /// lease it keeps alive, and the ledger that records what the workers
+    /// report.
+    fn start_workers(
+        &self,
+        store: &Arc<dyn Store>,
+        data: &DataDir,
+        kept: &Kept,
+        addrs: &Addrs,
+        config: AgentConfig,
+    ) -> Result<Workers, StartError> {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(data.path.join("cache")),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| StartError::Part {
+            what: "the wasm engine",
+            message: format!("{e:#}"),
+        })?;
+        let record = self.node_record(&config, addrs);
         // With other nodes (etcd), a node whose lease lapsed stops its
         // tasks: the leader replaces them elsewhere. One node alone (SQLite)
         // has no one to hand them to.
@@ -465,12 +567,17 @@ impl Server {
                 }
             }) as Box<dyn Fn(String) + Send>
         });
-        let (registration, lease) =
-            Registration::start(store.clone(), node.clone(), record, self.node_ttl, lost)
-                .map_err(|e| format!("cannot register this node: {e}"))?;
+        let (registration, lease) = Registration::start(
+            store.clone(),
+            kept.node.clone(),
+            record,
+            self.node_ttl,
+            lost,
+        )
+        .map_err(|e| StartError::part("this node's registration", e))?;
         let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let ledger_thread = ledger::spawn(store.clone(), node.clone(), events_rx)
-            .map_err(|e| format!("cannot start the ledger: {e}"))?;
+        let ledger_thread = ledger::spawn(store.clone(), kept.node.clone(), events_rx)
+            .map_err(|e| StartError::part("the ledger", e))?;
         let routes = Arc::new(Routes::new(&self.domain));
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let pool = runtime.clone();
@@ -481,155 +588,165 @@ impl Server {
                 capacity: u64::from(p.capacity),
             })
         }));
+        let (workers, memory) = (config.workers, config.memory_mib);
         let agent = Arc::new(
             Agent::start(
                 runtime,
-                agent_config,
+                config,
                 store.clone(),
                 events_tx,
                 routes.clone(),
                 metrics.clone(),
             )
-            .map_err(|e| format!("cannot start the workers: {e}"))?,
+            .map_err(|e| StartError::part("the workers", e))?,
         );
         let _ = fenced_agent.set(agent.clone());
+        Ok(Workers {
+            agent,
+            routes,
+            metrics,
+            registration,
+            lease,
+            ledger_thread,
+            count: workers,
+            memory,
+        })
+    }
 
-        let api = Arc::new(Api {
-            store: store.clone(),
-            account: self.account,
-            default_region: self.region,
-            logs_dir: logs_dir.clone(),
-            metrics: metrics.clone(),
-            keys,
-            host_roots: host_roots.clone(),
-            node: node.clone(),
-            peer_secret,
-            blobs: Some(blobs.clone()),
-            registry: Some(registry),
-        });
-        let api_handle = api.clone();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let load_lease = lease.clone();
-        let scheduler_thread = crate::scheduler::controller::spawn(
+    /// HTTPS: the domains services claim, the certificates for them (from
+    /// `--tls-cert-dir`, and issued by ACME to any node), the orders of
+    /// this node when it has `--acme-directory`.
+    fn start_https(&self, parts: &Parts<'_>) -> Result<Https, StartError> {
+        use crate::ingress::{acme, domains, tls};
+        let (store, data, kept, workers, shutdown) = (
+            parts.store,
+            parts.data,
+            parts.kept,
+            parts.workers,
+            parts.shutdown,
+        );
+        domains::follow(
             store.clone(),
-            node.clone(),
-            lease.clone(),
-            self.scale_in_window,
+            workers.routes.domains().clone(),
             shutdown.clone(),
         )
-        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
-        let tracker = tokio_util::task::TaskTracker::new();
-        tracker.spawn(api::serve(
-            api_listener,
-            api,
-            self.api_connections as usize,
-            shutdown.clone().cancelled_owned(),
-        ));
-        // Blobs no task definition names any more are removed.
-        crate::images::blobs::follow(blobs, store.clone(), shutdown.clone())
-            .map_err(|e| format!("cannot start the sweep of blobs: {e}"))?;
-        // HTTPS: the domains services claim, the certificates for them.
-        crate::ingress::domains::follow(store.clone(), routes.domains().clone(), shutdown.clone())?;
-        let scale_to_zero = Arc::new(crate::ingress::domains::ScaleToZero::default());
-        crate::ingress::domains::follow(store.clone(), scale_to_zero.clone(), shutdown.clone())?;
-        let waiting = Arc::new(crate::ingress::load::Waiting::default());
-        crate::ingress::load::spawn(
-            store.clone(),
-            node.clone(),
-            load_lease,
-            routes.clone(),
-            waiting.clone(),
-            shutdown.clone(),
-        )
-        .map_err(|e| format!("cannot start the load reports: {e}"))?;
-        let certs = Arc::new(crate::ingress::tls::Certificates::default());
+        .map_err(StartError::Ingress)?;
+        let certs = Arc::new(tls::Certificates::default());
         if let Some(dir) = &self.tls.tls_cert_dir {
-            crate::ingress::tls::watch_dir(dir.clone(), certs.clone(), shutdown.clone())?;
+            tls::watch_dir(dir.clone(), certs.clone(), shutdown.clone())
+                .map_err(StartError::Ingress)?;
         }
         // Every node serves the certificates any node was issued, and
         // answers the HTTP-01 challenges of any node's orders; nodes with
         // --acme-directory order.
-        crate::ingress::acme::follow_issued(store.clone(), certs.clone(), shutdown.clone())?;
-        let challenges = Arc::new(crate::ingress::acme::Challenges::new(store.clone()));
+        acme::follow_issued(store.clone(), certs.clone(), shutdown.clone())
+            .map_err(StartError::Ingress)?;
+        let challenges = Arc::new(acme::Challenges::new(store.clone()));
         if let Some(directory) = &self.tls.acme_directory {
-            crate::ingress::acme::spawn(
-                crate::ingress::acme::AcmeConfig {
+            acme::spawn(
+                acme::AcmeConfig {
                     directory: directory.clone(),
                     email: self.tls.acme_email.clone(),
                     ca_root: self.tls.acme_ca_root.clone(),
                     dir: data.path.join("acme"),
                 },
-                crate::ingress::acme::Shared {
+                acme::Shared {
                     store: store.clone(),
-                    node: node.clone(),
-                    lease: lease.clone(),
-                    domains: routes.domains().clone(),
+                    node: kept.node.clone(),
+                    lease: workers.lease.clone(),
+                    domains: workers.routes.domains().clone(),
                     certs: certs.clone(),
                     challenges: challenges.clone(),
-                    metrics: metrics.clone(),
+                    metrics: workers.metrics.clone(),
                 },
                 shutdown.clone(),
-            )?;
+            )
+            .map_err(StartError::Ingress)?;
         }
-        let challenges = Some(challenges);
-        // The workers accept and answer the ingress's requests themselves.
+        Ok(Https { certs, challenges })
+    }
+
+    /// The ingress's front: the workers accept and answer its requests
+    /// themselves; it holds requests for services scaled to zero, forwards
+    /// to other nodes, and reports this node's load.
+    fn start_front(
+        &self,
+        parts: &Parts<'_>,
+        https: Https,
+        listeners: IngressListeners,
+        addrs: &Addrs,
+    ) -> Result<Arc<Front>, StartError> {
+        let (store, kept, workers, shutdown) =
+            (parts.store, parts.kept, parts.workers, parts.shutdown);
+        let scale_to_zero = Arc::new(crate::ingress::domains::ScaleToZero::default());
+        crate::ingress::domains::follow(store.clone(), scale_to_zero.clone(), shutdown.clone())
+            .map_err(StartError::Ingress)?;
+        let waiting = Arc::new(crate::ingress::load::Waiting::default());
+        crate::ingress::load::spawn(
+            store.clone(),
+            kept.node.clone(),
+            workers.lease.clone(),
+            workers.routes.clone(),
+            waiting.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| StartError::part("the load reports", e))?;
         let front = Front::new(
-            routes.clone(),
-            metrics,
-            agent.runtimes().to_vec(),
+            workers.routes.clone(),
+            workers.metrics.clone(),
+            workers.agent.runtimes().to_vec(),
             shutdown.clone(),
             Some(Arc::new(crate::ingress::peers::Peers::new(
                 store.clone(),
-                node.clone(),
+                kept.node.clone(),
             ))),
             crate::ingress::front::Settings {
-                ip: ingress_addr.ip(),
+                ip: addrs.ingress.ip(),
                 max_body: self.max_request_body,
-                challenges,
-                https_port: tls_addr.map(|a| a.port()),
+                challenges: Some(https.challenges),
+                https_port: addrs.tls.map(|a| a.port()),
                 scale_to_zero,
                 waiting,
             },
         );
-        routes.set_opener(Box::new(front.clone()));
-        routes.set_caller(Box::new(front.clone()));
-        if let Some(l) = tls_listener {
+        workers.routes.set_opener(Box::new(front.clone()));
+        workers.routes.set_caller(Box::new(front.clone()));
+        let unusable = |what: &'static str| move |e: std::io::Error| StartError::part(what, e);
+        if let Some(l) = listeners.tls {
+            let l = l
+                .into_std()
+                .map_err(unusable("the HTTPS ingress listener"))?;
             front
-                .listen_tls(
-                    l.into_std()
-                        .map_err(|e| format!("cannot use the HTTPS ingress listener: {e}"))?,
-                    crate::ingress::tls::acceptor(certs),
-                )
-                .map_err(|e| format!("cannot use the HTTPS ingress listener: {e}"))?;
+                .listen_tls(l, crate::ingress::tls::acceptor(https.certs))
+                .map_err(unusable("the HTTPS ingress listener"))?;
         }
-        front
-            .listen(
-                ingress_listener
-                    .into_std()
-                    .map_err(|e| format!("cannot use the ingress listener: {e}"))?,
-            )
-            .map_err(|e| format!("cannot use the ingress listener: {e}"))?;
-        let reaper_store = store.clone();
-        let reaper_stop = shutdown.clone();
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-                    _ = reaper_stop.cancelled() => break,
-                }
-                let (s, dir) = (reaper_store.clone(), logs_dir.clone());
-                let _ =
-                    tokio::task::spawn_blocking(move || ledger::reap(s.as_ref(), &dir, ttl)).await;
-            }
-        });
-        tracker.close();
+        let l = listeners
+            .plain
+            .into_std()
+            .map_err(unusable("the ingress listener"))?;
+        front.listen(l).map_err(unusable("the ingress listener"))?;
+        Ok(front)
+    }
+
+    /// Says where everything is, once it all runs.
+    fn say_where(
+        &self,
+        addrs: &Addrs,
+        host_roots: &HostRoots,
+        data: &DataDir,
+        kept: &Kept,
+        workers: &Workers,
+    ) {
         let auth = match (&self.auth, self.insecure_no_auth) {
             (Some(path), _) => format!("requests signed with a key from {}", path.display()),
             (None, true) => "WITHOUT authentication (--insecure-no-auth)".to_string(),
             (None, false) => "without authentication (loopback only)".to_string(),
         };
-        tracing::info!("API on http://{api_addr}/ (AWS JSON 1.1, like ECS), {auth}");
-        if let Some(a) = tls_addr {
+        tracing::info!(
+            "API on http://{}/ (AWS JSON 1.1, like ECS), {auth}",
+            addrs.api
+        );
+        if let Some(a) = addrs.tls {
             tracing::info!(
                 "HTTPS ingress on https://{a}/ (services answer on their skiff.domains, and at https://SERVICE.CLUSTER.{}:{}/ with a certificate for them)",
                 self.domain,
@@ -637,40 +754,182 @@ impl Server {
             );
         }
         tracing::info!(
-            "ingress on http://{ingress_addr}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
+            "ingress on http://{}/ (services answer at http://SERVICE.CLUSTER.{}:{}/)",
+            addrs.ingress,
             self.domain,
-            ingress_addr.port()
+            addrs.ingress.port()
         );
         tracing::info!(
-            "{workers} workers sharing {memory} MiB; data in {}",
+            "{} workers sharing {} MiB; data in {}",
+            workers.count,
+            workers.memory,
             data.path.display()
         );
-        if let Some(roots) = &host_roots {
+        if let Some(roots) = host_roots {
             let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
             tracing::info!(
                 "tasks' images and host volumes must be under {}",
                 list.join(", ")
             );
         }
-        if recovered > 0 {
-            tracing::info!("{recovered} tasks were running when the server last stopped; they are reported STOPPED");
+        if kept.recovered > 0 {
+            tracing::info!(
+                "{} tasks were running when the server last stopped; they are reported STOPPED",
+                kept.recovered
+            );
         }
-        Ok(Engine {
-            api: api_handle,
-            api_addr,
-            ingress_addr,
-            ingress_tls_addr: tls_addr,
-            domain: self.domain,
-            shutdown,
-            tracker,
-            front,
-            scheduler_thread,
-            agent,
-            ledger_thread,
-            registration,
-            data,
+    }
+}
+
+/// Which host paths tasks may name (`None`: any).
+type HostRoots = crate::model::hostfs::HostRoots;
+
+/// Why the engine did not start: which part, and why, in words a user
+/// can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Flags that do not go together.
+    #[error("{0}")]
+    Config(String),
+    /// The data directory cannot be used.
+    #[error("{0}")]
+    DataDir(String),
+    /// The keys file.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeysError),
+    /// A `--host-root`.
+    #[error(transparent)]
+    HostRoots(#[from] crate::model::hostfs::HostPathError),
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    /// The store cannot be read or written.
+    #[error("the store: {0}")]
+    StoreAccess(#[from] crate::store::StoreError),
+    /// A listener cannot be bound.
+    #[error("{0}")]
+    Listen(String),
+    /// A part of the ingress (certificates, ACME, domains) cannot start.
+    #[error("{0}")]
+    Ingress(String),
+    /// A part of the engine cannot start.
+    #[error("cannot start {what}: {message}")]
+    Part {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl StartError {
+    fn part(what: &'static str, e: impl std::fmt::Display) -> StartError {
+        StartError::Part {
+            what,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What the store and the data directory keep of this node, read (and
+/// tidied) at start: its id, the tasks that were running when it last
+/// stopped (recorded STOPPED), the nodes' secret, and the logs of tasks
+/// long stopped (removed).
+struct Kept {
+    node: String,
+    recovered: usize,
+    peer_secret: Vec<u8>,
+    logs_dir: PathBuf,
+}
+
+impl Kept {
+    fn read(
+        store: &dyn Store,
+        data: &DataDir,
+        stopped_task_ttl: std::time::Duration,
+    ) -> Result<Kept, StartError> {
+        crate::api::clusters::ensure_default(store)?;
+        let node = data.node_id()?;
+        crate::scheduler::capacity::forget_legacy_node(store)?;
+        let recovered = ledger::recover(store, &node)?;
+        let peer_secret = crate::auth::peer::secret(store)?;
+        let logs_dir = data.path.join("logs");
+        ledger::reap(store, &logs_dir, stopped_task_ttl.as_secs_f64())?;
+        Ok(Kept {
+            node,
+            recovered,
+            peer_secret,
+            logs_dir,
         })
     }
+}
+
+/// The listeners, bound, and their addresses.
+struct Listeners {
+    api: tokio::net::TcpListener,
+    ingress: IngressListeners,
+    addrs: Addrs,
+}
+
+/// The ingress's listeners: plain HTTP, and HTTPS when asked for.
+struct IngressListeners {
+    plain: tokio::net::TcpListener,
+    tls: Option<tokio::net::TcpListener>,
+}
+
+/// What the later steps of [`Server::start`] share.
+struct Parts<'a> {
+    store: &'a Arc<dyn Store>,
+    data: &'a DataDir,
+    kept: &'a Kept,
+    workers: &'a Workers,
+    shutdown: &'a tokio_util::sync::CancellationToken,
+}
+
+/// Where the API, the ingress and the HTTPS ingress listen.
+struct Addrs {
+    api: SocketAddr,
+    ingress: SocketAddr,
+    tls: Option<SocketAddr>,
+}
+
+/// The workers and what runs beside them.
+struct Workers {
+    agent: Arc<Agent>,
+    routes: Arc<Routes>,
+    metrics: Arc<crate::metrics::Metrics>,
+    registration: Registration,
+    lease: NodeLease,
+    ledger_thread: std::thread::JoinHandle<()>,
+    count: usize,
+    memory: u64,
+}
+
+/// The HTTPS ingress's certificates and the ACME challenges it answers.
+struct Https {
+    certs: Arc<crate::ingress::tls::Certificates>,
+    challenges: Arc<crate::ingress::acme::Challenges>,
+}
+
+/// Forgets tasks stopped longer than `ttl`, every minute until `stop`.
+fn spawn_reaper(
+    tracker: &tokio_util::task::TaskTracker,
+    store: Arc<dyn Store>,
+    logs_dir: PathBuf,
+    ttl: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let ttl = ttl.as_secs_f64();
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                _ = stop.cancelled() => break,
+            }
+            let (s, dir) = (store.clone(), logs_dir.clone());
+            let _ = tokio::task::spawn_blocking(move || ledger::reap(s.as_ref(), &dir, ttl)).await;
+        }
+    });
 }
 
 /// A running engine, as [`Server::start`] leaves it.

@@ -42,22 +42,39 @@ pub struct App {
     pub service: Value,
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
+/// What is wrong with an app's files: the file, and what would be right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AppError(String);
+
+/// Why an app could not be deployed: which call refused it, and the
+/// API's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}{error}")]
+pub struct DeployError {
+    /// Which step, in words (ending in ": ", or empty).
+    what: &'static str,
+    /// The API's answer.
+    pub error: ApiError,
+}
+
+fn read_json(path: &Path) -> Result<Value, AppError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))
+        .map_err(|e| AppError(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| AppError(format!("{} is not valid JSON: {e}", path.display())))
 }
 
 impl App {
     /// Reads the app at `path` (a file or a directory).
-    pub fn load(path: &Path) -> Result<App, String> {
+    pub fn load(path: &Path) -> Result<App, AppError> {
         let (taskdef_path, service_path) = if path.is_dir() {
             let t = path.join("taskdef.json");
             if !t.exists() {
-                return Err(format!(
+                return Err(AppError(format!(
                     "{} has no taskdef.json: put the app's task definition there, or pass the file itself",
                     path.display()
-                ));
+                )));
             }
             (t, Some(path.join("service.json")).filter(|s| s.exists()))
         } else {
@@ -69,10 +86,10 @@ impl App {
             .unwrap_or_default();
         let mut taskdef = read_json(&taskdef_path)?;
         if !taskdef.is_object() {
-            return Err(format!(
+            return Err(AppError(format!(
                 "{} must hold a task definition (a JSON object)",
                 taskdef_path.display()
-            ));
+            )));
         }
         if let Some(containers) = taskdef
             .get_mut("containerDefinitions")
@@ -87,7 +104,7 @@ impl App {
                     let raw = image.strip_prefix("file://").unwrap_or(image);
                     if Path::new(raw).is_relative() {
                         let abs = std::path::absolute(base.join(raw))
-                            .map_err(|e| format!("image {image}: {e}"))?;
+                            .map_err(|e| AppError(format!("image {image}: {e}")))?;
                         c["image"] = json!(abs.to_string_lossy());
                     }
                 }
@@ -99,7 +116,7 @@ impl App {
                 if let Some(p) = v.pointer("/host/sourcePath").and_then(Value::as_str) {
                     if Path::new(p).is_relative() {
                         let abs = std::path::absolute(base.join(p))
-                            .map_err(|e| format!("volume {p}: {e}"))?;
+                            .map_err(|e| AppError(format!("volume {p}: {e}")))?;
                         v["host"]["sourcePath"] = json!(abs.to_string_lossy());
                     }
                 }
@@ -110,7 +127,9 @@ impl App {
             None => json!({}),
         };
         if !service.is_object() {
-            return Err("service.json must hold CreateService's fields (a JSON object)".into());
+            return Err(AppError(
+                "service.json must hold CreateService's fields (a JSON object)".into(),
+            ));
         }
         Ok(App { taskdef, service })
     }
@@ -131,11 +150,14 @@ async fn call(
 
 /// Registers the app and creates or updates its service; returns the
 /// service's name and cluster.
-pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), String> {
+pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), DeployError> {
     use crate::api::{services, task_definitions};
     let registered = call(engine, task_definitions::register, app.taskdef.clone())
         .await
-        .map_err(|e| format!("the task definition was refused: {e}"))?;
+        .map_err(|error| DeployError {
+            what: "the task definition was refused: ",
+            error,
+        })?;
     let td = &registered["taskDefinition"];
     let family = td["family"].as_str().unwrap_or_default().to_string();
     let reference = format!("{family}:{}", td["revision"]);
@@ -161,7 +183,7 @@ pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), Stri
         json!({"cluster": cluster, "services": [name]}),
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|error| DeployError { what: "", error })?;
     let active = existing["services"]
         .as_array()
         .and_then(|s| s.first())
@@ -174,12 +196,18 @@ pub async fn deploy(engine: &Engine, app: &App) -> Result<(String, String), Stri
                    "desiredCount": svc["desiredCount"]}),
         )
         .await
-        .map_err(|e| format!("the service could not be updated: {e}"))?;
+        .map_err(|error| DeployError {
+            what: "the service could not be updated: ",
+            error,
+        })?;
         tracing::info!("rolling service {name} to {reference}");
     } else {
         call(engine, services::create, svc)
             .await
-            .map_err(|e| format!("the service could not be created: {e}"))?;
+            .map_err(|error| DeployError {
+                what: "the service could not be created: ",
+                error,
+            })?;
         tracing::info!("created service {name} running {reference}");
     }
     Ok((name, cluster))
@@ -203,14 +231,14 @@ impl Up {
                 p
             }
         };
-        let app = App::load(&path)?;
+        let app = App::load(&path).map_err(|e| e.to_string())?;
         let stop = StopSignal::listen();
-        let engine = self.server.start().await?;
+        let engine = self.server.start().await.map_err(|e| e.to_string())?;
         let deployed = match deploy(&engine, &app).await {
             Ok(d) => d,
             Err(e) => {
                 engine.stop().await;
-                return Err(e);
+                return Err(e.to_string());
             }
         };
         let (name, cluster) = &deployed;
@@ -282,6 +310,6 @@ mod tests {
         );
         assert_eq!(app.service["desiredCount"], 3);
         let missing = App::load(&dir.path().join("nope")).unwrap_err();
-        assert!(missing.contains("cannot read"), "{missing}");
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 }
