@@ -12,6 +12,7 @@
 //! store (observed state), and gives back a stopped task's reservation.
 
 pub(crate) mod connect;
+mod depends;
 pub mod ledger;
 pub mod logs;
 mod metadata;

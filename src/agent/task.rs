@@ -14,19 +14,12 @@ use skiff_runtime::{
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::depends::{Dependencies, State, Step};
 use super::{Event, TaskEvent, TaskSpec, WorkerContext};
 use crate::ingress::routes::Endpoint;
 use crate::model::image::ImageSource;
 use crate::model::task::{HealthStatus, StopCode};
-use crate::model::taskdef::{ContainerDefinition, DependencyCondition, HealthCheck};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Running,
-    Exited(Option<i32>),
-    NeverStarted,
-}
+use crate::model::taskdef::{ContainerDefinition, HealthCheck};
 
 enum Done {
     Exited(usize, Report),
@@ -373,334 +366,412 @@ async fn run(
     task: &Task,
     stop: &mut oneshot::Receiver<(StopCode, String)>,
 ) -> (StopCode, String, bool) {
-    let containers = &task.spec.definition.containers;
-    let metrics = task.service_metrics();
-    let n = containers.len();
+    let guests = match load_images(task, stop).await {
+        Ok(guests) => guests,
+        Err(stopped) => return stopped,
+    };
+    task.report(Event::Activating);
+    let mut s = Supervisor::new(task, guests).await;
+    let (code, reason) = s.supervise(stop).await;
+    s.wind_down(code, reason).await
+}
 
-    // Load every image first: a task whose images do not load does not start.
-    let mut guests: Vec<Guest> = Vec::with_capacity(n);
+/// The task stopped before it started: why, and that no essential
+/// container was UNHEALTHY.
+type NotStarted = (StopCode, String, bool);
+
+/// Loads every container's image (pulled from its registry, read from
+/// its file, or fetched by digest from a node that holds it): a task
+/// whose images do not load does not start. A stop asked for meanwhile
+/// ends it.
+async fn load_images(
+    task: &Task,
+    stop: &mut oneshot::Receiver<(StopCode, String)>,
+) -> Result<Vec<Guest>, NotStarted> {
+    let containers = &task.spec.definition.containers;
+    let mut guests: Vec<Guest> = Vec::with_capacity(containers.len());
     for (i, c) in containers.iter().enumerate() {
-        let rt = task.ctx.runtime.clone();
-        let loading = async {
-            // A registry image is pulled here (the pull is async); a file
-            // is read, or fetched from a node by digest, off the worker.
-            let pulled = match ImageSource::parse(&c.image) {
-                Ok(ImageSource::Oci(reference)) => {
-                    let Some(registry) = task.ctx.registry.clone() else {
-                        return Err("this node has no registry client".to_string());
-                    };
-                    let pinned = task.spec.image_digests.get(i).cloned().flatten();
-                    let pulled = registry
-                        .pull(
-                            &reference,
-                            pinned.as_deref(),
-                            c.repository_credentials.as_deref(),
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if pinned.as_deref() != Some(pulled.digest.as_str()) {
-                        task.report(Event::ImagePulled {
-                            index: i,
-                            digest: pulled.digest,
-                        });
-                    }
-                    Some(pulled.bytes)
-                }
-                _ => None,
-            };
-            let path = crate::model::image::image_path(&c.image);
-            let roots = task.ctx.host_roots.clone();
-            let digest = task.spec.digests.get(i).cloned().flatten();
-            let blobs = task.ctx.blobs.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                if let Some(bytes) = pulled {
-                    return rt.load(&bytes).map_err(|e| e.to_string());
-                }
-                // Not on this machine: the bytes registered, from the
-                // node that holds them, by digest.
-                if let (false, Some(hex), Some(blobs)) = (path.exists(), digest, blobs) {
-                    let bytes = blobs.fetch(&hex).map_err(|e| {
-                        format!("{} is not on this node, and fetching its module sha256:{hex} failed: {e}", path.display())
-                    })?;
-                    return rt.load(&bytes).map_err(|e| e.to_string());
-                }
-                let path = crate::model::hostfs::confine("image", &path, &roots)
-                    .map_err(|e| e.to_string())?;
-                rt.load_file(&path).map_err(|e| e.to_string())
-            })
-            .await;
-            match loaded {
-                Ok(r) => r,
-                Err(e) => Err(format!("loading failed: {e}")),
-            }
-        };
         let loaded = tokio::select! {
-            r = loading => r,
+            r = load_image(task, i) => r,
             s = &mut *stop => {
                 let (code, reason) = s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
                 never_started(task, None, &reason);
-                return (code, reason, false);
+                return Err((code, reason, false));
             }
         };
-        let err = match loaded {
-            Ok(g) => {
-                guests.push(g);
-                continue;
+        match loaded {
+            Ok(g) => guests.push(g),
+            Err(err) => {
+                let reason = format!(
+                    "CannotPullContainerError: container {}, image {}: {err}",
+                    c.name, c.image
+                );
+                task.report(Event::ContainerStopped {
+                    index: i,
+                    exit_code: None,
+                    reason: Some(reason.clone()),
+                });
+                never_started(
+                    task,
+                    Some(i),
+                    "another container's image could not be loaded",
+                );
+                return Err((StopCode::TaskFailedToStart, reason, false));
             }
-            Err(e) => e,
-        };
-        let reason = format!(
-            "CannotPullContainerError: container {}, image {}: {err}",
-            c.name, c.image
-        );
-        task.report(Event::ContainerStopped {
-            index: i,
-            exit_code: None,
-            reason: Some(reason.clone()),
-        });
-        never_started(
+        }
+    }
+    Ok(guests)
+}
+
+/// Loads container `i`'s image. A registry image is pulled here (the pull
+/// is async, and a digest pulled for a tag is reported); a file is read,
+/// or fetched from a node by digest, off the worker.
+async fn load_image(task: &Task, i: usize) -> Result<Guest, String> {
+    let c = &task.spec.definition.containers[i];
+    let rt = task.ctx.runtime.clone();
+    let pulled = match ImageSource::parse(&c.image) {
+        Ok(ImageSource::Oci(reference)) => {
+            let Some(registry) = task.ctx.registry.clone() else {
+                return Err("this node has no registry client".to_string());
+            };
+            let pinned = task.spec.image_digests.get(i).cloned().flatten();
+            let pulled = registry
+                .pull(
+                    &reference,
+                    pinned.as_deref(),
+                    c.repository_credentials.as_deref(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if pinned.as_deref() != Some(pulled.digest.as_str()) {
+                task.report(Event::ImagePulled {
+                    index: i,
+                    digest: pulled.digest,
+                });
+            }
+            Some(pulled.bytes)
+        }
+        _ => None,
+    };
+    let path = crate::model::image::image_path(&c.image);
+    let roots = task.ctx.host_roots.clone();
+    let digest = task.spec.digests.get(i).cloned().flatten();
+    let blobs = task.ctx.blobs.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        if let Some(bytes) = pulled {
+            return rt.load(&bytes).map_err(|e| e.to_string());
+        }
+        // Not on this machine: the bytes registered, from the node that
+        // holds them, by digest.
+        if let (false, Some(hex), Some(blobs)) = (path.exists(), digest, blobs) {
+            let bytes = blobs.fetch(&hex).map_err(|e| {
+                format!(
+                    "{} is not on this node, and fetching its module sha256:{hex} failed: {e}",
+                    path.display()
+                )
+            })?;
+            return rt.load(&bytes).map_err(|e| e.to_string());
+        }
+        let path =
+            crate::model::hostfs::confine("image", &path, &roots).map_err(|e| e.to_string())?;
+        rt.load_file(&path).map_err(|e| e.to_string())
+    })
+    .await;
+    match loaded {
+        Ok(r) => r,
+        Err(e) => Err(format!("loading failed: {e}")),
+    }
+}
+
+/// A started task's containers as they run: the `dependsOn` state machine,
+/// the command runs and HTTP handlers, their health and their logs, and
+/// the task's route.
+struct Supervisor<'t> {
+    task: &'t Task,
+    containers: &'t [ContainerDefinition],
+    guests: Vec<Guest>,
+    budgets: Vec<Budget>,
+    links: Option<Arc<dyn skiff_runtime::ServiceLinks>>,
+    metrics: Arc<crate::metrics::ServiceMetrics>,
+    deps: Dependencies,
+    handlers: Vec<Option<HttpHandler>>,
+    /// Command runs (and HTTP containers that failed to load), until they end.
+    runs: JoinSet<Done>,
+    /// Each container's health, when it has a check.
+    health: Vec<Option<HealthStatus>>,
+    /// The task's route, once its HTTP container serves.
+    endpoint: Option<Arc<Endpoint>>,
+    /// Each started container's log, for what skiff has to say about it.
+    sinks: Vec<Option<Arc<dyn skiff_runtime::LogSink>>>,
+    /// Health monitors: they run until the task stops and report changes.
+    monitors: JoinSet<()>,
+    health_tx: tokio::sync::mpsc::UnboundedSender<(usize, HealthStatus)>,
+    health_rx: tokio::sync::mpsc::UnboundedReceiver<(usize, HealthStatus)>,
+    any_started: bool,
+}
+
+impl<'t> Supervisor<'t> {
+    async fn new(task: &'t Task, guests: Vec<Guest>) -> Supervisor<'t> {
+        let containers = &task.spec.definition.containers[..];
+        let n = containers.len();
+        let (health_tx, health_rx) = tokio::sync::mpsc::unbounded_channel();
+        Supervisor {
             task,
-            Some(i),
-            "another container's image could not be loaded",
-        );
-        return (StopCode::TaskFailedToStart, reason, false);
+            containers,
+            guests,
+            budgets: budgets(&task.spec, task.ctx.worker_memory),
+            links: task.links().await,
+            metrics: task.service_metrics(),
+            deps: Dependencies::new(containers),
+            handlers: vec![None; n],
+            runs: JoinSet::new(),
+            health: containers
+                .iter()
+                .map(|c| c.health_check.as_ref().map(|_| HealthStatus::Unknown))
+                .collect(),
+            endpoint: None,
+            sinks: vec![None; n],
+            monitors: JoinSet::new(),
+            health_tx,
+            health_rx,
+            any_started: false,
+        }
     }
 
-    task.report(Event::Activating);
-    let links = task.links().await;
-    let worker_memory = task.ctx.worker_memory;
-    let budgets = budgets(&task.spec, worker_memory);
-    let index_of = |name: &str| containers.iter().position(|c| c.name == name);
-
-    let mut states = vec![State::Waiting; n];
-    let mut healthy = vec![false; n];
-    let mut handlers: Vec<Option<HttpHandler>> = vec![None; n];
-    let mut set: JoinSet<Done> = JoinSet::new();
-    // Each container's health, when it has a check; and the task's route.
-    let mut health: Vec<Option<HealthStatus>> = containers
-        .iter()
-        .map(|c| c.health_check.as_ref().map(|_| HealthStatus::Unknown))
-        .collect();
-    let mut endpoint: Option<Arc<Endpoint>> = None;
-    // Each started container's log, for what skiff has to say about it.
-    let mut sinks: Vec<Option<Arc<dyn skiff_runtime::LogSink>>> = vec![None; n];
-    // Health monitors run until the task stops; they report changes here.
-    let mut monitors: JoinSet<()> = JoinSet::new();
-    let (health_tx, mut health_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(usize, HealthStatus)>();
-    let mut any_started = false;
-    let mut stopped: Option<(StopCode, String)> = None;
-
-    while stopped.is_none() {
-        // Start every container whose dependencies are met; give up on
-        // those whose dependencies can no longer be met.
-        let mut progressed = true;
-        while progressed && stopped.is_none() {
-            progressed = false;
-            for i in 0..n {
-                if states[i] != State::Waiting {
-                    continue;
+    /// Starts containers as their dependencies allow and follows them
+    /// until the task is to stop: a stop asked for, an essential
+    /// container that exited or could not start, or nothing left running.
+    async fn supervise(
+        &mut self,
+        stop: &mut oneshot::Receiver<(StopCode, String)>,
+    ) -> (StopCode, String) {
+        loop {
+            if let Some(stopped) = self.start_due() {
+                return stopped;
+            }
+            if !self.deps.any_running() {
+                // Nothing runs and nothing can start (no essential container
+                // is left waiting, or it would have been started or refused).
+                return (
+                    StopCode::EssentialContainerExited,
+                    "Essential container in task exited".into(),
+                );
+            }
+            tokio::select! {
+                s = &mut *stop => {
+                    return s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
                 }
-                match readiness(&containers[i], &states, &healthy, index_of) {
-                    Readiness::Blocked => continue,
-                    Readiness::Impossible(why) => {
-                        states[i] = State::NeverStarted;
-                        progressed = true;
-                        task.report(Event::ContainerStopped {
+                Some(done) = self.runs.join_next() => {
+                    // Aborted or panicked: the container is reported stopped
+                    // when the task winds down.
+                    if let Ok(Done::Exited(i, report)) = done {
+                        if let Some(stopped) = self.exited(i, report) {
+                            return stopped;
+                        }
+                    }
+                }
+                Some((i, status)) = self.health_rx.recv() => self.health_changed(i, status),
+            }
+        }
+    }
+
+    /// Starts every container whose dependencies are met, and gives up on
+    /// those whose dependencies can no longer be; why the task stops, when
+    /// an essential one cannot start.
+    fn start_due(&mut self) -> Option<(StopCode, String)> {
+        while let Some(step) = self.deps.next() {
+            let (i, why) = match step {
+                Step::Refuse(i, why) => {
+                    let reason = format!("never started: {why}");
+                    let why = format!(
+                        "Essential container {} could not start: {why}",
+                        self.containers[i].name
+                    );
+                    self.task.report(Event::ContainerStopped {
+                        index: i,
+                        exit_code: None,
+                        reason: Some(reason),
+                    });
+                    (i, why)
+                }
+                Step::Start(i) => match self.start(i) {
+                    Ok(()) => continue,
+                    Err(why) => {
+                        self.deps.failed_to_start(i);
+                        self.task.report(Event::ContainerStopped {
                             index: i,
                             exit_code: None,
-                            reason: Some(format!("never started: {why}")),
+                            reason: Some(why.clone()),
                         });
-                        if containers[i].essential {
-                            stopped = Some((
-                                StopCode::TaskFailedToStart,
-                                format!(
-                                    "Essential container {} could not start: {why}",
-                                    containers[i].name
-                                ),
-                            ));
-                        }
+                        (i, why)
                     }
-                    Readiness::Ready => {
-                        progressed = true;
-                        let sandbox = match task.sandbox(i, links.clone()) {
-                            Ok(s) => {
-                                sinks[i] = Some(s.logs.clone());
-                                s
-                            }
-                            Err(e) => {
-                                states[i] = State::NeverStarted;
-                                let why =
-                                    format!("cannot set up container {}: {e}", containers[i].name);
-                                task.report(Event::ContainerStopped {
-                                    index: i,
-                                    exit_code: None,
-                                    reason: Some(why.clone()),
-                                });
-                                if containers[i].essential {
-                                    stopped = Some((StopCode::TaskFailedToStart, why));
-                                }
-                                continue;
-                            }
-                        };
-                        let limits = RunLimits {
-                            fuel: containers[i].extensions.max_fuel,
-                            timeout: containers[i].extensions.timeout,
-                        };
-                        let guest = guests[i].clone();
-                        let budget = budgets[i].clone();
-                        let rt = task.ctx.runtime.clone();
-                        if guest.kind().is_command() {
-                            let (g, b, s) = (guest.clone(), budget.clone(), sandbox.clone());
-                            let rt2 = rt.clone();
-                            set.spawn(
-                                async move { Done::Exited(i, rt2.run(&g, &b, &s, limits).await) },
-                            );
-                        } else {
-                            match HttpHandler::new(
-                                &rt,
-                                &guest,
-                                budget.clone(),
-                                sandbox.clone(),
-                                limits,
-                            ) {
-                                Ok(h) => {
-                                    let m = metrics.clone();
-                                    let h =
-                                        h.on_report(move |r| m.report(&usage(r))).reuse_instances(
-                                            containers[i].extensions.instance_reuse.unwrap_or(1),
-                                        );
-                                    if endpoint.is_none() {
-                                        endpoint = task.route(i, &h, &sandbox, &health);
-                                    }
-                                    handlers[i] = Some(h);
-                                }
-                                Err(e) => {
-                                    let r = Report::bare(Outcome::LoadError(e));
-                                    set.spawn(async move { Done::Exited(i, r) });
-                                }
-                            }
-                        }
-                        states[i] = State::Running;
-                        task.report(Event::ContainerRunning(i));
-                        if !any_started {
-                            any_started = true;
-                            task.report(Event::Running);
-                            task.ctx
-                                .metrics
-                                .task_started(&task.spec.cluster, task.spec.service.as_deref());
-                        }
-                        if let Some(check) = containers[i].health_check.clone() {
-                            let handler = handlers[i].clone();
-                            let (g, b, mut s) = (guest, budget, sandbox);
-                            s.args = vec![containers[i].name.clone()];
-                            let tx = health_tx.clone();
-                            monitors.spawn(async move {
-                                monitor(&rt, &g, &b, s, handler, &check, |status| {
-                                    let _ = tx.send((i, status));
-                                })
-                                .await
-                            });
-                        }
+                },
+            };
+            if self.containers[i].essential {
+                return Some((StopCode::TaskFailedToStart, why));
+            }
+        }
+        None
+    }
+
+    /// Starts container `i`: a command runs to completion; an HTTP
+    /// component serves (the task's route, for a service's task); a health
+    /// check starts watching it. The error says why it cannot be set up.
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        let c = &self.containers[i];
+        let sandbox = self
+            .task
+            .sandbox(i, self.links.clone())
+            .map_err(|e| format!("cannot set up container {}: {e}", c.name))?;
+        self.sinks[i] = Some(sandbox.logs.clone());
+        let limits = RunLimits {
+            fuel: c.extensions.max_fuel,
+            timeout: c.extensions.timeout,
+        };
+        let (guest, budget) = (self.guests[i].clone(), self.budgets[i].clone());
+        let rt = self.task.ctx.runtime.clone();
+        if guest.kind().is_command() {
+            let (g, b, s, rt) = (guest.clone(), budget.clone(), sandbox.clone(), rt.clone());
+            self.runs
+                .spawn(async move { Done::Exited(i, rt.run(&g, &b, &s, limits).await) });
+        } else {
+            match HttpHandler::new(&rt, &guest, budget.clone(), sandbox.clone(), limits) {
+                Ok(h) => {
+                    let m = self.metrics.clone();
+                    let h = h
+                        .on_report(move |r| m.report(&usage(r)))
+                        .reuse_instances(c.extensions.instance_reuse.unwrap_or(1));
+                    if self.endpoint.is_none() {
+                        self.endpoint = self.task.route(i, &h, &sandbox, &self.health);
                     }
+                    self.handlers[i] = Some(h);
+                }
+                Err(e) => {
+                    let r = Report::bare(Outcome::LoadError(e));
+                    self.runs.spawn(async move { Done::Exited(i, r) });
                 }
             }
         }
-        if stopped.is_some() {
-            break;
+        self.task.report(Event::ContainerRunning(i));
+        if !self.any_started {
+            self.any_started = true;
+            self.task.report(Event::Running);
+            self.task
+                .ctx
+                .metrics
+                .task_started(&self.task.spec.cluster, self.task.spec.service.as_deref());
         }
-        if !states.iter().any(|s| matches!(s, State::Running)) {
-            // Nothing runs and nothing can start (no essential container
-            // is left waiting, or it would have been started or refused).
-            stopped = Some((
+        if let Some(check) = c.health_check.clone() {
+            let handler = self.handlers[i].clone();
+            let (g, b, mut s) = (guest, budget, sandbox);
+            s.args = vec![c.name.clone()];
+            let tx = self.health_tx.clone();
+            self.monitors.spawn(async move {
+                monitor(&rt, &g, &b, s, handler, &check, |status| {
+                    let _ = tx.send((i, status));
+                })
+                .await
+            });
+        }
+        Ok(())
+    }
+
+    /// Container `i` exited: its outcome is reported (a trap's backtrace
+    /// to its log, where there is room for it); why the task stops, when
+    /// it was essential.
+    fn exited(&mut self, i: usize, report: Report) -> Option<(StopCode, String)> {
+        let c = &self.containers[i];
+        self.metrics.report(&usage(&report));
+        if let (Outcome::Trap { kind, backtrace }, Some(sink)) = (&report.outcome, &self.sinks[i]) {
+            let now = std::time::SystemTime::now();
+            sink.line(
+                LogStream::Stderr,
+                now,
+                &format!("[skiff] container {} trapped: {kind}", c.name),
+            );
+            for l in backtrace.lines() {
+                sink.line(LogStream::Stderr, now, l);
+            }
+        }
+        let (exit_code, reason) = describe_outcome(c, &report.outcome);
+        self.deps.exited(i, exit_code);
+        self.task.report(Event::ContainerStopped {
+            index: i,
+            exit_code,
+            reason,
+        });
+        c.essential.then(|| {
+            (
                 StopCode::EssentialContainerExited,
                 "Essential container in task exited".into(),
-            ));
-            break;
-        }
-        tokio::select! {
-            s = &mut *stop => {
-                stopped = Some(s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into())));
-            }
-            Some(done) = set.join_next() => match done {
-                Ok(Done::Exited(i, report)) => {
-                    metrics.report(&usage(&report));
-                    // A trap's backtrace goes to the container's log: the
-                    // task's record only has room for the reason.
-                    if let (Outcome::Trap { kind, backtrace }, Some(sink)) = (&report.outcome, &sinks[i]) {
-                        let now = std::time::SystemTime::now();
-                        sink.line(LogStream::Stderr, now, &format!("[skiff] container {} trapped: {kind}", containers[i].name));
-                        for l in backtrace.lines() {
-                            sink.line(LogStream::Stderr, now, l);
-                        }
-                    }
-                    let (exit_code, reason) = describe_outcome(&containers[i], &report.outcome);
-                    states[i] = State::Exited(exit_code);
-                    task.report(Event::ContainerStopped { index: i, exit_code, reason });
-                    if containers[i].essential {
-                        stopped = Some((StopCode::EssentialContainerExited, "Essential container in task exited".into()));
-                    }
-                }
-                // Aborted or panicked: the container is reported stopped below.
-                Err(_) => {}
-            },
-            Some((i, status)) = health_rx.recv() => {
-                // HEALTHY once is enough for a dependency to start.
-                healthy[i] |= status == HealthStatus::Healthy;
-                health[i] = Some(status);
-                if let Some(ep) = &endpoint {
-                    task.ctx.routes.set_routable(ep, routable(containers, &health));
-                }
-                task.report(Event::ContainerHealth { index: i, status });
-            }
-        }
+            )
+        })
     }
-    let (code, reason) = stopped.unwrap_or((
-        StopCode::EssentialContainerExited,
-        "Essential container in task exited".into(),
-    ));
-    // Take no new requests, then say so.
-    if let (Some(service), Some(_)) = (&task.spec.service, &endpoint) {
-        task.ctx
-            .routes
-            .deregister(&(task.spec.cluster.clone(), service.clone()), &task.spec.id);
+
+    /// Container `i`'s health changed: HEALTHY once is enough for a
+    /// dependency to start; the task takes requests only while its
+    /// essential containers are not UNHEALTHY.
+    fn health_changed(&mut self, i: usize, status: HealthStatus) {
+        if status == HealthStatus::Healthy {
+            self.deps.healthy(i);
+        }
+        self.health[i] = Some(status);
+        if let Some(ep) = &self.endpoint {
+            self.task
+                .ctx
+                .routes
+                .set_routable(ep, routable(self.containers, &self.health));
+        }
+        self.task
+            .report(Event::ContainerHealth { index: i, status });
     }
-    drop(endpoint);
-    task.report(Event::Deactivating);
-    task.report(Event::Stopping {
-        code,
-        reason: reason.clone(),
-    });
-    monitors.abort_all();
-    while monitors.join_next().await.is_some() {}
-    // Drain: an HTTP container takes no new requests now (the task is not
-    // RUNNING); let the ones in flight finish, up to its stopTimeout.
-    drain(containers, &handlers).await;
-    // Stop what still runs. A guest cannot catch a signal, so there is
-    // nothing to wait for: its instance is dropped.
-    set.abort_all();
-    while set.join_next().await.is_some() {}
-    drop(handlers);
-    for (i, s) in states.iter().enumerate() {
-        match s {
-            State::Running => task.report(Event::ContainerStopped {
+
+    /// Stops the task: it takes no new requests, those in flight finish
+    /// (up to each container's stopTimeout), then what still runs is
+    /// dropped and reported. Returns why, and whether an essential
+    /// container was UNHEALTHY.
+    async fn wind_down(mut self, code: StopCode, reason: String) -> (StopCode, String, bool) {
+        let task = self.task;
+        if let (Some(service), Some(_)) = (&task.spec.service, &self.endpoint) {
+            task.ctx
+                .routes
+                .deregister(&(task.spec.cluster.clone(), service.clone()), &task.spec.id);
+        }
+        self.endpoint = None;
+        task.report(Event::Deactivating);
+        task.report(Event::Stopping {
+            code,
+            reason: reason.clone(),
+        });
+        self.monitors.abort_all();
+        while self.monitors.join_next().await.is_some() {}
+        // An HTTP container takes no new requests now (the task is not
+        // RUNNING); the ones in flight finish, up to its stopTimeout.
+        drain(self.containers, &self.handlers).await;
+        // A guest cannot catch a signal, so there is nothing to wait for:
+        // its instance is dropped.
+        self.runs.abort_all();
+        while self.runs.join_next().await.is_some() {}
+        self.handlers.clear();
+        for (i, s) in self.deps.states().iter().enumerate() {
+            let reason = match s {
+                State::Running => format!("stopped: {reason}"),
+                State::Waiting => format!("never started: {reason}"),
+                _ => continue,
+            };
+            task.report(Event::ContainerStopped {
                 index: i,
                 exit_code: None,
-                reason: Some(format!("stopped: {reason}")),
-            }),
-            State::Waiting => task.report(Event::ContainerStopped {
-                index: i,
-                exit_code: None,
-                reason: Some(format!("never started: {reason}")),
-            }),
-            _ => {}
+                reason: Some(reason),
+            });
         }
+        let unhealthy = self
+            .containers
+            .iter()
+            .zip(&self.health)
+            .any(|(c, h)| c.essential && *h == Some(HealthStatus::Unhealthy));
+        (code, reason, unhealthy)
     }
-    let unhealthy = containers
-        .iter()
-        .zip(&health)
-        .any(|(c, h)| c.essential && *h == Some(HealthStatus::Unhealthy));
-    (code, reason, unhealthy)
 }
 
 /// Reports every container (but `except`) as never started.
@@ -712,51 +783,6 @@ fn never_started(task: &Task, except: Option<usize>, why: &str) {
             reason: Some(format!("never started: {why}")),
         });
     }
-}
-
-enum Readiness {
-    Ready,
-    Blocked,
-    Impossible(String),
-}
-
-fn readiness(
-    c: &ContainerDefinition,
-    states: &[State],
-    healthy: &[bool],
-    index_of: impl Fn(&str) -> Option<usize>,
-) -> Readiness {
-    for d in &c.depends_on {
-        let Some(j) = index_of(&d.container) else {
-            return Readiness::Impossible(format!("unknown dependency {}", d.container));
-        };
-        let name = &d.container;
-        let r = match (d.condition, states[j]) {
-            (_, State::NeverStarted) => {
-                Readiness::Impossible(format!("dependency {name} never started"))
-            }
-            (DependencyCondition::Start, State::Running | State::Exited(_)) => Readiness::Ready,
-            (DependencyCondition::Complete, State::Exited(_)) => Readiness::Ready,
-            (DependencyCondition::Success, State::Exited(Some(0))) => Readiness::Ready,
-            (DependencyCondition::Success, State::Exited(code)) => {
-                Readiness::Impossible(match code {
-                    Some(c) => format!("dependency {name} exited with code {c}; SUCCESS needs 0"),
-                    None => format!(
-                        "dependency {name} stopped without exiting; SUCCESS needs exit code 0"
-                    ),
-                })
-            }
-            (DependencyCondition::Healthy, _) if healthy[j] => Readiness::Ready,
-            (DependencyCondition::Healthy, State::Exited(_)) => {
-                Readiness::Impossible(format!("dependency {name} stopped before it was HEALTHY"))
-            }
-            _ => Readiness::Blocked,
-        };
-        if !matches!(r, Readiness::Ready) {
-            return r;
-        }
-    }
-    Readiness::Ready
 }
 
 /// The default `stopTimeout`: how long a stopping HTTP container may
