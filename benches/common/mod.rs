@@ -171,6 +171,12 @@ pub fn server_with_ingress(
     (child, api, ingress, dir)
 }
 
+/// The skiff binary the benchmarks run: this build's, or another's named
+/// by `SKIFF_BIN` (a build of an earlier commit, to compare with).
+pub fn skiff_bin() -> std::ffi::OsString {
+    std::env::var_os("SKIFF_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_skiff").into())
+}
+
 /// [`server_with_ingress`] on the data directory `dir` (which the caller
 /// keeps, to start the same node again).
 pub fn server_in(
@@ -178,7 +184,7 @@ pub fn server_in(
     workers: usize,
     extra: &[&str],
 ) -> (Killed, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let child = Command::new(skiff_bin())
         .args([
             "server",
             "--api",

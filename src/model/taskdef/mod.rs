@@ -6,140 +6,16 @@
 //! matters here, and names the field of the first one broken.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{check_name, FieldError};
 
-/// The raw document, as ECS names and types its fields.
-pub mod raw {
-    use serde::Deserialize;
-    use std::collections::BTreeMap;
+mod container;
+mod labels;
+pub mod raw;
 
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct TaskDefinition {
-        pub family: Option<String>,
-        #[serde(default)]
-        pub container_definitions: Option<Vec<ContainerDefinition>>,
-        pub cpu: Option<String>,
-        pub memory: Option<String>,
-        pub network_mode: Option<String>,
-        #[serde(default)]
-        pub requires_compatibilities: Vec<String>,
-        #[serde(default)]
-        pub volumes: Vec<Volume>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct ContainerDefinition {
-        pub name: Option<String>,
-        pub image: Option<String>,
-        pub cpu: Option<i64>,
-        pub memory: Option<i64>,
-        pub memory_reservation: Option<i64>,
-        pub essential: Option<bool>,
-        #[serde(default)]
-        pub command: Vec<String>,
-        #[serde(default)]
-        pub entry_point: Vec<String>,
-        #[serde(default)]
-        pub environment: Vec<KeyValue>,
-        #[serde(default)]
-        pub depends_on: Vec<Dependency>,
-        #[serde(default)]
-        pub port_mappings: Vec<PortMapping>,
-        #[serde(default)]
-        pub docker_labels: BTreeMap<String, String>,
-        pub stop_timeout: Option<i64>,
-        pub health_check: Option<HealthCheck>,
-        #[serde(default)]
-        pub mount_points: Vec<MountPoint>,
-        pub log_configuration: Option<LogConfiguration>,
-        pub repository_credentials: Option<RepositoryCredentials>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct RepositoryCredentials {
-        pub credentials_parameter: Option<String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct LogConfiguration {
-        pub log_driver: Option<String>,
-        #[serde(default)]
-        pub options: BTreeMap<String, String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[allow(missing_docs)]
-    pub struct KeyValue {
-        pub name: Option<String>,
-        pub value: Option<String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct Dependency {
-        pub container_name: Option<String>,
-        pub condition: Option<String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct PortMapping {
-        pub container_port: Option<i64>,
-        pub host_port: Option<i64>,
-        pub protocol: Option<String>,
-        pub name: Option<String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct HealthCheck {
-        #[serde(default)]
-        pub command: Vec<String>,
-        pub interval: Option<i64>,
-        pub timeout: Option<i64>,
-        pub retries: Option<i64>,
-        pub start_period: Option<i64>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct MountPoint {
-        pub source_volume: Option<String>,
-        pub container_path: Option<String>,
-        pub read_only: Option<bool>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct Volume {
-        pub name: Option<String>,
-        pub host: Option<HostVolume>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    #[allow(missing_docs)]
-    pub struct HostVolume {
-        pub source_path: Option<String>,
-    }
-}
+pub use labels::{Extensions, DEFAULT_CONCURRENCY, LABELS, MAX_INSTANCE_REUSE};
 
 /// A validated task definition (one revision of a family).
 #[derive(Debug, Clone, PartialEq)]
@@ -297,51 +173,6 @@ pub struct MountPoint {
     pub read_only: bool,
 }
 
-/// skiff's extensions, from a container's `dockerLabels` under `skiff.`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extensions {
-    /// `skiff.timeout`: wall-clock limit per run or request.
-    pub timeout: Option<Duration>,
-    /// `skiff.max-fuel`: fuel budget per run or request.
-    pub max_fuel: Option<u64>,
-    /// `skiff.concurrency`: the most requests one task's HTTP container
-    /// handles at once (default [`DEFAULT_CONCURRENCY`]); past that the
-    /// ingress sends requests to other tasks, or answers 503.
-    pub concurrency: Option<u32>,
-    /// `skiff.allowed-outbound-hosts`: the hosts the container may send
-    /// HTTP requests to, separated by commas (none without the label).
-    pub allowed_outbound_hosts: super::outbound::OutboundRules,
-    /// `skiff.domains`: hostnames the service answers on besides
-    /// `SERVICE.CLUSTER.DOMAIN` (see [`super::domain`]).
-    pub domains: Vec<String>,
-    /// `skiff.https-redirect`: plain HTTP requests for the service's
-    /// domains are answered with a redirect to HTTPS.
-    pub https_redirect: bool,
-    /// `skiff.instance-reuse`: the most requests one instance of an HTTP
-    /// container serves, one after another (default 1: a fresh instance
-    /// for every request). State a request leaves in the instance is seen
-    /// by later requests of the same task; an instance that fails is
-    /// never reused.
-    pub instance_reuse: Option<u32>,
-}
-
-/// The concurrency limit of an HTTP container without `skiff.concurrency`.
-pub const DEFAULT_CONCURRENCY: u32 = 64;
-
-/// The `skiff.` labels skiff knows.
-pub const LABELS: [&str; 7] = [
-    "skiff.timeout",
-    "skiff.max-fuel",
-    "skiff.concurrency",
-    "skiff.allowed-outbound-hosts",
-    "skiff.domains",
-    "skiff.https-redirect",
-    "skiff.instance-reuse",
-];
-
-/// The largest `skiff.instance-reuse`.
-pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
-
 /// The smallest hard memory limit of a container, in MiB (as ECS).
 pub const MIN_CONTAINER_MEMORY: u64 = 6;
 
@@ -416,7 +247,11 @@ pub fn parse_memory(s: &str) -> Result<u64, FieldError> {
     }
 }
 
-fn non_negative(field: &str, v: Option<i64>, max: i64) -> Result<Option<i64>, FieldError> {
+pub(super) fn non_negative(
+    field: &str,
+    v: Option<i64>,
+    max: i64,
+) -> Result<Option<i64>, FieldError> {
     match v {
         Some(n) if n < 0 || n > max => Err(FieldError::new(
             field,
@@ -426,7 +261,7 @@ fn non_negative(field: &str, v: Option<i64>, max: i64) -> Result<Option<i64>, Fi
     }
 }
 
-fn in_range(
+pub(super) fn in_range(
     field: &str,
     v: Option<i64>,
     lo: i64,
@@ -482,8 +317,8 @@ impl TaskDefinition {
         })?;
         check_name("family", "family", &family)?;
 
-        let cpu = raw.cpu.as_deref().map(|c| parse_cpu(c)).transpose()?;
-        let memory = raw.memory.as_deref().map(|m| parse_memory(m)).transpose()?;
+        let cpu = raw.cpu.as_deref().map(parse_cpu).transpose()?;
+        let memory = raw.memory.as_deref().map(parse_memory).transpose()?;
 
         let fargate = raw.requires_compatibilities.iter().any(|c| c == "FARGATE");
         for (i, c) in raw.requires_compatibilities.iter().enumerate() {
@@ -565,7 +400,7 @@ impl TaskDefinition {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut port_names = Vec::new();
         for (i, rc) in raw_containers.into_iter().enumerate() {
-            let c = container(i, rc, memory.is_some(), &volumes, &mut port_names)?;
+            let c = container::container(i, rc, memory.is_some(), &volumes, &mut port_names)?;
             if let Some(first) = seen.insert(c.name.clone(), i) {
                 return Err(FieldError::new(
                     format!("containerDefinitions[{i}].name"),
@@ -635,344 +470,6 @@ impl TaskDefinition {
         self.cpu
             .unwrap_or_else(|| self.containers.iter().map(|c| c.cpu).sum())
     }
-}
-
-fn container(
-    i: usize,
-    rc: raw::ContainerDefinition,
-    task_has_memory: bool,
-    volumes: &BTreeMap<String, Option<String>>,
-    port_names: &mut Vec<String>,
-) -> Result<ContainerDefinition, FieldError> {
-    let at = |f: &str| format!("containerDefinitions[{i}].{f}");
-    let name = rc
-        .name
-        .ok_or_else(|| FieldError::new(at("name"), "required"))?;
-    check_name(&at("name"), "container", &name)?;
-    let image = rc.image.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-        FieldError::new(
-            at("image"),
-            "required: the path of a .wasm file, a file:// URL, or an OCI reference (REGISTRY/REPOSITORY:TAG)",
-        )
-    })?;
-    let source = super::image::ImageSource::parse(&image)
-        .map_err(|e| FieldError::new(at("image"), e.to_string()))?;
-    let repository_credentials = match rc.repository_credentials {
-        None => None,
-        Some(r) => {
-            let f = at("repositoryCredentials.credentialsParameter");
-            let p = r.credentials_parameter.filter(|p| !p.trim().is_empty()).ok_or_else(|| {
-                FieldError::new(&f, "required: the name of a secret in the server's --registry-secrets directory")
-            })?;
-            if source.reference().is_none() {
-                return Err(FieldError::new(
-                    f,
-                    format!("is only for images in a registry; the image {image:?} is a file"),
-                ));
-            }
-            Some(p)
-        }
-    };
-
-    let cpu = non_negative(&at("cpu"), rc.cpu, 10 * 1024 * 192)?.unwrap_or(0) as u32;
-    let memory = rc.memory;
-    let reservation = rc.memory_reservation;
-    for (field, v) in [("memory", memory), ("memoryReservation", reservation)] {
-        if let Some(m) = v {
-            if m < MIN_CONTAINER_MEMORY as i64 {
-                return Err(FieldError::new(
-                    at(field),
-                    format!("must be at least {MIN_CONTAINER_MEMORY} MiB, got {m}"),
-                ));
-            }
-        }
-    }
-    if let (Some(m), Some(r)) = (memory, reservation) {
-        if r > m {
-            return Err(FieldError::new(
-                at("memoryReservation"),
-                format!("must not exceed memory ({m} MiB), got {r}"),
-            ));
-        }
-    }
-    if memory.is_none() && reservation.is_none() && !task_has_memory {
-        return Err(FieldError::new(
-            format!("containerDefinitions[{i}]"),
-            "set memory or memoryReservation for the container, or memory for the task",
-        ));
-    }
-
-    let mut environment = Vec::with_capacity(rc.environment.len());
-    for (j, kv) in rc.environment.into_iter().enumerate() {
-        let name = kv
-            .name
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| FieldError::new(at(&format!("environment[{j}].name")), "required"))?;
-        environment.push((name, kv.value.unwrap_or_default()));
-    }
-
-    let mut depends_on = Vec::new();
-    for (j, d) in rc.depends_on.into_iter().enumerate() {
-        let container = d.container_name.ok_or_else(|| {
-            FieldError::new(at(&format!("dependsOn[{j}].containerName")), "required")
-        })?;
-        let condition = match d.condition.as_deref() {
-            Some("START") => DependencyCondition::Start,
-            Some("COMPLETE") => DependencyCondition::Complete,
-            Some("SUCCESS") => DependencyCondition::Success,
-            Some("HEALTHY") => DependencyCondition::Healthy,
-            other => {
-                return Err(FieldError::new(
-                    at(&format!("dependsOn[{j}].condition")),
-                    format!("must be START, COMPLETE, SUCCESS or HEALTHY, got {other:?}"),
-                ))
-            }
-        };
-        depends_on.push(Dependency {
-            container,
-            condition,
-        });
-    }
-
-    let mut port_mappings = Vec::new();
-    for (j, p) in rc.port_mappings.into_iter().enumerate() {
-        let field = at(&format!("portMappings[{j}]"));
-        let container_port = match p.container_port {
-            Some(n) if (1..=65535).contains(&n) => n as u16,
-            other => {
-                return Err(FieldError::new(
-                    format!("{field}.containerPort"),
-                    format!(
-                        "must be between 1 and 65535, got {}",
-                        other.map_or("nothing".into(), |n| n.to_string())
-                    ),
-                ))
-            }
-        };
-        let host_port = match p.host_port {
-            None | Some(0) => None,
-            Some(n) if (1..=65535).contains(&n) => Some(n as u16),
-            Some(n) => {
-                return Err(FieldError::new(
-                    format!("{field}.hostPort"),
-                    format!("must be between 0 and 65535, got {n}"),
-                ))
-            }
-        };
-        if p.protocol.as_deref().is_some_and(|proto| proto != "tcp") {
-            return Err(FieldError::new(
-                format!("{field}.protocol"),
-                "skiff serves HTTP over tcp only: use \"tcp\"",
-            ));
-        }
-        let name = match p.name {
-            None => None,
-            Some(n) if valid_port_name(&n) => {
-                if port_names.contains(&n) {
-                    return Err(FieldError::new(
-                        format!("{field}.name"),
-                        format!("{n:?} names another port mapping of the task definition: each name must be unique"),
-                    ));
-                }
-                port_names.push(n.clone());
-                Some(n)
-            }
-            Some(n) => {
-                return Err(FieldError::new(
-                    format!("{field}.name"),
-                    format!("must be 1 to 64 lowercase letters, digits, '_' and '-', not starting with '-', got {n:?}"),
-                ))
-            }
-        };
-        port_mappings.push(PortMapping {
-            container_port,
-            host_port,
-            name,
-        });
-    }
-
-    let stop_timeout = non_negative(&at("stopTimeout"), rc.stop_timeout, 120)?.map(|n| n as u32);
-
-    let health_check = match rc.health_check {
-        None => None,
-        Some(h) => {
-            let field = at("healthCheck");
-            if h.command.is_empty() {
-                return Err(FieldError::new(
-                    format!("{field}.command"),
-                    "required: [\"CMD\", \"GET /healthz\"] for an HTTP container, [\"CMD\", args...] for a command",
-                ));
-            }
-            Some(HealthCheck {
-                command: h.command,
-                interval: in_range(&format!("{field}.interval"), h.interval, 5, 300, 30)?,
-                timeout: in_range(&format!("{field}.timeout"), h.timeout, 2, 60, 5)?,
-                retries: in_range(&format!("{field}.retries"), h.retries, 1, 10, 3)?,
-                start_period: in_range(&format!("{field}.startPeriod"), h.start_period, 0, 300, 0)?,
-            })
-        }
-    };
-
-    let mut mount_points = Vec::new();
-    for (j, m) in rc.mount_points.into_iter().enumerate() {
-        let field = at(&format!("mountPoints[{j}]"));
-        let source_volume = m
-            .source_volume
-            .ok_or_else(|| FieldError::new(format!("{field}.sourceVolume"), "required"))?;
-        if !volumes.contains_key(&source_volume) {
-            return Err(FieldError::new(
-                format!("{field}.sourceVolume"),
-                format!("{source_volume:?} is not a volume of this task definition; declare it in volumes"),
-            ));
-        }
-        let container_path = m
-            .container_path
-            .filter(|p| p.starts_with('/'))
-            .ok_or_else(|| {
-                FieldError::new(
-                    format!("{field}.containerPath"),
-                    "required: an absolute path such as /data",
-                )
-            })?;
-        mount_points.push(MountPoint {
-            source_volume,
-            container_path,
-            read_only: m.read_only.unwrap_or(true),
-        });
-    }
-
-    let extensions = extensions(&at("dockerLabels"), &rc.docker_labels)?;
-
-    let awslogs = match &rc.log_configuration {
-        Some(lc) if lc.log_driver.as_deref() == Some("awslogs") => {
-            let f = at("logConfiguration.options");
-            let group = lc.options.get("awslogs-group").cloned().unwrap_or_default();
-            if !valid_log_name(&group, 512) {
-                return Err(FieldError::new(
-                    format!("{f}.awslogs-group"),
-                    "required: a log group name of 1 to 512 letters, digits and . _ - / #",
-                ));
-            }
-            let prefix = lc
-                .options
-                .get("awslogs-stream-prefix")
-                .cloned()
-                .unwrap_or_default();
-            if !valid_log_name(&prefix, 256) || prefix.contains(':') {
-                return Err(FieldError::new(
-                    format!("{f}.awslogs-stream-prefix"),
-                    "required with awslogs (streams are named PREFIX/CONTAINER/TASK_ID): letters, digits and . _ - / #",
-                ));
-            }
-            Some(AwsLogs { group, prefix })
-        }
-        _ => None,
-    };
-
-    Ok(ContainerDefinition {
-        name,
-        image,
-        repository_credentials,
-        cpu,
-        memory: memory.map(|m| m as u64),
-        memory_reservation: reservation.map(|m| m as u64),
-        essential: rc.essential.unwrap_or(true),
-        entry_point: rc.entry_point,
-        command: rc.command,
-        environment,
-        depends_on,
-        port_mappings,
-        stop_timeout,
-        health_check,
-        mount_points,
-        extensions,
-        awslogs,
-        docker_labels: rc.docker_labels,
-    })
-}
-
-fn extensions(field: &str, labels: &BTreeMap<String, String>) -> Result<Extensions, FieldError> {
-    let mut ext = Extensions::default();
-    for (k, v) in labels {
-        if !k.starts_with("skiff.") {
-            continue;
-        }
-        let at = format!("{field}.{k:?}");
-        match k.as_str() {
-            "skiff.timeout" => {
-                ext.timeout =
-                    Some(crate::units::parse_duration(v).map_err(|e| FieldError::new(&at, e.to_string()))?)
-            }
-            "skiff.max-fuel" => {
-                ext.max_fuel = Some(v.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    FieldError::new(
-                        &at,
-                        format!("{v:?} is not a fuel budget: write a positive whole number"),
-                    )
-                })?)
-            }
-            "skiff.concurrency" => {
-                ext.concurrency = Some(
-                    v.parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=100_000).contains(n))
-                        .ok_or_else(|| {
-                            FieldError::new(
-                                &at,
-                                format!("{v:?} is not a concurrency limit: write a whole number from 1 to 100000"),
-                            )
-                        })?,
-                )
-            }
-            "skiff.instance-reuse" => {
-                ext.instance_reuse = Some(
-                    v.parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_INSTANCE_REUSE).contains(n))
-                        .ok_or_else(|| {
-                            FieldError::new(
-                                &at,
-                                format!("{v:?} is not a number of requests per instance: write a whole number from 1 (a fresh instance for every request) to {MAX_INSTANCE_REUSE}"),
-                            )
-                        })?,
-                )
-            }
-            "skiff.allowed-outbound-hosts" => {
-                ext.allowed_outbound_hosts = v
-                    .split([',', ' ', '\n', '\t'])
-                    .filter(|h| !h.is_empty())
-                    .map(super::outbound::OutboundRule::parse)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| FieldError::new(&at, e.to_string()))?;
-            }
-            "skiff.domains" => {
-                ext.domains =
-                    super::domain::parse_list(v).map_err(|e| FieldError::new(&at, e.to_string()))?;
-            }
-            "skiff.https-redirect" => {
-                ext.https_redirect = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(FieldError::new(
-                            &at,
-                            format!("{v:?} is not true or false"),
-                        ))
-                    }
-                }
-            }
-            _ => {
-                return Err(FieldError::new(
-                    at,
-                    format!(
-                        "unknown skiff label; the labels skiff reads are {}",
-                        LABELS.join(", ")
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(ext)
 }
 
 fn check_dependencies(containers: &[ContainerDefinition]) -> Result<(), FieldError> {
