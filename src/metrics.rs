@@ -254,79 +254,15 @@ impl Metrics {
     /// pool say now.
     pub fn render(&self, store: &dyn Store) -> String {
         let mut out = String::new();
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
+        render_store(&mut out, store);
+        self.render_events(&mut out);
+        self.render_services(&mut out);
+        self.render_pool(&mut out);
+        out
+    }
 
-        // From the store.
-        let mut by_status: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
-        let mut tasks: HashMap<String, Vec<TaskRecord>> = HashMap::new();
-        for r in store.list("tasks/", None, usize::MAX).unwrap_or_default() {
-            if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
-                *by_status
-                    .entry((t.cluster.clone(), t.last_status.as_str()))
-                    .or_default() += 1;
-                if let Some(s) = t.group.strip_prefix("service:") {
-                    tasks
-                        .entry(format!("{}/{s}", t.cluster))
-                        .or_default()
-                        .push(t);
-                }
-            }
-        }
-        head(
-            &mut out,
-            "skiff_tasks",
-            "gauge",
-            "Tasks by cluster and last status.",
-        );
-        for ((c, s), n) in &by_status {
-            let _ = writeln!(
-                out,
-                "skiff_tasks{{cluster=\"{}\",status=\"{s}\"}} {n}",
-                esc(c)
-            );
-        }
-        let services: Vec<ServiceRecord> = store
-            .list("services/", None, usize::MAX)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| serde_json::from_slice(&r.value).ok())
-            .collect();
-        head(
-            &mut out,
-            "skiff_service_desired_tasks",
-            "gauge",
-            "A service's desiredCount.",
-        );
-        for s in &services {
-            let _ = writeln!(
-                out,
-                "skiff_service_desired_tasks{{cluster=\"{}\",service=\"{}\"}} {}",
-                esc(&s.cluster),
-                esc(&s.name),
-                s.desired_count
-            );
-        }
-        head(
-            &mut out,
-            "skiff_service_running_tasks",
-            "gauge",
-            "A service's tasks in RUNNING.",
-        );
-        for s in &services {
-            let running = tasks
-                .get(&format!("{}/{}", s.cluster, s.name))
-                .map_or(0, |t| counts(t, None).running);
-            let _ = writeln!(
-                out,
-                "skiff_service_running_tasks{{cluster=\"{}\",service=\"{}\"}} {running}",
-                esc(&s.cluster),
-                esc(&s.name)
-            );
-        }
-
-        // Events.
+    /// The counters of events (task starts and stops, restarts, ACME).
+    fn render_events(&self, out: &mut String) {
         let events = self
             .events
             .lock()
@@ -351,15 +287,18 @@ impl Metrics {
                 "Times the claimed domains were compared with the certificates held (each pass orders what is missing or due).",
             ),
         ] {
-            head(&mut out, name, "counter", help);
+            head(out, name, "counter", help);
             for ((n, labels), v) in &events {
                 if *n == name {
                     let _ = writeln!(out, "{name}{{{labels}}} {v}");
                 }
             }
         }
+    }
 
-        // Per service, from the hot path.
+    /// What each service's requests and guests did, counted on the hot
+    /// path.
+    fn render_services(&self, out: &mut String) {
         let services = self
             .services
             .read()
@@ -370,7 +309,7 @@ impl Metrics {
         let labels =
             |k: &(String, String)| format!("cluster=\"{}\",service=\"{}\"", esc(&k.0), esc(&k.1));
         head(
-            &mut out,
+            out,
             "skiff_http_requests_total",
             "counter",
             "Requests the ingress answered, by status code.",
@@ -389,20 +328,18 @@ impl Metrics {
             }
         }
         head(
-            &mut out,
+            out,
             "skiff_http_request_duration_seconds",
             "histogram",
             "Time from a request to its response's head.",
         );
         for k in &keys {
-            services[*k].latency.render(
-                &mut out,
-                "skiff_http_request_duration_seconds",
-                &labels(k),
-            );
+            services[*k]
+                .latency
+                .render(out, "skiff_http_request_duration_seconds", &labels(k));
         }
         head(
-            &mut out,
+            out,
             "skiff_instantiation_seconds",
             "histogram",
             "Time to instantiate a guest for a request or run.",
@@ -410,10 +347,10 @@ impl Metrics {
         for k in &keys {
             services[*k]
                 .instantiation
-                .render(&mut out, "skiff_instantiation_seconds", &labels(k));
+                .render(out, "skiff_instantiation_seconds", &labels(k));
         }
         head(
-            &mut out,
+            out,
             "skiff_guest_fuel_consumed_total",
             "counter",
             "Fuel guests burned (about one unit per wasm instruction).",
@@ -427,7 +364,7 @@ impl Metrics {
             );
         }
         head(
-            &mut out,
+            out,
             "skiff_guest_throttled_seconds_total",
             "counter",
             "Time guests were suspended by their task's CPU quota.",
@@ -441,7 +378,7 @@ impl Metrics {
             );
         }
         head(
-            &mut out,
+            out,
             "skiff_guest_peak_memory_bytes",
             "gauge",
             "The most linear memory one run or request held.",
@@ -454,32 +391,109 @@ impl Metrics {
                 services[*k].peak_memory.load(Ordering::Relaxed)
             );
         }
+    }
 
-        // The pool.
+    /// The pooling allocator's occupancy, when a pool reader is set.
+    fn render_pool(&self, out: &mut String) {
         if let Some(p) = self.pool.get().and_then(|read| read()) {
             head(
-                &mut out,
+                out,
                 "skiff_pool_instances",
                 "gauge",
                 "Component instances alive in the pooling allocator.",
             );
             let _ = writeln!(out, "skiff_pool_instances {}", p.component_instances);
             head(
-                &mut out,
+                out,
                 "skiff_pool_memories",
                 "gauge",
                 "Linear memories alive in the pooling allocator.",
             );
             let _ = writeln!(out, "skiff_pool_memories {}", p.memories);
             head(
-                &mut out,
+                out,
                 "skiff_pool_capacity",
                 "gauge",
                 "Slots of each kind the pool has.",
             );
             let _ = writeln!(out, "skiff_pool_capacity {}", p.capacity);
         }
-        out
+    }
+}
+
+/// `# HELP` and `# TYPE` of a metric.
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// What the store says now: tasks by cluster and status, services'
+/// desired and running counts.
+fn render_store(out: &mut String, store: &dyn Store) {
+    let mut by_status: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    let mut tasks: HashMap<String, Vec<TaskRecord>> = HashMap::new();
+    for r in store.list("tasks/", None, usize::MAX).unwrap_or_default() {
+        if let Some(t) = crate::model::task::TaskRecord::decode(&r.value) {
+            *by_status
+                .entry((t.cluster.clone(), t.last_status.as_str()))
+                .or_default() += 1;
+            if let Some(s) = t.group.strip_prefix("service:") {
+                tasks
+                    .entry(format!("{}/{s}", t.cluster))
+                    .or_default()
+                    .push(t);
+            }
+        }
+    }
+    head(
+        out,
+        "skiff_tasks",
+        "gauge",
+        "Tasks by cluster and last status.",
+    );
+    for ((c, s), n) in &by_status {
+        let _ = writeln!(
+            out,
+            "skiff_tasks{{cluster=\"{}\",status=\"{s}\"}} {n}",
+            esc(c)
+        );
+    }
+    let services: Vec<ServiceRecord> = store
+        .list("services/", None, usize::MAX)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| serde_json::from_slice(&r.value).ok())
+        .collect();
+    head(
+        out,
+        "skiff_service_desired_tasks",
+        "gauge",
+        "A service's desiredCount.",
+    );
+    for s in &services {
+        let _ = writeln!(
+            out,
+            "skiff_service_desired_tasks{{cluster=\"{}\",service=\"{}\"}} {}",
+            esc(&s.cluster),
+            esc(&s.name),
+            s.desired_count
+        );
+    }
+    head(
+        out,
+        "skiff_service_running_tasks",
+        "gauge",
+        "A service's tasks in RUNNING.",
+    );
+    for s in &services {
+        let running = tasks
+            .get(&format!("{}/{}", s.cluster, s.name))
+            .map_or(0, |t| counts(t, None).running);
+        let _ = writeln!(
+            out,
+            "skiff_service_running_tasks{{cluster=\"{}\",service=\"{}\"}} {running}",
+            esc(&s.cluster),
+            esc(&s.name)
+        );
     }
 }
 

@@ -409,7 +409,20 @@ async fn read_body(mut body: Incoming) -> ApiResult<Bytes> {
     Ok(buf.freeze())
 }
 
-async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+type Reply = Response<Full<Bytes>>;
+
+/// Runs `f` on a blocking thread (it reads the store); an empty answer if
+/// it panicked (a bug, logged where it happened).
+async fn blocking(f: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// One HTTP request to the API's listener: an action (`POST /`), a read
+/// between nodes (`GET /_skiff/...`), a task's logs (`GET /logs/...`),
+/// the metrics, or the dashboard.
+async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Reply {
     let request_id = new_id();
     let peer = req.extensions().get::<crate::ingress::Peer>().map(|p| p.0);
     let (parts, body) = req.into_parts();
@@ -420,95 +433,13 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let get = parts.method == hyper::Method::GET;
     let path = parts.uri.path().to_string();
     if get && path.starts_with("/_skiff/") {
-        // Signed with its query: a log read's cursor is part of it.
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or(path, |p| p.as_str().to_string());
-        let signed = parts
-            .headers
-            .get(crate::auth::peer::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| crate::auth::peer::verify(&api.peer_secret, &path, v));
-        if !signed {
-            let e = ApiError::new(
-                Kind::AccessDenied,
-                "only skiff nodes read this (a request signed with the nodes' secret)",
-            );
-            return error_response(&e, &request_id);
-        }
-        return tokio::task::spawn_blocking(move || peer::serve(&api, &path))
-            .await
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        return from_node(api, parts, request_id).await;
     }
     if get && path.starts_with("/logs/") {
-        let query = parts.uri.query().unwrap_or("").to_string();
-        return tokio::task::spawn_blocking(move || {
-            let caller = match authenticate(&api, &parts, &body, "ecs") {
-                Ok(c) => c,
-                Err(e) => return error_response(&e, &request_id),
-            };
-            let scope = Scope {
-                region: caller.as_ref().map_or_else(
-                    || api.default_region.clone(),
-                    |c| c.credential.region.clone(),
-                ),
-                account: api.account.clone(),
-                user: caller.as_ref().map(|c| c.key.name.clone()),
-            };
-            let (cluster, _) = logs_path(&path);
-            let resource = access::task_logs_resource(&scope, cluster);
-            if let Err(e) = authorize(&api, caller.as_ref(), "logs:GetLogEvents", &[resource]) {
-                return error_response(&e, &request_id);
-            }
-            logs(&api, &path, &query)
-        })
-        .await
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        return blocking(move || task_logs(&api, &parts, &body, &request_id)).await;
     }
     if get && path == "/metrics" {
-        let query = parts.uri.query().unwrap_or("").to_string();
-        return tokio::task::spawn_blocking(move || {
-            let loopback = peer.is_some_and(|p| p.ip().is_loopback());
-            let signed = parts.headers.contains_key(hyper::header::AUTHORIZATION);
-            // From loopback, unsigned requests are answered; signed ones
-            // are checked like any other.
-            if signed || !loopback {
-                let caller = match authenticate(&api, &parts, &body, "ecs") {
-                    Ok(Some(c)) => c,
-                    Ok(None) => {
-                        let e = ApiError::new(
-                            Kind::AccessDenied,
-                            "/metrics is readable without a key only from loopback; \
-                             start the server with --auth and sign the request with a key \
-                             whose policy allows skiff:GetMetrics",
-                        );
-                        return error_response(&e, &request_id);
-                    }
-                    Err(e) => return error_response(&e, &request_id),
-                };
-                if let Err(e) = authorize(&api, Some(&caller), "skiff:GetMetrics", &["*".into()]) {
-                    return error_response(&e, &request_id);
-                }
-            }
-            let node = query_param(&query, "node").filter(|n| *n != api.node);
-            let text = match node {
-                None => metrics_text(&api),
-                Some(node) => match peer::node_metrics(&api, node) {
-                    Ok(text) => text,
-                    Err((status, message)) => {
-                        return text_response(status, "text/plain; charset=utf-8", message)
-                    }
-                },
-            };
-            text_response(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text,
-            )
-        })
-        .await
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        return blocking(move || metrics(&api, &parts, &body, peer, &request_id)).await;
     }
     if get && ui::owns(&path) {
         return ui::serve(&path, &parts.headers);
@@ -528,6 +459,119 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     }
+    action(api, parts, body, request_id).await
+}
+
+/// `GET /_skiff/...`: another node's read, answered only when signed
+/// with the nodes' secret (the signature covers the query: a log read's
+/// cursor is part of it).
+async fn from_node(api: Arc<Api>, parts: hyper::http::request::Parts, request_id: String) -> Reply {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+    let signed = parts
+        .headers
+        .get(crate::auth::peer::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| crate::auth::peer::verify(&api.peer_secret, &path, v));
+    if !signed {
+        let e = ApiError::new(
+            Kind::AccessDenied,
+            "only skiff nodes read this (a request signed with the nodes' secret)",
+        );
+        return error_response(&e, &request_id);
+    }
+    blocking(move || peer::serve(&api, &path)).await
+}
+
+/// `GET /logs/CLUSTER/TASK`, for a caller allowed `logs:GetLogEvents` on
+/// the cluster's tasks.
+fn task_logs(
+    api: &Api,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    request_id: &str,
+) -> Reply {
+    let caller = match authenticate(api, parts, body, "ecs") {
+        Ok(c) => c,
+        Err(e) => return error_response(&e, request_id),
+    };
+    let scope = Scope {
+        region: caller.as_ref().map_or_else(
+            || api.default_region.clone(),
+            |c| c.credential.region.clone(),
+        ),
+        account: api.account.clone(),
+        user: caller.as_ref().map(|c| c.key.name.clone()),
+    };
+    let path = parts.uri.path();
+    let (cluster, _) = logs_path(path);
+    let resource = access::task_logs_resource(&scope, cluster);
+    if let Err(e) = authorize(api, caller.as_ref(), "logs:GetLogEvents", &[resource]) {
+        return error_response(&e, request_id);
+    }
+    logs(api, path, parts.uri.query().unwrap_or(""))
+}
+
+/// `GET /metrics` (with `?node=ID`, another node's, read through it):
+/// unsigned from loopback; otherwise signed by a key allowed
+/// `skiff:GetMetrics`.
+fn metrics(
+    api: &Api,
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    peer: Option<std::net::SocketAddr>,
+    request_id: &str,
+) -> Reply {
+    let loopback = peer.is_some_and(|p| p.ip().is_loopback());
+    let signed = parts.headers.contains_key(hyper::header::AUTHORIZATION);
+    // From loopback, unsigned requests are answered; signed ones are
+    // checked like any other.
+    if signed || !loopback {
+        let caller = match authenticate(api, parts, body, "ecs") {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                let e = ApiError::new(
+                    Kind::AccessDenied,
+                    "/metrics is readable without a key only from loopback; \
+                     start the server with --auth and sign the request with a key \
+                     whose policy allows skiff:GetMetrics",
+                );
+                return error_response(&e, request_id);
+            }
+            Err(e) => return error_response(&e, request_id),
+        };
+        if let Err(e) = authorize(api, Some(&caller), "skiff:GetMetrics", &["*".into()]) {
+            return error_response(&e, request_id);
+        }
+    }
+    let query = parts.uri.query().unwrap_or("");
+    let text = match query_param(query, "node").filter(|n| *n != api.node) {
+        None => metrics_text(api),
+        Some(node) => match peer::node_metrics(api, node) {
+            Ok(text) => text,
+            Err((status, message)) => {
+                return text_response(status, "text/plain; charset=utf-8", message)
+            }
+        },
+    };
+    text_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text,
+    )
+}
+
+/// `POST /` with an `X-Amz-Target`: the action, signed and allowed when
+/// the API has keys, logged at debug (at error when it is the server's
+/// fault) with its time.
+async fn action(
+    api: Arc<Api>,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    request_id: String,
+) -> Reply {
     let target = parts
         .headers
         .get("x-amz-target")

@@ -427,34 +427,8 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         Some(v) => super::connect::config_for(api, &cluster, v, &td)?,
         None => None,
     };
-    let daemon = r.scheduling_strategy.as_deref() == Some("DAEMON");
-    let desired = if daemon {
-        // The nodes decide; the scheduler sets it.
-        if r.desired_count.is_some_and(|n| n != 0) {
-            return Err(ApiError::invalid(
-                "desiredCount cannot be set for a DAEMON service: it runs one task on each container instance",
-            ));
-        }
-        if r.placement_strategy.as_ref().is_some_and(|p| !p.is_empty()) {
-            return Err(ApiError::invalid(
-                "placementStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
-            ));
-        }
-        0
-    } else {
-        int("desiredCount", r.desired_count, 0, 10_000)?.ok_or_else(|| {
-            ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
-        })?
-    };
-    let launch_type = r
-        .launch_type
-        .clone()
-        .unwrap_or_else(|| "FARGATE".to_string());
-    if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
-        return Err(ApiError::invalid(format!(
-            "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
-        )));
-    }
+    let (daemon, desired) = scheduling(&r)?;
+    let launch_type = launch_type(r.launch_type.clone())?;
     let given_strategy = req.get("capacityProviderStrategy");
     if daemon && given_strategy.is_some_and(|v| !v.is_null()) {
         return Err(ApiError::invalid(
@@ -529,19 +503,166 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         domains: td.domains(),
         https_redirect: td.https_redirect(),
     };
-    let k = service::key(&cluster, &name);
-    let value = serde_json::to_vec(&svc).unwrap_or_default();
-    // Retried on a conflict: a service of the same name created at once
-    // is then found, and a name another service took at once refused.
+    store_new(api, &svc, &new_tags)?;
+    let mut v = svc.view(scope, &[]);
+    if !new_tags.is_empty() {
+        v["tags"] = tags::to_json(&new_tags);
+    }
+    Ok(json!({ "service": v }))
+}
+
+/// What an UpdateService may not change on a DAEMON service: its count
+/// (the nodes decide it), its placement strategy and its capacity
+/// providers (each container instance gets one task).
+fn daemon_keeps(
+    s: &ServiceRecord,
+    desired: Option<u32>,
+    placement_strategy: Option<&[crate::model::service::Strategy]>,
+    capacity_providers: Option<&[crate::model::provider::StrategyItem]>,
+) -> ApiResult<()> {
+    if desired.is_some_and(|d| d != s.desired_count) {
+        return Err(ApiError::invalid(format!(
+            "desiredCount cannot be set for DAEMON service {:?}: it runs one task on each container instance ({} now)",
+            s.name, s.desired_count
+        )));
+    }
+    if placement_strategy.is_some_and(|p| !p.is_empty()) {
+        return Err(ApiError::invalid(
+            "placementStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+        ));
+    }
+    if capacity_providers.is_some_and(|n| !n.is_empty()) {
+        return Err(ApiError::invalid(
+            "capacityProviderStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+        ));
+    }
+    Ok(())
+}
+
+/// The Service Connect configuration of the next deployment of service
+/// `(cluster, name)`, when an UpdateService sets one or changes the task
+/// definition to `target` (checked against it): `None` when it does
+/// neither.
+fn next_connect(
+    api: &Api,
+    (cluster, name): (&str, &str),
+    req: &Value,
+    target: Option<&(String, u32, TaskDefinition)>,
+) -> ApiResult<Option<Option<ServiceConnect>>> {
+    let given = connect_given(req);
+    if let (Some(v), Some((_, _, td))) = (given, target) {
+        return Ok(Some(super::connect::config_for(api, cluster, v, td)?));
+    }
+    if given.is_none() && target.is_none() {
+        return Ok(None);
+    }
+    let Some((s, _)) = load(api, cluster, name)? else {
+        return Ok(None);
+    };
+    let current = s.service_connect().map(ServiceConnect::view);
+    Ok(match (given.or(current.as_ref()), target) {
+        (Some(v), Some((_, _, td))) => Some(super::connect::config_for(api, cluster, v, td)?),
+        (Some(v), None) if given.is_some() => {
+            let (_, _, td) = definition(api, &format!("{}:{}", s.family, s.revision))?;
+            Some(super::connect::config_for(api, cluster, v, &td)?)
+        }
+        _ => None,
+    })
+}
+
+/// Starts a deployment of `(family, revision)` on `s`: the PRIMARY one
+/// before becomes ACTIVE, unfinished ones are STOPPED (a newer one
+/// replaced them), and the service answers on the new definition's
+/// domains (`td`, when it is the one this call named).
+fn deploy(
+    s: &mut ServiceRecord,
+    (family, revision): (String, u32),
+    connect: Option<ServiceConnect>,
+    digests: Option<BTreeMap<String, String>>,
+    td: Option<&TaskDefinition>,
+    now: f64,
+) {
+    let mut d = Deployment::new(RandomIds.deployment_id(), &family, revision, s.config, now);
+    d.service_connect = connect;
+    if let Some(digests) = digests {
+        d.image_digests = digests;
+    }
+    d.sources = s.live_deployments();
+    for old in &mut s.deployments {
+        if old.status == DeploymentStatus::Primary {
+            old.status = DeploymentStatus::Active;
+            old.updated_at = now;
+        }
+        if old.status != DeploymentStatus::Inactive
+            && old.outcome == ServiceDeploymentStatus::InProgress
+        {
+            old.outcome = ServiceDeploymentStatus::Stopped;
+            old.outcome_reason = Some("a newer deployment replaced it".into());
+            old.finished_at = Some(now);
+        }
+    }
+    s.deployments.insert(0, d);
+    if let Some(td) = td {
+        s.domains = td.domains();
+        s.https_redirect = td.https_redirect();
+    }
+    s.family = family;
+    s.revision = revision;
+    s.steady = false;
+}
+
+/// A CreateService's scheduling: DAEMON (one task per container
+/// instance; no desiredCount or placementStrategy of its own) or REPLICA
+/// with its desiredCount; whether a daemon, and the count.
+fn scheduling(r: &ServiceRequest) -> ApiResult<(bool, u32)> {
+    if r.scheduling_strategy.as_deref() != Some("DAEMON") {
+        let desired = int("desiredCount", r.desired_count, 0, 10_000)?.ok_or_else(|| {
+            ApiError::invalid("desiredCount is required for a REPLICA service (0 to 10000)")
+        })?;
+        return Ok((false, desired));
+    }
+    // The nodes decide; the scheduler sets it.
+    if r.desired_count.is_some_and(|n| n != 0) {
+        return Err(ApiError::invalid(
+            "desiredCount cannot be set for a DAEMON service: it runs one task on each container instance",
+        ));
+    }
+    if r.placement_strategy.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(ApiError::invalid(
+            "placementStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
+        ));
+    }
+    Ok((true, 0))
+}
+
+/// A request's `launchType` (FARGATE when none is given), checked.
+pub(super) fn launch_type(given: Option<String>) -> ApiResult<String> {
+    let launch_type = given.unwrap_or_else(|| "FARGATE".to_string());
+    if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
+        )));
+    }
+    Ok(launch_type)
+}
+
+/// Stores a new service (or one of a deleted service's name again), with
+/// its tags, its domain claims and its Service Connect names, in one
+/// transaction. Retried on a conflict: a service of the same name created
+/// at once is then found, and a name another service took at once refused.
+fn store_new(api: &Api, svc: &ServiceRecord, new_tags: &[(String, String)]) -> ApiResult<()> {
+    let (cluster, name) = (&svc.cluster, &svc.name);
+    let k = service::key(cluster, name);
+    let value = serde_json::to_vec(svc).unwrap_or_default();
     with_retries(|| {
         let (mut conditions, mut writes) = match svc.service_connect() {
             Some(sc) => {
-                let (c, w) = super::connect::claim(api, sc, (&cluster, &name))?;
+                let (c, w) = super::connect::claim(api, sc, (cluster, name))?;
                 (vec![c], vec![w])
             }
             None => Default::default(),
         };
-        conditions.push(match load(api, &cluster, &name)? {
+        conditions.push(match load(api, cluster, name)? {
             None => Condition::Absent(k.clone()),
             Some((old, rev)) if old.status == ServiceStatus::Inactive => Condition::At(k.clone(), rev),
             Some(_) => {
@@ -550,22 +671,14 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
                 )))
             }
         });
-        let (c, w) = claims(api.store.as_ref(), &BTreeSet::new(), &svc)?;
+        let (c, w) = claims(api.store.as_ref(), &BTreeSet::new(), svc)?;
         conditions.extend(c);
         writes.extend(w);
         writes.push(Write::Put(k.clone(), value.clone()));
-        writes.push(tags::write(
-            "service",
-            &format!("{cluster}/{name}"),
-            &new_tags,
-        ));
+        writes.push(tags::write("service", &format!("{cluster}/{name}"), new_tags));
         Ok(api.store.commit(&conditions, &writes))
-    })?;
-    let mut v = svc.view(scope, &[]);
-    if !new_tags.is_empty() {
-        v["tags"] = tags::to_json(&new_tags);
-    }
-    Ok(json!({ "service": v }))
+    })
+    .map(|_| ())
 }
 
 /// Reads a service, lets `change` edit it (it returns whether anything is
@@ -643,28 +756,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         },
         None => None,
     };
-    // The Service Connect configuration of the next deployment, when this
-    // call sets one or changes the task definition (checked against it).
-    let connect: Option<Option<ServiceConnect>> = match (connect_given(req), &target) {
-        (Some(v), Some((_, _, td))) => Some(super::connect::config_for(api, &cluster, v, td)?),
-        (None, None) => None,
-        (given, _) => match load(api, &cluster, &name)? {
-            Some((s, _)) => {
-                let current = s.service_connect().map(ServiceConnect::view);
-                match (given.or(current.as_ref()), &target) {
-                    (Some(v), Some((_, _, td))) => {
-                        Some(super::connect::config_for(api, &cluster, v, td)?)
-                    }
-                    (Some(v), None) if given.is_some() => {
-                        let (_, _, td) = definition(api, &format!("{}:{}", s.family, s.revision))?;
-                        Some(super::connect::config_for(api, &cluster, v, &td)?)
-                    }
-                    _ => None,
-                }
-            }
-            None => None,
-        },
-    };
+    let connect = next_connect(api, (&cluster, &name), req, target.as_ref())?;
     let sets_connect = connect_given(req).is_some();
     let target_td = target.clone();
     let target = target.map(|(f, rev, _)| (f, rev));
@@ -684,16 +776,9 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ));
         }
         let now = crate::model::now();
-        if s.daemon && desired.is_some_and(|d| d != s.desired_count) {
-            return Err(ApiError::invalid(format!(
-                "desiredCount cannot be set for DAEMON service {name:?}: it runs one task on each container instance ({} now)",
-                s.desired_count
-            )));
-        }
-        if s.daemon && placement.as_ref().is_some_and(|(p, _)| !p.is_empty()) {
-            return Err(ApiError::invalid(
-                "placementStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
-            ));
+        if s.daemon {
+            let strategy = placement.as_ref().map(|(p, _)| p.as_slice());
+            daemon_keeps(s, desired, strategy, new_strategy.as_deref())?;
         }
         s.config = deployment_config(r.deployment_configuration.as_ref(), s.config)?;
         if let Some(d) = desired.filter(|_| !s.daemon) {
@@ -712,11 +797,6 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             s.health_check_grace_period_seconds = g;
         }
         keep_extra(req, &mut s.extra);
-        if s.daemon && new_strategy.as_ref().is_some_and(|n| !n.is_empty()) {
-            return Err(ApiError::invalid(
-                "capacityProviderStrategy cannot be used with schedulingStrategy DAEMON: each container instance gets one task",
-            ));
-        }
         let changes_strategy = new_strategy
             .as_ref()
             .is_some_and(|n| *n != s.capacity_provider_strategy);
@@ -734,40 +814,15 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         let changes_connect = sets_connect && next_connect != current_connect;
         if changes_definition || force || changes_strategy || changes_connect {
             let (family, revision) = target.clone().unwrap_or((s.family.clone(), s.revision));
-            let mut d =
-                Deployment::new(RandomIds.deployment_id(), &family, revision, s.config, now);
-            d.service_connect = next_connect;
-            if let Some((_, digests)) = pinned
+            let digests = pinned
                 .as_ref()
                 .filter(|(at, _)| at.0 == family && at.1 == revision)
-            {
-                d.image_digests = digests.clone();
-            }
-            d.sources = s.live_deployments();
-            for old in &mut s.deployments {
-                if old.status == DeploymentStatus::Primary {
-                    old.status = DeploymentStatus::Active;
-                    old.updated_at = now;
-                }
-                if old.status != DeploymentStatus::Inactive
-                    && old.outcome == ServiceDeploymentStatus::InProgress
-                {
-                    old.outcome = ServiceDeploymentStatus::Stopped;
-                    old.outcome_reason = Some("a newer deployment replaced it".into());
-                    old.finished_at = Some(now);
-                }
-            }
-            s.deployments.insert(0, d);
-            if let Some((_, _, td)) = target_td
+                .map(|(_, digests)| digests.clone());
+            let td = target_td
                 .as_ref()
                 .filter(|(f, r, _)| *f == family && *r == revision)
-            {
-                s.domains = td.domains();
-                s.https_redirect = td.https_redirect();
-            }
-            s.family = family;
-            s.revision = revision;
-            s.steady = false;
+                .map(|(_, _, td)| td);
+            deploy(s, (family, revision), next_connect, digests, td, now);
         } else if desired.is_some() {
             if let Some(p) = s
                 .deployments

@@ -15,6 +15,7 @@ use super::{clusters, decode, page, tags, task_definitions, with_retries, Api};
 use crate::model::arn::{self, Scope};
 use crate::model::task;
 use crate::model::task::{DesiredStatus, StopCode, TaskRecord, TaskStatus};
+use crate::model::taskdef::TaskDefinition;
 use crate::scheduler::capacity::{Fleet, PlacementAsk};
 use crate::scheduler::expr::{Expr, Op, Subject};
 use crate::scheduler::placer::Placer;
@@ -55,186 +56,236 @@ pub fn start(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     launch(api, scope, req, true)
 }
 
-fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResult {
-    let cluster = clusters::active(api, req)?;
-    let r: RunTaskRequest = decode(req)?;
-    let targets: Option<Vec<String>> = if on_instances {
-        let refs = r.container_instances.as_deref().unwrap_or_default();
-        if refs.is_empty() || refs.len() > 10 {
-            return Err(ApiError::invalid(format!(
-                "containerInstances must name 1 to 10 container instances (ids or ARNs; ListContainerInstances names them), got {}",
-                refs.len()
-            )));
-        }
-        Some(refs.iter().map(|c| super::instances::node_of(c)).collect())
-    } else {
-        None
-    };
-    let reference = r
-        .task_definition
-        .as_deref()
-        .ok_or_else(|| ApiError::client("taskDefinition is required"))?;
-    let (record, td) = task_definitions::active(api, reference)?;
-    let revision = record.revision;
-    let count = match r.count {
-        _ if on_instances => targets.as_ref().map_or(0, Vec::len),
-        None => 1,
-        Some(n @ 1..=10) => n as usize,
-        Some(n) => {
-            return Err(ApiError::invalid(format!(
-                "count must be between 1 and 10, got {n}"
-            )))
-        }
-    };
-    let started_by = r.started_by;
-    if started_by.as_ref().is_some_and(|s| s.len() > 128) {
-        return Err(ApiError::invalid(
-            "startedBy must be at most 128 characters",
-        ));
-    }
-    let group = r.group.unwrap_or_else(|| format!("family:{}", td.family));
-    let launch_type_given = r.launch_type.is_some();
-    let launch_type = r.launch_type.unwrap_or_else(|| "FARGATE".to_string());
-    if !["FARGATE", "EC2", "EXTERNAL", "MANAGED_INSTANCES"].contains(&launch_type.as_str()) {
-        return Err(ApiError::invalid(format!(
-            "launchType {launch_type:?} is not one of FARGATE, EC2, EXTERNAL"
-        )));
-    }
-    // StartTask names its container instances and takes no strategy.
-    let strategy = if on_instances {
-        Vec::new()
-    } else {
-        clusters::strategy_for(
-            api,
-            &cluster,
-            launch_type_given,
-            req.get("capacityProviderStrategy"),
-        )?
-    };
-    // Checked here; the agent reads them again from the stored task.
-    crate::model::overrides::container_overrides(&r.overrides, &td)
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let raw_overrides = if r.overrides.is_null() {
-        json!({})
-    } else {
-        r.overrides
-    };
-    let new_tags = tags::parse(r.tags.as_ref())?;
-    let constraints = match &r.placement_constraints {
-        Some(c) => super::services::constraints(c)?,
-        None => Default::default(),
-    };
-    let distinct_instance = constraints.distinct_instance;
-    let member_of: Vec<Expr> = constraints
-        .member_of
-        .iter()
-        .filter_map(|e| crate::scheduler::expr::parse(e).ok())
-        .collect();
-    let strategies = match &r.placement_strategy {
-        Some(s) => super::services::strategies(s)?,
-        None => Vec::new(),
-    };
+/// A RunTask or StartTask request, checked: what to place, how many,
+/// where, and what the tasks carry.
+struct Launch {
+    cluster: String,
+    /// StartTask's nodes, one task on each.
+    targets: Option<Vec<String>>,
+    td: TaskDefinition,
+    revision: u32,
+    count: usize,
+    started_by: Option<String>,
+    group: String,
+    launch_type: String,
+    /// The capacity provider strategy (empty: the launch type).
+    strategy: Vec<crate::model::provider::StrategyItem>,
+    overrides: Value,
+    tags: Vec<(String, String)>,
+    distinct_instance: bool,
+    member_of: Vec<Expr>,
+    strategies: Vec<crate::model::service::Strategy>,
+    /// The images' digests their tags name now, by container.
+    pinned: std::collections::BTreeMap<String, String>,
+}
 
-    // The tasks run what the images' tags name now.
-    let pinned = super::services::pin_images(api, &td);
-    let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
+impl Launch {
+    /// Reads and checks the request; `on_instances` for StartTask.
+    fn read(api: &Api, req: &Value, on_instances: bool) -> ApiResult<Launch> {
+        let cluster = clusters::active(api, req)?;
+        let r: RunTaskRequest = decode(req)?;
+        let targets: Option<Vec<String>> = if on_instances {
+            let refs = r.container_instances.as_deref().unwrap_or_default();
+            if refs.is_empty() || refs.len() > 10 {
+                return Err(ApiError::invalid(format!(
+                    "containerInstances must name 1 to 10 container instances (ids or ARNs; ListContainerInstances names them), got {}",
+                    refs.len()
+                )));
+            }
+            Some(refs.iter().map(|c| super::instances::node_of(c)).collect())
+        } else {
+            None
+        };
+        let reference = r
+            .task_definition
+            .as_deref()
+            .ok_or_else(|| ApiError::client("taskDefinition is required"))?;
+        let (record, td) = task_definitions::active(api, reference)?;
+        let count = match r.count {
+            _ if on_instances => targets.as_ref().map_or(0, Vec::len),
+            None => 1,
+            Some(n @ 1..=10) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(format!(
+                    "count must be between 1 and 10, got {n}"
+                )))
+            }
+        };
+        if r.started_by.as_ref().is_some_and(|s| s.len() > 128) {
+            return Err(ApiError::invalid(
+                "startedBy must be at most 128 characters",
+            ));
+        }
+        let launch_type_given = r.launch_type.is_some();
+        let launch_type = super::services::launch_type(r.launch_type)?;
+        // StartTask names its container instances and takes no strategy.
+        let strategy = if on_instances {
+            Vec::new()
+        } else {
+            clusters::strategy_for(
+                api,
+                &cluster,
+                launch_type_given,
+                req.get("capacityProviderStrategy"),
+            )?
+        };
+        // Checked here; the agent reads them again from the stored task.
+        crate::model::overrides::container_overrides(&r.overrides, &td)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let constraints = match &r.placement_constraints {
+            Some(c) => super::services::constraints(c)?,
+            None => Default::default(),
+        };
+        Ok(Launch {
+            targets,
+            revision: record.revision,
+            count,
+            started_by: r.started_by,
+            group: r.group.unwrap_or_else(|| format!("family:{}", td.family)),
+            launch_type,
+            strategy,
+            overrides: if r.overrides.is_null() {
+                json!({})
+            } else {
+                r.overrides
+            },
+            tags: tags::parse(r.tags.as_ref())?,
+            distinct_instance: constraints.distinct_instance,
+            member_of: constraints
+                .member_of
+                .iter()
+                .filter_map(|e| crate::scheduler::expr::parse(e).ok())
+                .collect(),
+            strategies: match &r.placement_strategy {
+                Some(s) => super::services::strategies(s)?,
+                None => Vec::new(),
+            },
+            // The tasks run what the images' tags name now.
+            pinned: super::services::pin_images(api, &td),
+            td,
+            cluster,
+        })
+    }
+
+    /// The task placed at `at`, as it is written.
+    fn task(
+        &self,
+        at: crate::scheduler::placer::Placement,
+        now: f64,
+        providers: &mut std::collections::BTreeMap<String, u32>,
+    ) -> TaskRecord {
+        let mut t = TaskRecord::placed(
+            &self.td,
+            self.revision,
+            &self.cluster,
+            &at.node,
+            at.worker,
+            now,
+            &mut super::new_id,
+        );
+        t.zone = at.zone;
+        t.group = self.group.clone();
+        t.started_by = self.started_by.clone();
+        t.launch_type = self.launch_type.clone();
+        t.capacity_provider = crate::model::provider::pick(&self.strategy, providers);
+        t.overrides = self.overrides.clone();
+        for c in &mut t.containers {
+            c.image_digest = self.pinned.get(&c.name).cloned();
+        }
+        t
+    }
+}
+
+fn launch(api: &Api, scope: &Scope, req: &Value, on_instances: bool) -> ApiResult {
+    let l = Launch::read(api, req, on_instances)?;
     let now = crate::model::now();
     // One placement path (the scheduler's placer): placed on the workers'
     // capacity as stored, and committed with the reservations it makes; a
     // concurrent placement that leaves no room for these places them
     // again from what is stored then.
-    let (placed, failures) = with_retries(|| {
-        let mut placer = Placer::read(api.store.as_ref())?;
-        // What spread counts: the group's tasks per node and worker when
-        // a strategy or distinctInstance asks (a listing of the cluster's
-        // tasks), otherwise all tasks (from the reservations read).
-        if distinct_instance || !strategies.is_empty() {
-            let listed = tasks_of(api.store.as_ref(), &task::cluster_prefix(&cluster))?;
-            placer.group(
-                listed
-                    .iter()
-                    .map(|(t, _)| t)
-                    .filter(|t| t.group == group && t.last_status < TaskStatus::Stopped)
-                    .map(|t| (t.node.as_str(), t.worker)),
-            );
-        }
-        let mut providers = std::collections::BTreeMap::new();
-        let mut placed: Vec<TaskRecord> = Vec::new();
-        let mut failures = Vec::new();
-        for i in 0..count {
-            // StartTask: on the node named, which must take tasks.
-            let here: Vec<Expr>;
-            let member_of = match targets.as_ref().map(|t| t[i].as_str()) {
-                None => &member_of,
-                Some(node) => {
-                    if let Some((reason, detail)) = refused(placer.fleet(), node) {
-                        let arn = scope.container_instance(&cluster, node);
-                        failures.push(json!({"arn": arn, "reason": reason, "detail": detail}));
-                        continue;
-                    }
-                    here = vec![Expr::Cond(Subject::Instance, Op::Eq(node.to_string()))];
-                    &here
-                }
-            };
-            let ask = PlacementAsk {
-                strategies: &strategies,
-                distinct_instance,
-                member_of,
-                cpu,
-                memory,
-            };
-            match placer.place(&ask) {
-                Ok(at) => {
-                    let mut t = TaskRecord::placed(
-                        &td,
-                        revision,
-                        &cluster,
-                        &at.node,
-                        at.worker,
-                        now,
-                        &mut super::new_id,
-                    );
-                    t.zone = at.zone;
-                    t.group = group.clone();
-                    t.started_by = started_by.clone();
-                    t.launch_type = launch_type.clone();
-                    t.capacity_provider = crate::model::provider::pick(&strategy, &mut providers);
-                    t.overrides = raw_overrides.clone();
-                    for c in &mut t.containers {
-                        c.image_digest = pinned.get(&c.name).cloned();
-                    }
-                    placer.add_task(&t);
-                    if !new_tags.is_empty() {
-                        placer.write(tags::write(
-                            "task",
-                            &format!("{}/{}", t.cluster, t.id),
-                            &new_tags,
-                        ));
-                    }
-                    placed.push(t);
-                }
-                Err(why) => failures.push(json!({
-                    "arn": match targets.as_ref() {
-                        Some(t) => scope.container_instance(&cluster, &t[i]),
-                        None => scope.task_definition(&td.family, revision),
-                    },
-                    "reason": why.to_string(),
-                    "detail": format!(
-                        "the task needs {cpu} CPU units and {memory} MiB on one worker; {}",
-                        placer.fleet().summary()
-                    ),
-                })),
-            }
-        }
-        if placed.is_empty() {
-            return Ok(Ok((placed, failures)));
-        }
-        Ok(placer
-            .commit(api.store.as_ref())
-            .map(|_| (placed, failures)))
-    })?;
+    let (placed, failures) = with_retries(|| place(api, scope, &l, now))?;
     let tasks: Vec<Value> = placed.iter().map(|t| t.view(scope)).collect();
     Ok(json!({ "tasks": tasks, "failures": failures }))
+}
+
+/// Places the launch's tasks and commits them: the tasks placed and the
+/// failures (as RunTask shows them), or a conflict to place again from.
+#[allow(clippy::type_complexity)]
+fn place(
+    api: &Api,
+    scope: &Scope,
+    l: &Launch,
+    now: f64,
+) -> ApiResult<Result<(Vec<TaskRecord>, Vec<Value>), crate::store::StoreError>> {
+    let mut placer = Placer::read(api.store.as_ref())?;
+    // What spread counts: the group's tasks per node and worker when a
+    // strategy or distinctInstance asks (a listing of the cluster's
+    // tasks), otherwise all tasks (from the reservations read).
+    if l.distinct_instance || !l.strategies.is_empty() {
+        let listed = tasks_of(api.store.as_ref(), &task::cluster_prefix(&l.cluster))?;
+        placer.group(
+            listed
+                .iter()
+                .map(|(t, _)| t)
+                .filter(|t| t.group == l.group && t.last_status < TaskStatus::Stopped)
+                .map(|t| (t.node.as_str(), t.worker)),
+        );
+    }
+    let (cpu, memory) = (l.td.reserved_cpu(), l.td.reserved_memory());
+    let mut providers = std::collections::BTreeMap::new();
+    let mut placed: Vec<TaskRecord> = Vec::new();
+    let mut failures = Vec::new();
+    for i in 0..l.count {
+        // StartTask: on the node named, which must take tasks.
+        let here: Vec<Expr>;
+        let member_of = match l.targets.as_ref().map(|t| t[i].as_str()) {
+            None => &l.member_of,
+            Some(node) => {
+                if let Some((reason, detail)) = refused(placer.fleet(), node) {
+                    let arn = scope.container_instance(&l.cluster, node);
+                    failures.push(json!({"arn": arn, "reason": reason, "detail": detail}));
+                    continue;
+                }
+                here = vec![Expr::Cond(Subject::Instance, Op::Eq(node.to_string()))];
+                &here
+            }
+        };
+        let ask = PlacementAsk {
+            strategies: &l.strategies,
+            distinct_instance: l.distinct_instance,
+            member_of,
+            cpu,
+            memory,
+        };
+        match placer.place(&ask) {
+            Ok(at) => {
+                let t = l.task(at, now, &mut providers);
+                placer.add_task(&t);
+                if !l.tags.is_empty() {
+                    let id = format!("{}/{}", t.cluster, t.id);
+                    placer.write(tags::write("task", &id, &l.tags));
+                }
+                placed.push(t);
+            }
+            Err(why) => failures.push(json!({
+                "arn": match l.targets.as_ref() {
+                    Some(t) => scope.container_instance(&l.cluster, &t[i]),
+                    None => scope.task_definition(&l.td.family, l.revision),
+                },
+                "reason": why.to_string(),
+                "detail": format!(
+                    "the task needs {cpu} CPU units and {memory} MiB on one worker; {}",
+                    placer.fleet().summary()
+                ),
+            })),
+        }
+    }
+    if placed.is_empty() {
+        return Ok(Ok((placed, failures)));
+    }
+    Ok(placer
+        .commit(api.store.as_ref())
+        .map(|_| (placed, failures)))
 }
 
 /// Why StartTask cannot start a task on container instance `node`: it

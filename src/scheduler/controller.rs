@@ -28,7 +28,7 @@ use crate::model::definitions::{self, DefinitionRecord, FamilyRecord};
 use crate::model::service::{self, DeploymentStatus, ServiceRecord, ServiceStatus};
 use crate::model::task::{self, ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
 use crate::model::taskdef::TaskDefinition;
-use crate::store::{Condition, Revision, Store, StoreError, Write};
+use crate::store::{Change, Condition, Revision, Store, StoreError, Write};
 
 /// How often every service is reconciled even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -45,6 +45,14 @@ const MAX_WRITES_PER_PASS: usize = 120;
 /// How long a service whose task could not be placed waits before trying
 /// again (a stopping task frees resources sooner, and is a change too).
 const PLACE_RETRY: f64 = 5.0;
+
+/// When the controller's periodic work is next due.
+struct Clock {
+    /// Every service looked at again.
+    resync: Instant,
+    /// The scaler's next pass.
+    scale: Instant,
+}
 
 /// Random ids for reconcile.
 pub struct RandomIds;
@@ -186,8 +194,10 @@ impl Controller {
         let mut dirty = BTreeSet::new();
         self.lead(&mut dirty);
         let mut timers: HashMap<String, Instant> = HashMap::new();
-        let mut resync = Instant::now() + RESYNC;
-        let mut scale = Instant::now() + super::autoscale::EVERY;
+        let mut clock = Clock {
+            resync: Instant::now() + RESYNC,
+            scale: Instant::now() + super::autoscale::EVERY,
+        };
         loop {
             if !self.leadership.leading() {
                 dirty.clear();
@@ -204,50 +214,13 @@ impl Controller {
                 .values()
                 .copied()
                 .min()
-                .unwrap_or(resync)
-                .min(resync)
-                .min(scale);
+                .unwrap_or(clock.resync)
+                .min(clock.resync)
+                .min(clock.scale);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 change = watch.next() => match change {
-                    Ok(c) if c.key == LEADER_KEY => {
-                        if Some(c.revision) != self.leadership.revision() {
-                            let _ = self.leadership.check(self.store.as_ref());
-                            self.lead(&mut dirty);
-                        }
-                    }
-                    Ok(c) => {
-                        // A node holds requests for a service with no
-                        // task: scale now, not at the next tick.
-                        if c.key.starts_with(crate::model::scaling::LOAD)
-                            && self.leadership.leading()
-                            && self.requests_held(&c.key)
-                        {
-                            scale = Instant::now();
-                        }
-                        if self.leadership.leading() {
-                            self.on_change(&c.key, c.revision, &mut dirty);
-                            // A node record changed or went (its lease
-                            // lapsed).
-                            let node_record = c
-                                .key
-                                .strip_prefix("nodes/")
-                                .is_some_and(|rest| !rest.contains('/'));
-                            if node_record {
-                                self.sweep_lost(&mut dirty);
-                            }
-                            // DAEMON services follow the nodes: their
-                            // leases, statuses and attributes.
-                            if node_record || c.key.starts_with("instances/") {
-                                dirty.extend(self.daemons.iter().cloned());
-                            }
-                            // A revision newly deleted (not the sweep's
-                            // own removal of a mark).
-                            if c.key.starts_with(definitions::DELETING) && !c.deleted {
-                                self.sweep_deleted();
-                            }
-                        }
-                    }
+                    Ok(c) => self.changed(&c, &mut dirty, &mut clock),
                     Err(e) => {
                         // Compacted past the watch (or the store failed):
                         // every service is looked at again.
@@ -262,32 +235,7 @@ impl Controller {
                 },
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
-                    if now >= scale {
-                        scale = now + super::autoscale::EVERY;
-                        if let (Some(scaler), Some(fence)) =
-                            (self.scaler.as_mut(), self.leadership.fence())
-                        {
-                            if let Err(e) = scaler.pass(&fence) {
-                                tracing::warn!("the scaler's pass failed: {e}");
-                            }
-                        }
-                    }
-                    if now >= resync {
-                        resync = now + RESYNC;
-                        if self.leadership.leading() {
-                            let _ = self.leadership.check(self.store.as_ref());
-                        }
-                        if self.leadership.leading() {
-                            // A service backing off waits for its timer
-                            // (or a change of its own), not the resync.
-                            let services = self.all_services();
-                            dirty.extend(services.into_iter().filter(|k| !self.backoff.failing(k)));
-                            self.sweep_lost(&mut dirty);
-                            self.sweep_deleted();
-                        } else {
-                            self.lead(&mut dirty);
-                        }
-                    }
+                    self.tick(now, &mut dirty, &mut clock);
                     timers.retain(|k, at| {
                         if *at <= now {
                             dirty.insert(k.clone());
@@ -298,6 +246,77 @@ impl Controller {
                     });
                 }
             }
+        }
+    }
+
+    /// A change in the store: the leader key (campaign again), a node's
+    /// load holding requests (scale now), or a record a service depends on
+    /// (mark it dirty; nodes also wake DAEMON services and the sweep of
+    /// lost nodes, a deleted task definition the sweep of deletions).
+    fn changed(&mut self, c: &Change, dirty: &mut BTreeSet<String>, clock: &mut Clock) {
+        if c.key == LEADER_KEY {
+            if Some(c.revision) != self.leadership.revision() {
+                let _ = self.leadership.check(self.store.as_ref());
+                self.lead(dirty);
+            }
+            return;
+        }
+        if !self.leadership.leading() {
+            return;
+        }
+        // A node holds requests for a service with no task: scale now, not
+        // at the next tick.
+        if c.key.starts_with(crate::model::scaling::LOAD) && self.requests_held(&c.key) {
+            clock.scale = Instant::now();
+        }
+        self.on_change(&c.key, c.revision, dirty);
+        // A node record changed or went (its lease lapsed).
+        let node_record = c
+            .key
+            .strip_prefix("nodes/")
+            .is_some_and(|rest| !rest.contains('/'));
+        if node_record {
+            self.sweep_lost(dirty);
+        }
+        // DAEMON services follow the nodes: their leases, statuses and
+        // attributes.
+        if node_record || c.key.starts_with("instances/") {
+            dirty.extend(self.daemons.iter().cloned());
+        }
+        // A revision newly deleted (not the sweep's own removal of a mark).
+        if c.key.starts_with(definitions::DELETING) && !c.deleted {
+            self.sweep_deleted();
+        }
+    }
+
+    /// The clock's work: the scaler's pass, and the periodic resync (every
+    /// service not backing off, the sweeps; or a campaign, when not
+    /// leading).
+    fn tick(&mut self, now: Instant, dirty: &mut BTreeSet<String>, clock: &mut Clock) {
+        if now >= clock.scale {
+            clock.scale = now + super::autoscale::EVERY;
+            if let (Some(scaler), Some(fence)) = (self.scaler.as_mut(), self.leadership.fence()) {
+                if let Err(e) = scaler.pass(&fence) {
+                    tracing::warn!("the scaler's pass failed: {e}");
+                }
+            }
+        }
+        if now < clock.resync {
+            return;
+        }
+        clock.resync = now + RESYNC;
+        if self.leadership.leading() {
+            let _ = self.leadership.check(self.store.as_ref());
+        }
+        if self.leadership.leading() {
+            // A service backing off waits for its timer (or a change of
+            // its own), not the resync.
+            let services = self.all_services();
+            dirty.extend(services.into_iter().filter(|k| !self.backoff.failing(k)));
+            self.sweep_lost(dirty);
+            self.sweep_deleted();
+        } else {
+            self.lead(dirty);
         }
     }
 
@@ -753,62 +772,22 @@ impl Controller {
                 }
             };
             let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
-            // A DAEMON task goes to its node, on the worker placement picks.
-            let pinned: Vec<Expr>;
-            let ask = match &st.node {
-                Some(node) => {
-                    pinned = vec![Expr::Cond(Subject::Instance, Op::Eq(node.clone()))];
-                    capacity::PlacementAsk {
-                        strategies: &[],
-                        distinct_instance: false,
-                        member_of: &pinned,
-                        cpu,
-                        memory,
-                    }
-                }
-                None => capacity::PlacementAsk {
-                    strategies: &s.strategy,
-                    distinct_instance: s.distinct_instance,
-                    member_of,
-                    cpu,
-                    memory,
-                },
-            };
-            match placer.place(&ask) {
+            let mut pinned = Vec::new();
+            match placer.place(&ask(st, s, member_of, &mut pinned, (cpu, memory))) {
                 Ok(at) => {
-                    let mut t = TaskRecord::placed(
-                        &td,
-                        st.revision,
-                        &s.cluster,
-                        &at.node,
-                        at.worker,
-                        now,
-                        &mut crate::model::new_id,
-                    );
-                    t.zone = at.zone;
-                    t.group = service::group(&s.name);
-                    t.service = Some(s.name.clone());
-                    t.started_by = Some(st.deployment.clone());
-                    t.launch_type = s.launch_type.clone();
-                    t.capacity_provider = crate::model::provider::pick(
-                        &s.capacity_provider_strategy,
-                        providers.entry(st.deployment.clone()).or_default(),
-                    );
-                    if let Some(d) = s.deployments.iter().find(|d| d.id == st.deployment) {
-                        for c in &mut t.containers {
-                            c.image_digest = d.image_digests.get(&c.name).cloned();
-                        }
-                    }
-                    placed.push(t);
+                    let deployment = providers.entry(st.deployment.clone()).or_default();
+                    placed.push(service_task(s, st, &td, at, deployment, now));
                 }
                 Err(why) => {
+                    let needs =
+                        format!("the task needs {cpu} CPU units and {memory} MiB on one worker");
                     let msg = match &st.node {
                         Some(node) => format!(
-                            "(service {}) was unable to place a task on container instance {node}. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker).",
+                            "(service {}) was unable to place a task on container instance {node}. Reason: {why} ({needs}).",
                             s.name,
                         ),
                         None => format!(
-                            "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} (the task needs {cpu} CPU units and {memory} MiB on one worker; {}).",
+                            "(service {}) was unable to place a task because no container instance met all of its requirements. Reason: {why} ({needs}; {}).",
                             s.name,
                             placer.fleet().summary(),
                         ),
@@ -844,6 +823,71 @@ impl Controller {
         }
         (placed, requeue)
     }
+}
+
+/// What placement is asked for the plan's start `st`: a DAEMON task goes
+/// to its node (`pinned` holds the constraint), on the worker placement
+/// picks; a replica where the service's strategies and constraints say.
+fn ask<'a>(
+    st: &super::reconcile::Start,
+    s: &'a ServiceRecord,
+    member_of: &'a [Expr],
+    pinned: &'a mut Vec<Expr>,
+    (cpu, memory): (u32, u64),
+) -> capacity::PlacementAsk<'a> {
+    match &st.node {
+        Some(node) => {
+            pinned.push(Expr::Cond(Subject::Instance, Op::Eq(node.clone())));
+            capacity::PlacementAsk {
+                strategies: &[],
+                distinct_instance: false,
+                member_of: pinned,
+                cpu,
+                memory,
+            }
+        }
+        None => capacity::PlacementAsk {
+            strategies: &s.strategy,
+            distinct_instance: s.distinct_instance,
+            member_of,
+            cpu,
+            memory,
+        },
+    }
+}
+
+/// A task of service `s` placed at `at` for the plan's start `st` of a
+/// deployment (`providers`: that deployment's live tasks by capacity
+/// provider), running the digests the deployment pinned.
+fn service_task(
+    s: &ServiceRecord,
+    st: &super::reconcile::Start,
+    td: &TaskDefinition,
+    at: super::placer::Placement,
+    providers: &mut BTreeMap<String, u32>,
+    now: f64,
+) -> TaskRecord {
+    let mut t = TaskRecord::placed(
+        td,
+        st.revision,
+        &s.cluster,
+        &at.node,
+        at.worker,
+        now,
+        &mut crate::model::new_id,
+    );
+    t.zone = at.zone;
+    t.group = service::group(&s.name);
+    t.service = Some(s.name.clone());
+    t.started_by = Some(st.deployment.clone());
+    t.launch_type = s.launch_type.clone();
+    t.capacity_provider = crate::model::provider::pick(&s.capacity_provider_strategy, providers);
+    if let Some(d) = s.deployments.iter().find(|d| d.id == st.deployment) {
+        for c in &mut t.containers {
+            c.image_digest = d.image_digests.get(&c.name).cloned();
+        }
+    }
+    t
 }
 
 /// Each deployment's live tasks by capacity provider: a new task goes to
