@@ -72,6 +72,10 @@ struct Idle {
 
 /// An instance kept for a later request of the same task, with the store
 /// it lives in.
+/// An instance's store, its instance if it has one yet, and the
+/// requests it served.
+type Checkout = (wasmtime::Store<P2Host>, Option<Proxy>, u32);
+
 struct Warm {
     store: wasmtime::Store<P2Host>,
     proxy: Proxy,
@@ -107,6 +111,73 @@ impl HandlerInner {
                     }
                 }
             }
+        }
+    }
+
+    /// An instance for a request: an idle one, its meter armed anew, or a
+    /// new store for the pre-instantiated component (its instance made
+    /// inside the request's task). With how many requests it served.
+    fn checkout(self: &Arc<Self>, meter: &Arc<RunMeter>) -> Result<Checkout, LoadError> {
+        let h = self;
+        let warm = if h.reuse > 1 {
+            h.idle.lock().ok().and_then(|mut idle| idle.warm.pop())
+        } else {
+            None
+        };
+        match warm {
+            Some(w) => {
+                let mut store = w.store;
+                store.data_mut().limiter.refused = false;
+                arm(&h.rt, &mut store, meter, h.limits);
+                Ok((store, Some(w.proxy), w.served))
+            }
+            None => {
+                let mut limiter = StoreLimiter::new(h.budget.clone());
+                if h.reuse > 1 {
+                    let handler = Arc::downgrade(h);
+                    limiter.reclaim_with(Box::new(move || {
+                        handler.upgrade().is_some_and(|h| h.drop_oldest_idle())
+                    }));
+                }
+                let host = h
+                    .sandbox
+                    .p2_host(limiter)
+                    .map_err(|e| LoadError::Sandbox(format!("{e:#}")))?;
+                Ok((new_store(&h.rt, host, meter, h.limits), None, 0))
+            }
+        }
+    }
+
+    /// After a request: its instance is kept for the next one, or dropped.
+    fn check_in(
+        self: &Arc<Self>,
+        store: wasmtime::Store<P2Host>,
+        proxy: Option<Proxy>,
+        served: u32,
+        report: &Report,
+    ) {
+        let h = self;
+        // Kept only when nothing went wrong in it: a trap or a stop at
+        // a limit can leave an instance half-way through its work.
+        // Nor when kept instances would crowd out fresh ones: the
+        // pool's last quarter and the task's last quarter of memory
+        // are left for those.
+        let keep = proxy.filter(|_| {
+            served + 1 < h.reuse
+                && report.outcome.is_success()
+                && !store.data().limiter.refused
+                && h.budget.memory_used().saturating_mul(4)
+                    <= h.budget.limits().memory_bytes.saturating_mul(3)
+                && h.rt.may_keep_idle()
+        });
+        match keep {
+            Some(proxy) => h.keep_idle(Warm {
+                store,
+                proxy,
+                served: served + 1,
+                since: Instant::now(),
+            }),
+            None => drop(store),
         }
     }
 
@@ -303,37 +374,9 @@ impl HttpHandler {
             .timeout
             .filter(|_| h.rt.inner.metering != Metering::None);
         let meter = RunMeter::new(h.budget.clone(), timeout);
-        let warm = if h.reuse > 1 {
-            h.idle.lock().ok().and_then(|mut idle| idle.warm.pop())
-        } else {
-            None
-        };
-        let (mut store, proxy, served) = match warm {
-            Some(w) => {
-                let mut store = w.store;
-                store.data_mut().limiter.refused = false;
-                arm(&h.rt, &mut store, &meter, h.limits);
-                (store, Some(w.proxy), w.served)
-            }
-            None => {
-                let mut limiter = StoreLimiter::new(h.budget.clone());
-                if h.reuse > 1 {
-                    let handler = Arc::downgrade(h);
-                    limiter.reclaim_with(Box::new(move || {
-                        handler.upgrade().is_some_and(|h| h.drop_oldest_idle())
-                    }));
-                }
-                let host = match h.sandbox.p2_host(limiter) {
-                    Ok(host) => host,
-                    Err(e) => {
-                        return Err(Report::bare(Outcome::LoadError(LoadError::Sandbox(
-                            format!("{e:#}"),
-                        ))))
-                    }
-                };
-                (new_store(&h.rt, host, &meter, h.limits), None, 0)
-            }
-        };
+        let (mut store, proxy, served) = h
+            .checkout(&meter)
+            .map_err(|e| Report::bare(Outcome::LoadError(e)))?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared: wasmtime::Result<_> = (|| {
             let mut http = store.data_mut().http();
@@ -387,28 +430,7 @@ impl HttpHandler {
                 Err(e) => (Err(e), None),
             };
             let r = report(&h.rt, &mut store, &task_meter, &h.budget, h.limits, result);
-            // Kept only when nothing went wrong in it: a trap or a stop at
-            // a limit can leave an instance half-way through its work.
-            // Nor when kept instances would crowd out fresh ones: the
-            // pool's last quarter and the task's last quarter of memory
-            // are left for those.
-            let keep = proxy.filter(|_| {
-                served + 1 < h.reuse
-                    && r.outcome.is_success()
-                    && !store.data().limiter.refused
-                    && h.budget.memory_used().saturating_mul(4)
-                        <= h.budget.limits().memory_bytes.saturating_mul(3)
-                    && h.rt.may_keep_idle()
-            });
-            match keep {
-                Some(proxy) => h.keep_idle(Warm {
-                    store,
-                    proxy,
-                    served: served + 1,
-                    since: Instant::now(),
-                }),
-                None => drop(store),
-            }
+            h.check_in(store, proxy, served, &r);
             if let Some(hook) = &h.on_report {
                 hook(&r);
             }
@@ -417,38 +439,34 @@ impl HttpHandler {
 
         match rx.await {
             Ok(Ok(resp)) => Ok(resp),
+            // The guest answered with an error code instead of a response.
             Ok(Err(code)) => {
-                // The guest answered with an error code instead of a response.
-                let mut r = match task.await {
-                    Ok(r) => r,
-                    Err(e) => panicked(e),
-                };
-                if r.outcome.is_success() {
-                    r.outcome = Outcome::Trap {
-                        kind: TrapKind::Host(format!("the guest answered with error {code:?}")),
-                        backtrace: String::new(),
-                    };
-                }
-                Err(r)
+                Err(without_response(task, format!("the guest answered with error {code:?}")).await)
             }
-            Err(_) => {
-                // The instance ended without setting a response.
-                let mut r = match task.await {
-                    Ok(r) => r,
-                    Err(e) => panicked(e),
-                };
-                if r.outcome.is_success() {
-                    r.outcome = Outcome::Trap {
-                        kind: TrapKind::Host(
-                            "the guest returned without setting a response".into(),
-                        ),
-                        backtrace: String::new(),
-                    };
-                }
-                Err(r)
-            }
+            // The instance ended without setting a response.
+            Err(_) => Err(without_response(
+                task,
+                "the guest returned without setting a response".into(),
+            )
+            .await),
         }
     }
+}
+
+/// The report of a request whose instance gave no response: `why`, unless
+/// the instance's own report says worse.
+async fn without_response(task: tokio::task::JoinHandle<Report>, why: String) -> Report {
+    let mut r = match task.await {
+        Ok(r) => r,
+        Err(e) => panicked(e),
+    };
+    if r.outcome.is_success() {
+        r.outcome = Outcome::Trap {
+            kind: TrapKind::Host(why),
+            backtrace: String::new(),
+        };
+    }
+    r
 }
 
 fn panicked(e: tokio::task::JoinError) -> Report {

@@ -147,6 +147,46 @@ impl Task {
         }
     }
 
+    /// A container's mount point: the volume's host path (confined to the
+    /// node's allowed roots), or the task's own scratch directory for a
+    /// volume without one.
+    fn mount(&self, m: &crate::model::taskdef::MountPoint) -> std::io::Result<Mount> {
+        let host = match self
+            .spec
+            .definition
+            .volumes
+            .get(&m.source_volume)
+            .cloned()
+            .flatten()
+        {
+            Some(p) => crate::model::hostfs::confine(
+                "volume host.sourcePath",
+                Path::new(&p),
+                &self.ctx.host_roots,
+            )
+            .map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
+            })?,
+            // A volume without a host path is scratch space of the task.
+            None => {
+                let dir = self
+                    .ctx
+                    .logs_dir
+                    .join("..")
+                    .join("volumes")
+                    .join(&self.spec.id)
+                    .join(&m.source_volume);
+                std::fs::create_dir_all(&dir)?;
+                dir
+            }
+        };
+        Ok(Mount {
+            host,
+            guest: m.container_path.clone(),
+            writable: !m.read_only,
+        })
+    }
+
     fn sandbox(
         &self,
         i: usize,
@@ -200,43 +240,11 @@ impl Task {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
-        let mut mounts = Vec::new();
-        for m in &c.mount_points {
-            let host = match self
-                .spec
-                .definition
-                .volumes
-                .get(&m.source_volume)
-                .cloned()
-                .flatten()
-            {
-                Some(p) => crate::model::hostfs::confine(
-                    "volume host.sourcePath",
-                    Path::new(&p),
-                    &self.ctx.host_roots,
-                )
-                .map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string())
-                })?,
-                // A volume without a host path is scratch space of the task.
-                None => {
-                    let dir = self
-                        .ctx
-                        .logs_dir
-                        .join("..")
-                        .join("volumes")
-                        .join(&self.spec.id)
-                        .join(&m.source_volume);
-                    std::fs::create_dir_all(&dir)?;
-                    dir
-                }
-            };
-            mounts.push(Mount {
-                host,
-                guest: m.container_path.clone(),
-                writable: !m.read_only,
-            });
-        }
+        let mounts = c
+            .mount_points
+            .iter()
+            .map(|m| self.mount(m))
+            .collect::<std::io::Result<Vec<Mount>>>()?;
         let logs = super::logs::sink(
             &self.ctx.logs_dir,
             &self.spec.cluster,

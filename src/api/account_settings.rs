@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::{decode, page, to_bytes, Api};
+use super::{decode, page, Api};
 use crate::model::arn::Scope;
 use crate::store::Write;
 
@@ -90,9 +90,7 @@ const SETTINGS: &[Setting] = &[
     },
 ];
 
-fn key(principal: &str, name: &str) -> String {
-    format!("settings/{principal}/{name}")
-}
+use crate::model::settings::{key, SettingRecord};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,8 +150,8 @@ fn stored(api: &Api, principal: &str, name: &str) -> ApiResult<Option<String>> {
     Ok(api
         .store
         .get(&key(principal, name))?
-        .and_then(|r| serde_json::from_slice::<Value>(&r.value).ok())
-        .and_then(|v| v.get("value").and_then(Value::as_str).map(String::from)))
+        .and_then(|r| SettingRecord::decode(&r.value).ok())
+        .map(|r| r.value))
 }
 
 fn view(name: &str, value: &str, principal: &str, kind: &str) -> Value {
@@ -208,7 +206,10 @@ fn put_for(api: &Api, principal: &str, r: &SettingRequest) -> ApiResult {
         &[],
         &[Write::Put(
             key(principal, s.name),
-            to_bytes(&json!({"value": value})),
+            SettingRecord {
+                value: value.to_string(),
+            }
+            .encode(),
         )],
     )?;
     Ok(json!({"setting": view(s.name, value, principal, "user")}))

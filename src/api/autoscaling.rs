@@ -398,10 +398,10 @@ fn cooldown(config: &Value, field: &str) -> ApiResult<u32> {
     }
 }
 
-/// PutScalingPolicy: creates or replaces a TargetTrackingScaling policy.
-pub fn put_policy(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
-    let r: Request = decode(req)?;
-    let (cluster, name) = r.one()?;
+/// The policy PutScalingPolicy asks for, checked field by field; its id
+/// and creation time are left for the store's copy to give
+/// (`id` empty).
+fn asked_policy(r: &Request, cluster: &str, service: &str) -> ApiResult<ScalingPolicy> {
     let policy_name = r
         .policy_name
         .clone()
@@ -464,8 +464,32 @@ pub fn put_policy(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             )))
         }
     };
+    Ok(ScalingPolicy {
+        name: policy_name,
+        cluster: cluster.to_string(),
+        service: service.to_string(),
+        id: String::new(),
+        metric,
+        target_value,
+        scale_out_cooldown,
+        scale_in_cooldown,
+        disable_scale_in,
+        configuration: config,
+        created_at: 0.0,
+    })
+}
+
+/// PutScalingPolicy: creates or replaces a TargetTrackingScaling policy.
+pub fn put_policy(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
+    let r: Request = decode(req)?;
+    let (cluster, name) = r.one()?;
+    let asked = asked_policy(&r, &cluster, &name)?;
     let tkey = scaling::target_key(&cluster, &name);
-    let pkey = format!("{}{policy_name}", scaling::policies_prefix(&cluster, &name));
+    let pkey = format!(
+        "{}{}",
+        scaling::policies_prefix(&cluster, &name),
+        asked.name
+    );
     let policy = with_retries(|| {
         let Some(t) = api.store.get(&tkey)? else {
             return Err(no_target(
@@ -484,17 +508,9 @@ pub fn put_policy(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
             ),
         };
         let p = ScalingPolicy {
-            name: policy_name.clone(),
-            cluster: cluster.clone(),
-            service: name.clone(),
             id,
-            metric,
-            target_value,
-            scale_out_cooldown,
-            scale_in_cooldown,
-            disable_scale_in,
-            configuration: config.clone(),
             created_at,
+            ..asked.clone()
         };
         Ok(api
             .store

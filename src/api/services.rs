@@ -725,6 +725,50 @@ pub(super) fn modify(
     Ok(json!({ "service": svc.view(scope, &tasks) }))
 }
 
+/// A task definition (family, revision) and its images' digests by
+/// image.
+type Pinned = ((String, u32), BTreeMap<String, String>);
+
+/// The images' digests a new deployment of UpdateService pins: those of
+/// the `target` definition's, or, when the update redeploys the same
+/// definition (`redeploys`), of the service's own. With the definition
+/// they are for.
+fn pins(
+    api: &Api,
+    (cluster, name): (&str, &str),
+    target: Option<&(String, u32, TaskDefinition)>,
+    redeploys: bool,
+) -> ApiResult<Option<Pinned>> {
+    Ok(match target {
+        Some((f, rev, td)) => Some(((f.clone(), *rev), pin_images(api, td))),
+        None if redeploys => match load(api, cluster, name)? {
+            Some((s, _)) => definition(api, &format!("{}:{}", s.family, s.revision))
+                .ok()
+                .map(|(f, rev, td)| ((f, rev), pin_images(api, &td))),
+            None => None,
+        },
+        None => None,
+    })
+}
+
+/// A new placement strategy and constraints, as given (with the raw
+/// documents DescribeServices shows back).
+fn place(
+    s: &mut ServiceRecord,
+    placement: Option<(Vec<Strategy>, Value)>,
+    constraints: Option<(Constraints, Value)>,
+) {
+    if let Some((strategy, raw)) = placement {
+        s.strategy = strategy;
+        s.placement_strategy = raw;
+    }
+    if let Some((c, raw)) = constraints {
+        s.distinct_instance = c.distinct_instance;
+        s.member_of = c.member_of;
+        s.placement_constraints = raw;
+    }
+}
+
 /// UpdateService.
 pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let cluster = clusters::active(api, req)?;
@@ -746,16 +790,12 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     // A new deployment pins its images' tags (a forced one again, which is
     // how a moved tag is taken up), resolved before the service is read
     // and written.
-    let pinned: Option<((String, u32), BTreeMap<String, String>)> = match &target {
-        Some((f, rev, td)) => Some(((f.clone(), *rev), pin_images(api, td))),
-        None if force || new_strategy.is_some() => match load(api, &cluster, &name)? {
-            Some((s, _)) => definition(api, &format!("{}:{}", s.family, s.revision))
-                .ok()
-                .map(|(f, rev, td)| ((f, rev), pin_images(api, &td))),
-            None => None,
-        },
-        None => None,
-    };
+    let pinned = pins(
+        api,
+        (&cluster, &name),
+        target.as_ref(),
+        force || new_strategy.is_some(),
+    )?;
     let connect = next_connect(api, (&cluster, &name), req, target.as_ref())?;
     let sets_connect = connect_given(req).is_some();
     let target_td = target.clone();
@@ -784,15 +824,7 @@ pub fn update(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         if let Some(d) = desired.filter(|_| !s.daemon) {
             s.desired_count = d;
         }
-        if let Some((strategy, raw)) = placement.clone() {
-            s.strategy = strategy;
-            s.placement_strategy = raw;
-        }
-        if let Some((c, raw)) = constraints.clone() {
-            s.distinct_instance = c.distinct_instance;
-            s.member_of = c.member_of;
-            s.placement_constraints = raw;
-        }
+        place(s, placement.clone(), constraints.clone());
         if let Some(g) = grace {
             s.health_check_grace_period_seconds = g;
         }

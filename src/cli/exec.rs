@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use skiff_runtime::{
-    Budget, HttpHandler, Limits, LogSink, LogStream, Mount, Outcome, Report, RunLimits, Runtime,
-    RuntimeConfig, Sandbox,
+    Budget, Guest, HttpHandler, Limits, LogSink, LogStream, Mount, Outcome, Report, RunLimits,
+    Runtime, RuntimeConfig, Sandbox,
 };
 
 use crate::units::parse_duration;
@@ -198,18 +198,43 @@ impl Exec {
                 return 1;
             }
         };
-        let path = self.image.clone();
-        // A registry image is pulled into the cache next to the compiled code.
-        let pulled = match self
-            .image
-            .to_str()
-            .map(crate::model::image::ImageSource::parse)
-        {
+        let guest = match self.load(&runtime).await {
+            Ok(g) => g,
+            Err(code) => return code,
+        };
+        let sandbox = self.sandbox();
+        let budget = Budget::new(Limits {
+            memory_bytes: self.memory << 20,
+            cpu_units: self.cpu,
+        });
+        let limits = RunLimits {
+            fuel: self.fuel,
+            timeout: self.timeout,
+        };
+
+        if guest.kind().is_command() {
+            let report = runtime.run(&guest, &budget, &sandbox, limits).await;
+            return self.finish(&report);
+        }
+        match HttpHandler::new(&runtime, &guest, budget, sandbox, limits) {
+            Ok(handler) => {
+                let handler = handler.reuse_instances(self.instance_reuse);
+                serve(handler, self.listen, &self.image).await
+            }
+            Err(e) => self.finish(&load_failed(&self.image, e)),
+        }
+    }
+
+    /// A registry image's bytes, pulled into the cache next to the
+    /// compiled code; `None` for a file. Errs with the exit code.
+    async fn pull(&self) -> Result<Option<Vec<u8>>, i32> {
+        use crate::model::image::ImageSource;
+        match self.image.to_str().map(ImageSource::parse) {
             Some(Err(e)) => {
                 eprintln!("skiff: {e}");
-                return 125;
+                Err(125)
             }
-            Some(Ok(crate::model::image::ImageSource::Oci(reference))) => {
+            Some(Ok(ImageSource::Oci(reference))) => {
                 let dir = self
                     .cache_dir
                     .clone()
@@ -218,15 +243,22 @@ impl Exec {
                     .unwrap_or_else(|| std::env::temp_dir().join("skiff-exec"));
                 let registry = self.registry.registry(dir.join("images"), None);
                 match registry.pull(&reference, None, None).await {
-                    Ok(p) => Some(p.bytes),
+                    Ok(p) => Ok(Some(p.bytes)),
                     Err(e) => {
                         eprintln!("skiff: CannotPullContainerError: {e}");
-                        return 125;
+                        Err(125)
                     }
                 }
             }
-            _ => None,
-        };
+            _ => Ok(None),
+        }
+    }
+
+    /// The image, pulled if it is a registry's, and compiled (or read from
+    /// the cache). Errs with the exit code, having said why.
+    async fn load(&self, runtime: &Runtime) -> Result<Guest, i32> {
+        let pulled = self.pull().await?;
+        let path = self.image.clone();
         let loader = runtime.clone();
         let mut loading = tokio::task::spawn_blocking(move || match pulled {
             Some(bytes) => loader.load(&bytes),
@@ -249,15 +281,20 @@ impl Exec {
                 r
             }
         };
-        let guest = match loaded {
-            Ok(Ok(g)) => g,
-            Ok(Err(e)) => return self.finish(&load_failed(&self.image, e)),
+        match loaded {
+            Ok(Ok(g)) => Ok(g),
+            Ok(Err(e)) => Err(self.finish(&load_failed(&self.image, e))),
             Err(e) => {
                 eprintln!("skiff: loading {} failed: {e}", self.image.display());
-                return 125;
+                Err(125)
             }
-        };
+        }
+    }
 
+    /// What the guest sees: its arguments (the image's name first), its
+    /// environment, directories and outbound rules; logs go to this
+    /// process's own stdout and stderr.
+    fn sandbox(&self) -> Sandbox {
         let program = self
             .image
             .file_stem()
@@ -265,7 +302,7 @@ impl Exec {
             .unwrap_or_else(|| "guest".into());
         let mut args = vec![program];
         args.extend(self.args.iter().cloned());
-        let sandbox = Sandbox {
+        Sandbox {
             args,
             env: self.env.clone(),
             mounts: self.dirs.clone(),
@@ -273,26 +310,6 @@ impl Exec {
             outbound: crate::agent::outbound_policy(&self.allow_outbound.iter().cloned().collect()),
             local: None,
             links: None,
-        };
-        let budget = Budget::new(Limits {
-            memory_bytes: self.memory << 20,
-            cpu_units: self.cpu,
-        });
-        let limits = RunLimits {
-            fuel: self.fuel,
-            timeout: self.timeout,
-        };
-
-        if guest.kind().is_command() {
-            let report = runtime.run(&guest, &budget, &sandbox, limits).await;
-            return self.finish(&report);
-        }
-        match HttpHandler::new(&runtime, &guest, budget, sandbox, limits) {
-            Ok(handler) => {
-                let handler = handler.reuse_instances(self.instance_reuse);
-                serve(handler, self.listen, &self.image).await
-            }
-            Err(e) => self.finish(&load_failed(&self.image, e)),
         }
     }
 

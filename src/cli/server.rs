@@ -323,6 +323,33 @@ impl Server {
         Ok(())
     }
 
+    /// What the workers are given: their number and memory, where logs
+    /// go, who they run as, and the node's image and blob stores.
+    fn agent_config(
+        &self,
+        kept: &Kept,
+        host_roots: &HostRoots,
+        blobs: &Arc<crate::images::blobs::Blobs>,
+        registry: &Arc<crate::images::Registry>,
+    ) -> AgentConfig {
+        AgentConfig {
+            workers: self
+                .workers
+                .map(|w| w as usize)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            memory_mib: self.memory.unwrap_or_else(machine_memory_mib),
+            logs_dir: kept.logs_dir.clone(),
+            identity: Identity {
+                region: self.region.clone(),
+                account: self.account.clone(),
+            },
+            host_roots: host_roots.clone(),
+            node: kept.node.clone(),
+            blobs: Some(blobs.clone()),
+            registry: Some(registry.clone()),
+        }
+    }
+
     /// Starts the engine: everything listens and runs when this returns.
     /// The node's parts are made in order, each by a step of its own:
     /// who may call (keys, host roots), the store and what it keeps of
@@ -345,22 +372,7 @@ impl Server {
             kept.node.clone(),
             kept.peer_secret.clone(),
         ));
-        let agent_config = AgentConfig {
-            workers: self
-                .workers
-                .map(|w| w as usize)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            memory_mib: self.memory.unwrap_or_else(machine_memory_mib),
-            logs_dir: kept.logs_dir.clone(),
-            identity: Identity {
-                region: self.region.clone(),
-                account: self.account.clone(),
-            },
-            host_roots: host_roots.clone(),
-            node: kept.node.clone(),
-            blobs: Some(blobs.clone()),
-            registry: Some(registry.clone()),
-        };
+        let agent_config = self.agent_config(&kept, &host_roots, &blobs, &registry);
         let workers = self.start_workers(&store, &data, &kept, &listeners.addrs, agent_config)?;
         let api = Arc::new(Api {
             store: store.clone(),

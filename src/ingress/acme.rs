@@ -42,16 +42,8 @@ use super::tls::{Cert, Certificates, Source};
 /// The path prefix of HTTP-01 challenges.
 pub const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
-/// The store prefix of issued certificates (`acme/certs/NAME`).
-pub const CERTS: &str = "acme/certs/";
-
-/// The store prefix of the HTTP-01 answers of orders in progress
-/// (`acme/challenges/TOKEN`).
-pub const CHALLENGES: &str = "acme/challenges/";
-
-/// The store prefix of names being ordered (`acme/orders/NAME`: the node
-/// and until when it has the name).
-pub const ORDERS: &str = "acme/orders/";
+use crate::model::acme::{cert_key, challenge_key, order_key, CertRecord, OrderClaim};
+pub use crate::model::acme::{CERTS, CHALLENGES, ORDERS};
 
 /// How many reads of other nodes' challenge answers one node makes at
 /// once; a request past that is answered 404 (a flood of made-up tokens
@@ -130,7 +122,7 @@ impl Challenges {
             return None;
         }
         let _read = self.reads.try_acquire().ok()?;
-        let key = format!("{CHALLENGES}{token}");
+        let key = challenge_key(token);
         let record = tokio::task::spawn_blocking(move || store.get(&key))
             .await
             .ok()?
@@ -147,17 +139,10 @@ impl Challenges {
     }
 }
 
-/// A certificate as stored: the PEM chain and key.
-#[derive(Serialize, Deserialize)]
-struct StoredCert {
-    chain: String,
-    key: String,
-}
-
 /// The stored certificate of `name` (its store key under [`CERTS`]), read.
 fn stored_cert(r: &Record) -> Option<(String, Cert)> {
     let name = r.key.strip_prefix(CERTS)?.to_string();
-    let parsed = serde_json::from_slice::<StoredCert>(&r.value)
+    let parsed = CertRecord::decode(&r.value)
         .map_err(|e| format!("{}: {e}", r.key))
         .and_then(|c| {
             Cert::from_pem(c.chain.as_bytes(), c.key.as_bytes(), Path::new(&r.key))
@@ -279,8 +264,8 @@ pub fn spawn(
         ) else {
             continue;
         };
-        let value = serde_json::to_vec(&StoredCert { chain, key }).unwrap_or_default();
-        let k = format!("{CERTS}{name}");
+        let value = CertRecord { chain, key }.encode();
+        let k = cert_key(name);
         match shared
             .store
             .commit(&[Condition::Absent(k.clone())], &[Write::Put(k, value)])
@@ -409,31 +394,26 @@ impl Manager {
     /// so that a node stuck in an order holds nothing for long.
     fn claim(&self, name: &str) -> Result<bool, String> {
         let store = &self.shared.store;
-        let key = format!("{ORDERS}{name}");
+        let key = order_key(name);
         let now = crate::model::now();
         let condition = match store.get(&key).map_err(|e| e.to_string())? {
             None => Condition::Absent(key.clone()),
             Some(r) => {
-                let until = serde_json::from_slice::<serde_json::Value>(&r.value)
-                    .ok()
-                    .and_then(|v| v.get("until").and_then(|u| u.as_f64()))
-                    .unwrap_or(0.0);
-                if until > now {
+                if OrderClaim::decode(&r.value).holds(now) {
                     return Ok(false);
                 }
                 Condition::At(key.clone(), r.mod_revision)
             }
         };
         let until = now + 2.0 * ORDER_TIMEOUT.as_secs_f64();
-        let value = serde_json::json!({"node": self.shared.node, "until": until});
+        let claim = OrderClaim {
+            node: self.shared.node.clone(),
+            until,
+        };
         let lease = self.shared.lease.load(std::sync::atomic::Ordering::SeqCst);
         match store.commit(
             &[condition],
-            &[Write::PutLeased(
-                key,
-                serde_json::to_vec(&value).unwrap_or_default(),
-                lease,
-            )],
+            &[Write::PutLeased(key, claim.encode(), lease)],
         ) {
             Ok(_) => Ok(true),
             Err(StoreError::Conflict) => Ok(false),
@@ -446,7 +426,7 @@ impl Manager {
         if let Err(e) = self
             .shared
             .store
-            .commit(&[], &[Write::Delete(format!("{ORDERS}{name}"))])
+            .commit(&[], &[Write::Delete(order_key(name))])
         {
             tracing::warn!("cannot release the claim of {name} (it lapses by itself): {e}");
         }
@@ -530,7 +510,7 @@ impl Manager {
                     .commit(
                         &[],
                         &[Write::Put(
-                            format!("{CHALLENGES}{token}"),
+                            challenge_key(&token),
                             answer.clone().into_bytes(),
                         )],
                     )
@@ -557,7 +537,7 @@ impl Manager {
         }
         let answered: Vec<Write> = tokens
             .iter()
-            .map(|t| Write::Delete(format!("{CHALLENGES}{t}")))
+            .map(|t| Write::Delete(challenge_key(t)))
             .collect();
         if let Err(e) = self.shared.store.commit(&[], &answered) {
             tracing::warn!("cannot remove the answers of a finished order: {e}");
@@ -582,19 +562,13 @@ impl Manager {
         let cert =
             Cert::from_pem(chain.as_bytes(), key.as_bytes(), &crt).map_err(|e| e.to_string())?;
         // For every node; then this node's own copy.
-        let stored = StoredCert {
+        let stored = CertRecord {
             chain: chain.clone(),
             key: key.to_string(),
         };
         self.shared
             .store
-            .commit(
-                &[],
-                &[Write::Put(
-                    format!("{CERTS}{name}"),
-                    serde_json::to_vec(&stored).unwrap_or_default(),
-                )],
-            )
+            .commit(&[], &[Write::Put(cert_key(name), stored.encode())])
             .map_err(|e| format!("cannot store the certificate: {e}"))?;
         write_private(&crt.with_extension("key"), key.as_bytes())?;
         write_private(&crt, chain.as_bytes())?;
@@ -678,10 +652,7 @@ mod tests {
         store
             .commit(
                 &[],
-                &[Write::Put(
-                    format!("{CHALLENGES}{token}"),
-                    b"theirs.thumb".to_vec(),
-                )],
+                &[Write::Put(challenge_key(token), b"theirs.thumb".to_vec())],
             )
             .unwrap();
         assert_eq!(

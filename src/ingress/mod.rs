@@ -115,32 +115,13 @@ pub async fn accept_loop<A, Fut, B>(
             _ = &mut shutdown => break,
         };
         if open.load(std::sync::atomic::Ordering::Relaxed) >= limits.connections {
-            // Answered without waiting for the request: a client that has
-            // not sent it yet reads the answer when it does.
-            let refusal = limits.refusal.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut stream = stream;
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
-                linger(stream).await;
-            });
+            refuse(stream, limits.refusal.clone());
             continue;
         }
         let _ = stream.set_nodelay(true);
         // A second handle on a plain socket, to close it gently when hyper
         // is done with it.
-        let keep = tls
-            .is_none()
-            .then(|| {
-                use std::os::fd::AsFd;
-                stream
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .ok()
-                    .map(std::net::TcpStream::from)
-            })
-            .flatten();
+        let keep = tls.is_none().then(|| second_handle(&stream)).flatten();
         let answer = answer.clone();
         let secure = tls.is_some();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -189,6 +170,28 @@ pub async fn accept_loop<A, Fut, B>(
         }
     }
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+/// Answers a connection past the limit with `refusal`, without waiting
+/// for its request (a client that has not sent it yet reads the answer
+/// when it does), and closes it gently.
+fn refuse(stream: tokio::net::TcpStream, refusal: bytes::Bytes) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
+        linger(stream).await;
+    });
+}
+
+/// Another handle on `stream`'s socket.
+fn second_handle(stream: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
 }
 
 /// How long, and how many bytes, a closing connection's unread input is

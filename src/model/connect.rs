@@ -167,137 +167,13 @@ pub fn parse(
         Some(false) => return Ok(None),
         Some(true) => {}
     }
-    let namespace = match raw.namespace.filter(|n| !n.trim().is_empty()) {
-        Some(n) => n,
-        None => default_namespace
-            .filter(|n| !n.trim().is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                FieldError::new(
-                    format!("{FIELD}.namespace"),
-                    "required: the cluster has no serviceConnectDefaults.namespace to use",
-                )
-            })?,
-    };
-    if namespace.len() > 1024 {
-        return Err(FieldError::new(
-            format!("{FIELD}.namespace"),
-            "must be a namespace name or a Cloud Map namespace ARN, at most 1024 characters",
-        ));
-    }
-    let ns_name =
-        resolve(&namespace).map_err(|why| FieldError::new(format!("{FIELD}.namespace"), why))?;
+    let (namespace, ns_name) = namespace(raw.namespace, default_namespace, resolve)?;
     // Default names are DNS names: lowercase.
     let ns_dns = ns_name.to_ascii_lowercase();
-    let mut services = Vec::with_capacity(raw.services.len());
+    let mut services: Vec<ConnectService> = Vec::with_capacity(raw.services.len());
     for (i, s) in raw.services.into_iter().enumerate() {
-        let at = |f: &str| format!("{FIELD}.services[{i}].{f}");
-        let port_name = s.port_name.ok_or_else(|| {
-            FieldError::new(
-                at("portName"),
-                "required: the name of one of the task definition's portMappings",
-            )
-        })?;
-        let Some(&(_, container_port)) = ports.iter().find(|(n, _)| *n == port_name) else {
-            let names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(FieldError::new(
-                at("portName"),
-                if names.is_empty() {
-                    format!("{port_name:?} names no port mapping: the task definition's portMappings have no name")
-                } else {
-                    format!(
-                        "{port_name:?} names no port mapping of the task definition; it has {}",
-                        names.join(", ")
-                    )
-                },
-            ));
-        };
-        let discovery_name = s.discovery_name.unwrap_or_else(|| port_name.clone());
-        if !super::taskdef::valid_port_name(&discovery_name) {
-            return Err(FieldError::new(
-                at("discoveryName"),
-                format!("must be 1 to 64 lowercase letters, digits, '_' and '-', not starting with '-', got {discovery_name:?}"),
-            ));
-        }
-        if s.client_aliases.len() > 1 {
-            return Err(FieldError::new(
-                at("clientAliases"),
-                format!(
-                    "at most 1 client alias per service, got {}",
-                    s.client_aliases.len()
-                ),
-            ));
-        }
-        let (dns_name, port) = match s.client_aliases.into_iter().next() {
-            None => (format!("{discovery_name}.{ns_dns}"), container_port),
-            Some(a) => {
-                let port = match a.port {
-                    Some(p) if (1..=65535).contains(&p) => p as u16,
-                    other => {
-                        return Err(FieldError::new(
-                            at("clientAliases[0].port"),
-                            format!(
-                                "required, between 1 and 65535, got {}",
-                                other.map_or("nothing".into(), |n| n.to_string())
-                            ),
-                        ))
-                    }
-                };
-                let dns = a
-                    .dns_name
-                    .unwrap_or_else(|| format!("{discovery_name}.{ns_dns}"));
-                (dns, port)
-            }
-        };
-        if !valid_dns_name(&dns_name) {
-            return Err(FieldError::new(
-                at("clientAliases[0].dnsName"),
-                format!("must be 1 to 127 lowercase letters, digits, '_', '-' and '.', not starting with '-' or '.', got {dns_name:?}"),
-            ));
-        }
-        if let Some(p) = s.ingress_port_override {
-            if !(1..=65535).contains(&p) {
-                return Err(FieldError::new(
-                    at("ingressPortOverride"),
-                    format!("must be between 1 and 65535, got {p}"),
-                ));
-            }
-        }
-        if s.tls.as_ref().is_some_and(|t| !t.is_null()) {
-            return Err(FieldError::new(
-                at("tls"),
-                "not supported: calls between services stay inside skiff's process (or its nodes' peer links); remove tls",
-            ));
-        }
-        let mut per_request_timeout = None;
-        if let Some(t) = s.timeout {
-            for (name, value) in [
-                ("idleTimeoutSeconds", t.idle_timeout_seconds),
-                ("perRequestTimeoutSeconds", t.per_request_timeout_seconds),
-            ] {
-                if value.is_some_and(|n| !(0..=2_147_483_647).contains(&n)) {
-                    return Err(FieldError::new(
-                        at(&format!("timeout.{name}")),
-                        "must be between 0 and 2147483647",
-                    ));
-                }
-            }
-            per_request_timeout = t
-                .per_request_timeout_seconds
-                .filter(|n| *n > 0)
-                .map(|n| n as u32);
-        }
-        let here = ConnectService {
-            port_name,
-            discovery_name,
-            dns_name,
-            port,
-            per_request_timeout,
-        };
-        if let Some(j) = services
-            .iter()
-            .position(|o: &ConnectService| here.shared_name(o).is_some())
-        {
+        let here = service(i, s, ports, &ns_dns)?;
+        if let Some(j) = services.iter().position(|o| here.shared_name(o).is_some()) {
             return Err(FieldError::new(
                 format!("{FIELD}.services[{i}]"),
                 format!("its discoveryName or client alias is services[{j}]'s too: each must be unique in the namespace"),
@@ -320,6 +196,154 @@ pub fn parse(
         services,
         given,
     }))
+}
+
+/// The namespace given (or the cluster's default) and its name
+/// (`resolve` reads a Cloud Map namespace's ARN or id).
+fn namespace(
+    given: Option<String>,
+    default_namespace: Option<&str>,
+    resolve: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<(String, String), FieldError> {
+    let namespace = match given.filter(|n| !n.trim().is_empty()) {
+        Some(n) => n,
+        None => default_namespace
+            .filter(|n| !n.trim().is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("{FIELD}.namespace"),
+                    "required: the cluster has no serviceConnectDefaults.namespace to use",
+                )
+            })?,
+    };
+    if namespace.len() > 1024 {
+        return Err(FieldError::new(
+            format!("{FIELD}.namespace"),
+            "must be a namespace name or a Cloud Map namespace ARN, at most 1024 characters",
+        ));
+    }
+    let name =
+        resolve(&namespace).map_err(|why| FieldError::new(format!("{FIELD}.namespace"), why))?;
+    Ok((namespace, name))
+}
+
+/// `services[i]`: the port it names (one of `ports`), its discovery name,
+/// its client alias (the name and port callers use; by default
+/// DISCOVERYNAME.NAMESPACE and the container's port) and its timeout.
+fn service(
+    i: usize,
+    s: RawService,
+    ports: &[(String, u16)],
+    ns_dns: &str,
+) -> Result<ConnectService, FieldError> {
+    let at = |f: &str| format!("{FIELD}.services[{i}].{f}");
+    let port_name = s.port_name.ok_or_else(|| {
+        FieldError::new(
+            at("portName"),
+            "required: the name of one of the task definition's portMappings",
+        )
+    })?;
+    let Some(&(_, container_port)) = ports.iter().find(|(n, _)| *n == port_name) else {
+        let names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(FieldError::new(
+            at("portName"),
+            if names.is_empty() {
+                format!("{port_name:?} names no port mapping: the task definition's portMappings have no name")
+            } else {
+                format!(
+                    "{port_name:?} names no port mapping of the task definition; it has {}",
+                    names.join(", ")
+                )
+            },
+        ));
+    };
+    let discovery_name = s.discovery_name.unwrap_or_else(|| port_name.clone());
+    if !super::taskdef::valid_port_name(&discovery_name) {
+        return Err(FieldError::new(
+            at("discoveryName"),
+            format!("must be 1 to 64 lowercase letters, digits, '_' and '-', not starting with '-', got {discovery_name:?}"),
+        ));
+    }
+    if s.client_aliases.len() > 1 {
+        return Err(FieldError::new(
+            at("clientAliases"),
+            format!(
+                "at most 1 client alias per service, got {}",
+                s.client_aliases.len()
+            ),
+        ));
+    }
+    let (dns_name, port) = match s.client_aliases.into_iter().next() {
+        None => (format!("{discovery_name}.{ns_dns}"), container_port),
+        Some(a) => {
+            let port = match a.port {
+                Some(p) if (1..=65535).contains(&p) => p as u16,
+                other => {
+                    return Err(FieldError::new(
+                        at("clientAliases[0].port"),
+                        format!(
+                            "required, between 1 and 65535, got {}",
+                            other.map_or("nothing".into(), |n| n.to_string())
+                        ),
+                    ))
+                }
+            };
+            let dns = a
+                .dns_name
+                .unwrap_or_else(|| format!("{discovery_name}.{ns_dns}"));
+            (dns, port)
+        }
+    };
+    if !valid_dns_name(&dns_name) {
+        return Err(FieldError::new(
+            at("clientAliases[0].dnsName"),
+            format!("must be 1 to 127 lowercase letters, digits, '_', '-' and '.', not starting with '-' or '.', got {dns_name:?}"),
+        ));
+    }
+    if let Some(p) = s.ingress_port_override {
+        if !(1..=65535).contains(&p) {
+            return Err(FieldError::new(
+                at("ingressPortOverride"),
+                format!("must be between 1 and 65535, got {p}"),
+            ));
+        }
+    }
+    if s.tls.as_ref().is_some_and(|t| !t.is_null()) {
+        return Err(FieldError::new(
+            at("tls"),
+            "not supported: calls between services stay inside skiff's process (or its nodes' peer links); remove tls",
+        ));
+    }
+    Ok(ConnectService {
+        port_name,
+        discovery_name,
+        dns_name,
+        port,
+        per_request_timeout: timeout(&at, s.timeout)?,
+    })
+}
+
+/// A service's `timeout`: both bounds in range; the per-request one, when
+/// it is set and not 0, is kept.
+fn timeout(at: &dyn Fn(&str) -> String, t: Option<RawTimeout>) -> Result<Option<u32>, FieldError> {
+    let Some(t) = t else {
+        return Ok(None);
+    };
+    for (name, value) in [
+        ("idleTimeoutSeconds", t.idle_timeout_seconds),
+        ("perRequestTimeoutSeconds", t.per_request_timeout_seconds),
+    ] {
+        if value.is_some_and(|n| !(0..=2_147_483_647).contains(&n)) {
+            return Err(FieldError::new(
+                at(&format!("timeout.{name}")),
+                "must be between 0 and 2147483647",
+            ));
+        }
+    }
+    Ok(t.per_request_timeout_seconds
+        .filter(|n| *n > 0)
+        .map(|n| n as u32))
 }
 
 /// Whether `name` may be a client alias's `dnsName`.

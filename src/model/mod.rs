@@ -5,6 +5,7 @@
 //! right. The raw document is kept verbatim beside the validated type, so
 //! that what a client registered is what it reads back.
 
+pub mod acme;
 pub mod arn;
 pub mod cluster;
 pub mod connect;
@@ -12,6 +13,7 @@ pub mod definitions;
 pub mod domain;
 pub mod hostfs;
 pub mod image;
+pub mod leader;
 pub mod logs;
 pub mod node;
 pub mod outbound;
@@ -20,6 +22,7 @@ pub mod protection;
 pub mod provider;
 pub mod scaling;
 pub mod service;
+pub mod settings;
 pub mod tags;
 pub mod task;
 pub mod taskdef;

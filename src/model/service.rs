@@ -541,55 +541,7 @@ impl ServiceRecord {
             .deployments
             .iter()
             .filter(|d| d.status != DeploymentStatus::Inactive)
-            .map(|d| {
-                let c = counts(tasks, Some(&d.id));
-                let desired = match d.status {
-                    DeploymentStatus::Primary if self.status == ServiceStatus::Active => {
-                        self.desired_count
-                    }
-                    _ => c.running + c.pending,
-                };
-                let mut v = json!({
-                    "id": d.id,
-                    "status": match d.status {
-                        DeploymentStatus::Primary => "PRIMARY",
-                        DeploymentStatus::Active => "ACTIVE",
-                        DeploymentStatus::Inactive => "INACTIVE",
-                    },
-                    "taskDefinition": scope.task_definition(&d.family, d.revision),
-                    "desiredCount": desired,
-                    "pendingCount": c.pending,
-                    "runningCount": c.running,
-                    "failedTasks": d.failed_tasks,
-                    "createdAt": d.created_at,
-                    "updatedAt": d.updated_at,
-                    "launchType": self.launch_type,
-                    "platformVersion": "1.4.0",
-                    "platformFamily": "wasi",
-                    "rolloutState": rollout_word(d.rollout_state),
-                    "rolloutStateReason": d.rollout_state_reason,
-                });
-                if let (Some(o), Some(sc)) = (v.as_object_mut(), &d.service_connect) {
-                    o.insert("serviceConnectConfiguration".into(), sc.view());
-                    let resources: Vec<Value> = sc
-                        .services
-                        .iter()
-                        .map(|e| json!({"discoveryName": e.discovery_name}))
-                        .collect();
-                    o.insert("serviceConnectResources".into(), json!(resources));
-                }
-                if let (Some(o), false) = (
-                    v.as_object_mut(),
-                    self.capacity_provider_strategy.is_empty(),
-                ) {
-                    o.remove("launchType");
-                    o.insert(
-                        "capacityProviderStrategy".into(),
-                        json!(self.capacity_provider_strategy),
-                    );
-                }
-                v
-            })
+            .map(|d| self.described_deployment(scope, tasks, d))
             .collect();
         let events: Vec<Value> = self
             .events
@@ -630,6 +582,65 @@ impl ServiceRecord {
                 o.insert(k.clone(), x.clone());
             }
         }
+        self.how_launched(o);
+        if let Some(p) = self.primary() {
+            o.insert(
+                "currentServiceDeployment".into(),
+                json!(scope.service_deployment(&self.cluster, &self.name, p.number())),
+            );
+        }
+        o.insert(
+            "currentServiceRevisions".into(),
+            self.revisions_view(scope, tasks),
+        );
+        v
+    }
+
+    /// One of the service's deployments as DescribeServices shows it.
+    fn described_deployment(&self, scope: &Scope, tasks: &[TaskRecord], d: &Deployment) -> Value {
+        let c = counts(tasks, Some(&d.id));
+        let desired = match d.status {
+            DeploymentStatus::Primary if self.status == ServiceStatus::Active => self.desired_count,
+            _ => c.running + c.pending,
+        };
+        let mut v = json!({
+            "id": d.id,
+            "status": match d.status {
+                DeploymentStatus::Primary => "PRIMARY",
+                DeploymentStatus::Active => "ACTIVE",
+                DeploymentStatus::Inactive => "INACTIVE",
+            },
+            "taskDefinition": scope.task_definition(&d.family, d.revision),
+            "desiredCount": desired,
+            "pendingCount": c.pending,
+            "runningCount": c.running,
+            "failedTasks": d.failed_tasks,
+            "createdAt": d.created_at,
+            "updatedAt": d.updated_at,
+            "launchType": self.launch_type,
+            "platformVersion": "1.4.0",
+            "platformFamily": "wasi",
+            "rolloutState": rollout_word(d.rollout_state),
+            "rolloutStateReason": d.rollout_state_reason,
+        });
+        if let (Some(o), Some(sc)) = (v.as_object_mut(), &d.service_connect) {
+            o.insert("serviceConnectConfiguration".into(), sc.view());
+            let resources: Vec<Value> = sc
+                .services
+                .iter()
+                .map(|e| json!({"discoveryName": e.discovery_name}))
+                .collect();
+            o.insert("serviceConnectResources".into(), json!(resources));
+        }
+        if let Some(o) = v.as_object_mut() {
+            self.how_launched(o);
+        }
+        v
+    }
+
+    /// A service with a capacity provider strategy shows it in place of
+    /// its launch type.
+    fn how_launched(&self, o: &mut serde_json::Map<String, Value>) {
         if !self.capacity_provider_strategy.is_empty() {
             o.remove("launchType");
             o.insert(
@@ -637,12 +648,10 @@ impl ServiceRecord {
                 json!(self.capacity_provider_strategy),
             );
         }
-        if let Some(p) = self.primary() {
-            o.insert(
-                "currentServiceDeployment".into(),
-                json!(scope.service_deployment(&self.cluster, &self.name, p.number())),
-            );
-        }
+    }
+
+    /// `currentServiceRevisions`: what each live deployment runs.
+    fn revisions_view(&self, scope: &Scope, tasks: &[TaskRecord]) -> Value {
         let revisions: Vec<Value> = self
             .deployments
             .iter()
@@ -657,8 +666,7 @@ impl ServiceRecord {
                 })
             })
             .collect();
-        o.insert("currentServiceRevisions".into(), json!(revisions));
-        v
+        json!(revisions)
     }
 
     /// A deployment as ListServiceDeployments shows it.

@@ -1,6 +1,7 @@
 //! Leadership: one scheduler among the nodes sharing a store.
 //!
-//! The leader holds the key [`LEADER_KEY`] (its node id) under its node's
+//! The leader holds the key [`LEADER_KEY`] (its node id, see
+//! [`crate::model::leader`]) under its node's
 //! lease, so that when the node stops keeping the lease alive (killed,
 //! frozen, cut off) the key goes and another node takes it. Every write
 //! the scheduler makes carries [`Leadership::fence`], a condition on the
@@ -11,8 +12,8 @@ use std::sync::atomic::Ordering;
 
 use crate::store::{Condition, LeaseId, Revision, Store, StoreError, Write};
 
-/// The store key the leader holds.
-pub const LEADER_KEY: &str = "leader";
+use crate::model::leader;
+pub use crate::model::leader::KEY as LEADER_KEY;
 
 pub use crate::store::NodeLease;
 
@@ -60,12 +61,12 @@ impl Leadership {
         let lease: LeaseId = self.lease.load(Ordering::SeqCst);
         let condition = match store.get(LEADER_KEY)? {
             None => Condition::Absent(LEADER_KEY.into()),
-            Some(r) if r.value == self.node.as_bytes() => {
+            Some(r) if leader::held_by(&r.value, &self.node) => {
                 Condition::At(LEADER_KEY.into(), r.mod_revision)
             }
             Some(_) => return Ok(false),
         };
-        let put = Write::PutLeased(LEADER_KEY.into(), self.node.as_bytes().to_vec(), lease);
+        let put = Write::PutLeased(LEADER_KEY.into(), leader::encode(&self.node), lease);
         match store.commit(&[condition], &[put]) {
             Ok(rev) => {
                 self.held = Some(rev);
@@ -91,7 +92,7 @@ impl Leadership {
         };
         let still = store
             .get(LEADER_KEY)?
-            .is_some_and(|r| r.mod_revision == rev && r.value == self.node.as_bytes());
+            .is_some_and(|r| r.mod_revision == rev && leader::held_by(&r.value, &self.node));
         if !still {
             self.held = None;
             tracing::warn!(

@@ -309,34 +309,8 @@ fn daemon(plan: &mut Plan, mine: &[&TaskRecord], eligible: &[String], now: f64, 
         now,
         ids,
     );
-    // Starts: on each node that runs nothing of the service any more (a
-    // task told to stop keeps its node's room until it has stopped).
-    let p = &plan.service.deployments[pi];
-    for node in eligible {
-        let occupied = mine
-            .iter()
-            .any(|t| &t.node == node && t.last_status < TaskStatus::Stopped);
-        if occupied {
-            continue;
-        }
-        if let Some(until) = blocked_until {
-            plan.requeue = Some(until - now);
-            break;
-        }
-        plan.start.push(Start {
-            deployment: pid.clone(),
-            family: p.family.clone(),
-            revision: p.revision,
-            node: Some(node.clone()),
-        });
-    }
-    // Requeue when a grace period ends for an unhealthy task.
-    for t in &live_tasks {
-        if t.health_status == HealthStatus::Unhealthy && in_grace(t) {
-            let at = t.started_at.unwrap_or(t.created_at) + grace - now;
-            plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
-        }
-    }
+    daemon_starts(plan, pi, mine, eligible, blocked_until, now);
+    wake_after_grace(plan, live_tasks.iter().copied(), grace, now);
     plan.stop = stops.0;
     let others = live_tasks
         .iter()
@@ -440,6 +414,55 @@ fn stop_event(s: &mut ServiceRecord, stops: &[Stop], now: f64, ids: &mut dyn Ids
     );
 }
 
+/// A DAEMON service's starts: one on each eligible node that runs
+/// nothing of the service any more (a task told to stop keeps its node's
+/// room until it has stopped); none while the primary is throttled.
+fn daemon_starts(
+    plan: &mut Plan,
+    primary: usize,
+    mine: &[&TaskRecord],
+    eligible: &[String],
+    blocked_until: Option<f64>,
+    now: f64,
+) {
+    let p = &plan.service.deployments[primary];
+    for node in eligible {
+        let occupied = mine
+            .iter()
+            .any(|t| &t.node == node && t.last_status < TaskStatus::Stopped);
+        if occupied {
+            continue;
+        }
+        if let Some(until) = blocked_until {
+            plan.requeue = Some(until - now);
+            break;
+        }
+        plan.start.push(Start {
+            deployment: p.id.clone(),
+            family: p.family.clone(),
+            revision: p.revision,
+            node: Some(node.clone()),
+        });
+    }
+}
+
+/// The pass runs again when the grace period of an unhealthy task ends
+/// (until then its health checks do not count).
+fn wake_after_grace<'a>(
+    plan: &mut Plan,
+    tasks: impl Iterator<Item = &'a TaskRecord>,
+    grace: f64,
+    now: f64,
+) {
+    for t in tasks {
+        let ends = t.started_at.unwrap_or(t.created_at) + grace;
+        if t.health_status == HealthStatus::Unhealthy && ends > now {
+            let at = ends - now;
+            plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
+        }
+    }
+}
+
 fn drain(plan: &mut Plan, mine: &[&TaskRecord], now: f64) {
     let s = &mut plan.service;
     for t in mine.iter().filter(|t| live(t)) {
@@ -538,7 +561,6 @@ fn primary_failures(
 }
 
 fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, ids: &mut dyn Ids) {
-    let name = plan.service.name.clone();
     let desired = plan.service.desired_count;
     let cfg = plan.service.config;
     let grace = plan.service.health_check_grace_period_seconds as f64;
@@ -547,34 +569,16 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
     };
     let pid = plan.service.deployments[pi].id.clone();
 
-    // What runs.
-    let known = plan.service.live_deployments();
-    let live_tasks: Vec<&TaskRecord> = mine.iter().copied().filter(|t| live(t)).collect();
-    let of = |t: &TaskRecord, id: &str| t.started_by.as_deref() == Some(id);
     let in_grace = |t: &TaskRecord| t.started_at.unwrap_or(t.created_at) + grace > now;
     let unhealthy = |t: &TaskRecord| t.health_status == HealthStatus::Unhealthy && !in_grace(t);
-    let mut stops = Stops::default();
-    for t in live_tasks
-        .iter()
-        .filter(|t| !known.iter().any(|k| of(t, k)))
-    {
-        stops.add(
-            t,
-            format!("Task is not part of a deployment of service {name}"),
-        );
-    }
     // A task on a DRAINING node is moved away as an old deployment's is.
     let leaving = |t: &TaskRecord| draining.contains(&t.node);
-    let primary_live: Vec<&TaskRecord> = live_tasks
-        .iter()
-        .copied()
-        .filter(|t| of(t, &pid) && !leaving(t))
-        .collect();
-    let old_live: Vec<&TaskRecord> = live_tasks
-        .iter()
-        .copied()
-        .filter(|t| (!of(t, &pid) || leaving(t)) && known.iter().any(|k| of(t, k)))
-        .collect();
+    let mut stops = Stops::default();
+    let Live {
+        all: live_tasks,
+        primary: primary_live,
+        old: old_live,
+    } = by_deployment(&plan.service, mine, &pid, &leaving, &mut stops);
     let primary_bad: Vec<&TaskRecord> = primary_live
         .iter()
         .copied()
@@ -604,60 +608,25 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
         }
     }
 
-    // Scale in: the primary's excess, pending ones first, then the newest.
-    // Protected tasks are passed over; if too few are left, the rest of
-    // the excess waits for protection to end.
     let mut held = Protected::default();
-    let mut excess: Vec<&TaskRecord> = primary_live
+    let healthy_primary: Vec<&TaskRecord> = primary_live
         .iter()
         .copied()
         .filter(|t| !unhealthy(t))
         .collect();
-    if excess.len() > desired as usize {
-        excess.sort_by(|a, b| {
-            (a.last_status == TaskStatus::Running)
-                .cmp(&(b.last_status == TaskStatus::Running))
-                .then(b.created_at.total_cmp(&a.created_at))
-        });
-        let n = excess.len() - desired as usize;
-        let (protected, free): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
-            excess.iter().partition(|t| t.protected_at(now).is_some());
-        for t in free.iter().take(n) {
-            stops.add(
-                t,
-                format!("Scaling activity initiated by (deployment {pid})"),
-            );
-        }
-        if free.len() < n {
-            held.hold(&protected[..n - free.len()]);
-            // Whichever protection ends first frees a task to stop.
-            held.wake_for(&protected, now);
-        }
-    }
+    scale_in(&mut stops, &mut held, healthy_primary, desired, &pid, now);
 
-    // Unhealthy tasks: replaced first when maximumPercent leaves room,
-    // then stopped; one at a time otherwise.
-    let stopping_unhealthy = mine.iter().any(|t| {
-        t.desired_status == DesiredStatus::Stopped
-            && t.last_status < TaskStatus::Stopped
-            && t.health_status == HealthStatus::Unhealthy
-    });
-    let mut bad_old: Vec<&TaskRecord> = old_live.iter().copied().filter(|t| unhealthy(t)).collect();
-    let mut to_stop_bad: Vec<&TaskRecord> = Vec::new();
-    if primary_healthy >= desired {
-        to_stop_bad.extend(primary_bad.iter().copied());
-    } else if start_n < want && !stopping_unhealthy {
-        if let Some(t) = primary_bad
-            .iter()
-            .min_by(|a, b| a.created_at.total_cmp(&b.created_at))
-        {
-            to_stop_bad.push(t);
-        }
-    }
-    to_stop_bad.append(&mut bad_old);
-    for t in &to_stop_bad {
-        failed_checks(&mut plan.service, &mut stops, t, now, ids);
-    }
+    stop_unhealthy(
+        plan,
+        &mut stops,
+        mine,
+        &primary_bad,
+        old_live.iter().copied().filter(|t| unhealthy(t)),
+        primary_healthy >= desired,
+        start_n < want,
+        now,
+        ids,
+    );
 
     let floor = cfg.min_healthy(desired);
     stop_old(
@@ -673,23 +642,20 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
         ids,
     );
 
-    // Requeue when a grace period ends for an unhealthy task.
-    for t in primary_live.iter().chain(old_live.iter()) {
-        if t.health_status == HealthStatus::Unhealthy && in_grace(t) {
-            let at = t.started_at.unwrap_or(t.created_at) + grace - now;
-            plan.requeue = Some(plan.requeue.map_or(at, |r: f64| r.min(at)));
-        }
-    }
+    wake_after_grace(
+        plan,
+        primary_live.iter().chain(old_live.iter()).copied(),
+        grace,
+        now,
+    );
 
     let p = &plan.service.deployments[pi];
-    for _ in 0..start_n {
-        plan.start.push(Start {
-            deployment: pid.clone(),
-            family: p.family.clone(),
-            revision: p.revision,
-            node: None,
-        });
-    }
+    plan.start.extend((0..start_n).map(|_| Start {
+        deployment: pid.clone(),
+        family: p.family.clone(),
+        revision: p.revision,
+        node: None,
+    }));
     plan.stop = stops.0;
 
     let others_live = !old_live.is_empty() || live_tasks.len() > primary_live.len();
@@ -701,6 +667,130 @@ fn active(plan: &mut Plan, mine: &[&TaskRecord], draining: &[String], now: f64, 
         now,
         ids,
     );
+}
+
+/// Unhealthy tasks stop: every one of old deployments', and of the
+/// primary's all once as many as desired are healthy (`enough`);
+/// otherwise they are replaced first when maximumPercent leaves room, and
+/// when it does not (`no_room`), stopped one at a time, the oldest first.
+#[allow(clippy::too_many_arguments)]
+fn stop_unhealthy<'a>(
+    plan: &mut Plan,
+    stops: &mut Stops,
+    mine: &[&TaskRecord],
+    primary_bad: &[&'a TaskRecord],
+    old_bad: impl Iterator<Item = &'a TaskRecord>,
+    enough: bool,
+    no_room: bool,
+    now: f64,
+    ids: &mut dyn Ids,
+) {
+    let stopping_unhealthy = mine.iter().any(|t| {
+        t.desired_status == DesiredStatus::Stopped
+            && t.last_status < TaskStatus::Stopped
+            && t.health_status == HealthStatus::Unhealthy
+    });
+    let mut bad: Vec<&TaskRecord> = Vec::new();
+    if enough {
+        bad.extend(primary_bad.iter().copied());
+    } else if no_room && !stopping_unhealthy {
+        bad.extend(
+            primary_bad
+                .iter()
+                .copied()
+                .min_by(|a, b| a.created_at.total_cmp(&b.created_at)),
+        );
+    }
+    bad.extend(old_bad);
+    for t in bad {
+        failed_checks(&mut plan.service, stops, t, now, ids);
+    }
+}
+
+/// A service's live tasks, by deployment.
+struct Live<'a> {
+    all: Vec<&'a TaskRecord>,
+    /// The primary deployment's, but those leaving a DRAINING node.
+    primary: Vec<&'a TaskRecord>,
+    /// Those of the service's other deployments, and the leaving ones.
+    old: Vec<&'a TaskRecord>,
+}
+
+/// Sorts a service's live tasks by deployment; a task of no deployment
+/// the service knows is stopped.
+fn by_deployment<'a>(
+    service: &ServiceRecord,
+    mine: &[&'a TaskRecord],
+    primary: &str,
+    leaving: &dyn Fn(&TaskRecord) -> bool,
+    stops: &mut Stops,
+) -> Live<'a> {
+    let known = service.live_deployments();
+    let of = |t: &TaskRecord, id: &str| t.started_by.as_deref() == Some(id);
+    let live_tasks: Vec<&TaskRecord> = mine.iter().copied().filter(|t| live(t)).collect();
+    for t in live_tasks
+        .iter()
+        .filter(|t| !known.iter().any(|k| of(t, k)))
+    {
+        stops.add(
+            t,
+            format!(
+                "Task is not part of a deployment of service {}",
+                service.name
+            ),
+        );
+    }
+    let primary_live: Vec<&TaskRecord> = live_tasks
+        .iter()
+        .copied()
+        .filter(|t| of(t, primary) && !leaving(t))
+        .collect();
+    let old_live: Vec<&TaskRecord> = live_tasks
+        .iter()
+        .copied()
+        .filter(|t| (!of(t, primary) || leaving(t)) && known.iter().any(|k| of(t, k)))
+        .collect();
+    Live {
+        all: live_tasks,
+        primary: primary_live,
+        old: old_live,
+    }
+}
+
+/// Scale in: the primary's `healthy` tasks past `desired` stop, pending
+/// ones first, then the newest. Protected tasks are passed over; if too
+/// few are left, the rest of the excess waits for protection to end (the
+/// pass runs again when the first of it does).
+fn scale_in(
+    stops: &mut Stops,
+    held: &mut Protected,
+    mut healthy: Vec<&TaskRecord>,
+    desired: u32,
+    deployment: &str,
+    now: f64,
+) {
+    if healthy.len() <= desired as usize {
+        return;
+    }
+    healthy.sort_by(|a, b| {
+        (a.last_status == TaskStatus::Running)
+            .cmp(&(b.last_status == TaskStatus::Running))
+            .then(b.created_at.total_cmp(&a.created_at))
+    });
+    let n = healthy.len() - desired as usize;
+    let (protected, free): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
+        healthy.iter().partition(|t| t.protected_at(now).is_some());
+    for t in free.iter().take(n) {
+        stops.add(
+            t,
+            format!("Scaling activity initiated by (deployment {deployment})"),
+        );
+    }
+    if free.len() < n {
+        held.hold(&protected[..n - free.len()]);
+        // Whichever protection ends first frees a task to stop.
+        held.wake_for(&protected, now);
+    }
 }
 
 /// Ends what a pass found ended: old deployments whose tasks are gone

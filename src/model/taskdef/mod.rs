@@ -309,7 +309,7 @@ impl TaskDefinition {
     }
 
     fn from_raw(raw: raw::TaskDefinition) -> Result<TaskDefinition, FieldError> {
-        let family = raw.family.ok_or_else(|| {
+        let family = raw.family.clone().ok_or_else(|| {
             FieldError::new(
                 "family",
                 "required: name the family, 1 to 255 letters, numbers, hyphens and underscores",
@@ -320,132 +320,10 @@ impl TaskDefinition {
         let cpu = raw.cpu.as_deref().map(parse_cpu).transpose()?;
         let memory = raw.memory.as_deref().map(parse_memory).transpose()?;
 
-        let fargate = raw.requires_compatibilities.iter().any(|c| c == "FARGATE");
-        for (i, c) in raw.requires_compatibilities.iter().enumerate() {
-            if !["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"].contains(&c.as_str()) {
-                return Err(FieldError::new(
-                    format!("requiresCompatibilities[{i}]"),
-                    format!("{c:?} is not a launch type: use EC2, FARGATE, EXTERNAL or MANAGED_INSTANCES"),
-                ));
-            }
-        }
-        if let Some(mode) = &raw.network_mode {
-            if !["bridge", "host", "awsvpc", "none"].contains(&mode.as_str()) {
-                return Err(FieldError::new(
-                    "networkMode",
-                    format!("{mode:?} is not a network mode: use awsvpc, bridge, host or none"),
-                ));
-            }
-        }
-        if fargate {
-            let Some(cpu) = cpu else {
-                return Err(FieldError::new(
-                    "cpu",
-                    "required when requiresCompatibilities includes FARGATE",
-                ));
-            };
-            let Some(memory) = memory else {
-                return Err(FieldError::new(
-                    "memory",
-                    "required when requiresCompatibilities includes FARGATE",
-                ));
-            };
-            match fargate_sizes(cpu) {
-                None => {
-                    return Err(FieldError::new(
-                        "cpu",
-                        format!("{cpu} is not a Fargate CPU size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"),
-                    ))
-                }
-                Some((sizes, words)) if !sizes.contains(&memory) => {
-                    return Err(FieldError::new(
-                        "memory",
-                        format!("{memory} MiB is not a Fargate size for {cpu} CPU units: use {words}"),
-                    ))
-                }
-                Some(_) => {}
-            }
-            if raw.network_mode.as_deref().is_some_and(|m| m != "awsvpc") {
-                return Err(FieldError::new(
-                    "networkMode",
-                    "Fargate requires \"awsvpc\"",
-                ));
-            }
-        }
-
-        let mut volumes = BTreeMap::new();
-        for (i, v) in raw.volumes.into_iter().enumerate() {
-            let field = format!("volumes[{i}].name");
-            let name = v.name.ok_or_else(|| FieldError::new(&field, "required"))?;
-            check_name(&field, "volume", &name)?;
-            if volumes
-                .insert(name.clone(), v.host.and_then(|h| h.source_path))
-                .is_some()
-            {
-                return Err(FieldError::new(
-                    field,
-                    format!("{name:?} is declared twice; volume names must be unique"),
-                ));
-            }
-        }
-
-        let raw_containers = raw.container_definitions.unwrap_or_default();
-        if raw_containers.is_empty() {
-            return Err(FieldError::new(
-                "containerDefinitions",
-                "at least one container definition is required",
-            ));
-        }
-        let mut containers = Vec::with_capacity(raw_containers.len());
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut port_names = Vec::new();
-        for (i, rc) in raw_containers.into_iter().enumerate() {
-            let c = container::container(i, rc, memory.is_some(), &volumes, &mut port_names)?;
-            if let Some(first) = seen.insert(c.name.clone(), i) {
-                return Err(FieldError::new(
-                    format!("containerDefinitions[{i}].name"),
-                    format!(
-                        "{:?} is used by containerDefinitions[{first}] too; container names must be unique",
-                        c.name
-                    ),
-                ));
-            }
-            containers.push(c);
-        }
-        if !containers.iter().any(|c| c.essential) {
-            return Err(FieldError::new(
-                "containerDefinitions",
-                "at least one container must be essential (essential defaults to true)",
-            ));
-        }
-        check_dependencies(&containers)?;
-
-        if let Some(task_mem) = memory {
-            let sum: u64 = containers
-                .iter()
-                .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0))
-                .sum();
-            if sum > task_mem {
-                return Err(FieldError::new(
-                    "containerDefinitions",
-                    format!(
-                        "the containers' memory adds up to {sum} MiB, more than the task's memory of {task_mem} MiB; lower the containers' memory or raise the task's"
-                    ),
-                ));
-            }
-        }
-        if let Some(task_cpu) = cpu {
-            let sum: u32 = containers.iter().map(|c| c.cpu).sum();
-            if sum > task_cpu {
-                return Err(FieldError::new(
-                    "containerDefinitions",
-                    format!(
-                        "the containers' cpu adds up to {sum} units, more than the task's cpu of {task_cpu}; lower the containers' cpu or raise the task's"
-                    ),
-                ));
-            }
-        }
-
+        launch_types(&raw, cpu, memory)?;
+        let volumes = volumes(raw.volumes)?;
+        let containers = containers(raw.container_definitions, memory, &volumes)?;
+        fits(&containers, cpu, memory)?;
         Ok(TaskDefinition {
             family,
             cpu,
@@ -470,6 +348,166 @@ impl TaskDefinition {
         self.cpu
             .unwrap_or_else(|| self.containers.iter().map(|c| c.cpu).sum())
     }
+}
+
+/// `requiresCompatibilities` and `networkMode`; FARGATE also needs a
+/// task `cpu` and `memory` of one of Fargate's sizes, and awsvpc.
+fn launch_types(
+    raw: &raw::TaskDefinition,
+    cpu: Option<u32>,
+    memory: Option<u64>,
+) -> Result<(), FieldError> {
+    for (i, c) in raw.requires_compatibilities.iter().enumerate() {
+        if !["EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES"].contains(&c.as_str()) {
+            return Err(FieldError::new(
+                format!("requiresCompatibilities[{i}]"),
+                format!(
+                    "{c:?} is not a launch type: use EC2, FARGATE, EXTERNAL or MANAGED_INSTANCES"
+                ),
+            ));
+        }
+    }
+    if let Some(mode) = &raw.network_mode {
+        if !["bridge", "host", "awsvpc", "none"].contains(&mode.as_str()) {
+            return Err(FieldError::new(
+                "networkMode",
+                format!("{mode:?} is not a network mode: use awsvpc, bridge, host or none"),
+            ));
+        }
+    }
+    if !raw.requires_compatibilities.iter().any(|c| c == "FARGATE") {
+        return Ok(());
+    }
+    let Some(cpu) = cpu else {
+        return Err(FieldError::new(
+            "cpu",
+            "required when requiresCompatibilities includes FARGATE",
+        ));
+    };
+    let Some(memory) = memory else {
+        return Err(FieldError::new(
+            "memory",
+            "required when requiresCompatibilities includes FARGATE",
+        ));
+    };
+    match fargate_sizes(cpu) {
+        None => {
+            return Err(FieldError::new(
+                "cpu",
+                format!(
+                "{cpu} is not a Fargate CPU size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"
+            ),
+            ))
+        }
+        Some((sizes, words)) if !sizes.contains(&memory) => {
+            return Err(FieldError::new(
+                "memory",
+                format!("{memory} MiB is not a Fargate size for {cpu} CPU units: use {words}"),
+            ))
+        }
+        Some(_) => {}
+    }
+    if raw.network_mode.as_deref().is_some_and(|m| m != "awsvpc") {
+        return Err(FieldError::new(
+            "networkMode",
+            "Fargate requires \"awsvpc\"",
+        ));
+    }
+    Ok(())
+}
+
+/// `volumes`, by name (each name once), with their host paths.
+fn volumes(raw: Vec<raw::Volume>) -> Result<BTreeMap<String, Option<String>>, FieldError> {
+    let mut volumes = BTreeMap::new();
+    for (i, v) in raw.into_iter().enumerate() {
+        let field = format!("volumes[{i}].name");
+        let name = v.name.ok_or_else(|| FieldError::new(&field, "required"))?;
+        check_name(&field, "volume", &name)?;
+        if volumes
+            .insert(name.clone(), v.host.and_then(|h| h.source_path))
+            .is_some()
+        {
+            return Err(FieldError::new(
+                field,
+                format!("{name:?} is declared twice; volume names must be unique"),
+            ));
+        }
+    }
+    Ok(volumes)
+}
+
+/// `containerDefinitions`: at least one, names unique, one essential,
+/// dependencies that can be met.
+fn containers(
+    raw: Option<Vec<raw::ContainerDefinition>>,
+    memory: Option<u64>,
+    volumes: &BTreeMap<String, Option<String>>,
+) -> Result<Vec<ContainerDefinition>, FieldError> {
+    let raw_containers = raw.unwrap_or_default();
+    if raw_containers.is_empty() {
+        return Err(FieldError::new(
+            "containerDefinitions",
+            "at least one container definition is required",
+        ));
+    }
+    let mut containers = Vec::with_capacity(raw_containers.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut port_names = Vec::new();
+    for (i, rc) in raw_containers.into_iter().enumerate() {
+        let c = container::container(i, rc, memory.is_some(), volumes, &mut port_names)?;
+        if let Some(first) = seen.insert(c.name.clone(), i) {
+            return Err(FieldError::new(
+                format!("containerDefinitions[{i}].name"),
+                format!(
+                    "{:?} is used by containerDefinitions[{first}] too; container names must be unique",
+                    c.name
+                ),
+            ));
+        }
+        containers.push(c);
+    }
+    if !containers.iter().any(|c| c.essential) {
+        return Err(FieldError::new(
+            "containerDefinitions",
+            "at least one container must be essential (essential defaults to true)",
+        ));
+    }
+    check_dependencies(&containers)?;
+    Ok(containers)
+}
+
+/// The containers' memory and cpu within the task's, where it sets them.
+fn fits(
+    containers: &[ContainerDefinition],
+    cpu: Option<u32>,
+    memory: Option<u64>,
+) -> Result<(), FieldError> {
+    if let Some(task_mem) = memory {
+        let sum: u64 = containers
+            .iter()
+            .map(|c| c.memory.or(c.memory_reservation).unwrap_or(0))
+            .sum();
+        if sum > task_mem {
+            return Err(FieldError::new(
+                "containerDefinitions",
+                format!(
+                    "the containers' memory adds up to {sum} MiB, more than the task's memory of {task_mem} MiB; lower the containers' memory or raise the task's"
+                ),
+            ));
+        }
+    }
+    if let Some(task_cpu) = cpu {
+        let sum: u32 = containers.iter().map(|c| c.cpu).sum();
+        if sum > task_cpu {
+            return Err(FieldError::new(
+                "containerDefinitions",
+                format!(
+                    "the containers' cpu adds up to {sum} units, more than the task's cpu of {task_cpu}; lower the containers' cpu or raise the task's"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_dependencies(containers: &[ContainerDefinition]) -> Result<(), FieldError> {
