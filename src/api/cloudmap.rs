@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult, Kind};
 use super::{decode, page, Api};
 use crate::model::arn::Scope;
+use crate::model::connect::NamespaceError;
 use crate::store::{Condition, Write};
 
 /// The JSON 1.1 target prefix of Cloud Map.
@@ -106,19 +107,18 @@ fn id_of_arn(resource_arn: &str) -> Option<&str> {
 /// The name of the namespace `namespace` names, for Service Connect: a
 /// Cloud Map namespace's ARN must name one that exists; its id names it
 /// when one has that id; anything else is a name of its own.
-pub(crate) fn resolve(api: &Api, namespace: &str) -> Result<String, String> {
-    let lookup = |id: &str| load(api, id).map_err(|e| e.message);
+pub(crate) fn resolve(api: &Api, namespace: &str) -> Result<String, NamespaceError> {
+    let lookup = |id: &str| load(api, id).map_err(|e| NamespaceError::Unreadable(e.message));
     if namespace.starts_with("arn:") {
         let Some(id) = id_of_arn(namespace) else {
-            return Err(format!(
-                "{namespace:?} is not a Cloud Map namespace ARN (arn:aws:servicediscovery:REGION:ACCOUNT:namespace/ID); give the ARN or the namespace's name"
-            ));
+            return Err(NamespaceError::NotAnArn(namespace.to_string()));
         };
         return match lookup(id)? {
             Some((ns, _)) => Ok(ns.name),
-            None => Err(format!(
-                "no Cloud Map namespace {id} ({namespace}): create it with servicediscovery CreateHttpNamespace, or give a namespace name"
-            )),
+            None => Err(NamespaceError::NoSuch {
+                id: id.to_string(),
+                arn: namespace.to_string(),
+            }),
         };
     }
     if namespace.starts_with("ns-") {

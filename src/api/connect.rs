@@ -17,6 +17,7 @@ use super::error::{ApiError, ApiResult};
 use super::{clusters, decode, page, Api};
 use crate::model::arn::Scope;
 use crate::model::cluster::ClusterRecord;
+use crate::model::connect::NamespaceError;
 use crate::model::connect::{self, ServiceConnect};
 use crate::model::taskdef::TaskDefinition;
 use crate::store::{Condition, Store, Write};
@@ -81,6 +82,9 @@ pub(super) fn claim(
     if sc.namespace != name {
         match super::cloudmap::resolve(api, &sc.namespace) {
             Ok(now) if now == name => {}
+            Err(NamespaceError::Unreadable(why)) => {
+                return Err(ApiError::new(super::error::Kind::Server, why))
+            }
             Ok(_) | Err(_) => {
                 return Err(ApiError::invalid(format!(
                     "serviceConnectConfiguration.namespace: the Cloud Map namespace {:?} ({name}) was deleted; create it again or name another",
@@ -111,11 +115,12 @@ pub fn list_services_by_namespace(api: &Api, scope: &Scope, req: &Value) -> ApiR
         .namespace
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("namespace is required: a namespace name or ARN"))?;
-    let wanted = super::cloudmap::resolve(api, &namespace).map_err(|why| {
-        ApiError::new(
+    let wanted = super::cloudmap::resolve(api, &namespace).map_err(|why| match why {
+        NamespaceError::Unreadable(why) => ApiError::new(super::error::Kind::Server, why),
+        why => ApiError::new(
             super::error::Kind::EcsNamespaceNotFound,
             format!("namespace: {why}"),
-        )
+        ),
     })?;
     let mut arns: Vec<String> = crate::store::records::connect_members(api.store.as_ref())?
         .iter()

@@ -822,8 +822,8 @@ pub enum StartError {
     #[error("{0}")]
     Listen(String),
     /// A part of the ingress (certificates, ACME, domains) cannot start.
-    #[error("{0}")]
-    Ingress(String),
+    #[error(transparent)]
+    Ingress(#[from] crate::ingress::FollowError),
     /// A part of the engine cannot start.
     #[error("cannot start {what}: {message}")]
     Part {

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::domains::Domains;
 use super::tls::{Cert, Certificates, Source};
+use super::FollowError;
 
 /// The path prefix of HTTP-01 challenges.
 pub const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
@@ -217,7 +218,7 @@ pub fn follow_issued(
     store: Arc<dyn Store>,
     certs: Arc<Certificates>,
     stop: CancellationToken,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<std::thread::JoinHandle<()>, FollowError> {
     super::domains::follow(store, Arc::new(Issued(certs)), stop)
 }
 
@@ -247,12 +248,15 @@ pub fn spawn(
     config: AcmeConfig,
     shared: Shared,
     stop: CancellationToken,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<std::thread::JoinHandle<()>, FollowError> {
     let cert_dir = config.dir.join("certs");
-    std::fs::create_dir_all(&cert_dir)
-        .map_err(|e| format!("cannot make {}: {e}", cert_dir.display()))?;
-    let (issued, errors) = super::tls::read_dir(&cert_dir)
-        .map_err(|e| format!("cannot read {}: {e}", cert_dir.display()))?;
+    let dir = |doing, source| FollowError::Dir {
+        doing,
+        path: cert_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&cert_dir).map_err(|e| dir("cannot make", e))?;
+    let (issued, errors) = super::tls::read_dir(&cert_dir).map_err(|e| dir("cannot read", e))?;
     for e in errors {
         tracing::error!("issued certificate left out (it will be ordered again): {e}");
     }
@@ -271,13 +275,22 @@ pub fn spawn(
             .commit(&[Condition::Absent(k.clone())], &[Write::Put(k, value)])
         {
             Ok(_) | Err(StoreError::Conflict) => {}
-            Err(e) => return Err(format!("cannot store the certificate of {name}: {e}")),
+            Err(source) => {
+                return Err(FollowError::Store {
+                    name: name.clone(),
+                    source,
+                })
+            }
         }
     }
+    let thread = |source| FollowError::Thread {
+        what: "ACME thread".into(),
+        source,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the ACME thread: {e}"))?;
+        .map_err(thread)?;
     std::thread::Builder::new()
         .name("skiff-acme".into())
         .spawn(move || {
@@ -292,7 +305,7 @@ pub fn spawn(
                 m.run(stop).await
             })
         })
-        .map_err(|e| format!("cannot start the ACME thread: {e}"))
+        .map_err(thread)
 }
 
 struct Manager {

@@ -154,10 +154,10 @@ pub fn follow<T: Mirror>(
     store: Arc<dyn Store>,
     table: Arc<T>,
     stop: CancellationToken,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, super::FollowError> {
     let prefix = table.prefix();
-    let from =
-        relist(store.as_ref(), table.as_ref()).map_err(|e| format!("cannot read {prefix}: {e}"))?;
+    let from = relist(store.as_ref(), table.as_ref())
+        .map_err(|source| super::FollowError::Read { prefix, source })?;
     crate::threads::spawn("skiff-mirror", move || async move {
         let mut watch = store.watch(prefix, from);
         loop {
@@ -188,5 +188,8 @@ pub fn follow<T: Mirror>(
             }
         }
     })
-    .map_err(|e| format!("cannot start the watch of {prefix}: {e}"))
+    .map_err(|source| super::FollowError::Thread {
+        what: format!("watch of {prefix}"),
+        source,
+    })
 }

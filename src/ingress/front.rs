@@ -503,11 +503,9 @@ impl ServiceCaller for Arc<Front> {
 }
 
 impl PortOpener for Arc<Front> {
-    fn open(&self, port: u16, service: ServiceKey) -> Result<(), String> {
-        let l = std::net::TcpListener::bind(SocketAddr::new(self.settings.ip, port))
-            .map_err(|e| e.to_string())?;
+    fn open(&self, port: u16, service: ServiceKey) -> std::io::Result<()> {
+        let l = std::net::TcpListener::bind(SocketAddr::new(self.settings.ip, port))?;
         self.listen_for(l, Target::Service(service), None)
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod tls;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -71,6 +72,38 @@ pub struct Peer(pub std::net::SocketAddr);
 /// In a request's extensions when it came over TLS.
 #[derive(Debug, Clone, Copy)]
 pub struct Secure;
+
+/// Why one of the ingress's followers (of a store table, of a
+/// certificate directory, the ACME manager) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The store could not be read.
+    #[error("cannot read {prefix}: {source}")]
+    Read {
+        prefix: &'static str,
+        source: crate::store::StoreError,
+    },
+    /// A directory could not be made or read (`doing`: what was done, or
+    /// the flag that named it).
+    #[error("{doing} {}: {source}", path.display())]
+    Dir {
+        doing: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A certificate issued before could not be stored.
+    #[error("cannot store the certificate of {name}: {source}")]
+    Store {
+        name: String,
+        source: crate::store::StoreError,
+    },
+    /// Its thread could not start.
+    #[error("cannot start the {what}: {source}")]
+    Thread {
+        what: String,
+        source: std::io::Error,
+    },
+}
 
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);

@@ -100,7 +100,7 @@ impl Peers {
         req: Request<RequestBody>,
         svc: &ServiceKey,
         endpoints: &[String],
-    ) -> Result<Response<ResponseBody>, String> {
+    ) -> Result<Response<ResponseBody>, ForwardError> {
         let (mut parts, body) = req.into_parts();
         let path = parts
             .uri
@@ -118,11 +118,11 @@ impl Peers {
         let tries = if bodiless { endpoints.len().min(3) } else { 1 };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut body = Some(body);
-        let mut why = String::from("no other node runs a task of the service");
+        let mut why = ForwardError::NoNode;
         for i in 0..tries {
             let addr = &endpoints[(start + i) % endpoints.len()];
             let Ok(uri) = format!("http://{addr}{path}").parse::<hyper::Uri>() else {
-                why = format!("{addr} is not an address to forward to");
+                why = ForwardError::Address(addr.clone());
                 continue;
             };
             let b = body.take().unwrap_or_else(|| {
@@ -139,7 +139,12 @@ impl Peers {
                             .boxed_unsync()
                     }))
                 }
-                Err(e) => why = format!("forwarding to the node ingress at {addr} failed: {e}"),
+                Err(source) => {
+                    why = ForwardError::Failed {
+                        addr: addr.clone(),
+                        source,
+                    }
+                }
             }
         }
         Err(why)
@@ -193,8 +198,22 @@ pub fn forwarded_service<B>(req: &Request<B>) -> Option<ServiceKey> {
     Some((c.to_string(), s.to_string()))
 }
 
+/// Why no other node answered a forwarded request.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no other node runs a task of the service")]
+    NoNode,
+    #[error("{0} is not an address to forward to")]
+    Address(String),
+    #[error("forwarding to the node ingress at {addr} failed: {source}")]
+    Failed {
+        addr: String,
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
 /// The answer when no node could take a forwarded request.
-pub fn unreachable(why: String) -> Response<ResponseBody> {
+pub fn unreachable(why: ForwardError) -> Response<ResponseBody> {
     let mut resp = Response::new(skiff_runtime::full_body(format!("{why}\n")));
     *resp.status_mut() = StatusCode::BAD_GATEWAY;
     resp

@@ -128,7 +128,7 @@ pub enum Pick {
 /// Opens a listener for a container's `hostPort`.
 pub trait PortOpener: Send + Sync {
     /// Listens on `port` for `service`; says why not when it cannot.
-    fn open(&self, port: u16, service: ServiceKey) -> Result<(), String>;
+    fn open(&self, port: u16, service: ServiceKey) -> std::io::Result<()>;
 }
 
 /// Answers a guest's request for a service as the ingress would (the
@@ -301,8 +301,8 @@ impl Routes {
         }
         for p in to_open {
             let opened = match self.opener.get() {
-                Some(o) => o.open(p, service.clone()),
-                None => Err("no ingress is listening".into()),
+                Some(o) => o.open(p, service.clone()).map_err(|e| e.to_string()),
+                None => Err("no ingress is listening".to_string()),
             };
             if let Err(e) = opened {
                 self.write().ports.remove(&p);

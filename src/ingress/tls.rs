@@ -327,10 +327,14 @@ pub fn watch_dir(
     dir: PathBuf,
     certs: Arc<Certificates>,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<std::thread::JoinHandle<()>, String> {
-    let load = move |dir: &Path| -> Result<(), String> {
-        let (set, errors) =
-            read_dir(dir).map_err(|e| format!("--tls-cert-dir {}: {e}", dir.display()))?;
+) -> Result<std::thread::JoinHandle<()>, super::FollowError> {
+    let unreadable = |dir: &Path, source| super::FollowError::Dir {
+        doing: "--tls-cert-dir",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let load = move |dir: &Path| -> Result<(), super::FollowError> {
+        let (set, errors) = read_dir(dir).map_err(|e| unreadable(dir, e))?;
         for e in errors {
             tracing::error!("certificate left out: {e}");
         }
@@ -347,7 +351,7 @@ pub fn watch_dir(
         Ok(())
     };
     load(&dir)?;
-    let mut seen = listing(&dir).map_err(|e| format!("--tls-cert-dir {}: {e}", dir.display()))?;
+    let mut seen = listing(&dir).map_err(|e| unreadable(&dir, e))?;
     crate::threads::spawn("skiff-tls-certs", move || async move {
         loop {
             tokio::select! {
@@ -366,7 +370,10 @@ pub fn watch_dir(
             }
         }
     })
-    .map_err(|e| format!("cannot start the certificate watch: {e}"))
+    .map_err(|source| super::FollowError::Thread {
+        what: "certificate watch".into(),
+        source,
+    })
 }
 
 #[cfg(test)]

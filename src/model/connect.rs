@@ -154,7 +154,7 @@ pub fn parse(
     v: &Value,
     ports: &[(String, u16)],
     default_namespace: Option<&str>,
-    resolve: &dyn Fn(&str) -> Result<String, String>,
+    resolve: &dyn Fn(&str) -> Result<String, NamespaceError>,
 ) -> Result<Option<ServiceConnect>, FieldError> {
     let raw: Raw = decode_at(v, FIELD)?;
     match raw.enabled {
@@ -198,12 +198,26 @@ pub fn parse(
     }))
 }
 
+/// Why a Service Connect namespace names no namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceError {
+    /// An ARN, but not a Cloud Map namespace's.
+    #[error("{0:?} is not a Cloud Map namespace ARN (arn:aws:servicediscovery:REGION:ACCOUNT:namespace/ID); give the ARN or the namespace's name")]
+    NotAnArn(String),
+    /// A Cloud Map namespace's ARN, of none that exists.
+    #[error("no Cloud Map namespace {id} ({arn}): create it with servicediscovery CreateHttpNamespace, or give a namespace name")]
+    NoSuch { id: String, arn: String },
+    /// The namespaces could not be read (the store's message).
+    #[error("{0}")]
+    Unreadable(String),
+}
+
 /// The namespace given (or the cluster's default) and its name
 /// (`resolve` reads a Cloud Map namespace's ARN or id).
 fn namespace(
     given: Option<String>,
     default_namespace: Option<&str>,
-    resolve: &dyn Fn(&str) -> Result<String, String>,
+    resolve: &dyn Fn(&str) -> Result<String, NamespaceError>,
 ) -> Result<(String, String), FieldError> {
     let namespace = match given.filter(|n| !n.trim().is_empty()) {
         Some(n) => n,
@@ -223,8 +237,8 @@ fn namespace(
             "must be a namespace name or a Cloud Map namespace ARN, at most 1024 characters",
         ));
     }
-    let name =
-        resolve(&namespace).map_err(|why| FieldError::new(format!("{FIELD}.namespace"), why))?;
+    let name = resolve(&namespace)
+        .map_err(|why| FieldError::new(format!("{FIELD}.namespace"), why.to_string()))?;
     Ok((namespace, name))
 }
 
@@ -472,12 +486,15 @@ mod tests {
     }
 
     /// Names are their own; one Cloud Map namespace, `ns-abc`, is `Shop`.
-    fn resolve(ns: &str) -> Result<String, String> {
+    fn resolve(ns: &str) -> Result<String, NamespaceError> {
         match ns {
             "ns-abc" | "arn:aws:servicediscovery:us-east-1:123456789012:namespace/ns-abc" => {
                 Ok("Shop".into())
             }
-            n if n.starts_with("arn:") || n.starts_with("ns-") => Err(format!("no namespace {n}")),
+            n if n.starts_with("arn:") || n.starts_with("ns-") => Err(NamespaceError::NoSuch {
+                id: n.into(),
+                arn: n.into(),
+            }),
             n => Ok(n.into()),
         }
     }
@@ -557,7 +574,7 @@ mod tests {
             (e.field.as_str(), e.message.as_str()),
             (
                 "serviceConnectConfiguration.namespace",
-                "no namespace ns-zzz"
+                "no Cloud Map namespace ns-zzz (ns-zzz): create it with servicediscovery CreateHttpNamespace, or give a namespace name"
             )
         );
         assert!(
