@@ -42,9 +42,44 @@ const SERVER_FIELDS: [&str; 7] = [
     "requiresAttributes",
 ];
 
-/// The document as returned: what was submitted, plus the server's fields.
+/// A member and the value it has when a registration leaves it out.
+type Filled = (&'static str, fn() -> Value);
+
+/// Members AWS returns in every task definition, with the value it fills
+/// in when the registration left them out (the response examples of
+/// DescribeTaskDefinition and RegisterTaskDefinition in the ECS API
+/// reference, and botocore's `examples-1.json`): tools written for ECS
+/// read them without looking (ecs-deploy's task definition takes
+/// `volumes` as a required argument).
+const TASK_DEFAULTS: [Filled; 2] = [
+    ("volumes", || json!([])),
+    ("placementConstraints", || json!([])),
+];
+
+/// The same for each of `containerDefinitions`.
+const CONTAINER_DEFAULTS: [Filled; 6] = [
+    ("cpu", || json!(0)),
+    ("essential", || json!(true)),
+    ("environment", || json!([])),
+    ("mountPoints", || json!([])),
+    ("portMappings", || json!([])),
+    ("volumesFrom", || json!([])),
+];
+
+/// The document as returned: what was submitted, with the members AWS
+/// fills in where it left them out, plus the server's fields.
 pub fn view(scope: &Scope, record: &DefinitionRecord) -> Value {
     let mut out: Map<String, Value> = record.document.as_object().cloned().unwrap_or_default();
+    for (member, default) in TASK_DEFAULTS {
+        out.entry(member).or_insert_with(default);
+    }
+    if let Some(Value::Array(containers)) = out.get_mut("containerDefinitions") {
+        for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+            for (member, default) in CONTAINER_DEFAULTS {
+                c.entry(member).or_insert_with(default);
+            }
+        }
+    }
     out.insert(
         "taskDefinitionArn".into(),
         json!(scope.task_definition(&record.family, record.revision)),

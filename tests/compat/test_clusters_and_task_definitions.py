@@ -128,11 +128,40 @@ def test_register_round_trips_every_field(ecs):
     assert out["tags"] == [{"key": "k", "value": "v"}]
     for ref in (family, f"{family}:1", td["taskDefinitionArn"]):
         got = ecs.describe_task_definition(taskDefinition=ref, include=["TAGS"])
-        assert got["taskDefinition"]["containerDefinitions"] == doc["containerDefinitions"]
+        # What was registered reads back as it was, with the members AWS
+        # always returns filled in where it was silent (the API reference's
+        # DescribeTaskDefinition example: empty lists, essential, cpu 0).
+        assert got["taskDefinition"]["containerDefinitions"] == [
+            {"mountPoints": [], "volumesFrom": [], **c} for c in doc["containerDefinitions"]
+        ]
+        assert got["taskDefinition"]["volumes"] == []
+        assert got["taskDefinition"]["placementConstraints"] == []
         for field in ("family", "requiresCompatibilities", "networkMode", "cpu", "memory"):
             assert got["taskDefinition"][field] == doc[field]
         assert got["tags"] == [{"key": "k", "value": "v"}]
         assert "registeredAt" in got["taskDefinition"]
+
+
+def test_members_aws_always_returns_are_there_when_not_registered(ecs):
+    family = uniq("bare")
+    ecs.register_task_definition(
+        family=family, containerDefinitions=[{"name": "main", "image": HELLO, "memory": 32}]
+    )
+    td = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+    assert td["volumes"] == [] and td["placementConstraints"] == []
+    assert td["containerDefinitions"] == [
+        {
+            "name": "main",
+            "image": HELLO,
+            "memory": 32,
+            "cpu": 0,
+            "essential": True,
+            "environment": [],
+            "mountPoints": [],
+            "portMappings": [],
+            "volumesFrom": [],
+        }
+    ]
 
 
 def test_revisions_list_and_deregister(ecs):
