@@ -324,7 +324,10 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let r: Request = decode(req)?;
     let status = r.status(&["ACTIVE", "INACTIVE", "DELETE_IN_PROGRESS"])?;
     let status = DefinitionStatus::parse(&status).unwrap_or_default();
-    let prefix = r.family_prefix.as_deref().unwrap_or("");
+    // Despite its name, ECS reads familyPrefix here as the whole family
+    // name (the API reference: "The full family name"); only
+    // ListTaskDefinitionFamilies reads it as a prefix.
+    let family = r.family_prefix.as_deref().filter(|f| !f.is_empty());
     let desc = match r.sort.as_deref() {
         None | Some("ASC") => false,
         Some("DESC") => true,
@@ -337,10 +340,10 @@ pub fn list(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
     let mut items: Vec<(String, u32)> = Vec::new();
     let revisions = crate::store::records::read_all::<DefinitionRecord>(
         api.store.as_ref(),
-        &format!("{PREFIX}{prefix}"),
+        &family.map_or_else(|| PREFIX.to_string(), revisions_prefix),
     )?;
     for (_, d, _) in revisions {
-        if d.status == status && d.family.starts_with(prefix) {
+        if d.status == status && family.is_none_or(|f| d.family == f) {
             items.push((d.family, d.revision));
         }
     }

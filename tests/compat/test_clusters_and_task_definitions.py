@@ -164,6 +164,18 @@ def test_members_aws_always_returns_are_there_when_not_registered(ecs):
     ]
 
 
+def test_list_task_definitions_family_prefix_is_the_whole_family(ecs):
+    # ECS documents ListTaskDefinitions' familyPrefix as "the full family
+    # name"; ListTaskDefinitionFamilies' as a prefix.
+    family = uniq("fam")
+    for f in (family, family + "x"):
+        ecs.register_task_definition(family=f, containerDefinitions=[{"name": "main", "image": HELLO, "memory": 32}])
+    arns = ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
+    assert arns == [f"arn:aws:ecs:{REGION}:000000000000:task-definition/{family}:1"]
+    families = ecs.list_task_definition_families(familyPrefix=family)["families"]
+    assert families == [family, family + "x"]
+
+
 def test_revisions_list_and_deregister(ecs):
     family = uniq("rev")
     for _ in range(3):
