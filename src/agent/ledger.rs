@@ -21,7 +21,9 @@ use crate::model::task::{
 };
 use crate::store::{Condition, Store, StoreError, Write};
 
-/// The most events applied in one transaction.
+/// The most events applied in one transaction (fewer when the store
+/// takes fewer operations in one: each task in it is a guarded write,
+/// and the node's reservations one more).
 const BATCH: usize = 512;
 
 /// Starts the ledger thread; it ends when every sender is gone and the
@@ -34,9 +36,12 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("skiff-ledger".into())
         .spawn(move || {
+            let most = store
+                .max_ops()
+                .map_or(BATCH, |m| BATCH.min(m.saturating_sub(1)).max(1));
             while let Ok(first) = events.recv() {
                 let mut batch = vec![first];
-                while batch.len() < BATCH {
+                while batch.len() < most {
                     match events.try_recv() {
                         Ok(e) => batch.push(e),
                         Err(_) => break,
@@ -282,6 +287,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.last_status, TaskStatus::Running);
+    }
+
+    #[test]
+    fn batches_fit_what_the_store_takes_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let mut writes = Vec::new();
+        for i in 0..300 {
+            let mut t = task();
+            t.id = format!("t{i}");
+            writes.push(Write::Put(task_key("default", &t.id), t.encode()));
+        }
+        inner.commit(&[], &writes).unwrap();
+        // 300 reports at once, to a store that takes 40 operations in a
+        // commit (as etcd takes its --max-txn-ops): none is dropped.
+        let store = Arc::new(crate::store::hooked::Hooked::new(inner.clone()).max_ops(40));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..300 {
+            tx.send(TaskEvent {
+                cluster: "default".into(),
+                id: format!("t{i}"),
+                event: Event::Running,
+                at: 5.0,
+            })
+            .unwrap();
+        }
+        drop(tx);
+        spawn(store, "n1".into(), rx).unwrap().join().unwrap();
+        let running = crate::store::records::tasks(inner.as_ref(), crate::model::task::PREFIX)
+            .unwrap()
+            .into_iter()
+            .filter(|(t, _)| t.last_status == TaskStatus::Running)
+            .count();
+        assert_eq!(running, 300);
     }
 
     #[test]

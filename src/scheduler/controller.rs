@@ -33,14 +33,10 @@ use crate::store::{Change, Condition, Revision, Store, StoreError, Write};
 /// How often every service is reconciled even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
 
-/// The most tasks one reconcile pass of a service places: each costs
-/// two to four writes in the pass's one transaction.
-const MAX_STARTS_PER_PASS: usize = 24;
-
-/// The most writes one pass commits (etcd refuses a transaction of more
-/// than 128 by default): tasks to stop past it wait for the next pass,
-/// which follows at once.
-const MAX_WRITES_PER_PASS: usize = 120;
+/// What a pass leaves of the store's limit on one commit
+/// ([`Store::max_ops`]) for the service record's write and the guards
+/// added after its starts and stops.
+const PASS_RESERVE: usize = 4;
 
 /// How long a service whose task could not be placed waits before trying
 /// again (a stopping task frees resources sooner, and is a change too).
@@ -712,7 +708,7 @@ impl Controller {
                 Vec::new(),
             ));
         }
-        if stop_tasks(&mut placer, &plan, &tasks) {
+        if stop_tasks(&mut placer, &plan, &tasks, self.store.max_ops()) {
             requeue = Some(0.0);
         }
         placer.write(Write::Put(
@@ -728,7 +724,7 @@ impl Controller {
         Ok(requeue)
     }
 
-    /// Places the tasks the plan starts (at most [`MAX_STARTS_PER_PASS`]),
+    /// Places the tasks the plan starts (as many as one commit takes),
     /// saying in the service's events what could not be placed and that
     /// the others started. Returns the tasks placed and when to run again.
     fn place_starts(
@@ -754,11 +750,14 @@ impl Controller {
         let mut providers = deployment_providers(tasks);
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut requeue = None;
-        // A pass places a bounded number (one transaction each: etcd's
-        // default --max-txn-ops is 128); the rest go in the next pass, at
-        // once.
+        // A pass is one commit: it places as many as the store takes in
+        // one (all of them on SQLite; on etcd, its --max-txn-ops); the
+        // rest go in the next pass, at once.
+        let budget = self.store.max_ops().unwrap_or(usize::MAX);
         let mut unplaced = false;
-        for st in plan.start.iter().take(MAX_STARTS_PER_PASS) {
+        let mut more = false;
+        let mut planned = 0;
+        for st in &plan.start {
             let td = match self.definition(&st.family, st.revision) {
                 Ok(td) => td,
                 Err(e) => {
@@ -771,6 +770,15 @@ impl Controller {
                     break;
                 }
             };
+            // A task's record, its index entry and a log stream's per
+            // container (written after this loop), and a node's
+            // reservations the pass had not touched.
+            let task_ops = 2 + td.containers.len();
+            if placer.ops() + planned + task_ops + 1 + PASS_RESERVE > budget {
+                more = true;
+                break;
+            }
+            planned += task_ops;
             let (cpu, memory) = (td.reserved_cpu(), td.reserved_memory());
             let mut pinned = Vec::new();
             match placer.place(&ask(st, s, member_of, &mut pinned, (cpu, memory))) {
@@ -805,7 +813,7 @@ impl Controller {
                 }
             }
         }
-        if plan.start.len() > MAX_STARTS_PER_PASS && !unplaced {
+        if more && !unplaced {
             requeue = Some(0.0);
         }
         if !placed.is_empty() {
@@ -910,16 +918,19 @@ fn deployment_providers(
     providers
 }
 
-/// Writes desiredStatus STOPPED to the tasks the plan stops, within the
-/// pass's budget of writes (each guarded by the revision it was read
-/// at); whether some were left for the next pass.
+/// Writes desiredStatus STOPPED to the tasks the plan stops, within
+/// what the store takes in one commit (`max_ops`; each stop is a write
+/// guarded by the revision it was read at); whether some were left for
+/// the next pass.
 fn stop_tasks(
     placer: &mut Placer,
     plan: &super::reconcile::Plan,
     tasks: &[(TaskRecord, Revision)],
+    max_ops: Option<usize>,
 ) -> bool {
-    // One more write follows: the service record.
-    let room = MAX_WRITES_PER_PASS.saturating_sub(placer.write_count() + 1);
+    let room = max_ops.map_or(usize::MAX, |m| {
+        m.saturating_sub(placer.ops() + PASS_RESERVE)
+    });
     for st in plan.stop.iter().take(room) {
         let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
             continue;
@@ -944,6 +955,75 @@ mod tests {
     use crate::model::definitions::{self, DefinitionRecord, DefinitionStatus};
     use crate::scheduler::capacity::{register, tests::lease, tests::node};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    /// A store with a node of room for `tasks` tasks of 16 MiB, a
+    /// task definition and a service of `tasks` tasks; its key and the
+    /// node's lease.
+    fn service_of(inner: &dyn Store, tasks: u32) -> (String, crate::store::LeaseId) {
+        let l = lease(inner);
+        register(inner, "n1", &node(&[(1024, 16 * tasks as u64)]), l).unwrap();
+        let td = DefinitionRecord {
+            family: "web".into(),
+            revision: 1,
+            status: DefinitionStatus::Active,
+            registered_at: Some(0.0),
+            deregistered_at: None,
+            document: serde_json::json!({"family": "web", "containerDefinitions": [
+                {"name": "web", "image": "web.wasm", "memory": 16}]}),
+            digests: Default::default(),
+        };
+        let mut svc = crate::scheduler::reconcile::tests::service(1, Default::default());
+        svc.desired_count = tasks;
+        let key = service::key("default", "web");
+        inner
+            .commit(
+                &[],
+                &[
+                    Write::Put(definitions::key("web", 1), td.encode()),
+                    Write::Put(key.clone(), serde_json::to_vec(&svc).unwrap()),
+                ],
+            )
+            .unwrap();
+        (key, l)
+    }
+
+    #[test]
+    fn a_pass_places_as_many_tasks_as_one_commit_of_the_store_takes() {
+        // No limit (SQLite): one pass places all 300.
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let (key, l) = service_of(store.as_ref(), 300);
+        let mut c = Controller::new(store.clone(), "n1".into(), Arc::new(l.into()));
+        c.lead(&mut BTreeSet::new());
+        assert!(c.leadership.leading());
+        assert_eq!(c.sync(&key), None);
+        let placed = crate::store::records::tasks(store.as_ref(), task::PREFIX).unwrap();
+        assert_eq!(placed.len(), 300);
+
+        // A store that takes 40 operations a commit (etcd's limit is
+        // 128): each pass fits, and asks for the next at once.
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let (key, l) = service_of(inner.as_ref(), 300);
+        let store = Arc::new(crate::store::hooked::Hooked::new(inner.clone()).max_ops(40));
+        let mut c = Controller::new(store, "n1".into(), Arc::new(l.into()));
+        c.lead(&mut BTreeSet::new());
+        assert!(c.leadership.leading());
+        let mut passes = 1;
+        while c.sync(&key) == Some(0.0) {
+            passes += 1;
+            assert!(passes < 100, "the passes never end");
+        }
+        assert!(!c.backoff.failing(&key), "a commit was refused");
+        let placed = crate::store::records::tasks(inner.as_ref(), task::PREFIX).unwrap();
+        assert_eq!(placed.len(), 300);
+        assert!(
+            passes >= 300 / 20,
+            "{passes} passes of at most 40 operations"
+        );
+    }
 
     #[test]
     fn a_service_whose_reconcile_fails_backs_off_and_a_success_resets_it() {

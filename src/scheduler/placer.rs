@@ -111,10 +111,12 @@ impl Placer {
         self.writes.push(write);
     }
 
-    /// How many writes the commit makes so far (the reservations of each
-    /// node placed on included).
-    pub fn write_count(&self) -> usize {
-        self.writes.len() + self.fleet.touched()
+    /// How many operations the commit carries so far: the more of its
+    /// conditions and its writes (the reservations of each node placed on
+    /// included), which is what a store's limit on one commit counts.
+    pub fn ops(&self) -> usize {
+        let touched = self.fleet.touched();
+        (self.writes.len() + touched).max(self.conditions.len() + touched)
     }
 
     /// Commits the plan (see the module's doc). [`StoreError::Conflict`]

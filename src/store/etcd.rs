@@ -13,6 +13,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// etcd's default `--max-txn-ops`: the most compares, and the most
+/// operations, one transaction may carry.
+pub const MAX_TXN_OPS: usize = 128;
+
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
@@ -248,6 +252,12 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
+    /// etcd's `--max-txn-ops` (its default, 128: the server does not say
+    /// what it was started with).
+    fn max_ops(&self) -> Option<usize> {
+        Some(MAX_TXN_OPS)
+    }
+
     fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         let mut kv = self.client.kv_client();
         let k = self.key(key);
@@ -322,7 +332,7 @@ impl Store for EtcdStore {
         let txn = Txn::new().when(compares).and_then(ops);
         let resp = self.rt.call(async move { kv.txn(txn).await }).map_err(|e| match e {
             StoreError::Io(m) if m.contains("too many operations") => StoreError::Io(format!(
-                "{m}: this commit has {n} writes; start etcd with --max-txn-ops 4096 (its default is 128)"
+                "{m}: this commit has {n} writes; start etcd with --max-txn-ops 4096 (its default is {MAX_TXN_OPS})"
             )),
             StoreError::Io(m) if m.contains("lease not found") && lease.is_some() => {
                 StoreError::LeaseEnded(lease.unwrap_or_default())

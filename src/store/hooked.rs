@@ -14,6 +14,7 @@ pub(crate) struct Hooked {
     inner: Arc<dyn Store>,
     before_get: BeforeGet,
     before_commit: BeforeCommit,
+    max_ops: Option<usize>,
 }
 
 impl Hooked {
@@ -23,7 +24,15 @@ impl Hooked {
             inner,
             before_get: Box::new(|_| {}),
             before_commit: Box::new(|_, _| Ok(())),
+            max_ops: None,
         }
+    }
+
+    /// Takes at most `n` conditions and `n` writes in one commit, and
+    /// refuses a larger one as etcd does past its `--max-txn-ops`.
+    pub(crate) fn max_ops(mut self, n: usize) -> Hooked {
+        self.max_ops = Some(n);
+        self
     }
 
     /// Runs `hook` with the key before each `get`.
@@ -56,8 +65,19 @@ impl Store for Hooked {
     ) -> Result<Vec<Record>, StoreError> {
         self.inner.list(prefix, after, limit)
     }
+    fn max_ops(&self) -> Option<usize> {
+        self.max_ops.or(self.inner.max_ops())
+    }
     fn commit(&self, conditions: &[Condition], writes: &[Write]) -> Result<Revision, StoreError> {
         (self.before_commit)(conditions, writes)?;
+        if self
+            .max_ops
+            .is_some_and(|n| conditions.len() > n || writes.len() > n)
+        {
+            return Err(StoreError::Io(
+                "etcdserver: too many operations in txn request".into(),
+            ));
+        }
         self.inner.commit(conditions, writes)
     }
     fn revision(&self) -> Result<Revision, StoreError> {

@@ -206,6 +206,12 @@ pub trait Store: Send + Sync + 'static {
     /// The current revision.
     fn revision(&self) -> Result<Revision, StoreError>;
 
+    /// The most conditions, and the most writes, one commit may carry;
+    /// `None` when there is no such limit.
+    fn max_ops(&self) -> Option<usize> {
+        None
+    }
+
     /// Grants a lease that ends `ttl` after its last keep-alive.
     fn grant(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError>;
 
