@@ -1039,29 +1039,7 @@ mod tests {
                 false => Ok(()),
             }
         });
-        let l = lease(inner.as_ref());
-        register(inner.as_ref(), "n1", &node(&[(1024, 1024)]), l).unwrap();
-        let td = DefinitionRecord {
-            family: "web".into(),
-            revision: 1,
-            status: DefinitionStatus::Active,
-            registered_at: Some(0.0),
-            deregistered_at: None,
-            document: serde_json::json!({"family": "web", "containerDefinitions": [
-                {"name": "web", "image": "web.wasm", "memory": 16}]}),
-            digests: Default::default(),
-        };
-        let svc = crate::scheduler::reconcile::tests::service(1, Default::default());
-        let key = service::key("default", "web");
-        inner
-            .commit(
-                &[],
-                &[
-                    Write::Put(definitions::key("web", 1), td.encode()),
-                    Write::Put(key.clone(), serde_json::to_vec(&svc).unwrap()),
-                ],
-            )
-            .unwrap();
+        let (key, l) = service_of(inner.as_ref(), 1);
         let mut c = Controller::new(Arc::new(store), "n1".into(), Arc::new(l.into()));
         c.lead(&mut BTreeSet::new());
         assert!(c.leadership.leading());
