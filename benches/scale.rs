@@ -4,16 +4,17 @@
 //! state (N RUNNING, one deployment: what `aws ecs wait services-stable`
 //! checks), on SQLite and on etcd. Printed for each: the time to steady
 //! state, tasks placed per second, the time each 1,000 tasks took (flat
-//! when a pass costs what changed, rising when it costs what exists), and
-//! the server's RSS at steady state, per task.
+//! when a pass costs what changed, rising when it costs what exists),
+//! DescribeServices' latency meanwhile (polled every 50 ms), and the
+//! server's RSS at steady state, per task.
 //!
 //!   cargo bench --bench scale
 //!   SKIFF_SCALE_TASKS=1000,10000 SKIFF_SCALE_STORES=sqlite,etcd cargo bench --bench scale
 //!   SKIFF_BIN=/path/to/older/skiff cargo bench --bench scale   # another build
 //!
 //! Not here yet (issue #32): hollow nodes (100 nodes on one etcd, 100,000
-//! tasks), API latency under that load, the scheduler's pass time and
-//! etcd's size and write count.
+//! tasks), ListTasks' latency, the scheduler's pass time and etcd's size
+//! and write count.
 
 mod common;
 
@@ -54,9 +55,12 @@ fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
     );
     // When the running count first reached each thousand.
     let mut marks: Vec<Duration> = Vec::new();
+    let mut latencies: Vec<Duration> = Vec::new();
     let steady = loop {
+        let asked = Instant::now();
         let svc =
             conn.call("DescribeServices", &json!({"services": ["idle"]}))["services"][0].clone();
+        latencies.push(asked.elapsed());
         let running = svc["runningCount"].as_u64().unwrap_or(0);
         while (marks.len() as u64 + 1) * 1000 <= running {
             marks.push(t0.elapsed());
@@ -73,6 +77,7 @@ fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
     };
     let Some(steady) = steady else { return };
     let rss = rss_kib(pid);
+    latencies.sort();
     let per_thousand: Vec<String> = marks
         .iter()
         .scan(Duration::ZERO, |last, &m| {
@@ -82,9 +87,11 @@ fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
         })
         .collect();
     println!(
-        "{store:6} {n:6} tasks: steady in {:.2} s, {:.0} tasks/s; RSS {:.0} MiB, {:.1} KiB a task; s per 1,000: {}",
+        "{store:6} {n:6} tasks: steady in {:.2} s, {:.0} tasks/s; DescribeServices meanwhile p50 {:.0?} p99 {:.0?}; RSS {:.0} MiB, {:.1} KiB a task; s per 1,000: {}",
         steady.as_secs_f64(),
         n as f64 / steady.as_secs_f64(),
+        common::quantile(&latencies, 0.5),
+        common::quantile(&latencies, 0.99),
         rss as f64 / 1024.0,
         rss as f64 / n as f64,
         per_thousand.join(" "),
