@@ -50,7 +50,7 @@ impl CertRecord {
 
 /// A node's claim on ordering a name: kept under the node's lease, and
 /// void after `until` (seconds since the epoch).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OrderClaim {
     #[serde(default)]
     pub node: String,
@@ -62,10 +62,7 @@ impl OrderClaim {
     /// The claim a record holds; one that cannot be read holds nothing
     /// (it is void, as if it had lapsed).
     pub fn decode(bytes: &[u8]) -> OrderClaim {
-        serde_json::from_slice(bytes).unwrap_or(OrderClaim {
-            node: String::new(),
-            until: 0.0,
-        })
+        serde_json::from_slice(bytes).unwrap_or_default()
     }
 
     pub fn encode(&self) -> Vec<u8> {

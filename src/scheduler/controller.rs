@@ -995,6 +995,17 @@ mod tests {
         (key, l)
     }
 
+    /// Syncs the service at `key` until a pass asks for no next one at
+    /// once; how many passes that took.
+    fn passes_until_placed(c: &mut Controller, key: &str) -> usize {
+        let mut passes = 1;
+        while c.sync(key) == Some(0.0) {
+            passes += 1;
+            assert!(passes < 100, "the passes never end");
+        }
+        passes
+    }
+
     #[test]
     fn a_pass_places_as_many_tasks_as_one_commit_of_the_store_takes() {
         // No limit (SQLite): passes of MAX_STARTS_PER_PASS, each asking
@@ -1006,11 +1017,7 @@ mod tests {
         let mut c = Controller::new(store.clone(), "n1".into(), Arc::new(l.into()));
         c.lead(&mut BTreeSet::new());
         assert!(c.leadership.leading());
-        let mut passes = 1;
-        while c.sync(&key) == Some(0.0) {
-            passes += 1;
-            assert!(passes < 100, "the passes never end");
-        }
+        let passes = passes_until_placed(&mut c, &key);
         let placed = crate::store::records::tasks(store.as_ref(), task::PREFIX).unwrap();
         assert_eq!(placed.len(), 300);
         assert_eq!(passes, 300 / MAX_STARTS_PER_PASS);
@@ -1025,11 +1032,7 @@ mod tests {
         let mut c = Controller::new(store, "n1".into(), Arc::new(l.into()));
         c.lead(&mut BTreeSet::new());
         assert!(c.leadership.leading());
-        let mut passes = 1;
-        while c.sync(&key) == Some(0.0) {
-            passes += 1;
-            assert!(passes < 100, "the passes never end");
-        }
+        let passes = passes_until_placed(&mut c, &key);
         assert!(!c.backoff.failing(&key), "a commit was refused");
         let placed = crate::store::records::tasks(inner.as_ref(), task::PREFIX).unwrap();
         assert_eq!(placed.len(), 300);
