@@ -392,18 +392,33 @@ impl Store for SqliteStore {
             Some(a) if a >= prefix => a.to_string(),
             _ => String::new(),
         };
-        let end = prefix_end(prefix);
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT key, value, create_rev, mod_rev FROM kv
-                 WHERE key >= ?1 AND key > ?2 AND (?3 IS NULL OR key < ?3)
-                 ORDER BY key LIMIT ?4",
-            )
-            .map_err(io)?;
-        let rows = stmt
-            .query_map(params![prefix, start, end, limit as i64], record)
-            .map_err(io)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(io)
+        // Two statements, not one with `(?3 IS NULL OR key < ?3)`: with
+        // the OR, SQLite's plan bounds the scan below only, and a list
+        // of `services/` read on through every key after it (the tasks).
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = match prefix_end(prefix) {
+            Some(end) => conn
+                .prepare_cached(
+                    "SELECT key, value, create_rev, mod_rev FROM kv
+                     WHERE key >= ?1 AND key > ?2 AND key < ?3
+                     ORDER BY key LIMIT ?4",
+                )
+                .map_err(io)?
+                .query_map(params![prefix, start, end, limit], record)
+                .map_err(io)?
+                .collect::<Result<Vec<_>, _>>(),
+            None => conn
+                .prepare_cached(
+                    "SELECT key, value, create_rev, mod_rev FROM kv
+                     WHERE key >= ?1 AND key > ?2
+                     ORDER BY key LIMIT ?3",
+                )
+                .map_err(io)?
+                .query_map(params![prefix, start, limit], record)
+                .map_err(io)?
+                .collect::<Result<Vec<_>, _>>(),
+        };
+        rows.map_err(io)
     }
 
     fn commit(&self, conditions: &[Condition], writes: &[Write]) -> Result<Revision, StoreError> {
