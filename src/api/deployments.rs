@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Kind};
-use super::services::{load, modify, not_found, service_ref, tasks_of};
+use super::services::{load, modify, not_found, service_ref};
 use super::{clusters, decode, page, task_definitions, Api};
 use crate::model::arn::{self, Scope};
 use crate::model::service::{
@@ -164,8 +164,7 @@ pub fn describe_deployments(api: &Api, scope: &Scope, req: &Value) -> ApiResult 
         };
         match s.deployments.iter().find(|d| d.number() == number) {
             Some(d) => {
-                let tasks = tasks_of(api, &cluster, &name)?;
-                found.push(s.deployment_view(scope, d, &tasks));
+                found.push(s.deployment_view(scope, d));
             }
             None => failures.push(json!({"arn": a, "reason": "MISSING"})),
         }

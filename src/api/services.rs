@@ -502,9 +502,10 @@ pub fn create(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         deleted_at: None,
         domains: td.domains(),
         https_redirect: td.https_redirect(),
+        observed: Default::default(),
     };
     store_new(api, &svc, &new_tags)?;
-    let mut v = svc.view(scope, &[]);
+    let mut v = svc.view(scope);
     if !new_tags.is_empty() {
         v["tags"] = tags::to_json(&new_tags);
     }
@@ -721,8 +722,7 @@ pub(super) fn modify(
         writes.push(Write::Put(k, serde_json::to_vec(&s).unwrap_or_default()));
         Ok(api.store.commit(&conditions, &writes).map(|_| s))
     })?;
-    let tasks = tasks_of(api, cluster, name)?;
-    Ok(json!({ "service": svc.view(scope, &tasks) }))
+    Ok(json!({ "service": svc.view(scope) }))
 }
 
 /// A task definition (family, revision) and its images' digests by
@@ -917,8 +917,7 @@ pub fn describe(api: &Api, scope: &Scope, req: &Value) -> ApiResult {
         let (c, n) = service_ref(&r, &cluster);
         match load(api, &c, &n)? {
             Some((s, _)) => {
-                let tasks = tasks_of(api, &c, &n)?;
-                let mut v = s.view(scope, &tasks);
+                let mut v = s.view(scope);
                 if with_tags {
                     v["tags"] = tags::to_json(&tags::read(
                         api.store.as_ref(),

@@ -210,6 +210,9 @@ pub struct Deployment {
     /// Its `serviceConnectConfiguration`, when Service Connect is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_connect: Option<super::connect::ServiceConnect>,
+    /// Its tasks running and pending, as the scheduler last saw them.
+    #[serde(default)]
+    pub observed: Counts,
 }
 
 impl Deployment {
@@ -241,6 +244,7 @@ impl Deployment {
             config,
             image_digests: BTreeMap::new(),
             service_connect: None,
+            observed: Counts::default(),
         }
     }
 
@@ -332,6 +336,11 @@ pub struct ServiceRecord {
     /// Plain HTTP for its domains is redirected to HTTPS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+    /// Its tasks running and pending (of every deployment), as the
+    /// scheduler last saw them: what DescribeServices shows, as ECS's
+    /// counts, without reading the tasks.
+    #[serde(default)]
+    pub observed: Counts,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -346,6 +355,9 @@ pub fn key(cluster: &str, name: &str) -> String {
     format!("services/{cluster}/{name}")
 }
 
+/// The prefix of every service's task index.
+pub const TASKS_PREFIX: &str = "servicetasks/";
+
 /// The prefix of a cluster's services.
 pub fn cluster_prefix(cluster: &str) -> String {
     format!("services/{cluster}/")
@@ -353,7 +365,7 @@ pub fn cluster_prefix(cluster: &str) -> String {
 
 /// The prefix under which a service's task index lives.
 pub fn tasks_prefix(cluster: &str, name: &str) -> String {
-    format!("servicetasks/{cluster}/{name}/")
+    format!("{TASKS_PREFIX}{cluster}/{name}/")
 }
 
 /// The index key that ties a task to its service.
@@ -367,7 +379,7 @@ pub fn group(name: &str) -> String {
 }
 
 /// What is observed of one deployment's tasks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Tasks in RUNNING.
     pub running: u32,
@@ -376,20 +388,30 @@ pub struct Counts {
 }
 
 /// Counts of `tasks` started by `deployment` (every task when `None`).
-pub fn counts(tasks: &[TaskRecord], deployment: Option<&str>) -> Counts {
+pub fn counts<'a>(
+    tasks: impl IntoIterator<Item = &'a TaskRecord>,
+    deployment: Option<&str>,
+) -> Counts {
     let mut c = Counts::default();
     for t in tasks
-        .iter()
+        .into_iter()
         .filter(|t| deployment.is_none_or(|d| t.started_by.as_deref() == Some(d)))
     {
-        if t.last_status == TaskStatus::Running {
-            c.running += 1;
-        } else if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Running
-        {
-            c.pending += 1;
-        }
+        c.add(t);
     }
     c
+}
+
+impl Counts {
+    /// Counts `t`, if it is running or pending.
+    fn add(&mut self, t: &TaskRecord) {
+        if t.last_status == TaskStatus::Running {
+            self.running += 1;
+        } else if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Running
+        {
+            self.pending += 1;
+        }
+    }
 }
 
 /// The longest event message kept, in bytes (longer ones are cut, at a
@@ -533,15 +555,32 @@ impl ServiceRecord {
         });
     }
 
-    /// The service as DescribeServices shows it, with counts observed from
-    /// its `tasks`.
-    pub fn view(&self, scope: &Scope, tasks: &[TaskRecord]) -> Value {
-        let total = counts(tasks, None);
+    /// Records what the scheduler sees of the service's `tasks`: the
+    /// counts of each deployment and of them all.
+    pub fn observe<'a>(&mut self, tasks: impl IntoIterator<Item = &'a TaskRecord>) {
+        let mut total = Counts::default();
+        let mut by: BTreeMap<&str, Counts> = BTreeMap::new();
+        for t in tasks {
+            total.add(t);
+            if let Some(d) = &t.started_by {
+                by.entry(d).or_default().add(t);
+            }
+        }
+        self.observed = total;
+        for d in &mut self.deployments {
+            d.observed = by.get(d.id.as_str()).copied().unwrap_or_default();
+        }
+    }
+
+    /// The service as DescribeServices shows it, with the counts the
+    /// scheduler last observed.
+    pub fn view(&self, scope: &Scope) -> Value {
+        let total = self.observed;
         let deployments: Vec<Value> = self
             .deployments
             .iter()
             .filter(|d| d.status != DeploymentStatus::Inactive)
-            .map(|d| self.described_deployment(scope, tasks, d))
+            .map(|d| self.described_deployment(scope, d))
             .collect();
         let events: Vec<Value> = self
             .events
@@ -589,16 +628,13 @@ impl ServiceRecord {
                 json!(scope.service_deployment(&self.cluster, &self.name, p.number())),
             );
         }
-        o.insert(
-            "currentServiceRevisions".into(),
-            self.revisions_view(scope, tasks),
-        );
+        o.insert("currentServiceRevisions".into(), self.revisions_view(scope));
         v
     }
 
     /// One of the service's deployments as DescribeServices shows it.
-    fn described_deployment(&self, scope: &Scope, tasks: &[TaskRecord], d: &Deployment) -> Value {
-        let c = counts(tasks, Some(&d.id));
+    fn described_deployment(&self, scope: &Scope, d: &Deployment) -> Value {
+        let c = d.observed;
         let desired = match d.status {
             DeploymentStatus::Primary if self.status == ServiceStatus::Active => self.desired_count,
             _ => c.running + c.pending,
@@ -651,13 +687,13 @@ impl ServiceRecord {
     }
 
     /// `currentServiceRevisions`: what each live deployment runs.
-    fn revisions_view(&self, scope: &Scope, tasks: &[TaskRecord]) -> Value {
+    fn revisions_view(&self, scope: &Scope) -> Value {
         let revisions: Vec<Value> = self
             .deployments
             .iter()
             .filter(|d| d.status != DeploymentStatus::Inactive)
             .map(|d| {
-                let c = counts(tasks, Some(&d.id));
+                let c = d.observed;
                 json!({
                     "arn": scope.service_revision(&self.cluster, &self.name, d.number()),
                     "requestedTaskCount": if d.status == DeploymentStatus::Primary { self.desired_count } else { 0 },
@@ -690,9 +726,9 @@ impl ServiceRecord {
     }
 
     /// A deployment as DescribeServiceDeployments shows it.
-    pub fn deployment_view(&self, scope: &Scope, d: &Deployment, tasks: &[TaskRecord]) -> Value {
+    pub fn deployment_view(&self, scope: &Scope, d: &Deployment) -> Value {
         let summary = |dep: &Deployment, requested: u32| {
-            let c = counts(tasks, Some(&dep.id));
+            let c = dep.observed;
             json!({
                 "arn": scope.service_revision(&self.cluster, &self.name, dep.number()),
                 "requestedTaskCount": requested,

@@ -37,12 +37,19 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 /// hands a node thousands of tasks at once holds the API up while the
 /// node takes them in (DescribeServices' p99 rose to 23 s with 10,000 in
 /// one pass, from 0.4 s); passes of this many keep it answering.
-const MAX_STARTS_PER_PASS: usize = 100;
+const MAX_STARTS_PER_PASS: usize = 1000;
 
 /// What a pass leaves of the store's limit on one commit
 /// ([`Store::max_ops`]) for the service record's write and the guards
 /// added after its starts and stops.
 const PASS_RESERVE: usize = 4;
+
+/// The most changes taken from the feed between two rounds of passes.
+const MAX_CHANGES_AT_ONCE: usize = 10_000;
+
+/// The least time between two passes over a service that changes
+/// (unless the first has more to do).
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// How long a service whose task could not be placed waits before trying
 /// again (a stopping task frees resources sooner, and is a change too).
@@ -106,8 +113,8 @@ pub struct Controller {
     /// This node's side of the election: only the leader reconciles, and
     /// its writes are fenced.
     leadership: Leadership,
-    /// Which service each known task belongs to (task key → service key).
-    owners: HashMap<String, String>,
+    /// The services' tasks, kept from the change feed.
+    view: super::view::TaskView,
     /// Parsed task definitions (they never change once registered).
     definitions: HashMap<(String, u32), TaskDefinition>,
     /// Revisions of the controller's own commits, whose changes it skips.
@@ -129,7 +136,7 @@ impl Controller {
         Controller {
             store,
             leadership: Leadership::new(node, lease),
-            owners: HashMap::new(),
+            view: Default::default(),
             definitions: HashMap::new(),
             own: VecDeque::new(),
             scaler: None,
@@ -148,14 +155,17 @@ impl Controller {
         }
     }
 
-    fn on_change(&self, key: &str, revision: Revision, dirty: &mut BTreeSet<String>) {
-        if self.own.contains(&revision) {
+    fn on_change(&mut self, c: &Change, dirty: &mut BTreeSet<String>) {
+        // The view takes every change (it knows the writes it holds);
+        // the controller's own do not wake a service.
+        let owner = self.view.changed(&c.key, c.revision, c.deleted);
+        if self.own.contains(&c.revision) {
             return;
         }
-        if key.starts_with("services/") {
-            dirty.insert(key.to_string());
-        } else if let Some(owner) = self.owners.get(key) {
-            dirty.insert(owner.clone());
+        if c.key.starts_with(service::PREFIX) {
+            dirty.insert(c.key.clone());
+        } else if let Some(owner) = owner {
+            dirty.insert(owner);
         }
     }
 
@@ -182,6 +192,8 @@ impl Controller {
             }
         };
         if leads && !was {
+            // Another leader may have placed and stopped tasks meanwhile.
+            self.view.clear();
             dirty.extend(self.all_services());
             self.sweep_lost(dirty);
         }
@@ -196,6 +208,10 @@ impl Controller {
         let mut dirty = BTreeSet::new();
         self.lead(&mut dirty);
         let mut timers: HashMap<String, Instant> = HashMap::new();
+        // When each service was last synced, and those to sync again at
+        // once.
+        let mut recent: HashMap<String, Instant> = HashMap::new();
+        let mut urgent: BTreeSet<String> = BTreeSet::new();
         let mut clock = Clock {
             resync: Instant::now() + RESYNC,
             scale: Instant::now() + super::autoscale::EVERY,
@@ -204,10 +220,31 @@ impl Controller {
             if !self.leadership.leading() {
                 dirty.clear();
                 timers.clear();
+                urgent.clear();
             }
+            let now = Instant::now();
+            recent.retain(|_, at| now < *at + COALESCE);
             while let Some(key) = dirty.pop_first() {
+                // Changes to a service synced a moment ago wait out the
+                // rest of the moment, together: 10,000 tasks reporting
+                // RUNNING make a few passes, not thousands. A plan that
+                // has more to do goes on at once.
+                if let Some(at) = recent.get(&key) {
+                    if !urgent.contains(&key) {
+                        let due = *at + COALESCE;
+                        let t = timers.entry(key).or_insert(due);
+                        *t = (*t).min(due);
+                        continue;
+                    }
+                }
+                urgent.remove(&key);
                 timers.remove(&key);
-                if let Some(after) = self.sync(&key) {
+                let after = self.sync(&key);
+                recent.insert(key.clone(), Instant::now());
+                if let Some(after) = after {
+                    if after <= 0.0 {
+                        urgent.insert(key.clone());
+                    }
                     let after = Duration::from_secs_f64(after.clamp(0.0, 3600.0));
                     timers.insert(key, Instant::now() + after);
                 }
@@ -221,20 +258,25 @@ impl Controller {
                 .min(clock.scale);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                change = watch.next() => match change {
-                    Ok(c) => self.changed(&c, &mut dirty, &mut clock),
-                    Err(e) => {
-                        // Compacted past the watch (or the store failed):
-                        // every service is looked at again.
-                        if !matches!(e, StoreError::Compacted(_)) {
-                            tracing::error!("the scheduler's watch of the store failed: {e}");
+                change = watch.next() => {
+                    // Every change at hand is taken before the next pass:
+                    // one pass a change fell behind the feed.
+                    let mut change = Some(change);
+                    let mut taken = 0;
+                    while let Some(c) = change.take() {
+                        match c {
+                            Ok(c) => self.changed(&c, &mut dirty, &mut clock),
+                            Err(e) => {
+                                watch = self.rewatch(e, &mut dirty);
+                                break;
+                            }
                         }
-                        watch = self.store.watch("", self.revision());
-                        if self.leadership.leading() {
-                            dirty.extend(self.all_services());
+                        taken += 1;
+                        if taken < MAX_CHANGES_AT_ONCE {
+                            change = watch.ready().await;
                         }
                     }
-                },
+                }
                 _ = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
                     self.tick(now, &mut dirty, &mut clock);
@@ -249,6 +291,20 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// The watch failed (compacted past, or the store failed): a new one
+    /// from now, and every service looked at again from what is stored.
+    fn rewatch(&mut self, e: StoreError, dirty: &mut BTreeSet<String>) -> crate::store::Watch {
+        if !matches!(e, StoreError::Compacted(_)) {
+            tracing::error!("the scheduler's watch of the store failed: {e}");
+        }
+        let watch = self.store.watch("", self.revision());
+        self.view.clear();
+        if self.leadership.leading() {
+            dirty.extend(self.all_services());
+        }
+        watch
     }
 
     /// A change in the store: the leader key (campaign again), a node's
@@ -271,7 +327,7 @@ impl Controller {
         if c.key.starts_with(crate::model::scaling::LOAD) && self.requests_held(&c.key) {
             clock.scale = Instant::now();
         }
-        self.on_change(&c.key, c.revision, dirty);
+        self.on_change(c, dirty);
         // A node record changed or went (its lease lapsed).
         let node_record = c
             .key
@@ -583,6 +639,8 @@ impl Controller {
                     return requeue;
                 }
                 Err(StoreError::Conflict) => {
+                    // What the view holds of it may be behind: read anew.
+                    self.view.forget(key);
                     // Deposed: the new leader reconciles.
                     if !self.leadership.check(self.store.as_ref()).unwrap_or(false) {
                         return None;
@@ -600,33 +658,6 @@ impl Controller {
         Some(0.05)
     }
 
-    /// A service's tasks (through its index), with their revisions; each
-    /// is remembered as the service's, so that its changes wake it.
-    fn service_tasks(
-        &mut self,
-        key: &str,
-        svc: &ServiceRecord,
-    ) -> Result<Vec<(TaskRecord, Revision)>, StoreError> {
-        let mut tasks = Vec::new();
-        let index = self.store.list(
-            &service::tasks_prefix(&svc.cluster, &svc.name),
-            None,
-            usize::MAX,
-        )?;
-        for r in index {
-            let Some(id) = r.key.rsplit('/').next() else {
-                continue;
-            };
-            if let Some(found) = crate::store::records::task(self.store.as_ref(), &svc.cluster, id)?
-            {
-                self.owners
-                    .insert(task::key(&svc.cluster, id), key.to_string());
-                tasks.push(found);
-            }
-        }
-        Ok(tasks)
-    }
-
     /// One reconcile of the service at `key`: compare, place what is to
     /// start, and commit it all in one transaction. Returns when to run
     /// again, if the plan asks.
@@ -641,8 +672,10 @@ impl Controller {
         if svc.status == ServiceStatus::Inactive {
             return Ok(None);
         }
-        let tasks = self.service_tasks(key, &svc)?;
-        let observed: Vec<TaskRecord> = tasks.iter().map(|(t, _)| t.clone()).collect();
+        let tasks = self
+            .view
+            .tasks_of(self.store.as_ref(), key, &svc.cluster, &svc.name)?;
+        let (observed, revisions): (Vec<TaskRecord>, Vec<Revision>) = tasks.into_iter().unzip();
         let now = crate::model::now();
         let mut placer = Placer::read(self.store.as_ref())?;
         let member_of: Vec<Expr> = svc
@@ -650,7 +683,7 @@ impl Controller {
             .iter()
             .filter_map(|e| super::expr::parse(e).ok())
             .collect();
-        let plan = if svc.daemon {
+        let mut plan = if svc.daemon {
             self.daemons.insert(key.to_string());
             let eligible: Vec<String> = placer
                 .fleet()
@@ -672,6 +705,9 @@ impl Controller {
                 .collect();
             reconcile_draining(&svc, &observed, &draining, now, &mut RandomIds)
         };
+        // The counts DescribeServices shows change as the tasks do: a
+        // pass records them.
+        plan.service.observe(&observed);
         let domains = self.domains(&plan.service);
         if !plan.acts(&svc) && domains.is_none() {
             return Ok(plan.requeue);
@@ -702,7 +738,7 @@ impl Controller {
             }
         }
         let (placed, place_requeue) =
-            self.place_starts(&mut placer, &mut s, &plan, &tasks, &member_of, now);
+            self.place_starts(&mut placer, &mut s, &plan, &observed, &member_of, now);
         requeue = match (requeue, place_requeue) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -714,8 +750,16 @@ impl Controller {
                 Vec::new(),
             ));
         }
-        if stop_tasks(&mut placer, &plan, &tasks, self.store.max_ops()) {
+        if stop_tasks(
+            &mut placer,
+            &plan,
+            (&observed, &revisions),
+            self.store.max_ops(),
+        ) {
             requeue = Some(0.0);
+        }
+        if !placed.is_empty() {
+            s.observe(observed.iter().chain(&placed));
         }
         placer.write(Write::Put(
             key.to_string(),
@@ -723,9 +767,8 @@ impl Controller {
         ));
         let revision = placer.commit(self.store.as_ref())?;
         self.remember(revision);
-        for t in placed {
-            self.owners
-                .insert(task::key(&t.cluster, &t.id), key.to_string());
+        for t in &placed {
+            self.view.placed(key, t, revision);
         }
         Ok(requeue)
     }
@@ -738,7 +781,7 @@ impl Controller {
         placer: &mut Placer,
         s: &mut ServiceRecord,
         plan: &super::reconcile::Plan,
-        tasks: &[(TaskRecord, Revision)],
+        tasks: &[TaskRecord],
         member_of: &[Expr],
         now: f64,
     ) -> (Vec<TaskRecord>, Option<f64>) {
@@ -746,7 +789,6 @@ impl Controller {
         placer.group(
             tasks
                 .iter()
-                .map(|(t, _)| t)
                 .filter(|t| {
                     t.desired_status == DesiredStatus::Running
                         && t.last_status < TaskStatus::Stopped
@@ -908,11 +950,9 @@ fn service_task(
 
 /// Each deployment's live tasks by capacity provider: a new task goes to
 /// the provider its strategy is furthest behind on.
-fn deployment_providers(
-    tasks: &[(TaskRecord, Revision)],
-) -> BTreeMap<String, BTreeMap<String, u32>> {
+fn deployment_providers(tasks: &[TaskRecord]) -> BTreeMap<String, BTreeMap<String, u32>> {
     let mut providers: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
-    for (t, _) in tasks {
+    for t in tasks {
         if let (Some(d), Some(p)) = (&t.started_by, &t.capacity_provider) {
             if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
                 *providers
@@ -929,21 +969,30 @@ fn deployment_providers(
 /// Writes desiredStatus STOPPED to the tasks the plan stops, within
 /// what the store takes in one commit (`max_ops`; each stop is a write
 /// guarded by the revision it was read at); whether some were left for
-/// the next pass.
+/// the next pass. `tasks` are the service's, with the revisions they
+/// were read at.
 fn stop_tasks(
     placer: &mut Placer,
     plan: &super::reconcile::Plan,
-    tasks: &[(TaskRecord, Revision)],
+    (tasks, revisions): (&[TaskRecord], &[Revision]),
     max_ops: Option<usize>,
 ) -> bool {
+    if plan.stop.is_empty() {
+        return false;
+    }
     let room = max_ops.map_or(usize::MAX, |m| {
         m.saturating_sub(placer.ops() + PASS_RESERVE)
     });
+    let by_id: HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.id.as_str(), i))
+        .collect();
     for st in plan.stop.iter().take(room) {
-        let Some((t, rev)) = tasks.iter().find(|(t, _)| t.id == st.task) else {
+        let Some(&i) = by_id.get(st.task.as_str()) else {
             continue;
         };
-        let mut t = t.clone();
+        let (mut t, rev) = (tasks[i].clone(), &revisions[i]);
         t.desired_status = DesiredStatus::Stopped;
         if t.stop_code.is_none() {
             t.stop_code = Some(StopCode::ServiceSchedulerInitiated);
@@ -1013,14 +1062,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
-        let (key, l) = service_of(store.as_ref(), 300);
+        let n = 2 * MAX_STARTS_PER_PASS + 50;
+        let (key, l) = service_of(store.as_ref(), n as u32);
         let mut c = Controller::new(store.clone(), "n1".into(), Arc::new(l.into()));
         c.lead(&mut BTreeSet::new());
         assert!(c.leadership.leading());
         let passes = passes_until_placed(&mut c, &key);
         let placed = crate::store::records::tasks(store.as_ref(), task::PREFIX).unwrap();
-        assert_eq!(placed.len(), 300);
-        assert_eq!(passes, 300 / MAX_STARTS_PER_PASS);
+        assert_eq!(placed.len(), n);
+        assert_eq!(passes, 3);
 
         // A store that takes 40 operations a commit (etcd's limit is
         // 128): each pass fits, and asks for the next at once.
@@ -1040,6 +1090,76 @@ mod tests {
             passes >= 300 / 20,
             "{passes} passes of at most 40 operations"
         );
+    }
+
+    #[test]
+    fn a_pass_rereads_only_the_tasks_that_changed_and_records_the_counts() {
+        use std::sync::atomic::AtomicUsize;
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let (key, l) = service_of(inner.as_ref(), 50);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let r = reads.clone();
+        let store = crate::store::hooked::Hooked::new(inner.clone()).before_get(move |k| {
+            if k.starts_with(task::PREFIX) {
+                r.fetch_add(1, SeqCst);
+            }
+        });
+        let mut c = Controller::new(Arc::new(store), "n1".into(), Arc::new(l.into()));
+        c.lead(&mut BTreeSet::new());
+        passes_until_placed(&mut c, &key);
+        let observed = |want: service::Counts| {
+            let (svc, _) = crate::store::records::read::<ServiceRecord>(inner.as_ref(), &key)
+                .unwrap()
+                .unwrap();
+            assert_eq!(svc.observed, want);
+            assert_eq!(svc.deployments[0].observed, want);
+        };
+        observed(service::Counts {
+            running: 0,
+            pending: 50,
+        });
+
+        // Nothing changed: a pass reads no task.
+        reads.store(0, SeqCst);
+        c.sync(&key);
+        assert_eq!(reads.load(SeqCst), 0);
+
+        // Two tasks report RUNNING, as the ledger does, and the feed
+        // brings the changes: the service is woken, and its next pass
+        // reads those two.
+        let mut dirty = BTreeSet::new();
+        for (mut t, rev) in crate::store::records::tasks(inner.as_ref(), task::PREFIX)
+            .unwrap()
+            .into_iter()
+            .take(2)
+        {
+            t.last_status = TaskStatus::Running;
+            let k = task::key(&t.cluster, &t.id);
+            let revision = inner
+                .commit(
+                    &[Condition::At(k.clone(), rev)],
+                    &[Write::Put(k.clone(), t.encode())],
+                )
+                .unwrap();
+            c.on_change(
+                &Change {
+                    revision,
+                    key: k,
+                    deleted: false,
+                },
+                &mut dirty,
+            );
+        }
+        assert_eq!(dirty, BTreeSet::from([key.clone()]));
+        reads.store(0, SeqCst);
+        c.sync(&key);
+        assert_eq!(reads.load(SeqCst), 2);
+        observed(service::Counts {
+            running: 2,
+            pending: 48,
+        });
     }
 
     #[test]

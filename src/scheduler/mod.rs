@@ -3,7 +3,7 @@
 //! node and worker a task goes to (`expr` reads its `memberOf`
 //! constraints); `reconcile` compares a service with its tasks
 //! and says what to start and stop; `controller` runs reconcile on every
-//! change and carries out its plans.
+//! change and carries out its plans, from the tasks `view` keeps.
 
 pub mod autoscale;
 pub mod backoff;
@@ -14,3 +14,4 @@ pub mod leader;
 pub mod placement;
 pub mod placer;
 pub mod reconcile;
+pub mod view;

@@ -253,6 +253,13 @@ impl Watch {
         }
     }
 
+    /// The next change if one is at hand, without waiting for one.
+    pub async fn ready(&mut self) -> Option<Result<Change, StoreError>> {
+        tokio::time::timeout(std::time::Duration::ZERO, self.next())
+            .await
+            .ok()
+    }
+
     /// A watch fed by a channel.
     pub(crate) fn channel(rx: tokio::sync::mpsc::Receiver<Result<Change, StoreError>>) -> Watch {
         Watch(Feed::Channel(rx))

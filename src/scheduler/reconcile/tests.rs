@@ -45,6 +45,7 @@ pub(crate) fn service(desired: u32, config: DeploymentConfig) -> ServiceRecord {
         deleted_at: None,
         domains: Default::default(),
         https_redirect: false,
+        observed: Default::default(),
     }
 }
 
