@@ -13,8 +13,8 @@
 //!   SKIFF_BIN=/path/to/older/skiff cargo bench --bench scale   # another build
 //!
 //! Not here yet (issue #32): hollow nodes (100 nodes on one etcd, 100,000
-//! tasks), ListTasks' latency, the scheduler's pass time and etcd's size
-//! and write count.
+//! tasks) and the time to replace a lost one's tasks, ListTasks' latency,
+//! the scheduler's pass time and etcd's size and write count.
 
 mod common;
 

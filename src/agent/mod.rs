@@ -149,7 +149,15 @@ pub(crate) struct WorkerContext {
     /// The store, for the tasks' own endpoints (task metadata, scale-in
     /// protection).
     pub store: Arc<dyn Store>,
+    /// Tasks starting at once on this node (loading their images and
+    /// setting up their containers): a node handed thousands of tasks
+    /// takes them [`STARTS_PER_WORKER`] a worker at a time, in order,
+    /// instead of all at once with a blocking thread and buffers each.
+    pub starting: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many tasks a worker sets up at once.
+pub const STARTS_PER_WORKER: usize = 8;
 
 impl Agent {
     /// Starts the worker threads and the watch that starts and stops
@@ -174,6 +182,9 @@ impl Agent {
             ..
         } = config;
         let ctx = WorkerContext {
+            starting: Arc::new(tokio::sync::Semaphore::new(
+                STARTS_PER_WORKER * capacity.len().max(1),
+            )),
             runtime,
             events: events.clone(),
             worker_memory: capacity[0].1,

@@ -374,12 +374,22 @@ async fn run(
     task: &Task,
     stop: &mut oneshot::Receiver<(StopCode, String)>,
 ) -> (StopCode, String, bool) {
+    // Its turn to start (a stop meanwhile ends it unstarted).
+    let starting = tokio::select! {
+        p = task.ctx.starting.clone().acquire_owned() => p.ok(),
+        s = &mut *stop => {
+            let (code, reason) = s.unwrap_or((StopCode::TerminationNotice, "the skiff server shut down".into()));
+            never_started(task, None, &reason);
+            return (code, reason, false);
+        }
+    };
     let guests = match load_images(task, stop).await {
         Ok(guests) => guests,
         Err(stopped) => return stopped,
     };
     task.report(Event::Activating);
     let mut s = Supervisor::new(task, guests).await;
+    drop(starting);
     let (code, reason) = s.supervise(stop).await;
     s.wind_down(code, reason).await
 }
