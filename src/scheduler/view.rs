@@ -156,7 +156,8 @@ impl TaskView {
     }
 
     /// How many tasks the view holds.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.tasks.len()
     }
 
