@@ -376,6 +376,17 @@ impl Fleet {
         Ok(true)
     }
 
+    /// The reservations made so far were committed at `revision`: they
+    /// are what is stored now, and the placements that follow reserve on
+    /// top of them (guarded by that revision).
+    pub fn committed(&mut self, revision: Revision) {
+        for m in self.members.iter_mut().filter(|m| m.touched) {
+            m.revision = Some(revision);
+            m.added = Reservations::default();
+            m.touched = false;
+        }
+    }
+
     /// The conditions and writes that commit the reservations made, to go
     /// in the same transaction as the tasks placed: each node's
     /// reservations guarded by the revision they were read at.

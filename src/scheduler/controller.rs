@@ -737,57 +737,9 @@ impl Controller {
                 }
             }
         }
-        let (placed, place_requeue) =
-            self.place_starts(&mut placer, &mut s, &plan, &observed, &member_of, now);
-        requeue = match (requeue, place_requeue) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        for t in &placed {
-            placer.add_task(t);
-            placer.write(Write::Put(
-                service::task_index_key(&s.cluster, &s.name, &t.id),
-                Vec::new(),
-            ));
-        }
-        if stop_tasks(
-            &mut placer,
-            &plan,
-            (&observed, &revisions),
-            self.store.max_ops(),
-        ) {
-            requeue = Some(0.0);
-        }
-        if !placed.is_empty() {
-            s.observe(observed.iter().chain(&placed));
-        }
-        placer.write(Write::Put(
-            key.to_string(),
-            serde_json::to_vec(&s).unwrap_or_default(),
-        ));
-        let revision = placer.commit(self.store.as_ref())?;
-        self.remember(revision);
-        for t in &placed {
-            self.view.placed(key, t, revision);
-        }
-        Ok(requeue)
-    }
-
-    /// Places the tasks the plan starts (as many as one commit takes),
-    /// saying in the service's events what could not be placed and that
-    /// the others started. Returns the tasks placed and when to run again.
-    fn place_starts(
-        &mut self,
-        placer: &mut Placer,
-        s: &mut ServiceRecord,
-        plan: &super::reconcile::Plan,
-        tasks: &[TaskRecord],
-        member_of: &[Expr],
-        now: f64,
-    ) -> (Vec<TaskRecord>, Option<f64>) {
         // What spread counts: the service's live tasks.
         placer.group(
-            tasks
+            observed
                 .iter()
                 .filter(|t| {
                     t.desired_status == DesiredStatus::Running
@@ -795,17 +747,98 @@ impl Controller {
                 })
                 .map(|t| (t.node.as_str(), t.worker)),
         );
-        let mut providers = deployment_providers(tasks);
+        let mut run = Starts {
+            next: 0,
+            providers: deployment_providers(&observed),
+            placed: Vec::new(),
+            event: None,
+        };
+        // One commit, or as many as the store needs for the pass's starts
+        // (etcd takes 128 operations in one): each fenced, each guarded by
+        // the service record as the one before left it, each whole tasks.
+        let mut first = true;
+        loop {
+            let chunk = self.place_starts(&mut placer, &mut s, &plan, &mut run, &member_of, now);
+            requeue = match (requeue, chunk.requeue) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            for t in &chunk.placed {
+                placer.add_task(t);
+                placer.write(Write::Put(
+                    service::task_index_key(&s.cluster, &s.name, &t.id),
+                    Vec::new(),
+                ));
+            }
+            if first
+                && stop_tasks(
+                    &mut placer,
+                    &plan,
+                    (&observed, &revisions),
+                    self.store.max_ops(),
+                )
+            {
+                requeue = Some(0.0);
+            }
+            if !chunk.placed.is_empty() {
+                s.observe(observed.iter().chain(&run.placed).chain(&chunk.placed));
+            }
+            placer.write(Write::Put(
+                key.to_string(),
+                serde_json::to_vec(&s).unwrap_or_default(),
+            ));
+            let revision = placer.commit(self.store.as_ref())?;
+            self.remember(revision);
+            for t in &chunk.placed {
+                self.view.placed(key, t, revision);
+            }
+            let went_on = !chunk.placed.is_empty();
+            run.placed.extend(chunk.placed);
+            if !chunk.full {
+                break;
+            }
+            let fence = match self.leadership.fence() {
+                Some(fence) if went_on => fence,
+                _ => {
+                    requeue = Some(0.0);
+                    break;
+                }
+            };
+            placer.committed(revision);
+            placer.guard(Condition::At(key.to_string(), revision));
+            placer.guard(fence);
+            first = false;
+        }
+        Ok(requeue)
+    }
+
+    /// Places the plan's starts from `run.next` on, as many as one commit
+    /// takes, saying in the service's events what could not be placed
+    /// and that the others started (one event for the pass, said again
+    /// with each commit).
+    fn place_starts(
+        &mut self,
+        placer: &mut Placer,
+        s: &mut ServiceRecord,
+        plan: &super::reconcile::Plan,
+        run: &mut Starts,
+        member_of: &[Expr],
+        now: f64,
+    ) -> Chunk {
+        let providers = &mut run.providers;
         let mut placed: Vec<TaskRecord> = Vec::new();
         let mut requeue = None;
-        // A pass is one commit: it places as many as the store takes in
-        // one (all of them on SQLite; on etcd, its --max-txn-ops); the
-        // rest go in the next pass, at once.
+        // As many as the store takes in one commit (all of them on
+        // SQLite; on etcd, its --max-txn-ops); then `full`, and the rest
+        // go in the next commit. Past MAX_STARTS_PER_PASS, in the next
+        // pass, at once.
         let budget = self.store.max_ops().unwrap_or(usize::MAX);
         let mut unplaced = false;
         let mut more = false;
+        let mut full = false;
         let mut planned = 0;
-        for st in &plan.start {
+        let mut next = plan.start.len();
+        for (i, st) in plan.start.iter().enumerate().skip(run.next) {
             let td = match self.definition(&st.family, st.revision) {
                 Ok(td) => td,
                 Err(e) => {
@@ -822,10 +855,12 @@ impl Controller {
             // container (written after this loop), and a node's
             // reservations the pass had not touched.
             let task_ops = 2 + td.containers.len();
-            if placed.len() >= MAX_STARTS_PER_PASS
-                || placer.ops() + planned + task_ops + 1 + PASS_RESERVE > budget
-            {
+            if run.placed.len() + placed.len() >= MAX_STARTS_PER_PASS {
                 more = true;
+                break;
+            }
+            if placer.ops() + planned + task_ops + 1 + PASS_RESERVE > budget {
+                (full, next) = (true, i);
                 break;
             }
             planned += task_ops;
@@ -866,11 +901,24 @@ impl Controller {
         if more && !unplaced {
             requeue = Some(0.0);
         }
+        run.next = next;
         if !placed.is_empty() {
-            let n = placed.len();
-            let list = service::named_tasks(placed.iter().map(|t| t.id.as_str()));
+            let n = run.placed.len() + placed.len();
+            let list = service::named_tasks(
+                run.placed
+                    .iter()
+                    .chain(&placed)
+                    .map(|t| t.id.as_str())
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            if let Some(said) = run.event.take() {
+                s.events.retain(|e| e.id != said);
+            }
+            let id = RandomIds.event_id();
+            run.event = Some(id.clone());
             s.event(
-                RandomIds.event_id(),
+                id,
                 now,
                 format!(
                     "(service {}) has started {n} task{}: {list}.",
@@ -879,8 +927,35 @@ impl Controller {
                 ),
             );
         }
-        (placed, requeue)
+        Chunk {
+            placed,
+            requeue,
+            full,
+        }
     }
+}
+
+/// A pass's starts, across the commits they take.
+struct Starts {
+    /// The next of the plan's starts to place.
+    next: usize,
+    /// Each deployment's live tasks by capacity provider.
+    providers: BTreeMap<String, BTreeMap<String, u32>>,
+    /// What the pass's commits so far placed.
+    placed: Vec<TaskRecord>,
+    /// The id of the pass's "has started" event, said again (with every
+    /// task so far) with each commit.
+    event: Option<String>,
+}
+
+/// What one commit of a pass places.
+struct Chunk {
+    placed: Vec<TaskRecord>,
+    /// When to run the pass again, if it asks.
+    requeue: Option<f64>,
+    /// The commit is as full as the store takes, and starts are left:
+    /// they go in another commit, at once.
+    full: bool,
 }
 
 /// What placement is asked for the plan's start `st`: a DAEMON task goes
@@ -1073,23 +1148,49 @@ mod tests {
         assert_eq!(passes, 3);
 
         // A store that takes 40 operations a commit (etcd's limit is
-        // 128): each pass fits, and asks for the next at once.
+        // 128): one pass places them all, in as many commits as that
+        // takes, each within the limit (a larger one is refused).
         let dir = tempfile::tempdir().unwrap();
         let inner: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(&dir.path().join("s.db")).unwrap());
         let (key, l) = service_of(inner.as_ref(), 300);
-        let store = Arc::new(crate::store::hooked::Hooked::new(inner.clone()).max_ops(40));
+        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = commits.clone();
+        let store = Arc::new(
+            crate::store::hooked::Hooked::new(inner.clone())
+                .max_ops(40)
+                .before_commit(move |_, _| {
+                    counted.fetch_add(1, SeqCst);
+                    Ok(())
+                }),
+        );
         let mut c = Controller::new(store, "n1".into(), Arc::new(l.into()));
         c.lead(&mut BTreeSet::new());
         assert!(c.leadership.leading());
+        commits.store(0, SeqCst);
         let passes = passes_until_placed(&mut c, &key);
         assert!(!c.backoff.failing(&key), "a commit was refused");
         let placed = crate::store::records::tasks(inner.as_ref(), task::PREFIX).unwrap();
         assert_eq!(placed.len(), 300);
+        assert_eq!(passes, 1);
+        let commits = commits.load(SeqCst);
         assert!(
-            passes >= 300 / 20,
-            "{passes} passes of at most 40 operations"
+            commits >= 300 / 20,
+            "{commits} commits of at most 40 operations"
         );
+        // The pass says once that it started them all, and records them.
+        let (svc, _) = crate::store::records::read::<ServiceRecord>(inner.as_ref(), &key)
+            .unwrap()
+            .unwrap();
+        let started: Vec<&str> = svc
+            .events
+            .iter()
+            .map(|e| e.message.as_str())
+            .filter(|m| m.contains("has started"))
+            .collect();
+        assert_eq!(started.len(), 1, "{started:?}");
+        assert!(started[0].contains("has started 300 tasks"), "{started:?}");
+        assert_eq!(svc.observed.pending, 300);
     }
 
     #[test]

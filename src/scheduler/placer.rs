@@ -138,6 +138,15 @@ impl Placer {
         Err(StoreError::Conflict)
     }
 
+    /// The plan so far was committed at `revision`: what follows goes in
+    /// another commit, reserving on top of it, with guards and writes of
+    /// its own.
+    pub fn committed(&mut self, revision: Revision) {
+        self.fleet.committed(revision);
+        self.conditions.clear();
+        self.writes.clear();
+    }
+
     /// Whether every condition the placer added still holds.
     fn guards_hold(&self, store: &dyn Store) -> Result<bool, StoreError> {
         for c in &self.conditions {
