@@ -12,9 +12,18 @@
 //!   SKIFF_SCALE_TASKS=1000,10000 SKIFF_SCALE_STORES=sqlite,etcd cargo bench --bench scale
 //!   SKIFF_BIN=/path/to/older/skiff cargo bench --bench scale   # another build
 //!
-//! Not here yet (issue #32): hollow nodes (100 nodes on one etcd, 100,000
-//! tasks) and the time to replace a lost one's tasks, ListTasks' latency,
-//! the scheduler's pass time and etcd's size and write count.
+//! Then the same on hollow nodes (`skiff server --hollow`: nodes that
+//! report their tasks as running ones and run no guest), 100 of them on
+//! one etcd (1 worker each): time to steady state, DescribeServices'
+//! latency, the nodes' mean RSS; then one node is killed, and the time
+//! until the service is back at its count with that node's tasks
+//! replaced elsewhere is printed against the node TTL (5 s).
+//!
+//!   SKIFF_SCALE_HOLLOW=100 SKIFF_SCALE_HOLLOW_TASKS=10000,100000 cargo bench --bench scale
+//!   SKIFF_SCALE_HOLLOW=0 ...   # no hollow nodes
+//!
+//! Not here yet (issue #32): ListTasks' latency, the scheduler's pass
+//! time and etcd's size and write count.
 
 mod common;
 
@@ -36,13 +45,20 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// One run: N tasks on a fresh node with `store_args`; prints its line.
-fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
-    let mut args = vec!["--memory", "65536"];
-    args.extend_from_slice(store_args);
-    let (child, api, _dir) = common::server_with(2, &args);
-    let pid = child.0.id();
-    let mut conn = Conn::open(&api);
+/// What a run measured until the service was steady.
+struct Ramp {
+    /// From CreateService to steady.
+    steady: Duration,
+    /// When the running count first reached each thousand.
+    marks: Vec<Duration>,
+    /// DescribeServices' latencies meanwhile.
+    latencies: Vec<Duration>,
+}
+
+/// Creates the service `idle` of `n` hello-http tasks through `conn` and
+/// polls DescribeServices (every 50 ms) until it is steady: `None` if it
+/// is not within `limit`.
+fn ramp(conn: &mut Conn, label: &str, n: u64, limit: Duration) -> Option<Ramp> {
     conn.call(
         "RegisterTaskDefinition",
         &json!({"family": "idle", "containerDefinitions": [
@@ -70,14 +86,35 @@ fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
             break Some(t0.elapsed());
         }
         if t0.elapsed() > limit {
-            println!("{store:6} {n:6} tasks: not steady after {limit:.0?} ({running} RUNNING)");
+            println!("{label:6} {n:6} tasks: not steady after {limit:.0?} ({running} RUNNING)");
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let Some(steady) = steady else { return };
-    let rss = rss_kib(pid);
     latencies.sort();
+    Some(Ramp {
+        steady: steady?,
+        marks,
+        latencies,
+    })
+}
+
+/// One run: N tasks on a fresh node with `store_args`; prints its line.
+fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
+    let mut args = vec!["--memory", "65536"];
+    args.extend_from_slice(store_args);
+    let (child, api, _dir) = common::server_with(2, &args);
+    let pid = child.0.id();
+    let mut conn = Conn::open(&api);
+    let Some(Ramp {
+        steady,
+        marks,
+        latencies,
+    }) = ramp(&mut conn, store, n, limit)
+    else {
+        return;
+    };
+    let rss = rss_kib(pid);
     let per_thousand: Vec<String> = marks
         .iter()
         .scan(Duration::ZERO, |last, &m| {
@@ -98,6 +135,65 @@ fn run(store: &str, store_args: &[&str], n: u64, limit: Duration) {
     );
 }
 
+/// N tasks on `nodes` hollow nodes sharing one etcd; then one node is
+/// killed and its tasks' replacement timed. Prints its lines.
+fn hollow(nodes: usize, n: u64, limit: Duration) {
+    let etcd = common::etcd::Etcd::start();
+    let url = etcd.url("hollow");
+    let args = [
+        "--store",
+        url.as_str(),
+        "--hollow",
+        "--memory",
+        "65536",
+        "--node-ttl",
+        "5s",
+    ];
+    let mut servers: Vec<_> = (0..nodes).map(|_| common::server_with(1, &args)).collect();
+    let mut conn = Conn::open(&servers[0].1);
+    let label = format!("{nodes}x hollow");
+    let Some(r) = ramp(&mut conn, &label, n, limit) else {
+        return;
+    };
+    let rss: Vec<u64> = servers.iter().map(|(c, _, _)| rss_kib(c.0.id())).collect();
+    println!(
+        "{label} {n:6} tasks: steady in {:.2} s, {:.0} tasks/s; DescribeServices meanwhile p50 {:.0?} p99 {:.0?}; RSS per node mean {:.0} MiB, max {:.0} MiB",
+        r.steady.as_secs_f64(),
+        n as f64 / r.steady.as_secs_f64(),
+        common::quantile(&r.latencies, 0.5),
+        common::quantile(&r.latencies, 0.99),
+        rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0,
+        rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0,
+    );
+    // A node that is not the one asked is lost (killed): its tasks are
+    // recorded STOPPED once its lease lapses, and replaced elsewhere.
+    let lost = servers.pop().expect("a node to kill");
+    let t0 = Instant::now();
+    drop(lost);
+    let mut dipped = None;
+    loop {
+        let svc =
+            conn.call("DescribeServices", &json!({"services": ["idle"]}))["services"][0].clone();
+        let running = svc["runningCount"].as_u64().unwrap_or(0);
+        if running < n && dipped.is_none() {
+            dipped = Some(t0.elapsed());
+        }
+        if let (Some(d), true) = (dipped, running == n) {
+            println!(
+                "{label}: a node killed; its tasks seen lost after {:.2} s and replaced after {:.2} s (node TTL 5 s)",
+                d.as_secs_f64(),
+                t0.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if t0.elapsed() > limit {
+            println!("{label}: a node killed; the service not back at {n} after {limit:.0?} ({running} RUNNING)");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn main() {
     let sizes: Vec<u64> = std::env::var("SKIFF_SCALE_TASKS")
         .unwrap_or_else(|_| "1000,10000".into())
@@ -114,7 +210,7 @@ fn main() {
     println!(
         "one node, 2 workers, --memory 65536; a service of idle hello-http tasks (6 MiB each)"
     );
-    for store in stores.split(',') {
+    for store in stores.split(",").filter(|s| !s.is_empty()) {
         for &n in &sizes {
             match store {
                 "sqlite" => run("sqlite", &[], n, limit),
@@ -126,5 +222,24 @@ fn main() {
                 other => panic!("SKIFF_SCALE_STORES: {other:?} is not sqlite or etcd"),
             }
         }
+    }
+    let nodes: usize = std::env::var("SKIFF_SCALE_HOLLOW")
+        .ok()
+        .map(|s| s.parse().expect("SKIFF_SCALE_HOLLOW: a number of nodes"))
+        .unwrap_or(100);
+    if nodes == 0 {
+        return;
+    }
+    let sizes: Vec<u64> = std::env::var("SKIFF_SCALE_HOLLOW_TASKS")
+        .unwrap_or_else(|_| "10000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("SKIFF_SCALE_HOLLOW_TASKS like 10000,100000")
+        })
+        .collect();
+    for n in sizes {
+        hollow(nodes, n, limit);
     }
 }

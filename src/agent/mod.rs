@@ -112,6 +112,10 @@ pub struct AgentConfig {
     /// Registries, for images named by OCI reference (`None`: such an
     /// image cannot be pulled here).
     pub registry: Option<Arc<crate::images::Registry>>,
+    /// A hollow node (`skiff server --hollow`, a test tool): it takes
+    /// placements and reports its tasks as a real one does, but runs no
+    /// guest.
+    pub hollow: bool,
 }
 
 impl AgentConfig {
@@ -154,6 +158,8 @@ pub(crate) struct WorkerContext {
     /// takes them [`STARTS_PER_WORKER`] a worker at a time, in order,
     /// instead of all at once with a blocking thread and buffers each.
     pub starting: Arc<tokio::sync::Semaphore>,
+    /// Tasks are reported, not run (`AgentConfig::hollow`).
+    pub hollow: bool,
 }
 
 /// How many tasks a worker sets up at once.
@@ -179,9 +185,11 @@ impl Agent {
             node,
             blobs,
             registry,
+            hollow,
             ..
         } = config;
         let ctx = WorkerContext {
+            hollow,
             starting: Arc::new(tokio::sync::Semaphore::new(
                 STARTS_PER_WORKER * capacity.len().max(1),
             )),

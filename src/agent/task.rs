@@ -374,6 +374,9 @@ async fn run(
     task: &Task,
     stop: &mut oneshot::Receiver<(StopCode, String)>,
 ) -> (StopCode, String, bool) {
+    if task.ctx.hollow {
+        return hollow(task, stop).await;
+    }
     // Its turn to start (a stop meanwhile ends it unstarted).
     let starting = tokio::select! {
         p = task.ctx.starting.clone().acquire_owned() => p.ok(),
@@ -392,6 +395,44 @@ async fn run(
     drop(starting);
     let (code, reason) = s.supervise(stop).await;
     s.wind_down(code, reason).await
+}
+
+/// A hollow node's task: reported as a task that runs is (its
+/// containers RUNNING, and HEALTHY where they have a health check), until
+/// it is told to stop; no image is loaded and no guest runs.
+async fn hollow(
+    task: &Task,
+    stop: &mut oneshot::Receiver<(StopCode, String)>,
+) -> (StopCode, String, bool) {
+    task.report(Event::Activating);
+    let containers = &task.spec.definition.containers;
+    for (i, c) in containers.iter().enumerate() {
+        task.report(Event::ContainerRunning(i));
+        if c.health_check.is_some() {
+            task.report(Event::ContainerHealth {
+                index: i,
+                status: HealthStatus::Healthy,
+            });
+        }
+    }
+    task.report(Event::Running);
+    let (code, reason) = (&mut *stop).await.unwrap_or((
+        StopCode::TerminationNotice,
+        "the skiff server shut down".into(),
+    ));
+    task.report(Event::Deactivating);
+    task.report(Event::Stopping {
+        code,
+        reason: reason.clone(),
+    });
+    for i in 0..containers.len() {
+        task.report(Event::ContainerStopped {
+            index: i,
+            exit_code: None,
+            reason: Some(format!("stopped: {reason}")),
+        });
+    }
+    (code, reason, false)
 }
 
 /// The task stopped before it started: why, and that no essential

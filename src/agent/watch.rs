@@ -354,11 +354,24 @@ mod tests {
 
     #[test]
     fn the_agent_runs_and_stops_what_the_store_says() {
+        runs_and_stops(hello(), false);
+    }
+
+    #[test]
+    fn a_hollow_agent_reports_tasks_as_they_would_run_and_runs_none() {
+        // An image no real agent could load (it would fail the task).
+        runs_and_stops("/nonexistent/never-loaded.wasm".into(), true);
+    }
+
+    /// A task found at start, one placed while the agent watches, one
+    /// stopped through the store and one stopped before it ran, on an
+    /// agent (`hollow` or not) whose task definition runs `image`.
+    fn runs_and_stops(image: String, hollow: bool) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
         let def = serde_json::json!({"family": "web", "revision": 1, "status": "ACTIVE",
             "document": {"family": "web", "containerDefinitions": [
-                {"name": "web", "image": hello(), "memory": 16}]}});
+                {"name": "web", "image": image, "memory": 16}]}});
         store
             .commit(
                 &[],
@@ -400,6 +413,7 @@ mod tests {
                 node: NODE.into(),
                 blobs: None,
                 registry: None,
+                hollow,
             },
             store.clone(),
             tx,

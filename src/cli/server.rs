@@ -93,6 +93,12 @@ pub struct Server {
     /// service is scaled in (then its ScaleInCooldown applies): 30s, 5m, ...
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
     pub scale_in_window: std::time::Duration,
+    /// A hollow node, a test tool: it registers, takes placements and
+    /// reports its tasks RUNNING (HEALTHY where checked) and STOPPED as a
+    /// node does, but loads no image and runs no guest, so that one
+    /// machine can play many nodes on one etcd.
+    #[arg(long)]
+    pub hollow: bool,
     /// How long stopped tasks stay describable: 30m, 1h, ...
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::units::parse_duration)]
     pub stopped_task_ttl: std::time::Duration,
@@ -347,6 +353,7 @@ impl Server {
             node: kept.node.clone(),
             blobs: Some(blobs.clone()),
             registry: Some(registry.clone()),
+            hollow: self.hollow,
         }
     }
 
