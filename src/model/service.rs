@@ -572,6 +572,21 @@ impl ServiceRecord {
         }
     }
 
+    /// Adds to the counts [`ServiceRecord::observe`] recorded the tasks
+    /// just `placed` (pending, each in its deployment).
+    pub fn observe_placed(&mut self, placed: &[TaskRecord]) {
+        for t in placed {
+            self.observed.add(t);
+            if let Some(d) = self
+                .deployments
+                .iter_mut()
+                .find(|d| t.started_by.as_deref() == Some(d.id.as_str()))
+            {
+                d.observed.add(t);
+            }
+        }
+    }
+
     /// The service as DescribeServices shows it, with the counts the
     /// scheduler last observed.
     pub fn view(&self, scope: &Scope) -> Value {

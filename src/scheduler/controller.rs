@@ -23,7 +23,7 @@ use super::capacity;
 use super::expr::{Expr, Op, Subject};
 use super::leader::{Leadership, NodeLease, LEADER_KEY};
 use super::placer::Placer;
-use super::reconcile::{reconcile_daemon, reconcile_draining, Ids};
+use super::reconcile::{live, reconcile_daemon, reconcile_draining, Ids};
 use crate::model::definitions::{self, DefinitionRecord, FamilyRecord};
 use crate::model::service::{self, DeploymentStatus, ServiceRecord, ServiceStatus};
 use crate::model::task::{self, ContainerStatus, DesiredStatus, StopCode, TaskRecord, TaskStatus};
@@ -33,10 +33,8 @@ use crate::store::{Change, Condition, Revision, Store, StoreError, Write};
 /// How often every service is reconciled even without a change.
 pub const RESYNC: Duration = Duration::from_secs(10);
 
-/// The most tasks one pass starts, whatever the store takes: a pass that
-/// hands a node thousands of tasks at once holds the API up while the
-/// node takes them in (DescribeServices' p99 rose to 23 s with 10,000 in
-/// one pass, from 0.4 s); passes of this many keep it answering.
+/// The most tasks one pass starts, in as many commits as the store
+/// needs; the rest go in the next pass, at once.
 const MAX_STARTS_PER_PASS: usize = 1000;
 
 /// What a pass leaves of the store's limit on one commit
@@ -741,10 +739,7 @@ impl Controller {
         placer.group(
             observed
                 .iter()
-                .filter(|t| {
-                    t.desired_status == DesiredStatus::Running
-                        && t.last_status < TaskStatus::Stopped
-                })
+                .filter(|t| live(t))
                 .map(|t| (t.node.as_str(), t.worker)),
         );
         let mut run = Starts {
@@ -780,9 +775,7 @@ impl Controller {
             {
                 requeue = Some(0.0);
             }
-            if !chunk.placed.is_empty() {
-                s.observe(observed.iter().chain(&run.placed).chain(&chunk.placed));
-            }
+            s.observe_placed(&chunk.placed);
             placer.write(Write::Put(
                 key.to_string(),
                 serde_json::to_vec(&s).unwrap_or_default(),
@@ -1029,7 +1022,7 @@ fn deployment_providers(tasks: &[TaskRecord]) -> BTreeMap<String, BTreeMap<Strin
     let mut providers: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
     for t in tasks {
         if let (Some(d), Some(p)) = (&t.started_by, &t.capacity_provider) {
-            if t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped {
+            if live(t) {
                 *providers
                     .entry(d.clone())
                     .or_default()

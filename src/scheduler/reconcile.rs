@@ -82,7 +82,8 @@ pub trait Ids {
     fn deployment_id(&mut self) -> String;
 }
 
-fn live(t: &TaskRecord) -> bool {
+/// Meant to run and not stopped.
+pub(super) fn live(t: &TaskRecord) -> bool {
     t.desired_status == DesiredStatus::Running && t.last_status < TaskStatus::Stopped
 }
 
