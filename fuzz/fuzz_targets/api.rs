@@ -56,6 +56,7 @@ fn ctx() -> &'static Ctx {
             api_connections: 16,
             host_root: Vec::new(),
             stopped_task_ttl: std::time::Duration::from_secs(60),
+            hollow: false,
             store: None,
             attribute: Vec::new(),
             node_ttl: std::time::Duration::from_secs(5),
